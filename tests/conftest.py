@@ -1,0 +1,41 @@
+"""Shared test set-up: deterministic torch, seeded RNGs, hypothesis profiles.
+
+Profiles: ``ci`` (default; few examples, no deadline, derandomized so CI is
+repeatable) and ``dev`` (more examples). Select with ``HYPOTHESIS_PROFILE=dev``.
+"""
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci",
+    max_examples=20,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile("dev", max_examples=200, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    """Every test starts from the same RNG state (python, numpy, torch if loaded)."""
+    random.seed(0)
+    try:
+        import numpy as np
+
+        np.random.seed(0)
+    except ImportError:  # pragma: no cover
+        pass
+    import sys
+
+    if "torch" in sys.modules:
+        import torch
+
+        torch.manual_seed(0)
+    yield
