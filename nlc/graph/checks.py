@@ -1,0 +1,177 @@
+"""Semantic checks of a schema-valid spec, all collected in one pass.
+
+The rules (docs/design.md, "Validation rules", states them for users):
+
+1. every level name used anywhere resolves, to a level of a type that fits the use;
+2. no two levels need each other at the same time: the same-time edges form a DAG
+   (the message prints the cycle);
+3. a level's initial state is meta-learned only by a strictly slower level;
+4. exactly one outermost level (an optimizer level on the slowest step clock);
+5. every level reaches the output (is used by a layer, or feeds a level that does);
+6. chunks hold whole periods; periods that do not nest, or exceed the training
+   sequence, are warned about;
+7. dimensions agree: heads divide the width, a state copied or meta-learned from
+   another level has the same shape;
+8. update rules fit their memory and objective (delta rule: matrix + L2; DGD: L2 or dot;
+   the task objective only drives MLP (CMS) levels; self-targets need a values memory).
+"""
+from __future__ import annotations
+
+import difflib
+import math
+
+import networkx as nx
+
+from ..errors import Issue
+from ..spec.levels import MemoryLevel, MLPLevel, OptimizerLevel
+from ..spec.model import Spec
+from .build import block_levels, build_graph, frequency, outermost, references
+
+
+def check_spec(spec: Spec) -> list[Issue]:
+    issues = _check_references(spec)
+    if issues:  # later checks assume names resolve
+        return issues
+    graph = build_graph(spec)
+    for check in (_check_cycles, _check_initialisation, _check_outermost, _check_reaches_output,
+                  _check_periods, _check_dimensions, _check_rules):
+        issues += check(spec, graph)
+    return issues
+
+
+def _check_references(spec: Spec) -> list[Issue]:
+    issues = []
+    names = list(spec.levels)
+    for ref in references(spec):
+        level = spec.levels.get(ref.target)
+        if level is None:
+            close = difflib.get_close_matches(ref.target, names, n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'?" if close else f"levels are: {', '.join(names)}"
+            issues.append(Issue(ref.path, f"unknown level '{ref.target}'", hint=hint))
+        elif level.type not in ref.allowed:
+            issues.append(Issue(ref.path, f"level '{ref.target}' is a {level.type} level; "
+                                f"this place needs a level of type {' or '.join(ref.allowed)}"))
+    return issues
+
+
+def _check_cycles(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
+    same_time = nx.DiGraph()
+    for a, b, data in graph.edges(data=True):
+        if data["same_time"]:
+            same_time.add_edge(a, b, path=data["path"])
+    issues = []
+    for component in nx.strongly_connected_components(same_time):
+        if len(component) == 1 and not same_time.has_edge(*(2 * tuple(component))):
+            continue
+        cycle = nx.find_cycle(same_time.subgraph(component))
+        chain = " -> ".join([cycle[0][0], *(b for _, b in cycle)])
+        issues.append(Issue(
+            same_time.edges[cycle[-1]]["path"],
+            f"levels need each other at the same time: {chain}",
+            hint="read one of them before its write (read: before_write) so it uses the previous state",
+        ))
+    return issues
+
+
+def _check_initialisation(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
+    issues = []
+    for a, b, data in graph.edges(data=True):
+        if data["kind"] == "initialization" and frequency(spec, a) >= frequency(spec, b) \
+                and not isinstance(spec.levels[a], OptimizerLevel):
+            issues.append(Issue(data["path"], f"'{a}' cannot meta-learn the initial state of '{b}': "
+                                "it is not slower", hint="initial states come only from a slower level"))
+    return issues
+
+
+def _check_outermost(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
+    slowest = outermost(spec)
+    if not slowest:
+        return [Issue("levels", "no outermost level: add an optimizer level",
+                      hint="e.g. 'outer: {type: optimizer, rule: adamw, lr: 1.0e-3}'")]
+    if len(slowest) > 1:
+        return [Issue(f"levels.{slowest[1]}.period", "more than one outermost level: "
+                      f"{', '.join(slowest)} share the slowest step clock",
+                      hint="give one of them a longer period {steps: k} or merge them")]
+    return []
+
+
+def _check_reaches_output(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
+    sinks = set(block_levels(spec))
+    if not sinks:
+        return []
+    reach = set(sinks)
+    for sink in sinks:
+        reach |= nx.ancestors(graph, sink)
+    return [Issue(f"levels.{name}", f"level '{name}' does not reach the output",
+                  hint="use it in a model layer or reference it from a level that is used")
+            for name in spec.levels if name not in reach]
+
+
+def _check_periods(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
+    issues = []
+    periods: dict[int, str] = {}
+    for name, level in spec.levels.items():
+        period = getattr(level, "period", None)
+        tokens = period.tokens if period is not None else None
+        if tokens is None:
+            continue
+        periods.setdefault(tokens, name)
+        if isinstance(level, MemoryLevel) and level.chunk % tokens:
+            issues.append(Issue(f"levels.{name}.chunk", f"chunk {level.chunk} does not hold whole "
+                                f"periods of {tokens} tokens", hint=f"use a multiple of {tokens}"))
+        if tokens > spec.train.seq_len:
+            issues.append(Issue(f"levels.{name}.period", f"period {tokens} exceeds train.seq_len "
+                                f"{spec.train.seq_len}: the level never updates inside a training sequence",
+                                severity="warning"))
+    ordered = sorted(periods)
+    for fast, slow in zip(ordered, ordered[1:]):
+        if slow % fast:
+            issues.append(Issue(f"levels.{periods[slow]}.period", f"periods {fast} and {slow} do not nest: "
+                                f"the schedule repeats only every {math.lcm(*ordered)} tokens",
+                                hint="periods that divide each other keep one compiled graph per level",
+                                severity="warning"))
+    return issues
+
+
+def _state_shape(level: object) -> tuple:
+    if isinstance(level, MemoryLevel):
+        return ("memory", level.memory.model_dump_json(), level.heads)
+    if isinstance(level, MLPLevel):
+        return ("mlp", level.hidden, level.expansion, level.activation)
+    return (type(level).__name__,)
+
+
+def _check_dimensions(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
+    issues = []
+    width = spec.model.width
+    for name, level in spec.levels.items():
+        heads = getattr(level, "heads", None)
+        if heads is not None and width % heads:
+            issues.append(Issue(f"levels.{name}.heads", f"{heads} heads do not divide the width {width}",
+                                hint=f"use a divisor of {width}"))
+        init = getattr(level, "init", None)
+        if init is not None and init.level is not None and init.level in spec.levels:
+            if _state_shape(spec.levels[init.level]) != _state_shape(level):
+                issues.append(Issue(f"levels.{name}.init", f"the state of '{init.level}' has a different "
+                                    f"shape from the state of '{name}'",
+                                    hint="initial states are copied: give both levels the same memory/hidden/heads"))
+    return issues
+
+
+def _check_rules(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
+    issues = []
+    for name, level in spec.levels.items():
+        if not isinstance(level, MemoryLevel):
+            continue
+        base, rule, objective = f"levels.{name}", level.update.rule, level.objective.kind
+        if rule == "delta" and (level.memory.kind != "matrix" or objective != "l2"):
+            issues.append(Issue(f"{base}.update.rule", "the exact delta rule needs a matrix memory "
+                                "and the l2 objective", hint="use rule 'gd' or 'momentum' for MLP memories"))
+        if rule == "dgd" and objective not in ("l2", "dot"):
+            issues.append(Issue(f"{base}.update.rule", "DGD (HOPE Eq. 88) is defined for the l2 and "
+                                "dot objectives"))
+        if objective == "task":
+            issues.append(Issue(f"{base}.objective.kind", "the 'task' objective drives MLP (CMS) levels; "
+                                "a memory needs an associative objective",
+                                hint="use l2, lp, huber or dot"))
+    return issues

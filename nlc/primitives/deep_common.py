@@ -1,0 +1,226 @@
+"""Shared pieces of the deep (MLP) associative memory: config, activations, objectives, state.
+
+Notation (see :mod:`nlc.primitives.deep` for the full legend)::
+
+    B batch   H heads   T tokens   C chunk   L memory depth (number of weight matrices)
+    D_0 = Dk (key/query dim) ... D_L = Dv (value dim); hidden widths D_1 .. D_{L-1} (= Dh)
+    W_l  (B, H, D_l, D_{l-1})  layer-l weights (state), S_l the momentum buffer of W_l
+    M(x) = [x +] W_L act(W_{L-1} ... act(W_1 x))          (Titans §3.1; HOPE NL-arXiv Eq. 89)
+
+Nothing here is differentiated through ``torch.func`` except in the reference form.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "ACTIVATIONS", "OBJECTIVES", "GLOBAL_RETENTIONS",
+    "init_deep_params", "init_deep_state", "deep_layers", "mlp_forward",
+    "objective_loss", "lq_norm_scale", "soft_threshold",
+]
+
+ACTIVATIONS = ("gelu", "silu", "relu", "identity")
+OBJECTIVES = ("l2", "lp", "huber", "dot")
+GLOBAL_RETENTIONS = ("decay", "lq", "elastic")
+
+HParam = Union[float, Tensor]
+
+
+# --------------------------------------------------------------------------- configuration
+def check_config(activation: str, objective: str, global_retention: str, chunk: int,
+                 window: int) -> None:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    if global_retention not in GLOBAL_RETENTIONS:
+        raise ValueError(f"global_retention must be one of {GLOBAL_RETENTIONS}, "
+                         f"got {global_retention!r}")
+    if not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a positive int, got {chunk!r}")
+    if not isinstance(window, int) or window < 1:
+        raise ValueError(f"window must be a positive int, got {window!r}")
+
+
+def hparam(x: HParam, like: Tensor, trailing: int) -> Tensor:
+    """A hyper-parameter as a tensor: a scalar, or shape (B, H) padded with ``trailing`` 1-dims."""
+    t = torch.as_tensor(x, dtype=like.dtype, device=like.device)
+    if t.dim() > 0:
+        t = t.reshape(t.shape + (1,) * trailing)
+    return t
+
+
+def deep_layers(state: dict[str, Tensor]) -> tuple[str, int]:
+    """(prefix, depth) of a deep-memory state: prefix ``"W"`` (weights) or ``"A"`` (lq)."""
+    prefix = "A" if "A1" in state else "W"
+    L = 0
+    while f"{prefix}{L + 1}" in state:
+        L += 1
+    if L == 0:
+        raise ValueError("state has no 'W1' / 'A1' entry: build it with init_deep_state")
+    return prefix, L
+
+
+# ------------------------------------------------------------------------------ parameters
+def init_deep_params(heads: int, dims: Sequence[int], *, scale: float = 1.0,
+                     generator: Optional[torch.Generator] = None,
+                     dtype: Optional[torch.dtype] = None,
+                     device: Optional[torch.device] = None) -> dict[str, Tensor]:
+    """Initial memory weights (the meta-learned M_0): ``{"W1": (H, D_1, D_0), ...}``.
+
+    ``dims = [Dk, Dh, ..., Dv]`` (length L + 1, L >= 1). Entries are N(0, scale^2 / fan_in).
+    Wrap them in ``nn.Parameter`` to meta-learn them (NL-arXiv §8.1: initial states are
+    meta-learned across sequences).
+    """
+    if len(dims) < 2:
+        raise ValueError("dims needs at least [Dk, Dv]")
+    out = {}
+    for l in range(1, len(dims)):
+        w = torch.randn(heads, dims[l], dims[l - 1], generator=generator, dtype=dtype,
+                        device=device)
+        out[f"W{l}"] = w * (scale / math.sqrt(dims[l - 1]))
+    return out
+
+
+def init_deep_state(params: dict[str, Tensor], batch: int, *, window: int = 1,
+                    global_retention: str = "decay") -> dict[str, Tensor]:
+    """Per-sequence memory state from meta-learned initial weights ``params`` (no batch dim).
+
+    ``params["W{l}"]``: (H, D_l, D_{l-1}), l = 1..L. Returns, all leading with B:
+
+    * ``W{l}`` (B, H, D_l, D_{l-1}): ``params`` *expanded* (no copy), so the outer optimizer
+      learns the initial state through the unrolled inner updates. For
+      ``global_retention="lq"`` (Moneta) the key is ``A{l}`` instead: the linear accumulator
+      A_0 = params, whose normalisation A / ||A||_q^{q-2} gives the weights.
+    * ``S{l}``: momentum buffers, zeros of the same shapes.
+    * ``window > 1`` (ATLAS Omega): ``omega_k`` (B, H, window-1, Dk), ``omega_v``
+      (B, H, window-1, Dv), ``omega_gamma`` (B, H, window-1), zeros (gamma 0 = empty slot).
+    """
+    if global_retention not in GLOBAL_RETENTIONS:
+        raise ValueError(f"global_retention must be one of {GLOBAL_RETENTIONS}")
+    L = 0
+    while f"W{L + 1}" in params:
+        L += 1
+    if L == 0:
+        raise ValueError("params needs 'W1', 'W2', ...")
+    prefix = "A" if global_retention == "lq" else "W"
+    state: dict[str, Tensor] = {}
+    for l in range(1, L + 1):
+        w = params[f"W{l}"]
+        state[f"{prefix}{l}"] = w.unsqueeze(0).expand(batch, *w.shape)
+        state[f"S{l}"] = w.new_zeros(batch, *w.shape)
+    if window > 1:
+        w1, wl = params["W1"], params[f"W{L}"]
+        H = w1.shape[0]
+        state["omega_k"] = w1.new_zeros(batch, H, window - 1, w1.shape[-1])
+        state["omega_v"] = w1.new_zeros(batch, H, window - 1, wl.shape[-2])
+        state["omega_gamma"] = w1.new_zeros(batch, H, window - 1)
+    return state
+
+
+# ----------------------------------------------------------------------- activations / MLP
+def act(name: str, z: Tensor) -> Tensor:
+    if name == "gelu":
+        return torch.nn.functional.gelu(z)
+    if name == "silu":
+        return torch.nn.functional.silu(z)
+    if name == "relu":
+        return torch.relu(z)
+    return z
+
+
+_INV_SQRT2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def act_and_grad(name: str, z: Tensor) -> tuple[Tensor, Optional[Tensor]]:
+    """(act(z), act'(z)) analytically; the derivative is None for the identity."""
+    if name == "gelu":  # exact (erf) GELU: x Phi(x); derivative Phi(x) + x phi(x)
+        cdf = 0.5 + 0.5 * torch.erf(z * _INV_SQRT2)
+        return z * cdf, cdf + z * (_INV_SQRT2PI * torch.exp(-0.5 * z * z))
+    if name == "silu":
+        s = torch.sigmoid(z)
+        return z * s, s * (1.0 + z * (1.0 - s))
+    if name == "relu":
+        pos = (z > 0).to(z.dtype)
+        return z * pos, pos
+    return z, None
+
+
+def mlp_forward(weights: Sequence[Tensor], x: Tensor, activation: str, residual: bool) -> Tensor:
+    """M(x) for batched weights ``(..., D_l, D_{l-1})`` and inputs ``(..., n, D_0)``."""
+    h = x
+    for l, w in enumerate(weights):
+        h = h @ w.mT
+        if l < len(weights) - 1:
+            h = act(activation, h)
+    return h + x if residual else h
+
+
+# ----------------------------------------------------------------------------- objectives
+def objective_loss(name: str, y: Tensor, v: Tensor, p: Tensor, delta: Tensor) -> Tensor:
+    """MIRAS attentional bias l(y; v), summed over the last dim (MIRAS §3, notes §4.2).
+
+    l2: ||y - v||^2;  lp: ||y - v||_p^p;  huber: sum_i h(e_i) with h(e) = e^2 for |e| <= delta
+    and 2 delta |e| - delta^2 outside (C^1; equals l2 as delta -> inf);  dot: -<y, v>.
+    """
+    if name == "dot":
+        return -(y * v).sum(-1)
+    e = y - v
+    if name == "l2":
+        return (e * e).sum(-1)
+    if name == "lp":  # clamp: zero gradient (not NaN) at e = 0 for 1 <= p < 2
+        return e.abs().clamp_min(torch.finfo(e.dtype).tiny).pow(p).sum(-1)
+    ae = e.abs()
+    return torch.where(ae <= delta, e * e, 2.0 * delta * ae - delta * delta).sum(-1)
+
+
+def objective_grad(name: str, y: Tensor, v: Tensor, p: Tensor, delta: Tensor) -> Tensor:
+    """d l(y; v) / d y (analytic, elementwise): the error fed back through the memory."""
+    if name == "dot":
+        return -v
+    e = y - v
+    if name == "l2":
+        return 2.0 * e
+    if name == "lp":
+        return p * torch.sign(e) * e.abs().clamp_min(torch.finfo(e.dtype).tiny).pow(p - 1.0)
+    return 2.0 * torch.maximum(torch.minimum(e, delta), -delta)
+
+
+def guard_scale(sq_norm: Tensor, clip: Optional[HParam], normalize: bool,
+                eps: HParam) -> Optional[Tensor]:
+    """Per-token factor applied to a token's own inner gradient (norm over all weights).
+
+    normalize: g / max(||g||, eps); then clip: g * clip / max(||g||, clip). ``sq_norm``
+    (B, H, n) is ||g||^2; the sqrt is taken on a clamped value so the backward stays finite
+    at a zero gradient.
+    """
+    if clip is None and not normalize:
+        return None
+    n = torch.sqrt(sq_norm.clamp_min(torch.finfo(sq_norm.dtype).tiny))
+    s = None
+    if normalize:
+        s = 1.0 / torch.maximum(n, hparam(eps, n, 1))
+        n = n * s
+    if clip is not None:
+        c = hparam(clip, n, 1)
+        f = c / torch.maximum(n, c)
+        s = f if s is None else s * f
+    return s
+
+
+# ------------------------------------------------------------------ MIRAS global retention
+def lq_norm_scale(a: Tensor, q: Tensor) -> Tensor:
+    """nu(A) = ||A||_q^{q-2} over each (D_l, D_{l-1}) matrix: (B, H, 1, 1) (Moneta, MIRAS)."""
+    tiny = torch.finfo(a.dtype).tiny
+    s = a.abs().clamp_min(tiny).pow(q).sum(dim=(-2, -1), keepdim=True)
+    return s.pow((q - 2.0) / q)
+
+
+def soft_threshold(w: Tensor, lam: Tensor) -> Tensor:
+    """Elastic-net proximal map sign(w) max(|w| - lam, 0) (MIRAS global retention)."""
+    return torch.sign(w) * torch.relu(w.abs() - lam)

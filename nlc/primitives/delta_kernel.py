@@ -1,0 +1,215 @@
+"""Chunkwise-parallel kernel for matrix memories with a rank-1 generalized delta recurrence.
+
+Notation (shared with :mod:`nlc.primitives.matrix`)::
+
+    B batch   H heads   T tokens   C chunk size   N chunks   Dk key dim   Dv value dim
+    S      memory matrix (Dv x Dk) per (batch, head); reading is o = S q
+    S_xi   the state at the start of the current chunk (frozen-gradient rules)
+    alpha  per-token retention (multiplies the old state), in (0, 1]
+    b      per-token scalar of the rank-1 preconditioner  -b_t k_t k_t^T
+    u      per-token write vector, u_t = a_t + S_xi c_t  (c = None: u_t = a_t)
+
+The one recurrence every matrix rule is a special case of::
+
+    S_t = S_{t-1} (alpha_t I - b_t k_t k_t^T) + u_t k_t^T,   u_t = a_t + S_xi c_t      (R)
+
+Chunked algorithm (WY / UT transform, Yang et al. 2024, DeltaNet / Gated DeltaNet).
+Rewrite (R) as ``S_t = alpha_t S_{t-1} + w_t k_t^T`` with ``w_t = u_t - b_t S_{t-1} k_t``.
+Inside a chunk starting from S_0 (= S_xi), with log-cumulative retention
+``g_t = sum_{s<t} log alpha_s`` (t = 0..C, g_0 = 0) and ``D[t, i] = exp(g_t - g_{i+1})``
+for i < t (token i writes state i+1; the exponent is a *difference* of log sums, never a
+quotient of products that may underflow)::
+
+    S_t = exp(g_t) S_0 + sum_{i<t} D[t, i] w_i k_i^T
+    w_i = a_i + S_0 c_i - b_i exp(g_i) S_0 k_i - sum_{j<i} b_i D[i, j] (k_i . k_j) w_j
+
+i.e. the unit lower-triangular system ``(I + L) W = A + (Cm - diag(b e^g) K) S_0^T``, solved
+once for all chunks with ``torch.linalg.solve_triangular``: ``W = Wa + Wk S_0^T``. Every chunk
+is then an affine map of its start state, built for all chunks in parallel::
+
+    O      = Oa + Qs S_0^T                    (outputs, C x Dv)
+    S_end  = S_0 Tr + Ad                      (Tr: Dk x Dk, or a scalar when Wk = 0)
+
+and only ``S <- S Tr + Ad`` runs sequentially over chunks. The same affine form serves the
+ATLAS Omega rule (window of write keys per step; see ``matrix.omega_rule_chunked``) by
+passing a different mixing matrix. A final partial chunk is processed as a shorter chunk.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "generalized_delta_reference",
+    "generalized_delta_chunked",
+    "ChunkAffine",
+    "chunk_layout",
+    "to_chunks",
+    "log_decay",
+    "affine_terms",
+    "scan_chunks",
+]
+
+
+class ChunkAffine(NamedTuple):
+    """Per-chunk affine map of the chunk-start state S (leading dims (B, H, N))."""
+
+    qs: Tensor  # (B, H, N, C, Dk):  O = oa + qs S^T
+    oa: Tensor  # (B, H, N, C, Dv)
+    tr: Tensor  # (B, H, N, Dk, Dk) or (B, H, N) scalar:  S_end = S tr + ad
+    ad: Tensor  # (B, H, N, Dv, Dk)
+
+
+def chunk_layout(T: int, chunk: int) -> list[tuple[int, int, int]]:
+    """Groups of equal-size chunks as (start, stop, chunk_size): full chunks, then the tail."""
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    n_full = (T // chunk) * chunk
+    groups = [(0, n_full, chunk)] if n_full else []
+    if n_full < T:
+        groups.append((n_full, T, T - n_full))
+    return groups
+
+
+def to_chunks(x: Optional[Tensor], start: int, stop: int, C: int) -> Optional[Tensor]:
+    """(B, H, T, ...) -> (B, H, N, C, ...) for tokens [start, stop)."""
+    if x is None:
+        return None
+    return x[:, :, start:stop].unflatten(2, ((stop - start) // C, C))
+
+
+def log_decay(log_a: Tensor) -> tuple[Tensor, Tensor]:
+    """log_a (..., C) -> (P, D): P[t] = exp(g_t) (..., C+1), D[t, i] = exp(g_t - g_{i+1}) for i < t.
+
+    D has shape (..., C+1, C) and is zero for i >= t (masked *before* the exp, so no overflow).
+    """
+    C = log_a.shape[-1]
+    g = torch.cat([torch.zeros_like(log_a[..., :1]), log_a.cumsum(-1)], dim=-1)
+    mask = torch.ones(C + 1, C, dtype=torch.bool, device=log_a.device).tril(-1)
+    diff = g[..., :, None] - g[..., None, 1:]
+    D = torch.where(mask, diff, torch.full_like(diff, float("-inf"))).exp()
+    return g.exp(), D
+
+
+def affine_terms(q: Tensor, kw: Tensor, p_read: Tensor, mix_read: Tensor, p_end: Tensor,
+                 mix_end: Tensor, wa: Tensor, wk: Optional[Tensor]) -> ChunkAffine:
+    """Affine chunk maps for ``S_t = p_t S_0 + sum_i mix[t, i] (wa_i + S_0 wk_i) kw_i^T``.
+
+    q (.., C, Dk) queries; kw (.., C', Dk) write keys; p_read (.., C) and mix_read (.., C, C')
+    are the state rows that are read; p_end (..,) and mix_end (.., C') the chunk-end row.
+    """
+    aqk = mix_read * (q @ kw.transpose(-1, -2))
+    oa = aqk @ wa
+    qs = p_read.unsqueeze(-1) * q
+    kr = mix_end.unsqueeze(-1) * kw
+    ad = wa.transpose(-1, -2) @ kr
+    if wk is None:
+        return ChunkAffine(qs, oa, p_end, ad)
+    qs = qs + aqk @ wk
+    eye = torch.eye(q.shape[-1], dtype=q.dtype, device=q.device)
+    tr = p_end[..., None, None] * eye + wk.transpose(-1, -2) @ kr
+    return ChunkAffine(qs, oa, tr, ad)
+
+
+def scan_chunks(S0: Tensor, groups: list[ChunkAffine]) -> tuple[Tensor, Tensor]:
+    """Run ``S <- S tr + ad`` over all chunks (the only sequential part); read all outputs.
+
+    Returns outputs (B, H, T, Dv) and the final state (B, H, Dv, Dk).
+    """
+    if not groups:
+        return S0.new_zeros(S0.shape[:2] + (0, S0.shape[2])), S0
+    tr = torch.cat([g.tr for g in groups], dim=2)
+    ad = torch.cat([g.ad for g in groups], dim=2)
+    S, starts = S0, []
+    for n in range(tr.shape[2]):
+        starts.append(S)
+        if tr.dim() == 3:
+            S = tr[:, :, n, None, None] * S + ad[:, :, n]
+        else:
+            S = S @ tr[:, :, n] + ad[:, :, n]
+    S_start = torch.stack(starts, dim=2)
+    outs, n0 = [], 0
+    for g in groups:
+        n = g.qs.shape[2]
+        o = g.oa + g.qs @ S_start[:, :, n0:n0 + n].transpose(-1, -2)
+        outs.append(o.flatten(2, 3))
+        n0 += n
+    return torch.cat(outs, dim=2), S
+
+
+def _rank1_terms(q: Tensor, k: Tensor, a: Tensor, log_a: Tensor, b: Optional[Tensor],
+                 c: Optional[Tensor], read_after_write: bool) -> ChunkAffine:
+    """Affine chunk maps of recurrence (R) for chunks (B, H, N, C, .) (UT transform if b)."""
+    C = q.shape[-2]
+    P, D = log_decay(log_a)
+    wa, wk = a, c
+    if b is not None:
+        Dv = a.shape[-1]
+        L = b.unsqueeze(-1) * D[..., :C, :] * (k @ k.transpose(-1, -2))  # strictly lower
+        kb = -(b * P[..., :C]).unsqueeze(-1) * k
+        wk = kb if c is None else c + kb
+        sol = torch.linalg.solve_triangular(L, torch.cat([wa, wk], dim=-1), upper=False,
+                                            unitriangular=True)
+        wa, wk = sol[..., :Dv], sol[..., Dv:]
+    rows = slice(1, C + 1) if read_after_write else slice(0, C)
+    return affine_terms(q, k, P[..., rows], D[..., rows, :], P[..., C], D[..., C, :], wa, wk)
+
+
+def _log_retention(retention: Optional[Tensor], like: Tensor) -> Tensor:
+    if retention is None:
+        return like.new_zeros(like.shape[:3])
+    return torch.log(retention.expand(like.shape[:3]))
+
+
+def generalized_delta_chunked(state: dict[str, Tensor], q: Tensor, k: Tensor, a: Tensor, *,
+                              retention: Optional[Tensor] = None, b: Optional[Tensor] = None,
+                              c: Optional[Tensor] = None, chunk: int = 64,
+                              read_after_write: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
+    """Chunkwise-parallel form of recurrence (R); same signature/results as the reference.
+
+    q, k (B, H, T, Dk); a (B, H, T, Dv); retention, b (B, H, T) or None (alpha = 1, b = 0);
+    c (B, H, T, Dk) or None. With ``c`` given, u_t reads the chunk-start state S_xi, so
+    results depend on ``chunk`` and streaming must split at multiples of ``chunk``.
+    """
+    la = _log_retention(retention, q)
+    bb = None if b is None else b.expand(q.shape[:3])
+    groups = []
+    for start, stop, C in chunk_layout(q.shape[2], chunk):
+        cut = [to_chunks(x, start, stop, C) for x in (q, k, a, la, bb, c)]
+        groups.append(_rank1_terms(*cut, read_after_write))
+    o, S = scan_chunks(state["S"], groups)
+    return o, {"S": S}
+
+
+def generalized_delta_reference(state: dict[str, Tensor], q: Tensor, k: Tensor, a: Tensor, *,
+                                retention: Optional[Tensor] = None, b: Optional[Tensor] = None,
+                                c: Optional[Tensor] = None, chunk: int = 64,
+                                read_after_write: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
+    """Per-token loop of (R): ``S_t = S_{t-1}(alpha_t I - b_t k_t k_t^T) + (a_t + S_xi c_t) k_t^T``.
+
+    S_xi is the state at the start of the token's chunk (``t % chunk == 0``); ``chunk`` only
+    matters when ``c`` is given. Reads ``o_t = S_t q_t`` (read_after_write) or ``S_{t-1} q_t``.
+    """
+    S = state["S"]
+    B, H, T, Dk = q.shape
+    eye = torch.eye(Dk, dtype=q.dtype, device=q.device)
+    ones = q.new_ones(B, H, T)
+    alpha = ones if retention is None else retention.expand(B, H, T)
+    bb = torch.zeros_like(ones) if b is None else b.expand(B, H, T)
+    outs = []
+    S_xi = S
+    for t in range(T):
+        if t % chunk == 0:
+            S_xi = S
+        kt, qt = k[:, :, t], q[:, :, t]
+        u = a[:, :, t]
+        if c is not None:
+            u = u + (S_xi @ c[:, :, t, :, None]).squeeze(-1)
+        pre = alpha[:, :, t, None, None] * eye - bb[:, :, t, None, None] * (kt[..., :, None] * kt[..., None, :])
+        S_new = S @ pre + u[..., :, None] * kt[..., None, :]
+        outs.append(((S_new if read_after_write else S) @ qt[..., None]).squeeze(-1))
+        S = S_new
+    o = torch.stack(outs, dim=2) if outs else S.new_zeros(B, H, 0, S.shape[-2])
+    return o, {"S": S}

@@ -1,0 +1,216 @@
+"""Level types of the spec language: one pydantic model per ``type``.
+
+A *level* (NL paper section 1.3) is an associative memory with its own state,
+inner objective, update rule and update frequency. The ``type`` key picks the
+model:
+
+=============  ===========================================================  ===========
+type           state                                                        frequency
+=============  ===========================================================  ===========
+attention      none (non-parametric; Nadaraya-Watson, NL-arXiv Eq. 62)       every token
+memory         matrix or MLP memory updated in context (Titans, HOPE, ...)    ``period``
+mlp            MLP block: frozen (``period: never``) or CMS (``period: C``)  ``period``
+persistent     N learned tokens prepended to a context (Titans Eq. 19)        never
+optimizer      the outer optimizer of a group of slow parameters              ``steps``
+=============  ===========================================================  ===========
+"""
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import Field, PositiveInt, model_validator
+
+from .values import Init, Knob, Period, Source, Strict
+
+
+class MatrixMemory(Strict):
+    """A matrix memory per head, ``M: R^Dk -> R^Dv`` (linear attention, DeltaNet, ...)."""
+
+    kind: Literal["matrix"] = "matrix"
+
+
+class MLPMemory(Strict):
+    """An MLP memory per head (Titans LMM; HOPE Eq. 89 uses ``x + W1 act(W2 x)``)."""
+
+    kind: Literal["mlp"] = "mlp"
+    depth: PositiveInt = 2
+    hidden: PositiveInt | None = None
+    expansion: PositiveInt = 4
+    residual: bool = False
+    activation: Literal["gelu", "silu", "relu", "identity"] = "gelu"
+
+
+MemoryShape = Annotated[Union[MatrixMemory, MLPMemory], Field(discriminator="kind")]
+
+
+class Objective(Strict):
+    """The inner objective (MIRAS' attentional bias) a level minimises in context.
+
+    ``dot``: ``-<M(k), v>`` (Hebbian); ``l2``: ``||M(k) - v||^2``; ``lp``: ``||M(k)-v||_p^p``;
+    ``huber``: quadratic within ``delta``, linear outside; ``task``: the outer task loss
+    (CMS driven by the LM-loss gradient at the block output). ``window > 1`` is ATLAS'
+    Omega rule: the objective sums the last ``window`` tokens. ``self_target`` is HOPE's
+    self-generated value ``v_hat = M(v)`` (NL-arXiv Eqs. 83-85).
+    """
+
+    kind: Literal["dot", "l2", "lp", "huber", "task"] = "l2"
+    p: float | None = Field(default=None, ge=1)
+    delta: float | None = Field(default=None, gt=0)
+    window: PositiveInt = 1
+    self_target: bool = False
+
+    @model_validator(mode="after")
+    def _params_match_kind(self) -> "Objective":
+        if (self.kind == "lp") != (self.p is not None):
+            raise ValueError("'p' is required by kind 'lp' and only allowed there")
+        if (self.kind == "huber") != (self.delta is not None):
+            raise ValueError("'delta' is required by kind 'huber' and only allowed there")
+        if self.kind == "task" and (self.window != 1 or self.self_target):
+            raise ValueError("the 'task' objective takes no 'window' or 'self_target'")
+        return self
+
+
+class Update(Strict):
+    """The inner optimiser of a level (one step per token, or per ``period`` tokens).
+
+    Rules: ``gd`` (one gradient step; gradients frozen at the chunk-start state inside a
+    chunk), ``momentum`` (GD + momentum, Titans Eqs. 9-10 'surprise'), ``delta`` (the exact
+    delta rule of a matrix memory with L2 objective, NL-arXiv Eq. 65), ``dgd`` (delta
+    gradient descent, ``M (alpha I - eta k k^T) - eta grad``, HOPE Eq. 88).
+
+    Gate convention: ``retention`` multiplies the old state (NL/HOPE/MIRAS ``alpha``).
+    Titans writes the forget gate ``alpha`` with ``(1 - alpha)`` multiplying: give it as
+    ``forget`` and it is normalised to ``retention = 1 - forget``. ``weight_decay`` is an
+    extra constant decay ``(1 - weight_decay)``. MIRAS global retention beyond L2:
+    ``retention_kind: lq`` (Moneta ``W = A / ||A||_q^(q-2)``) or ``elastic`` (soft-threshold
+    by ``shrink``), applied at chunk boundaries.
+    """
+
+    rule: Literal["gd", "momentum", "delta", "dgd"] = "gd"
+    lr: Knob = Knob(value=1.0)
+    momentum: Knob | None = None
+    retention: Knob | None = None
+    forget: Knob | None = None
+    weight_decay: float = Field(default=0.0, ge=0, lt=1)
+    retention_kind: Literal["l2", "lq", "elastic"] = "l2"
+    q: float | None = Field(default=None, gt=1)
+    shrink: float | None = Field(default=None, ge=0)
+    grad_clip: float | None = Field(default=None, gt=0)
+    grad_normalize: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Update":
+        if self.retention is not None and self.forget is not None:
+            raise ValueError("give 'retention' (keep factor) or 'forget' (Titans 1-alpha), not both")
+        if (self.rule == "momentum") != (self.momentum is not None):
+            raise ValueError("'momentum' is required by rule 'momentum' and only allowed there")
+        if (self.retention_kind == "lq") != (self.q is not None):
+            raise ValueError("'q' is required by retention_kind 'lq' and only allowed there")
+        if (self.retention_kind == "elastic") != (self.shrink is not None):
+            raise ValueError("'shrink' is required by retention_kind 'elastic' and only allowed there")
+        return self
+
+
+class LevelBase(Strict):
+    """Fields shared by every level type."""
+
+    description: str | None = None
+    outer: str | None = Field(
+        default=None, description="optimizer level that trains this level's slow parameters"
+    )
+
+
+class AttentionLevel(LevelBase):
+    """Softmax attention: the non-parametric level, recomputed every token."""
+
+    type: Literal["attention"]
+    heads: PositiveInt | None = None
+    window: PositiveInt | None = Field(default=None, description="sliding window; null = full causal")
+    rope: bool = True
+    persistent: str | None = Field(default=None, description="a persistent level to prepend")
+    qk_norm: bool = False
+
+
+class MemoryLevel(LevelBase):
+    """A memory updated in context by an inner optimiser (Titans, DeltaNet, HOPE, ...)."""
+
+    type: Literal["memory"]
+    memory: MemoryShape = MatrixMemory()
+    objective: Objective = Objective()
+    update: Update = Update()
+    period: Period = Period(tokens=1)
+    chunk: PositiveInt = 64
+    heads: PositiveInt | None = None
+    read: Literal["before_write", "after_write"] = "before_write"
+    keys: Source = Source()
+    values: Source = Source()
+    queries: Source = Source()
+    init: Init = Init()
+    output_gate: bool = False
+
+
+class MLPLevel(LevelBase):
+    """An MLP block. ``period: never`` is a Transformer MLP (changed only by the outer
+    optimizer); ``period: C`` makes it a CMS level (NL-NeurIPS Eqs. 30-31) updated every C
+    tokens by the sum of per-token gradients at the frozen chunk-start parameters."""
+
+    type: Literal["mlp"]
+    hidden: PositiveInt | None = None
+    expansion: float = Field(default=4, gt=0)
+    activation: Literal["swiglu", "gelu", "silu", "relu"] = "swiglu"
+    period: Period = Period(never=True)
+    objective: Objective | None = None
+    update: Update | None = None
+    init: Init = Init()
+    flush: Literal["carry", "drop", "flush"] = "carry"
+
+    @model_validator(mode="after")
+    def _update_iff_in_context(self) -> "MLPLevel":
+        in_context = self.period.tokens is not None
+        if not in_context and (self.objective is not None or self.update is not None):
+            raise ValueError(
+                "an MLP with period 'never' is frozen in context: remove 'objective'/'update', "
+                "or give a period in tokens to make it a CMS level"
+            )
+        if self.period.steps is not None:
+            raise ValueError("'steps' periods belong to optimizer levels; use tokens or 'never'")
+        return self
+
+
+class PersistentLevel(LevelBase):
+    """Learned, input-independent tokens (Titans Eq. 19); only the outer optimizer changes them."""
+
+    type: Literal["persistent"]
+    tokens: PositiveInt
+
+
+class OptimizerLevel(Strict):
+    """An outer level: an optimiser on the optimizer-step clock (pre-training is the
+    outermost level, NL-arXiv section 6). ``period: {steps: k}`` steps its parameter
+    group every k optimizer steps, accumulating gradients in between."""
+
+    type: Literal["optimizer"]
+    description: str | None = None
+    rule: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = Field(default=3e-4, gt=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = Field(default=0.1, ge=0)
+    eps: float = Field(default=1e-8, gt=0)
+    grad_clip: float | None = Field(default=1.0, gt=0)
+    warmup: int = Field(default=0, ge=0)
+    schedule: Literal["cosine", "constant", "linear"] = "cosine"
+    period: Period = Period(steps=1)
+
+    @model_validator(mode="after")
+    def _steps_clock(self) -> "OptimizerLevel":
+        if self.period.steps is None:
+            raise ValueError("an optimizer level runs on the optimizer-step clock: period {steps: k}")
+        return self
+
+
+Level = Annotated[
+    Union[AttentionLevel, MemoryLevel, MLPLevel, PersistentLevel, OptimizerLevel],
+    Field(discriminator="type"),
+]
+
+LEVEL_TYPES = ("attention", "memory", "mlp", "persistent", "optimizer")

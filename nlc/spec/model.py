@@ -1,0 +1,193 @@
+"""The top of the spec language: model structure, knowledge transfer, training, search.
+
+A spec is ``nlc: 1`` plus four sections::
+
+    levels:   {name: level}      # what learns, how and how often (levels.py)
+    model:    how levels compose into blocks: residuals, norms, repeat, head
+    transfer: extra knowledge-transfer edges between levels (paper section 1.4)
+    train:    data, batch, sequence length, steps, seed
+    search:   a search space over any field (used by ``nlc search``)
+"""
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import Discriminator, Field, PrivateAttr, NonNegativeInt, PositiveInt, Tag, model_validator
+
+from .levels import Level
+from .values import Strict
+
+SPEC_VERSION = 1
+
+
+class LevelLayer(Strict):
+    """``x <- x + level(norm(x))`` (or without the residual)."""
+
+    level: str
+    norm: Literal["rms", "layer", "none"] = "rms"
+    residual: bool = True
+
+
+class ParallelLayer(Strict):
+    """Several levels on the same input, combined: ``sum``, ``mean``, ``learned`` weights
+    (independent CMS, NL-arXiv Eq. 74) or ``gate`` (Titans MAG: ``a * sigmoid(b)`` of two
+    normalised branches)."""
+
+    parallel: list[str] = Field(min_length=2)
+    combine: Literal["sum", "mean", "learned", "gate"] = "sum"
+    norm: Literal["rms", "layer", "none"] = "rms"
+    residual: bool = True
+
+    @model_validator(mode="after")
+    def _gate_pairs(self) -> "ParallelLayer":
+        if self.combine == "gate" and len(self.parallel) != 2:
+            raise ValueError("combine 'gate' takes exactly two levels: [attention, memory]")
+        return self
+
+
+class ContextSpec(Strict):
+    attention: str
+    memory: str
+    persistent: str | None = None
+
+
+class ContextLayer(Strict):
+    """Titans MAC (memory as context): attention over ``[persistent || M(q) || segment]``;
+    the memory is then updated with the attention output and gates it."""
+
+    context: ContextSpec
+    norm: Literal["rms", "layer", "none"] = "rms"
+    residual: bool = True
+
+
+def _layer_tag(item: Any) -> str | None:
+    """A layer's model is picked by its key, so an error names one model, not three."""
+    if isinstance(item, dict):
+        return next((k for k in ("parallel", "context", "level") if k in item), None)
+    return next((k for k in ("parallel", "context", "level") if hasattr(item, k)), None)
+
+
+Layer = Annotated[
+    Union[
+        Annotated[LevelLayer, Tag("level")],
+        Annotated[ParallelLayer, Tag("parallel")],
+        Annotated[ContextLayer, Tag("context")],
+    ],
+    Discriminator(
+        _layer_tag,
+        custom_error_type="layer_kind",
+        custom_error_message="a layer needs one of the keys 'level', 'parallel' or 'context'",
+    ),
+]
+
+
+class Block(Strict):
+    """A list of layers, repeated ``repeat`` times; each repetition has its own parameters.
+    A bare level name is short for ``{level: name}``."""
+
+    repeat: PositiveInt = 1
+    layers: list[Layer] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_layers(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("layers"), list):
+            data = {**data, "layers": [{"level": x} if isinstance(x, str) else x for x in data["layers"]]}
+        return data
+
+
+class ModelSpec(Strict):
+    tokenizer: Literal["bytes", "gpt2"] = "bytes"
+    vocab: PositiveInt = 256
+    width: PositiveInt = 128
+    heads: PositiveInt = 4
+    blocks: list[Block] = Field(min_length=1)
+    norm: Literal["rms", "layer"] = "rms"
+    tie_embeddings: bool = True
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> "ModelSpec":
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        if self.tokenizer == "bytes" and self.vocab != 256:
+            raise ValueError("the byte tokenizer has vocab 256")
+        return self
+
+
+class Transfer(Strict):
+    """A knowledge-transfer edge (NL-arXiv section 3.3): ``source`` -> ``target``."""
+
+    source: str = Field(alias="from")
+    target: str = Field(alias="to")
+    kind: Literal["conditioning", "backprop", "initialization", "generation"]
+
+
+class TrainSpec(Strict):
+    data: str = "shakespeare"
+    steps: PositiveInt = 200
+    batch: PositiveInt = 8
+    seq_len: PositiveInt = 256
+    seed: NonNegativeInt = 0
+    eval_every: PositiveInt = 50
+    eval_batches: PositiveInt = 8
+    dtype: Literal["float32", "bfloat16"] = "float32"
+
+
+class SearchDim(Strict):
+    """One search dimension: ``choice``, ``uniform``, ``loguniform`` or ``int`` (inclusive
+    bounds), active only ``when`` the given paths hold the given values."""
+
+    choice: list[Any] | None = None
+    uniform: tuple[float, float] | None = None
+    loguniform: tuple[float, float] | None = None
+    integer: tuple[int, int] | None = Field(default=None, alias="int")
+    when: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> "SearchDim":
+        given = [n for n in ("choice", "uniform", "loguniform", "integer") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of choice, uniform, loguniform, int")
+        low_high = getattr(self, given[0])
+        if given[0] != "choice" and not low_high[0] < low_high[1]:
+            raise ValueError(f"{given[0]} needs low < high, got {list(low_high)}")
+        if given[0] == "loguniform" and low_high[0] <= 0:
+            raise ValueError("loguniform needs low > 0")
+        if given[0] == "choice" and not self.choice:
+            raise ValueError("choice needs at least one value")
+        return self
+
+
+class SearchSpec(Strict):
+    trials: PositiveInt = 20
+    objectives: list[Literal["val_bpb", "tokens_per_s", "params"]] = ["val_bpb"]
+    prune: Literal["none", "median", "halving"] = "median"
+    space: dict[str, SearchDim] = Field(min_length=1)
+
+
+class Spec(Strict):
+    """A whole nlc spec (version ``nlc: 1``)."""
+
+    nlc: Literal[1] = Field(description="spec language version")
+    name: str | None = None
+    description: str | None = None
+    levels: dict[str, Level] = Field(min_length=1)
+    model: ModelSpec
+    transfer: list[Transfer] = []
+    train: TrainSpec = TrainSpec()
+    search: SearchSpec | None = None
+
+    _raw: Any = PrivateAttr(default=None)  # the RawSpec it was loaded from (file/line marks)
+
+    @model_validator(mode="after")
+    def _names_are_identifiers(self) -> "Spec":
+        bad = [n for n in self.levels if not _IDENTIFIER.match(n)]
+        if bad:
+            raise ValueError(
+                f"level names must be identifiers (letters, digits, _; not starting with a digit): {bad}"
+            )
+        return self
+
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

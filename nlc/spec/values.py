@@ -1,0 +1,231 @@
+"""Small value types of the spec language: knobs, periods, sources, initial states.
+
+Each accepts a short YAML form and a long mapping form, e.g. ``lr: 0.1`` or
+``lr: {learned: 0.1}`` or ``lr: {from: input, init: 0.1}``; both load into the
+same model, and dumping writes the short form back where one exists.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    model_serializer,
+    model_validator,
+)
+
+INPUT = "input"  # the source name of a level's own input (the residual stream)
+
+
+class Strict(BaseModel):
+    """Base of every spec model: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _short_form_schema(handler: Any, core_schema: Any, *short: dict) -> dict:
+    schema = handler.resolve_ref_schema(handler(core_schema))
+    return {"anyOf": [*short, schema]}
+
+
+class Knob(Strict):
+    """A hyper-parameter of an update rule (lr, retention, momentum).
+
+    Exactly one of:
+
+    * ``value`` - a constant (YAML: a bare number);
+    * ``learned`` - a scalar per head, initialised to this value and trained by the
+      level's outer optimizer;
+    * ``source`` (YAML key ``from``) - data-dependent, produced per token either by a
+      static projection of the level input (``from: input``; its weights belong to the
+      slower outer level) or by another level named here (HOPE: a memory that updates
+      in context). ``init`` is the value at initialisation and ``max`` the upper bound
+      (the projection is squashed as ``max * sigmoid(.)``).
+
+    ``per`` chooses whether a data-dependent gate changes every token or once per chunk.
+    """
+
+    value: float | None = None
+    learned: float | None = None
+    source: str | None = Field(default=None, alias="from")
+    init: float | None = None
+    max: float = Field(default=1.0, gt=0)
+    per: Literal["token", "chunk"] = "token"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short(cls, data: Any) -> Any:
+        if isinstance(data, (int, float)) and not isinstance(data, bool):
+            return {"value": float(data)}
+        return data
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "Knob":
+        given = [n for n in ("value", "learned", "source") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of a number, 'learned: <init>' or 'from: <input|level>'"
+                f" (got {', '.join(given) or 'none'})"
+            )
+        if self.source is None and (self.init is not None or self.per != "token"):
+            raise ValueError("'init' and 'per' only apply to a data-dependent knob ('from: ...')")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "constant" if self.value is not None else "learned" if self.learned is not None else "data"
+
+    @property
+    def initial(self) -> float:
+        """The knob's value at initialisation."""
+        if self.value is not None:
+            return self.value
+        if self.learned is not None:
+            return self.learned
+        return self.init if self.init is not None else 0.5 * self.max
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> Any:
+        if self.kind == "constant":
+            return self.value
+        out = handler(self)
+        return {k: v for k, v in out.items() if v is not None and not (k == "max" and v == 1.0)
+                and not (k == "per" and v == "token")}
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> dict:
+        return _short_form_schema(handler, core_schema, {"type": "number"})
+
+
+class Period(Strict):
+    """How often a level's state changes.
+
+    * ``tokens: C`` - every C tokens (YAML: a bare integer; 1 = every token);
+    * ``never`` - never inside a context: only the outer optimizer changes it
+      (YAML: the string ``never``), frequency 0 in context;
+    * ``steps: k`` - an outer (optimizer) level's own clock: every k optimizer steps.
+    """
+
+    tokens: PositiveInt | None = None
+    never: bool = False
+    steps: PositiveInt | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short(cls, data: Any) -> Any:
+        if isinstance(data, bool):
+            raise ValueError("a period is a number of tokens, 'never' or {steps: k}, not a boolean")
+        if isinstance(data, int):
+            return {"tokens": data}
+        if isinstance(data, str):
+            if data == "never":
+                return {"never": True}
+            if data.strip().isdigit():
+                return {"tokens": int(data)}
+            raise ValueError(f"unknown period {data!r}: use a number of tokens, 'never' or {{steps: k}}")
+        return data
+
+    @model_validator(mode="after")
+    def _one(self) -> "Period":
+        if sum([self.tokens is not None, self.never, self.steps is not None]) != 1:
+            raise ValueError("give exactly one of a number of tokens, 'never' or {steps: k}")
+        return self
+
+    @model_serializer(mode="plain")
+    def _dump(self) -> Any:
+        if self.tokens is not None:
+            return self.tokens
+        return "never" if self.never else {"steps": self.steps}
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> dict:
+        return _short_form_schema(
+            handler, core_schema, {"type": "integer", "minimum": 1}, {"const": "never"}
+        )
+
+
+class Source(Strict):
+    """Where a memory's keys, values or queries come from.
+
+    ``from: input`` projects the level input with a static linear map (owned by the
+    outer level); ``from: <level>`` uses that level's output as is (HOPE: ``k_t = M_k(x_t)``).
+    ``conv`` adds a causal depthwise convolution of that width, ``norm: l2`` normalises
+    each head's vector and ``activation`` is applied after the projection.
+    """
+
+    source: str = Field(default=INPUT, alias="from")
+    conv: int = Field(default=0, ge=0, le=16)
+    norm: Literal["none", "l2"] = "none"
+    activation: Literal["none", "silu"] = "none"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short(cls, data: Any) -> Any:
+        return {"from": data} if isinstance(data, str) else data
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> Any:
+        out = handler(self)
+        defaults = {"conv": 0, "norm": "none", "activation": "none"}
+        short = {k: v for k, v in out.items() if defaults.get(k, object()) != v}
+        return short.get("from", INPUT) if set(short) <= {"from"} else short
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> dict:
+        return _short_form_schema(handler, core_schema, {"type": "string"})
+
+
+class Init(Strict):
+    """A level's initial state.
+
+    * ``learned`` (default) - meta-learned by the level's outer optimizer through the
+      unrolled inner updates (paper section 1.4, knowledge transfer by initialisation);
+    * ``zero`` - all zeros, not learned;
+    * ``from: <level>`` - meta-learned by a named *slower* level, whose current state the
+      level is re-initialised to every ``reset`` (nested CMS, NL-arXiv Eq. 72);
+    * ``copy: <level>`` - starts as a copy of another level's initial state (ad-hoc level
+      stacking, NL-arXiv section 7.3).
+    """
+
+    kind: Literal["learned", "zero", "from", "copy"] = "learned"
+    level: str | None = None
+    reset: Literal["never", "context", "slower_chunk"] = "never"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"kind": data}
+        if isinstance(data, dict):
+            for key in ("from", "copy"):
+                if key in data:
+                    rest = {k: v for k, v in data.items() if k != key}
+                    return {"kind": key, "level": data[key], **rest}
+        return data
+
+    @model_validator(mode="after")
+    def _level_given(self) -> "Init":
+        if (self.kind in ("from", "copy")) != (self.level is not None):
+            raise ValueError("'from' and 'copy' name a level; 'learned' and 'zero' take none")
+        return self
+
+    @model_serializer(mode="plain")
+    def _dump(self) -> Any:
+        if self.level is None and self.reset == "never":
+            return self.kind
+        out: dict[str, Any] = {self.kind: self.level} if self.level else {"kind": self.kind}
+        if self.reset != "never":
+            out["reset"] = self.reset
+        return out
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> dict:
+        return _short_form_schema(
+            handler, core_schema, {"enum": ["learned", "zero"]},
+            {"type": "object", "properties": {"from": {"type": "string"},
+             "copy": {"type": "string"}, "reset": {"enum": ["never", "context", "slower_chunk"]}},
+             "additionalProperties": False},
+        )
