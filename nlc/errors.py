@@ -36,6 +36,17 @@ class Issue:
         return self.format()
 
 
+class FieldError(ValueError):
+    """Raised inside a model validator to blame one field of the model, with a fix.
+
+    The locator appends ``field`` to the model's path and shows ``hint``.
+    """
+
+    def __init__(self, field: str, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.field, self.hint = field, hint
+
+
 class NLCError(Exception):
     """Base class of every error nlc raises on purpose."""
 

@@ -52,16 +52,16 @@ def references(spec: Spec) -> list[Ref]:
             for field in ("keys", "values", "queries"):
                 src = getattr(level, field).source
                 if src != INPUT:
-                    refs.append(Ref(f"{base}.{field}", name, src, "generation", ("memory", "mlp")))
+                    refs.append(Ref(f"{base}.{field}.from", name, src, "generation", ("memory", "mlp")))
             for knob_name in ("lr", "momentum", "retention", "forget"):
                 knob = getattr(level.update, knob_name)
                 if knob is not None and knob.source not in (None, INPUT):
-                    refs.append(Ref(f"{base}.update.{knob_name}", name, knob.source, "generation",
+                    refs.append(Ref(f"{base}.update.{knob_name}.from", name, knob.source, "generation",
                                     ("memory", "mlp")))
         if isinstance(level, MLPLevel) and level.update is not None:
             knob = level.update.lr
             if knob.source not in (None, INPUT):
-                refs.append(Ref(f"{base}.update.lr", name, knob.source, "generation", ("memory", "mlp")))
+                refs.append(Ref(f"{base}.update.lr.from", name, knob.source, "generation", ("memory", "mlp")))
         if isinstance(level, (MemoryLevel, MLPLevel)) and level.init.level is not None:
             refs.append(Ref(f"{base}.init", name, level.init.level, "initialization", (level.type,)))
         if isinstance(level, AttentionLevel) and level.persistent is not None:

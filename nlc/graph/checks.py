@@ -68,7 +68,7 @@ def _check_cycles(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
         issues.append(Issue(
             same_time.edges[cycle[-1]]["path"],
             f"levels need each other at the same time: {chain}",
-            hint="read one of them before its write (read: before_write) so it uses the previous state",
+            hint="let one of them read before its write, read: before_write, so it uses the previous state",
         ))
     return issues
 
@@ -102,9 +102,15 @@ def _check_reaches_output(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
     reach = set(sinks)
     for sink in sinks:
         reach |= nx.ancestors(graph, sink)
-    return [Issue(f"levels.{name}", f"level '{name}' does not reach the output",
-                  hint="use it in a model layer or reference it from a level that is used")
+    return [Issue(f"levels.{name}", f"level '{name}' does not reach the output", hint=_UNUSED_HINT.get(
+                spec.levels[name].type, "use it in a model layer or reference it from a level that is used"))
             for name in spec.levels if name not in reach]
+
+
+_UNUSED_HINT = {
+    "optimizer": "name it as some level's 'outer:', or remove it",
+    "persistent": "name it in an attention level's 'persistent:' or a context layer",
+}
 
 
 def _check_periods(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
@@ -119,10 +125,10 @@ def _check_periods(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
         if isinstance(level, MemoryLevel) and level.chunk % tokens:
             issues.append(Issue(f"levels.{name}.chunk", f"chunk {level.chunk} does not hold whole "
                                 f"periods of {tokens} tokens", hint=f"use a multiple of {tokens}"))
-        if tokens > spec.train.seq_len:
-            issues.append(Issue(f"levels.{name}.period", f"period {tokens} exceeds train.seq_len "
-                                f"{spec.train.seq_len}: the level never updates inside a training sequence",
-                                severity="warning"))
+        if tokens >= spec.train.seq_len and tokens > 1:
+            issues.append(Issue(f"levels.{name}.period", f"period {tokens} is not shorter than train.seq_len "
+                                f"{spec.train.seq_len}: no update reaches an output inside a training sequence",
+                                hint="use a shorter period or longer sequences", severity="warning"))
     ordered = sorted(periods)
     for fast, slow in zip(ordered, ordered[1:]):
         if slow % fast:
@@ -164,9 +170,12 @@ def _check_rules(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
         if not isinstance(level, MemoryLevel):
             continue
         base, rule, objective = f"levels.{name}", level.update.rule, level.objective.kind
-        if rule == "delta" and (level.memory.kind != "matrix" or objective != "l2"):
-            issues.append(Issue(f"{base}.update.rule", "the exact delta rule needs a matrix memory "
-                                "and the l2 objective", hint="use rule 'gd' or 'momentum' for MLP memories"))
+        if rule == "delta" and level.memory.kind != "matrix":
+            issues.append(Issue(f"{base}.update.rule", "the exact delta rule needs a matrix memory",
+                                hint="use rule 'gd' or 'momentum' for an MLP memory"))
+        elif rule == "delta" and objective != "l2":
+            issues.append(Issue(f"{base}.update.rule", f"the delta rule minimises the l2 objective, not "
+                                f"'{objective}'", hint="set objective: {kind: l2} or use rule 'gd'"))
         if rule == "dgd" and objective not in ("l2", "dot"):
             issues.append(Issue(f"{base}.update.rule", "DGD (HOPE Eq. 88) is defined for the l2 and "
                                 "dot objectives"))

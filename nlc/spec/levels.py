@@ -20,6 +20,8 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, PositiveInt, model_validator
 
+from ..errors import FieldError
+
 from .values import Init, Knob, Period, Source, Strict
 
 
@@ -61,12 +63,11 @@ class Objective(Strict):
 
     @model_validator(mode="after")
     def _params_match_kind(self) -> "Objective":
-        if (self.kind == "lp") != (self.p is not None):
-            raise ValueError("'p' is required by kind 'lp' and only allowed there")
-        if (self.kind == "huber") != (self.delta is not None):
-            raise ValueError("'delta' is required by kind 'huber' and only allowed there")
+        _paired(self.kind == "lp", self.p is not None, "p", "kind 'lp'", "p: 3")
+        _paired(self.kind == "huber", self.delta is not None, "delta", "kind 'huber'", "delta: 1.0")
         if self.kind == "task" and (self.window != 1 or self.self_target):
-            raise ValueError("the 'task' objective takes no 'window' or 'self_target'")
+            field = "window" if self.window != 1 else "self_target"
+            raise FieldError(field, f"the 'task' objective takes no '{field}'", hint=f"remove '{field}'")
         return self
 
 
@@ -101,14 +102,22 @@ class Update(Strict):
     @model_validator(mode="after")
     def _consistent(self) -> "Update":
         if self.retention is not None and self.forget is not None:
-            raise ValueError("give 'retention' (keep factor) or 'forget' (Titans 1-alpha), not both")
-        if (self.rule == "momentum") != (self.momentum is not None):
-            raise ValueError("'momentum' is required by rule 'momentum' and only allowed there")
-        if (self.retention_kind == "lq") != (self.q is not None):
-            raise ValueError("'q' is required by retention_kind 'lq' and only allowed there")
-        if (self.retention_kind == "elastic") != (self.shrink is not None):
-            raise ValueError("'shrink' is required by retention_kind 'elastic' and only allowed there")
+            raise FieldError("forget", "give 'retention' (the keep factor) or 'forget' (Titans' 1 - alpha), "
+                             "not both", hint="forget: a is the same as retention: 1 - a")
+        _paired(self.rule == "momentum", self.momentum is not None, "momentum", "rule 'momentum'",
+                "momentum: 0.9")
+        _paired(self.retention_kind == "lq", self.q is not None, "q", "retention_kind 'lq'", "q: 4")
+        _paired(self.retention_kind == "elastic", self.shrink is not None, "shrink",
+                "retention_kind 'elastic'", "shrink: 1.0e-3")
         return self
+
+
+def _paired(selected: bool, given: bool, field: str, owner: str, example: str) -> None:
+    """A field that must be given exactly when ``owner`` is selected."""
+    if selected and not given:
+        raise FieldError(field, f"{owner} needs '{field}'", hint=f"add '{example}'")
+    if given and not selected:
+        raise FieldError(field, f"'{field}' only applies to {owner}", hint=f"remove '{field}'")
 
 
 class LevelBase(Strict):
@@ -168,12 +177,15 @@ class MLPLevel(LevelBase):
     def _update_iff_in_context(self) -> "MLPLevel":
         in_context = self.period.tokens is not None
         if not in_context and (self.objective is not None or self.update is not None):
-            raise ValueError(
-                "an MLP with period 'never' is frozen in context: remove 'objective'/'update', "
-                "or give a period in tokens to make it a CMS level"
-            )
+            field = "update" if self.update is not None else "objective"
+            raise FieldError(field, f"an MLP with period 'never' is frozen in context and takes no '{field}'",
+                             hint="remove it, or give a period in tokens to make a CMS level")
+        if in_context and self.update is None:
+            raise FieldError("update", "a CMS level (period in tokens) needs an update rule",
+                             hint="add 'update: {rule: gd, lr: 1.0e-3}'")
         if self.period.steps is not None:
-            raise ValueError("'steps' periods belong to optimizer levels; use tokens or 'never'")
+            raise FieldError("period", "'steps' periods belong to optimizer levels",
+                             hint="use a number of tokens or 'never'")
         return self
 
 
@@ -204,7 +216,8 @@ class OptimizerLevel(Strict):
     @model_validator(mode="after")
     def _steps_clock(self) -> "OptimizerLevel":
         if self.period.steps is None:
-            raise ValueError("an optimizer level runs on the optimizer-step clock: period {steps: k}")
+            raise FieldError("period", "an optimizer level runs on the optimizer-step clock",
+                             hint="write period: {steps: k}")
         return self
 
 

@@ -14,7 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ..errors import Issue
+from ..errors import FieldError, Issue
+from .overrides import split_path
 from .source import RawSpec
 
 
@@ -42,13 +43,25 @@ def issues_from_validation(err: ValidationError, raw: RawSpec, root: type[BaseMo
     for item in err.errors(include_url=False):
         loc = tuple(item["loc"])
         path = clean_path(root, loc)
-        message, hint = _message(item), None
-        if item["type"] == "extra_forbidden":
+        message, hint, at_key = _message(item), None, item["type"] in ("extra_forbidden", "missing")
+        cause = item.get("ctx", {}).get("error")
+        if isinstance(cause, FieldError):
+            path, hint = (*path, *split_path(cause.field)), cause.hint
+        elif item["type"] == "extra_forbidden":
             hint = _did_you_mean(str(path[-1]) if path else "", _allowed_keys(root, loc[:-1]))
             message = f"unknown key '{path[-1]}'" if path else "unknown key"
         elif item["type"] == "missing":
-            message = "required field is missing"
-        mark = raw.mark(path, key=item["type"] in ("extra_forbidden", "missing"))
+            message, hint = "required field is missing", _MISSING_HINTS.get(path[-1] if path else "",
+                                                                          f"add '{path[-1]}: ...'" if path else None)
+        elif item["type"] == "union_tag_invalid":
+            field = item["ctx"]["discriminator"].strip("'")
+            tags = [t.strip(" '") for t in item["ctx"]["expected_tags"].split(",")]
+            path = (*path, field)
+            message = f"unknown {field} {item['ctx']['tag']!r}"
+            hint = _did_you_mean(str(item["ctx"]["tag"]), tags)
+        elif item["type"] == "layer_kind" and isinstance(item["input"], dict):
+            hint = _did_you_mean(next(iter(item["input"]), ""), ["level", "parallel", "context"])
+        mark = raw.mark(path, key=at_key)
         issues.append(Issue(
             ".".join(map(str, path)), message,
             mark.file if mark else raw.file, mark.line if mark else None,
@@ -56,6 +69,13 @@ def issues_from_validation(err: ValidationError, raw: RawSpec, root: type[BaseMo
         ))
     return sort_issues(issues)
 
+
+_MISSING_HINTS = {
+    "nlc": "add 'nlc: 1', the spec language version",
+    "type": "add 'type: attention|memory|mlp|persistent|optimizer'",
+    "model": "add a 'model:' section with 'blocks:'",
+    "levels": "add a 'levels:' section",
+}
 
 def sort_issues(issues: list[Issue]) -> list[Issue]:
     """File order, then path; duplicates (same place and text) removed."""
@@ -68,9 +88,23 @@ def _message(item: dict) -> str:
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):
             msg = msg[len(prefix):]
+    given = item.get("input")
     if item["type"] == "literal_error" and "expected" in item.get("ctx", {}):
-        msg = f"got {item['input']!r}; expected {item['ctx']['expected']}"
+        return f"got {given!r}; expected {item['ctx']['expected']}"
+    expected = _EXPECTED.get(item["type"])
+    if expected is not None:
+        return f"got {given!r}; expected {expected}"
+    if item["type"].startswith(("greater_than", "less_than")) and not isinstance(given, (dict, list)):
+        return f"got {given!r}; {msg[0].lower()}{msg[1:]}"
     return msg
+
+
+_EXPECTED = {
+    "int_parsing": "an integer", "int_type": "an integer", "int_from_float": "a whole number",
+    "float_parsing": "a number", "float_type": "a number", "bool_parsing": "true or false",
+    "bool_type": "true or false", "string_type": "a string", "dict_type": "a mapping",
+    "model_type": "a mapping", "list_type": "a list", "tuple_type": "a list",
+}
 
 
 def _did_you_mean(word: str, choices: list[str]) -> str | None:

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Discriminator, Field, PrivateAttr, NonNegativeInt, PositiveInt, Tag, model_validator
 
+from ..errors import FieldError
 from .levels import Level
 from .values import Strict
 
@@ -42,14 +43,18 @@ class ParallelLayer(Strict):
     @model_validator(mode="after")
     def _gate_pairs(self) -> "ParallelLayer":
         if self.combine == "gate" and len(self.parallel) != 2:
-            raise ValueError("combine 'gate' takes exactly two levels: [attention, memory]")
+            raise FieldError("parallel", "combine 'gate' takes exactly two levels",
+                             hint="parallel: [attention, memory]")
         return self
 
 
 class ContextSpec(Strict):
+    """``segment``: tokens per attention segment; default: the memory's chunk."""
+
     attention: str
     memory: str
     persistent: str | None = None
+    segment: PositiveInt | None = None
 
 
 class ContextLayer(Strict):
@@ -109,9 +114,10 @@ class ModelSpec(Strict):
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "ModelSpec":
         if self.width % self.heads:
-            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+            raise FieldError("heads", f"{self.heads} heads do not divide the width {self.width}",
+                             hint=f"use a divisor of {self.width}")
         if self.tokenizer == "bytes" and self.vocab != 256:
-            raise ValueError("the byte tokenizer has vocab 256")
+            raise FieldError("vocab", "the byte tokenizer has a vocabulary of 256", hint="vocab: 256")
         return self
 
 
@@ -180,13 +186,18 @@ class Spec(Strict):
 
     _raw: Any = PrivateAttr(default=None)  # the RawSpec it was loaded from (file/line marks)
 
+    def __eq__(self, other: object) -> bool:
+        """Specs are equal when their fields are, wherever they were loaded from."""
+        return type(other) is type(self) and self.__dict__ == other.__dict__
+
+    __hash__ = None  # mutable containers inside; not hashable
+
     @model_validator(mode="after")
     def _names_are_identifiers(self) -> "Spec":
         bad = [n for n in self.levels if not _IDENTIFIER.match(n)]
         if bad:
-            raise ValueError(
-                f"level names must be identifiers (letters, digits, _; not starting with a digit): {bad}"
-            )
+            raise FieldError(f"levels.{bad[0]}", f"level name {bad[0]!r} is not an identifier",
+                             hint="use letters, digits and _, not starting with a digit")
         return self
 
 

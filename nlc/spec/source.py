@@ -8,6 +8,7 @@ tag is an error, never an object, so a spec can never run code.
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,9 @@ def _construct(node: yaml.Node, file: str, path: PathKey, raw: RawSpec) -> Any:
                                        file, *_line_col(key_node))])
             key = str(key)
             if key in out:
-                raise SpecError([Issue(".".join(map(str, (*path, key))), "duplicate key",
+                first = raw.key_marks[(*path, key)]
+                raise SpecError([Issue(".".join(map(str, (*path, key))),
+                                       f"duplicate key '{key}', first given at line {first.line}",
                                        file, *_line_col(key_node), hint="each key may appear once")])
             raw.key_marks[(*path, key)] = _mark(file, key_node)
             out[key] = _construct(value_node, file, (*path, key), raw)
@@ -126,8 +129,12 @@ def parse_yaml(text: str, file: str) -> RawSpec:
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
-        raise SpecError([Issue("", f"YAML syntax: {err.problem or err.context}", file, line, col,
-                               hint="check indentation and quoting")]) from None
+        message = f"YAML syntax: {err.problem or err.context}"
+        if err.context and err.context_mark and err.problem:
+            where = err.context_mark
+            message += f", {err.context} started at line {where.line + 1}, column {where.column + 1}"
+        raise SpecError([Issue("", message, file, line, col,
+                               hint="check brackets, indentation and quoting")]) from None
     except yaml.YAMLError as err:
         raise SpecError([Issue("", f"YAML: {err}", file)]) from None
     if node is None:
@@ -218,4 +225,5 @@ def _resolve_extends(item: str, path: Path | None, bundled_dir: Path | None) -> 
         candidates.append(path.parent / item)
     if bundled_dir is not None:
         candidates += [bundled_dir / item, bundled_dir / f"{item}.yaml"]
-    return next((c for c in candidates if c.is_file()), None)
+    found = next((c for c in candidates if c.is_file()), None)
+    return Path(os.path.normpath(found)) if found is not None else None

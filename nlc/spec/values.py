@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from ..errors import FieldError
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -67,11 +68,13 @@ class Knob(Strict):
         given = [n for n in ("value", "learned", "source") if getattr(self, n) is not None]
         if len(given) != 1:
             raise ValueError(
-                "give exactly one of a number, 'learned: <init>' or 'from: <input|level>'"
-                f" (got {', '.join(given) or 'none'})"
+                "give exactly one of a number, 'learned: <init>' or 'from: <input|level>';"
+                f" got {', '.join(given) or 'none'}"
             )
         if self.source is None and (self.init is not None or self.per != "token"):
-            raise ValueError("'init' and 'per' only apply to a data-dependent knob ('from: ...')")
+            field = "init" if self.init is not None else "per"
+            raise FieldError(field, f"'{field}' only applies to a data-dependent knob",
+                             hint="add 'from: input' or remove it")
         return self
 
     @property
@@ -209,7 +212,8 @@ class Init(Strict):
     @model_validator(mode="after")
     def _level_given(self) -> "Init":
         if (self.kind in ("from", "copy")) != (self.level is not None):
-            raise ValueError("'from' and 'copy' name a level; 'learned' and 'zero' take none")
+            raise FieldError("kind", "'from' and 'copy' name a level; 'learned' and 'zero' take none",
+                             hint="write init: {from: LEVEL} or init: learned")
         return self
 
     @model_serializer(mode="plain")
