@@ -49,7 +49,8 @@ def _check_references(spec: Spec) -> list[Issue]:
             hint = f"did you mean '{close[0]}'?" if close else f"levels are: {', '.join(names)}"
             issues.append(Issue(ref.path, f"unknown level '{ref.target}'", hint=hint))
         elif level.type not in ref.allowed:
-            issues.append(Issue(ref.path, f"level '{ref.target}' is a {level.type} level; "
+            article = "an" if level.type[0] in "aeiou" else "a"
+            issues.append(Issue(ref.path, f"level '{ref.target}' is {article} {level.type} level; "
                                 f"this place needs a level of type {' or '.join(ref.allowed)}"))
     return issues
 

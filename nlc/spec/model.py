@@ -101,6 +101,14 @@ class Block(Strict):
             data = {**data, "layers": [{"level": x} if isinstance(x, str) else x for x in data["layers"]]}
         return data
 
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> dict:
+        """Editors see the short form too: a layer may be a bare level name."""
+        schema = handler.resolve_ref_schema(handler(core_schema))
+        items = schema["properties"]["layers"]["items"]
+        schema["properties"]["layers"]["items"] = {"anyOf": [{"type": "string"}, items]}
+        return schema
+
 
 class ModelSpec(Strict):
     tokenizer: Literal["bytes", "gpt2"] = "bytes"

@@ -207,16 +207,27 @@ def read_spec(source: str | Path, *, bundled_dir: Path | None = None, _seen: tup
 
 
 def _text_of(source: str | Path) -> tuple[Path | None, str, str]:
-    if isinstance(source, Path) or ("\n" not in str(source) and str(source).endswith((".yaml", ".yml"))):
-        path = Path(source)
-        try:
-            return path, path.read_text(encoding="utf-8"), str(source)
-        except FileNotFoundError:
-            raise SpecError([Issue("", f"no such spec file: {source}", str(source),
-                                   hint="nlc ls lists the bundled specs")]) from None
-        except UnicodeDecodeError:
-            raise SpecError([Issue("", "the spec is not UTF-8 text", str(source))]) from None
-    return None, str(source), "<text>"
+    """(path, text, display name): a Path, or a one-line string naming an existing file or
+    ending in .yaml/.yml, is read from disk; any other string is YAML text."""
+    text = str(source)
+    is_path = isinstance(source, Path) or ("\n" not in text and (
+        text.endswith((".yaml", ".yml")) or Path(text).is_file()))
+    if not is_path:
+        return None, text, "<text>"
+    path = Path(source)
+    try:
+        return path, path.read_text(encoding="utf-8"), text
+    except FileNotFoundError:
+        problem, hint = f"no such spec file: {text}", "nlc ls lists the bundled specs"
+    except IsADirectoryError:
+        problem, hint = f"{text} is a directory, not a spec file", "give a .yaml file"
+    except PermissionError:
+        problem, hint = f"no permission to read {text}", None
+    except UnicodeDecodeError:
+        problem, hint = "the spec is not UTF-8 text", None
+    except OSError as err:
+        problem, hint = f"cannot read {text}: {err.strerror}", None
+    raise SpecError([Issue("", problem, text, hint=hint)])
 
 
 def _resolve_extends(item: str, path: Path | None, bundled_dir: Path | None) -> Path | None:

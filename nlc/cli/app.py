@@ -1,0 +1,43 @@
+"""The ``nlc`` typer app: one verb per module, imported here, their heavy imports deferred."""
+from __future__ import annotations
+
+import typer
+
+from . import cp, graph, ls, schema, show, validate
+
+app = typer.Typer(
+    name="nlc",
+    help="Nested Learning Compiler: YAML specs of nested optimization levels -> PyTorch.",
+    no_args_is_help=True,
+    invoke_without_command=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    version: bool = typer.Option(False, "--version", help="print the nlc version and exit", is_eager=True),
+) -> None:
+    """Nested Learning Compiler: YAML specs of nested optimization levels -> PyTorch."""
+    if version:
+        from .. import __version__
+
+        typer.echo(f"nlc {__version__}")
+        raise typer.Exit()
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+
+
+app.command("validate")(validate.validate)
+app.command("show")(show.show)
+app.command("graph")(graph.graph)
+app.command("schema")(schema.schema)
+app.command("ls")(ls.ls)
+app.command("cp")(cp.cp)
+
+
+def main() -> None:
+    """Console entry point (``nlc`` / ``python -m nlc``)."""
+    app(prog_name="nlc")

@@ -1,0 +1,37 @@
+"""``nlc graph SPEC [OVERRIDES] --format table|mermaid|dot``: the level graph as text."""
+from __future__ import annotations
+
+from enum import Enum
+from typing import List
+
+import typer
+
+from ._common import load_or_exit
+
+
+class Format(str, Enum):
+    table = "table"
+    mermaid = "mermaid"
+    dot = "dot"
+
+
+def graph(
+    args: List[str] = typer.Argument(..., metavar="SPEC_OR_OVERRIDE",
+                                     help="one spec file, then overrides: path=value or ~path"),
+    fmt: Format = typer.Option(Format.table, "--format", "-f", help="table, mermaid or dot"),
+) -> None:
+    """Show the levels: ordered by frequency, with sizes, or as a Mermaid / DOT graph."""
+    spec = load_or_exit(args)
+    from ..graph import draw
+
+    if fmt is Format.mermaid:
+        typer.echo(draw.to_mermaid(spec), nl=False)
+    elif fmt is Format.dot:
+        typer.echo(draw.to_dot(spec), nl=False)
+    else:
+        from rich.console import Console
+
+        console = Console()
+        if not console.is_terminal:  # piped or captured: do not squeeze columns to 80
+            console = Console(width=240, highlight=False)
+        console.print(draw.to_table(spec))

@@ -1,0 +1,49 @@
+"""``nlc validate SPEC... [OVERRIDES] [--json]``: every issue of every spec, exit 1 on error."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import List
+
+import typer
+
+from ._common import print_issues, split_args, validate_path
+
+
+def validate(
+    args: List[str] = typer.Argument(..., metavar="SPEC_OR_OVERRIDE",
+                                     help="spec files, then overrides applied to each of them"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON report on stdout"),
+) -> None:
+    """Check specs: schema, level names, cycles, frequencies, periods, dimensions.
+
+    Prints each problem as file:line:col: path: message (hint); warnings never fail.
+    Overrides (path=value, ~path) apply to every spec.
+    """
+    paths, overrides = split_args(args)
+    if not paths:
+        typer.echo("error: give at least one spec file", err=True)
+        raise typer.Exit(2)
+    reports, failed = [], False
+    for path in paths:
+        spec, issues = validate_path(path, overrides)
+        failed |= spec is None
+        reports.append({"file": path, "ok": spec is not None,
+                        "name": spec.name if spec is not None else None,
+                        "issues": [asdict(i) for i in issues]})
+        if as_json:
+            continue
+        print_issues(issues)
+        if spec is not None:
+            from ..graph.build import ordered_levels
+
+            warnings = len(issues)
+            note = f", {warnings} warning{'s' if warnings != 1 else ''}" if warnings else ""
+            typer.echo(f"OK {path}: {spec.name or 'spec'}, {len(spec.levels)} levels in "
+                       f"{len(ordered_levels(spec))} ordered levels{note}")
+        else:
+            errors = sum(i.severity == "error" for i in issues)
+            typer.echo(f"FAILED {path}: {errors} error{'s' if errors != 1 else ''}", err=True)
+    if as_json:
+        typer.echo(json.dumps({"ok": not failed, "specs": reports}, indent=2))
+    raise typer.Exit(1 if failed else 0)

@@ -1,0 +1,176 @@
+"""Parameter and state sizes of a spec's levels, in numbers of floats, from the spec alone.
+
+No torch: the counts are analytic, so ``nlc graph`` can print them instantly. Conventions
+(linear maps carry no bias; ``D = model.width``, ``H`` = the level's heads, default
+``model.heads``, ``d = D / H`` per head):
+
+* attention: ``Wq, Wk, Wv, Wo`` = ``4 D^2`` (+ ``2 d`` gains with ``qk_norm``). State: the
+  KV cache, ``2 D`` floats per token for ``min(window, train.seq_len)`` tokens.
+* memory: ``D^2`` per key/value/query projected ``from: input`` (``from: <level>`` uses that
+  level's output: no weights); ``conv * D`` per short convolution; the output map ``D^2``
+  (``2 D^2`` with ``output_gate``); a knob ``from: input`` is a ``D -> H`` projection with
+  bias (``D H + H``), a learned knob ``H`` scalars; a learned (or copied) initial state is
+  the memory weights themselves. State: the ``H`` memories (matrix ``d^2``; MLP of depth
+  L ``d h + (L-2) h^2 + h d``, ``h = hidden`` or ``expansion * d``), doubled by the
+  momentum buffer of rule ``momentum``, plus ``(conv-1) D`` per short convolution.
+* mlp: ``2 D h`` (``3 D h`` for swiglu's gate/up/down), ``h = hidden`` or
+  ``round(expansion * D)``; an lr knob ``from: input`` adds ``D + 1``, a learned one ``1``.
+  State: a CMS level (``period: C``) updates its own copy of the weights per sequence
+  (doubled by ``momentum``); a frozen MLP (``never``) has none.
+* persistent: ``tokens * D``; no state. optimizer: nothing of its own.
+
+An initial state ``from: <level>`` belongs to that level and ``zero`` is not learned, so
+neither counts as parameters.
+
+*Instances*: every repetition of a block has its own parameters. A level named by ``k``
+layers of a block has ``k`` instances per repetition; a level the block only reaches
+through references (keys/values/gates from another level, an ``init: {from: ...}``
+meta-learner, persistent tokens, transfer edges) has one per repetition.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import networkx as nx
+
+from ..spec.levels import AttentionLevel, MemoryLevel, MLPLevel, OptimizerLevel, PersistentLevel
+from ..spec.model import ContextLayer, LevelLayer, ParallelLayer, Spec
+from ..spec.values import INPUT, Knob
+from .build import build_graph
+
+
+@dataclass(frozen=True)
+class LevelSize:
+    params: int  # one instance
+    state: int  # one instance, one sequence
+    instances: int
+
+    @property
+    def total_params(self) -> int:
+        return self.params * self.instances
+
+    @property
+    def total_state(self) -> int:
+        return self.state * self.instances
+
+
+def _norm(kind: str, width: int) -> int:
+    return {"rms": width, "layer": 2 * width}.get(kind, 0)
+
+
+def memory_weights(level: MemoryLevel, width: int, heads: int) -> int:
+    """Floats in the level's ``H`` memories (one set of weights, no optimiser buffers)."""
+    d = width // heads
+    shape = level.memory
+    if shape.kind == "matrix" or shape.depth == 1:
+        return heads * d * d
+    h = shape.hidden or shape.expansion * d
+    return heads * (d * h + (shape.depth - 2) * h * h + h * d)
+
+
+def mlp_hidden(level: MLPLevel, width: int) -> int:
+    return level.hidden or int(round(level.expansion * width))
+
+
+def mlp_weights(level: MLPLevel, width: int) -> int:
+    return (3 if level.activation == "swiglu" else 2) * width * mlp_hidden(level, width)
+
+
+def _knob_params(knob: Knob | None, width: int, heads: int) -> int:
+    if knob is None or knob.kind == "constant":
+        return 0
+    if knob.kind == "learned":
+        return heads
+    return width * heads + heads if knob.source == INPUT else 0
+
+
+def level_params_and_state(spec: Spec, name: str) -> tuple[int, int]:
+    """``(parameters, per-sequence state)`` of one instance of a level."""
+    level, width = spec.levels[name], spec.model.width
+    heads = getattr(level, "heads", None) or spec.model.heads
+    if isinstance(level, AttentionLevel):
+        params = 4 * width * width + (2 * (width // heads) if level.qk_norm else 0)
+        cached = min(level.window or spec.train.seq_len, spec.train.seq_len)
+        return params, 2 * width * cached
+    if isinstance(level, MemoryLevel):
+        weights = memory_weights(level, width, heads)
+        sources = (level.keys, level.values, level.queries)
+        params = sum(width * width for s in sources if s.source == INPUT)
+        params += sum(s.conv * width for s in sources)
+        params += width * width * (2 if level.output_gate else 1)
+        up = level.update
+        params += sum(_knob_params(k, width, heads) for k in (up.lr, up.momentum, up.retention, up.forget))
+        params += weights if level.init.kind in ("learned", "copy") else 0
+        state = weights * (2 if up.rule == "momentum" else 1)
+        state += sum((s.conv - 1) * width for s in sources if s.conv > 1)
+        return params, state
+    if isinstance(level, MLPLevel):
+        weights = mlp_weights(level, width)
+        params = weights if level.init.kind in ("learned", "copy") else 0
+        state = 0
+        if level.period.tokens is not None:  # CMS: each sequence updates its own copy
+            up = level.update
+            state = weights * (2 if up is not None and up.rule == "momentum" else 1)
+            if up is not None:
+                params += _knob_params(up.lr, width, 1)
+        return params, state
+    if isinstance(level, PersistentLevel):
+        return level.tokens * width, 0
+    return 0, 0
+
+
+def _layer_levels(layer: object) -> list[str]:
+    if isinstance(layer, LevelLayer):
+        return [layer.level]
+    if isinstance(layer, ParallelLayer):
+        return list(layer.parallel)
+    if isinstance(layer, ContextLayer):
+        ctx = layer.context
+        return [ctx.attention, ctx.memory] + ([ctx.persistent] if ctx.persistent else [])
+    return []
+
+
+def instances(spec: Spec, graph: nx.MultiDiGraph | None = None) -> Counter:
+    """How many parameter copies of each level the model holds (see module docstring)."""
+    graph = build_graph(spec) if graph is None else graph
+    count: Counter = Counter()
+    for block in spec.model.blocks:
+        direct = Counter(n for layer in block.layers for n in _layer_levels(layer) if n in spec.levels)
+        used = set(direct)
+        for name in direct:
+            used |= nx.ancestors(graph, name)
+        for name in used:
+            if not isinstance(spec.levels[name], OptimizerLevel):
+                count[name] += block.repeat * direct.get(name, 1)
+    return count
+
+
+def level_sizes(spec: Spec, graph: nx.MultiDiGraph | None = None) -> dict[str, LevelSize]:
+    copies = instances(spec, graph)
+    out = {}
+    for name, level in spec.levels.items():
+        params, state = level_params_and_state(spec, name)
+        out[name] = LevelSize(params, state, 1 if isinstance(level, OptimizerLevel) else copies[name])
+    return out
+
+
+def model_params(spec: Spec) -> dict[str, int]:
+    """Parameters outside the levels: embeddings, output head, norms, combine weights."""
+    m = spec.model
+    norms = _norm(m.norm, m.width)  # final norm
+    combine = 0
+    for block in m.blocks:
+        for layer in block.layers:
+            per = _norm(layer.norm, m.width)
+            if isinstance(layer, ParallelLayer) and layer.combine == "learned":
+                combine += block.repeat * len(layer.parallel)
+            if isinstance(layer, ParallelLayer) and layer.combine == "gate":
+                per += 2 * _norm(layer.norm, m.width)  # the two gated branches are normalised
+            norms += block.repeat * per
+    return {"embedding": m.vocab * m.width, "head": 0 if m.tie_embeddings else m.vocab * m.width,
+            "norms": norms, "combine": combine}
+
+
+def total_params(spec: Spec) -> int:
+    return sum(s.total_params for s in level_sizes(spec).values()) + sum(model_params(spec).values())
