@@ -186,6 +186,8 @@ def causal_conv1d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
     """
     w = weight.shape[-1]
     xp = _conv_history(x, weight, state)
+    if x.shape[1] == 0:  # nothing to convolve; the state is unchanged
+        return x.new_zeros(x.shape), {"conv": xp}
     y = F.conv1d(xp.transpose(1, 2), weight.unsqueeze(1), bias, groups=weight.shape[0])
     new_state = {"conv": xp[:, xp.shape[1] - (w - 1):]}
     return y.transpose(1, 2), new_state
