@@ -154,12 +154,14 @@ class Source(Strict):
     """Where a memory's keys, values or queries come from.
 
     ``from: input`` projects the level input with a static linear map (owned by the
-    outer level); ``from: <level>`` uses that level's output as is (HOPE: ``k_t = M_k(x_t)``).
+    outer level; ``project: false`` uses the input itself, split into heads);
+    ``from: <level>`` uses that level's output as is (HOPE: ``k_t = M_k(x_t)``).
     ``conv`` adds a causal depthwise convolution of that width, ``norm: l2`` normalises
     each head's vector and ``activation`` is applied after the projection.
     """
 
     source: str = Field(default=INPUT, alias="from")
+    project: bool = True
     conv: int = Field(default=0, ge=0, le=16)
     norm: Literal["none", "l2"] = "none"
     activation: Literal["none", "silu"] = "none"
@@ -172,7 +174,7 @@ class Source(Strict):
     @model_serializer(mode="wrap")
     def _dump(self, handler: Any) -> Any:
         out = handler(self)
-        defaults = {"conv": 0, "norm": "none", "activation": "none"}
+        defaults = {"project": True, "conv": 0, "norm": "none", "activation": "none"}
         short = {k: v for k, v in out.items() if defaults.get(k, object()) != v}
         return short.get("from", INPUT) if set(short) <= {"from"} else short
 

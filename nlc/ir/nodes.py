@@ -1,0 +1,166 @@
+"""The IR: a validated spec with every default filled in and one convention everywhere.
+
+Frozen dataclasses, no pydantic, no torch. Differences from the spec:
+
+* gate convention: only ``retention`` exists (the factor multiplying the old state). A
+  Titans ``forget`` knob becomes a retention knob with ``complement=True`` (value
+  ``1 - forget``), and ``weight_decay`` is kept as a separate constant factor;
+* sizes are resolved: heads, head dims, hidden widths;
+* read order is a bool, periods are ints (``0`` = never in context), frequencies and
+  ordered-level indices come from the level graph;
+* every level remembers the YAML ``file:line`` it came from, for messages and codegen.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+
+@dataclass(frozen=True)
+class KnobIR:
+    """``kind``: constant | learned | data. ``source``: ``input`` or a level name (data)."""
+
+    kind: str
+    init: float
+    max: float = 1.0
+    source: str | None = None
+    per_chunk: bool = False
+    complement: bool = False  # the value used is 1 - knob (a Titans forget gate)
+
+
+@dataclass(frozen=True)
+class SourceIR:
+    source: str  # "input" or a level name
+    project: bool = True  # a static linear projection of the input (source "input" only)
+    conv: int = 0
+    l2_norm: bool = False
+    silu: bool = False
+
+
+@dataclass(frozen=True)
+class ObjectiveIR:
+    kind: str  # dot | l2 | lp | huber | task
+    p: float = 2.0
+    delta: float = 1.0
+    window: int = 1
+    self_target: bool = False
+
+
+@dataclass(frozen=True)
+class RuleIR:
+    kind: str  # gd | momentum | delta | dgd
+    lr: KnobIR
+    momentum: KnobIR | None
+    retention: KnobIR | None
+    weight_decay: float
+    retention_kind: str  # l2 | lq | elastic
+    q: float
+    shrink: float
+    grad_clip: float | None
+    grad_normalize: bool
+
+
+@dataclass(frozen=True)
+class LevelIR:
+    """Fields every level has."""
+
+    name: str
+    type: str
+    order: int  # ordered-level index, 0 = fastest
+    frequency: Fraction  # updates per token
+    outer: str | None
+    origin: str  # "file:line" of the level in the YAML
+
+
+@dataclass(frozen=True)
+class AttentionIR(LevelIR):
+    heads: int
+    head_dim: int
+    window: int | None
+    rope: bool
+    persistent: str | None
+    qk_norm: bool
+
+
+@dataclass(frozen=True)
+class MemoryIR(LevelIR):
+    heads: int
+    head_dim: int
+    memory: str  # matrix | mlp
+    depth: int
+    hidden: int
+    residual: bool
+    activation: str
+    objective: ObjectiveIR
+    rule: RuleIR
+    period: int
+    chunk: int
+    read_after_write: bool
+    keys: SourceIR
+    values: SourceIR
+    queries: SourceIR
+    init: str  # learned | zero | from | copy
+    init_level: str | None
+    reset: str
+    output_gate: bool
+
+
+@dataclass(frozen=True)
+class MLPIR(LevelIR):
+    hidden: int
+    activation: str
+    period: int  # 0 = never in context (a Transformer MLP); C = a CMS level
+    objective: ObjectiveIR | None
+    rule: RuleIR | None
+    init: str
+    init_level: str | None
+    reset: str
+    flush: str
+
+
+@dataclass(frozen=True)
+class PersistentIR(LevelIR):
+    tokens: int
+
+
+@dataclass(frozen=True)
+class OptimizerIR(LevelIR):
+    rule: str
+    lr: float
+    betas: tuple[float, float]
+    weight_decay: float
+    eps: float
+    grad_clip: float | None
+    warmup: int
+    schedule: str
+    steps: int  # steps this level every ``steps`` optimizer steps
+
+
+@dataclass(frozen=True)
+class LayerIR:
+    """One layer instance in the unrolled model: ``kind`` level | parallel | context."""
+
+    name: str  # unique instance name, e.g. "b0_r1_memory"
+    kind: str
+    levels: tuple[str, ...]  # the levels it applies (context: attention, memory[, persistent])
+    combine: str  # parallel: sum | mean | learned | gate; else ""
+    norm: str
+    residual: bool
+    segment: int | None  # context layers: tokens per attention segment (None: the memory's chunk)
+    block: int
+    repeat: int
+    origin: str  # "file:line" of the layer in the YAML
+
+
+@dataclass(frozen=True)
+class ModelIR:
+    name: str
+    vocab: int
+    tokenizer: str
+    width: int
+    norm: str
+    tie_embeddings: bool
+    levels: dict[str, LevelIR]
+    layers: tuple[LayerIR, ...]
+    ordered: tuple[tuple[str, ...], ...]  # ordered levels, fastest first
+    source_file: str
