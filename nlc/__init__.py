@@ -6,4 +6,13 @@ YAML spec of nested optimization levels -> validated level graph -> runnable PyT
 from .errors import Issue as Issue, NLCError as NLCError, SpecError as SpecError
 from .spec import Spec as Spec, load_spec as load_spec, validate as validate
 
-__version__ = "0.1.0"
+from .version import __version__ as __version__
+
+
+def __getattr__(name: str):
+    """torch-backed API, imported on first use so ``import nlc`` stays light."""
+    if name == "compile":
+        from .compiler import compile
+
+        return compile
+    raise AttributeError(f"module 'nlc' has no attribute {name!r}")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import typer
 
-from . import cp, graph, ls, schema, show, validate
+from . import compile as compile_cmd, cp, graph, ls, schema, show, validate
 
 app = typer.Typer(
     name="nlc",
@@ -36,6 +36,7 @@ app.command("graph")(graph.graph)
 app.command("schema")(schema.schema)
 app.command("ls")(ls.ls)
 app.command("cp")(cp.cp)
+app.command("compile")(compile_cmd.compile_verb)
 
 
 def main() -> None:

@@ -46,11 +46,12 @@ def check_config(activation: str, objective: str, global_retention: str, chunk: 
         raise ValueError(f"window must be a positive int, got {window!r}")
 
 
-def hparam(x: HParam, like: Tensor, trailing: int) -> Tensor:
-    """A hyper-parameter as a tensor: a scalar, or shape (B, H) padded with ``trailing`` 1-dims."""
+def hparam(x: HParam, like: Tensor, B: int, H: int, trailing: int) -> Tensor:
+    """A hyper-parameter (float, scalar tensor or (B, H) tensor) as a tensor for the
+    flattened batch*heads layout: a scalar stays a scalar, else (B*H,) + (1,) * trailing."""
     t = torch.as_tensor(x, dtype=like.dtype, device=like.device)
     if t.dim() > 0:
-        t = t.reshape(t.shape + (1,) * trailing)
+        t = t.expand(B, H).reshape((B * H,) + (1,) * trailing)
     return t
 
 
@@ -191,24 +192,23 @@ def objective_grad(name: str, y: Tensor, v: Tensor, p: Tensor, delta: Tensor) ->
     return 2.0 * torch.maximum(torch.minimum(e, delta), -delta)
 
 
-def guard_scale(sq_norm: Tensor, clip: Optional[HParam], normalize: bool,
-                eps: HParam) -> Optional[Tensor]:
+def guard_scale(sq_norm: Tensor, clip: Optional[Tensor], normalize: bool,
+                eps: Tensor) -> Optional[Tensor]:
     """Per-token factor applied to a token's own inner gradient (norm over all weights).
 
-    normalize: g / max(||g||, eps); then clip: g * clip / max(||g||, clip). ``sq_norm``
-    (B, H, n) is ||g||^2; the sqrt is taken on a clamped value so the backward stays finite
-    at a zero gradient.
+    normalize: g / max(||g||, eps); then clip: g * clip / max(||g||, clip). ``sq_norm`` is
+    ||g||^2 per token; ``clip`` / ``eps`` are tensors broadcastable to it. The sqrt is taken
+    on a clamped value so the backward stays finite at a zero gradient.
     """
     if clip is None and not normalize:
         return None
     n = torch.sqrt(sq_norm.clamp_min(torch.finfo(sq_norm.dtype).tiny))
     s = None
     if normalize:
-        s = 1.0 / torch.maximum(n, hparam(eps, n, 1))
+        s = 1.0 / torch.maximum(n, eps)
         n = n * s
     if clip is not None:
-        c = hparam(clip, n, 1)
-        f = c / torch.maximum(n, c)
+        f = clip / torch.maximum(n, clip)
         s = f if s is None else s * f
     return s
 

@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.func import grad, vmap
 
 from nlc.primitives.deep_common import (
-    HParam, check_config, deep_layers, guard_scale, lq_norm_scale, mlp_forward,
+    HParam, check_config, deep_layers, guard_scale, hparam, lq_norm_scale, mlp_forward,
     objective_loss, soft_threshold,
 )
 
@@ -58,8 +58,9 @@ def deep_memory_reference(
     def flat(x: Tensor) -> Tensor:
         return x.reshape(BH, *x.shape[2:])
 
-    def per_bh(x: HParam) -> Tensor:  # scalar or (B, H) -> (BH,)
-        return torch.as_tensor(x, dtype=dt, device=dev).expand(B, H).reshape(BH)
+    def per_bh(x: HParam, trailing: int = 0) -> Tensor:  # scalar or (B, H) -> (BH, ...)
+        return hparam(torch.as_tensor(x, dtype=dt, device=dev).expand(B, H), q, B, H,
+                      trailing)
 
     A = [flat(state[f"{prefix}{l}"]) for l in range(1, L + 1)]
     S = [flat(state[f"S{l}"]) for l in range(1, L + 1)]
@@ -75,8 +76,9 @@ def deep_memory_reference(
         kx, vx, gx = k, v, gam
     kx, vx, gx = flat(kx), flat(vx), flat(gx)
     p_f, d_f = per_bh(p), per_bh(delta)
-    qexp = per_bh(lq)[:, None, None]
-    lam = per_bh(elastic_lambda)[:, None, None]
+    qexp, lam = per_bh(lq, 2), per_bh(elastic_lambda, 2)
+    clip = None if grad_clip is None else per_bh(grad_clip, 1)
+    eps = per_bh(normalize_eps, 1)
 
     def loss(ws, kk, vv, pp, dd):
         return objective_loss(objective, mlp_forward(ws, kk, activation, residual), vv, pp, dd)
@@ -100,9 +102,9 @@ def deep_memory_reference(
         g = grads(tuple(W_xi), kx[:, t:t + c], vx[:, t:t + c], p_f, d_f)  # L x (BH, c, o, i)
         w = gx[:, t:t + c]  # (BH, c)
         sq = sum(gl.pow(2).sum((-2, -1)) for gl in g)
-        s = guard_scale(sq.reshape(B, H, c), grad_clip, grad_normalize, normalize_eps)
+        s = guard_scale(sq, clip, grad_normalize, eps)
         if s is not None:
-            w = w * s.reshape(BH, c)
+            w = w * s
         g_t = [(w[:, :, None, None] * gl).sum(1) for gl in g]
         m_t = 0.0 if mom is None else mom[:, t, None, None]
         r_t = 1.0 if ret is None else ret[:, t, None, None]

@@ -36,6 +36,7 @@ passing a different mixing matrix. A final partial chunk is processed as a short
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple, Optional
 
 import torch
@@ -48,6 +49,7 @@ __all__ = [
     "chunk_layout",
     "to_chunks",
     "log_decay",
+    "log_retention",
     "affine_terms",
     "scan_chunks",
 ]
@@ -80,37 +82,50 @@ def to_chunks(x: Optional[Tensor], start: int, stop: int, C: int) -> Optional[Te
     return x[:, :, start:stop].unflatten(2, ((stop - start) // C, C))
 
 
-def log_decay(log_a: Tensor) -> tuple[Tensor, Tensor]:
-    """log_a (..., C) -> (P, D): P[t] = exp(g_t) (..., C+1), D[t, i] = exp(g_t - g_{i+1}) for i < t.
+def log_decay(log_a: Optional[Tensor], C: int, like: Tensor) -> tuple[Tensor, Tensor]:
+    """Decays of a chunk: P[t] = exp(g_t) (.., C+1) and D[t, i] = exp(g_t - g_{i+1}) for i < t.
 
-    D has shape (..., C+1, C) and is zero for i >= t (masked *before* the exp, so no overflow).
+    ``log_a`` (.., C) log-retention, or None (alpha = 1: P = 1, D = strict lower mask; both
+    broadcastable). D has shape (.., C+1, C) and is zero for i >= t. Only differences of log
+    sums are exponentiated (never a quotient of products that may underflow); masked
+    exponents are zeroed *before* ``exp`` (no overflow, and no -inf: its exp is a slow path).
+    log_a is floored at log(smallest normal float): alpha = 0 acts as alpha = 1e-308 (float64)
+    / 1e-38 (float32) instead of making -inf - -inf = NaN; its gradient there is zero.
     """
-    C = log_a.shape[-1]
+    mask = torch.ones(C + 1, C, dtype=torch.bool, device=like.device).tril(-1)
+    if log_a is None:
+        return like.new_ones(C + 1), mask.to(like.dtype)
+    log_a = log_a.clamp_min(math.log(torch.finfo(log_a.dtype).tiny))
     g = torch.cat([torch.zeros_like(log_a[..., :1]), log_a.cumsum(-1)], dim=-1)
-    mask = torch.ones(C + 1, C, dtype=torch.bool, device=log_a.device).tril(-1)
     diff = g[..., :, None] - g[..., None, 1:]
-    D = torch.where(mask, diff, torch.full_like(diff, float("-inf"))).exp()
-    return g.exp(), D
+    return g.exp(), torch.where(mask, diff, 0.0).exp() * mask
 
 
-def affine_terms(q: Tensor, kw: Tensor, p_read: Tensor, mix_read: Tensor, p_end: Tensor,
-                 mix_end: Tensor, wa: Tensor, wk: Optional[Tensor]) -> ChunkAffine:
-    """Affine chunk maps for ``S_t = p_t S_0 + sum_i mix[t, i] (wa_i + S_0 wk_i) kw_i^T``.
+def affine_terms(q: Tensor, kw: Tensor, P: Tensor, mix: Tensor, w: Tensor, Dv: int,
+                 read_after_write: bool) -> ChunkAffine:
+    """Affine chunk maps for ``S_t = P[t] S_0 + sum_i mix[t, i] (wa_i + S_0 wk_i) kw_i^T``.
 
-    q (.., C, Dk) queries; kw (.., C', Dk) write keys; p_read (.., C) and mix_read (.., C, C')
-    are the state rows that are read; p_end (..,) and mix_end (.., C') the chunk-end row.
+    q (.., C, Dk) queries; kw (.., C', Dk) write keys; P (.., C+1) and mix (.., C+1, C') the
+    state coefficients for t = 0..C; ``w = [wa | wk]`` (.., C', Dv [+ Dk]) (no wk: the writes
+    do not read S_0). Reads rows 1..C (read_after_write) or 0..C-1; row C ends the chunk.
     """
+    C = q.shape[-2]
+    rows = slice(1, C + 1) if read_after_write else slice(0, C)
+    p_read, mix_read, p_end, mix_end = P[..., rows], mix[..., rows, :], P[..., C], mix[..., C, :]
     aqk = mix_read * (q @ kw.transpose(-1, -2))
-    oa = aqk @ wa
     qs = p_read.unsqueeze(-1) * q
     kr = mix_end.unsqueeze(-1) * kw
-    ad = wa.transpose(-1, -2) @ kr
-    if wk is None:
-        return ChunkAffine(qs, oa, p_end, ad)
-    qs = qs + aqk @ wk
-    eye = torch.eye(q.shape[-1], dtype=q.dtype, device=q.device)
-    tr = p_end[..., None, None] * eye + wk.transpose(-1, -2) @ kr
-    return ChunkAffine(qs, oa, tr, ad)
+    o_w = aqk @ w  # (.., C, Dv [+ Dk]): [oa | aqk wk]
+    s_w = w.transpose(-1, -2) @ kr  # (.., Dv [+ Dk], Dk): [ad ; wk^T kr]
+    p_end = p_end.expand(q.shape[:3])
+    if w.shape[-1] == Dv:
+        return ChunkAffine(qs, o_w, p_end, s_w)
+    Dk = w.shape[-1] - Dv
+    oa, o_k = o_w.split([Dv, Dk], dim=-1)  # split, not slicing: backward is one cat
+    ad, s_k = s_w.split([Dv, Dk], dim=-2)
+    tr = s_k.clone()
+    tr.diagonal(dim1=-2, dim2=-1).add_(p_end.unsqueeze(-1))  # p_end I + wk^T kr
+    return ChunkAffine(qs + o_k, oa, tr, ad)
 
 
 def scan_chunks(S0: Tensor, groups: list[ChunkAffine]) -> tuple[Tensor, Tensor]:
@@ -118,49 +133,48 @@ def scan_chunks(S0: Tensor, groups: list[ChunkAffine]) -> tuple[Tensor, Tensor]:
 
     Returns outputs (B, H, T, Dv) and the final state (B, H, Dv, Dk).
     """
+    B, H, Dv, Dk = S0.shape
     if not groups:
-        return S0.new_zeros(S0.shape[:2] + (0, S0.shape[2])), S0
-    tr = torch.cat([g.tr for g in groups], dim=2)
-    ad = torch.cat([g.ad for g in groups], dim=2)
-    S, starts = S0, []
-    for n in range(tr.shape[2]):
+        return S0.new_zeros(B, H, 0, Dv), S0
+
+    def cat(xs):
+        return xs[0] if len(xs) == 1 else torch.cat(xs, dim=2)
+
+    tr = cat([g.tr for g in groups]).flatten(0, 1)  # (BH, N[, Dk, Dk])
+    ad = cat([g.ad for g in groups]).flatten(0, 1)  # (BH, N, Dv, Dk)
+    scalar = tr.dim() == 2
+    S, starts = S0.flatten(0, 1), []
+    for tr_n, ad_n in zip(tr.unbind(1), ad.unbind(1)):  # unbind: one cheap backward node
         starts.append(S)
-        if tr.dim() == 3:
-            S = tr[:, :, n, None, None] * S + ad[:, :, n]
-        else:
-            S = S @ tr[:, :, n] + ad[:, :, n]
-    S_start = torch.stack(starts, dim=2)
+        S = torch.addcmul(ad_n, tr_n[:, None, None], S) if scalar else torch.baddbmm(ad_n, S, tr_n)
     outs, n0 = [], 0
     for g in groups:
         n = g.qs.shape[2]
-        o = g.oa + g.qs @ S_start[:, :, n0:n0 + n].transpose(-1, -2)
-        outs.append(o.flatten(2, 3))
+        S_start = torch.stack(starts[n0:n0 + n], dim=1).unflatten(0, (B, H))
+        outs.append((g.oa + g.qs @ S_start.transpose(-1, -2)).flatten(2, 3))
         n0 += n
-    return torch.cat(outs, dim=2), S
+    return cat(outs), S.unflatten(0, (B, H))
 
 
-def _rank1_terms(q: Tensor, k: Tensor, a: Tensor, log_a: Tensor, b: Optional[Tensor],
+def _rank1_terms(q: Tensor, k: Tensor, a: Tensor, log_a: Optional[Tensor], b: Optional[Tensor],
                  c: Optional[Tensor], read_after_write: bool) -> ChunkAffine:
     """Affine chunk maps of recurrence (R) for chunks (B, H, N, C, .) (UT transform if b)."""
-    C = q.shape[-2]
-    P, D = log_decay(log_a)
-    wa, wk = a, c
+    C, Dv = q.shape[-2], a.shape[-1]
+    P, D = log_decay(log_a, C, q)
+    wk = c
     if b is not None:
-        Dv = a.shape[-1]
         L = b.unsqueeze(-1) * D[..., :C, :] * (k @ k.transpose(-1, -2))  # strictly lower
         kb = -(b * P[..., :C]).unsqueeze(-1) * k
         wk = kb if c is None else c + kb
-        sol = torch.linalg.solve_triangular(L, torch.cat([wa, wk], dim=-1), upper=False,
-                                            unitriangular=True)
-        wa, wk = sol[..., :Dv], sol[..., Dv:]
-    rows = slice(1, C + 1) if read_after_write else slice(0, C)
-    return affine_terms(q, k, P[..., rows], D[..., rows, :], P[..., C], D[..., C, :], wa, wk)
+    w = a if wk is None else torch.cat([a, wk], dim=-1)
+    if b is not None:
+        w = torch.linalg.solve_triangular(L, w, upper=False, unitriangular=True)
+    return affine_terms(q, k, P, D, w, Dv, read_after_write)
 
 
-def _log_retention(retention: Optional[Tensor], like: Tensor) -> Tensor:
-    if retention is None:
-        return like.new_zeros(like.shape[:3])
-    return torch.log(retention.expand(like.shape[:3]))
+def log_retention(retention: Optional[Tensor], like: Tensor) -> Optional[Tensor]:
+    """log(alpha) expanded to (B, H, T); None stays None (alpha = 1)."""
+    return None if retention is None else torch.log(retention.expand(like.shape[:3]))
 
 
 def generalized_delta_chunked(state: dict[str, Tensor], q: Tensor, k: Tensor, a: Tensor, *,
@@ -173,7 +187,7 @@ def generalized_delta_chunked(state: dict[str, Tensor], q: Tensor, k: Tensor, a:
     c (B, H, T, Dk) or None. With ``c`` given, u_t reads the chunk-start state S_xi, so
     results depend on ``chunk`` and streaming must split at multiples of ``chunk``.
     """
-    la = _log_retention(retention, q)
+    la = log_retention(retention, q)
     bb = None if b is None else b.expand(q.shape[:3])
     groups = []
     for start, stop, C in chunk_layout(q.shape[2], chunk):
@@ -192,6 +206,8 @@ def generalized_delta_reference(state: dict[str, Tensor], q: Tensor, k: Tensor, 
     S_xi is the state at the start of the token's chunk (``t % chunk == 0``); ``chunk`` only
     matters when ``c`` is given. Reads ``o_t = S_t q_t`` (read_after_write) or ``S_{t-1} q_t``.
     """
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
     S = state["S"]
     B, H, T, Dk = q.shape
     eye = torch.eye(Dk, dtype=q.dtype, device=q.device)
@@ -207,8 +223,9 @@ def generalized_delta_reference(state: dict[str, Tensor], q: Tensor, k: Tensor, 
         u = a[:, :, t]
         if c is not None:
             u = u + (S_xi @ c[:, :, t, :, None]).squeeze(-1)
-        pre = alpha[:, :, t, None, None] * eye - bb[:, :, t, None, None] * (kt[..., :, None] * kt[..., None, :])
-        S_new = S @ pre + u[..., :, None] * kt[..., None, :]
+        kkT = kt[..., :, None] * kt[..., None, :]
+        S_new = S @ (alpha[:, :, t, None, None] * eye - bb[:, :, t, None, None] * kkT) \
+            + u[..., :, None] * kt[..., None, :]
         outs.append(((S_new if read_after_write else S) @ qt[..., None]).squeeze(-1))
         S = S_new
     o = torch.stack(outs, dim=2) if outs else S.new_zeros(B, H, 0, S.shape[-2])

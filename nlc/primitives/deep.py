@@ -1,0 +1,292 @@
+"""Deep (MLP) associative memory: Titans LMM, MIRAS objectives / global retention, ATLAS Omega.
+
+Notation::
+
+    B batch   H heads   T tokens in the call   C chunk size (``chunk``)   N chunks
+    L depth (number of weight matrices, L >= 1; L = 1 is a linear matrix memory)
+    D_0 = Dk key/query dim,  D_L = Dv value dim,  D_1..D_{L-1} hidden widths (Dh)
+    W_l   (B, H, D_l, D_{l-1}) layer-l weights = the memory *state*; S_l its momentum buffer
+    M(x) = [x +] W_L act(W_{L-1} ... act(W_1 x))   act in {gelu (erf), silu, relu, identity};
+           residual=True is the HOPE form x + W_1 act(W_2 x) (NL-arXiv Eq. 89; needs Dk = Dv)
+    xi    chunk start; every token of a chunk takes its inner gradient at M_xi
+          (Titans §3.2: t' = t - mod(t, b); paper notes §3.4: xi = C floor((t-1)/C))
+    lr, momentum, retention, gamma: per-token gates (B, H, T) (theta, eta, 1 - alpha in Titans)
+    c     Omega window (``window``), gamma_i the weight of token i inside every window
+
+The rule (Titans Eqs. 8-14, normalised gates; MIRAS §3 attentional bias; ATLAS Omega)::
+
+    g_t = sum_{i=t-c+1}^{t} gamma_i s_i grad_W l(M_xi; k_i, v_i)     l = objective(M(k), v)
+    S_t = momentum_t S_{t-1} - lr_t g_t
+    A_t = retention_t A_{t-1} + S_t
+    o_t = M_{W_t}(q_t)  (read_after_write)   or   M_{W_{t-1}}(q_t)
+
+Objectives (MIRAS attentional bias): ``l2`` ||e||^2, ``lp`` ||e||_p^p (p >= 1), ``huber``
+(elementwise e^2 for |e| <= delta, 2 delta |e| - delta^2 outside), ``dot`` -<M(k), v>, with
+e = M(k) - v. ``s_i`` is the optional inner-gradient guard of token i's *own* gradient (norm
+over all weights of the memory): ``grad_normalize`` divides by max(||g_i||, eps), then
+``grad_clip`` scales by clip / max(||g_i||, clip). Tensor thresholds, no ``.item()``.
+
+Global retention (``global_retention``; MIRAS applies non-linear maps only at chunk
+boundaries). A chunk boundary is the end of every chunk of the call, counted from the call
+start, including the end of a final partial chunk (so a call always ends on a boundary)::
+
+    decay    W_t = A_t                         (Titans: retention is the weight decay)
+    elastic  W_t = A_t inside a chunk; at a boundary A <- W = soft_threshold(A, lambda)
+    lq       (Moneta) the state keeps the accumulator A (keys ``A{l}``); at a boundary
+             W = A / nu(A), nu(A) = ||A||_q^{q-2} per matrix; inside a chunk the normaliser is
+             frozen: W_t = A_t / nu(A_xi). Gradients are taken at W_xi = A_xi / nu(A_xi).
+
+With chunk = 1 every token is a boundary: the exact per-token rule of each variant. The
+read at a boundary token sees the mapped weights (read_after_write reads phi(A_t)).
+
+Streaming: calling on segments in turn with the carried state equals one call on the whole
+sequence when the segment boundaries fall on multiples of ``chunk`` (the gradients are frozen
+per chunk, and phi runs at the end of every call). The Omega window carries the last c-1
+(k, v, gamma) as ``omega_k`` / ``omega_v`` / ``omega_gamma``; their gradients are recomputed
+at the current chunk-start weights.
+
+Chunked form (the TTT "dual form" with momentum and decay). At frozen weights every per-token
+layer gradient is rank one, grad_{W_l} l(M_xi; k_j, v_j) = delta_{l,j} a_{l-1,j}^T with a the
+layer input and delta the back-propagated error (analytic objective / activation
+derivatives, batched matmuls, no autograd in the inner loop). Derivation, positions
+t = 1..C inside a chunk, u_t = g_t (one gradient, or the Omega window sum)::
+
+    S_t = Mp_t S_xi - sum_{s<=t} (Mp_t / Mp_s) lr_s u_s                 (unroll S)
+    W_t = R_t W_xi + sum_{tau<=t} (R_t / R_tau) S_tau                  (unroll W)
+        = R_t W_xi + e_t S_xi - sum_{s<=t} c_{t,s} u_s
+    R_t = prod_{i<=t} r_i,  Mp_t = prod_{i<=t} m_i,  e_t = sum_{tau<=t} (R_t / R_tau) Mp_tau
+    c_{t,s} = sum_{s<=tau<=t} (R_t / R_tau) (Mp_tau / Mp_s) lr_s,  i.e.
+    c = DR @ (DM * lr[None, :]),  DR[t, tau] = R_t / R_tau,  DM[tau, s] = Mp_tau / Mp_s  (lower)
+    c' = c @ Band(gamma)   (u_s = sum_j Band[s, j] gamma_j G_j: key j is in the Omega window of
+                            every step s with j <= s < j + c; c = 1: c' = c diag(gamma))
+
+so W_t = R_t W_xi + e_t S_xi - sum_j c'_{t,j} delta_j a_j^T, and a query is read
+attention-like, layer by layer (the hidden activations of a query use the per-token weights
+of the layer below; ``read_after_write=False`` uses the rows of t - 1)::
+
+    z_l = R (h W_xi^T) + e (h S_xi^T) - ((c' * (h A^T)) @ Delta)
+
+End-of-chunk weights and momentum are the last rows: two rank-J matmuls Delta^T (coef * A).
+DR / DM are exp of differences of log-cumsums inside the chunk, masked before the exp (a
+gate that is exactly 0 is clamped to the smallest normal float: its product is ~1e-38 /
+1e-308 instead of 0, and it gets no gradient). No (T, D_l, D_{l-1}) weight tensor is ever
+formed; the Python loop runs over chunks only.
+
+The per-chunk work is two ``torch.autograd.Function`` s with hand-written backward passes
+(:mod:`nlc.primitives.deep_kernels`); gate coefficients, guards and the MIRAS maps stay
+ordinary autograd. Gradients flow to the initial weights (``init_deep_state`` expands the
+meta-learned ``params``), q, k, v and all gates. Limits of the chunked form: first-order
+gradients only (no double backward), and ``p`` / ``delta`` / ``grad_clip`` /
+``normalize_eps`` / ``lq`` / ``elastic_lambda`` get gradients only where they enter through
+autograd glue (``lq``, ``elastic_lambda``, ``grad_clip``, ``normalize_eps`` do; ``p`` and
+``delta`` do not). The reference form differentiates everything through ``torch.func``.
+
+Equation sources: paper notes /work/shared/notes/paper.md (Titans arXiv 2501.00663 §3,
+MIRAS arXiv 2504.13173 §3, ATLAS arXiv 2505.23735, NL-arXiv Eq. 89).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from nlc.primitives.deep_common import (
+    HParam, check_config, deep_layers, guard_scale, hparam, init_deep_params,
+    init_deep_state, lq_norm_scale, mlp_forward, soft_threshold,
+)
+from nlc.primitives.deep_kernels import KeyPath, ReadEnd
+from nlc.primitives.deep_reference import deep_memory_reference
+
+__all__ = [
+    "init_deep_params", "init_deep_state", "deep_memory_reference", "deep_memory_chunked",
+]
+
+
+def _log_gate(x: Tensor) -> Tensor:
+    """Cumulative log of a gate (..., C); exact zeros are clamped to the smallest normal."""
+    return torch.log(x.clamp_min(torch.finfo(x.dtype).tiny)).cumsum(-1)
+
+
+def _segprod(cs: Tensor) -> Tensor:
+    """(..., C) cumulative logs -> (..., C, C): out[t, s] = prod_{s < i <= t} x_i (s <= t),
+    0 above the diagonal; a difference of log-cumsums inside one chunk, masked before exp."""
+    C = cs.shape[-1]
+    i = torch.arange(C, device=cs.device)
+    seg = cs.unsqueeze(-1) - cs.unsqueeze(-2)
+    return torch.exp(torch.where(i[:, None] >= i[None, :], seg, -torch.inf))
+
+
+def _gate_coeffs(lr: Tensor, mom: Optional[Tensor], ret: Optional[Tensor],
+                 gam: Optional[Tensor], w: int, raw: bool) -> dict[str, Optional[Tensor]]:
+    """Chunk coefficients from gates (..., C) (gam: (..., C + w) over the window keys)."""
+    C = lr.shape[-1]
+    dev = lr.device
+    i = torch.arange(C, device=dev)
+    if ret is None:
+        DR = (i[:, None] >= i[None, :]).to(lr.dtype)
+        Rc = None
+    else:
+        cs = _log_gate(ret)
+        DR, Rc = _segprod(cs), torch.exp(cs)
+    if mom is None:  # S_t = -lr_t g_t: DM = I
+        c = DR * lr.unsqueeze(-2)
+        e = M_end = None
+        mrow = torch.where(i == C - 1, lr, 0.0)
+    else:
+        cs = _log_gate(mom)
+        DM, Mc = _segprod(cs), torch.exp(cs)
+        e = (DR @ Mc.unsqueeze(-1)).squeeze(-1)
+        c = DR @ (DM * lr.unsqueeze(-2))
+        mrow = DM[..., -1, :] * lr
+        M_end = Mc[..., -1]
+    if w > 0:  # Omega: token s (ext index s + w) sums the gradients of ext keys s .. s + w
+        j = torch.arange(C + w, device=dev)
+        band = ((j[None, :] >= i[:, None]) & (j[None, :] <= i[:, None] + w)).to(lr.dtype)
+        band = band * gam.unsqueeze(-2)  # (..., C, C + w)
+        c = c @ band
+        mrow = (mrow.unsqueeze(-2) @ band).squeeze(-2)
+    elif gam is not None:
+        c = c * gam.unsqueeze(-2)
+        mrow = mrow * gam
+    out: dict[str, Optional[Tensor]] = {
+        "R_end": None if Rc is None else Rc[..., -1],
+        "e_end": None if e is None else e[..., -1],
+        "c_end": c[..., -1, :], "M_end": M_end, "d_end": mrow,
+    }
+    if raw:
+        out.update(Rr=Rc, er=e, cr=c)
+    else:  # row t reads the weights after t-1 tokens; row 0 = chunk start (R 1, e 0, c' 0)
+        out["Rr"] = None if Rc is None else torch.cat([torch.ones_like(Rc[..., :1]),
+                                                       Rc[..., :-1]], -1)
+        out["er"] = None if e is None else torch.cat([torch.zeros_like(e[..., :1]),
+                                                      e[..., :-1]], -1)
+        out["cr"] = torch.cat([torch.zeros_like(c[..., :1, :]), c[..., :-1, :]], -2)
+    return out
+
+
+def deep_memory_chunked(
+    state: dict[str, Tensor], q: Tensor, k: Tensor, v: Tensor, lr: Tensor,
+    momentum: Optional[Tensor] = None, retention: Optional[Tensor] = None,
+    gamma: Optional[Tensor] = None, *, chunk: int = 64, window: int = 1,
+    activation: str = "gelu", residual: bool = False, objective: str = "l2",
+    p: HParam = 2.0, delta: HParam = 1.0, read_after_write: bool = False,
+    grad_clip: Optional[HParam] = None, grad_normalize: bool = False,
+    normalize_eps: HParam = 1e-6, global_retention: str = "decay", lq: HParam = 4.0,
+    elastic_lambda: HParam = 0.0,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Deep MLP memory (Titans Eqs. 8-14 / MIRAS / ATLAS Omega), chunkwise-parallel form.
+
+    Args (layout (B, H, T, D)): ``state`` from :func:`init_deep_state`; ``q``, ``k``
+    (B, H, T, Dk); ``v`` (B, H, T, Dv); gates (B, H, T) (or broadcastable): ``lr`` step size,
+    ``momentum`` surprise decay (None = 0, no momentum), ``retention`` (None = 1; Titans
+    1 - alpha), ``gamma`` Omega / per-token weight (None = 1). ``chunk``: gradients frozen
+    at the chunk start; ``window``: Omega window c (the state carries ``omega_*`` when
+    c > 1; missing means empty). ``p`` (lp), ``delta`` (huber), ``grad_clip``,
+    ``normalize_eps``, ``lq`` (Moneta q), ``elastic_lambda``: floats or tensors, scalar or
+    (B, H). Returns ``(o (B, H, T, Dv), new_state)``; see the module docstring for the exact
+    semantics (same results as :func:`deep_memory_reference`).
+    """
+    check_config(activation, objective, global_retention, chunk, window)
+    prefix, L = deep_layers(state)
+    B, H, T, Dk = q.shape
+    Dv = v.shape[-1]
+    G, w, raw = B * H, window - 1, read_after_write
+    p_t, d_t = hparam(p, q, B, H, 2), hparam(delta, q, B, H, 2)
+    qexp, lam = hparam(lq, q, B, H, 2), hparam(elastic_lambda, q, B, H, 2)
+    clip = None if grad_clip is None else hparam(grad_clip, q, B, H, 1)
+    eps = hparam(normalize_eps, q, B, H, 1)
+    guards = grad_clip is not None or grad_normalize
+
+    gshape = (B, H, T)
+    lr = lr.expand(gshape).reshape(G, T)
+    mom = None if momentum is None else momentum.expand(gshape).reshape(G, T)
+    ret = None if retention is None else retention.expand(gshape).reshape(G, T)
+    gam = None if gamma is None else gamma.expand(gshape).reshape(G, T)
+    qf = q.reshape(G, T, Dk)
+    kx, vx = k.reshape(G, T, Dk), v.reshape(G, T, Dv)
+    gx = gam
+    if w > 0:  # prefix the carried Omega window (ext index = token index + w)
+        ck = state.get("omega_k", k.new_zeros(B, H, w, Dk)).reshape(G, w, Dk)
+        cv = state.get("omega_v", v.new_zeros(B, H, w, Dv)).reshape(G, w, Dv)
+        cg = state.get("omega_gamma", q.new_zeros(B, H, w)).reshape(G, w)
+        kx, vx = torch.cat([ck, kx], 1), torch.cat([cv, vx], 1)
+        gx = torch.cat([cg, q.new_ones(G, T) if gam is None else gam], 1)
+
+    # per-chunk operands: full chunks (n x C, gate coefficients in one batch) + remainder.
+    # unbind (not indexing) so the backward assembles each input once, not once per chunk.
+    nf, rem = T // chunk, T % chunk
+    chunks = []
+    for start, n, C in ((0, nf, chunk), (nf * chunk, 1, rem)):
+        if n == 0 or C == 0:
+            continue
+
+        def blk(x: Optional[Tensor]) -> Optional[Tensor]:
+            return None if x is None else x[:, start:start + n * C].unflatten(1, (n, C))
+
+        def win(x: Tensor) -> Tensor:  # (G, n, C + w, ...) overlapping windows of ext keys
+            if w == 0:
+                return blk(x)
+            u = x[:, start:start + n * C + w].unfold(1, C + w, C)
+            return u if u.dim() == 3 else u.movedim(-1, 2)
+
+        co = _gate_coeffs(blk(lr), blk(mom), blk(ret), None if gx is None else win(gx), w, raw)
+        cols = {key: ([None] * n if val is None else val.unbind(1)) for key, val in co.items()}
+        cols["q"], cols["k"], cols["v"] = blk(qf).unbind(1), win(kx).unbind(1), win(vx).unbind(1)
+        chunks += [{key: val[j] for key, val in cols.items()} for j in range(n)]
+
+    Ws = [state[f"{prefix}{l}"].reshape(G, *state[f"{prefix}{l}"].shape[2:])
+          for l in range(1, L + 1)]
+    Ss = [state[f"S{l}"].reshape(G, *state[f"S{l}"].shape[2:]) for l in range(1, L + 1)]
+    outs = []
+    kcfg = (L, activation, objective, residual)
+    for ch in chunks:
+        Qc, Kc, Vc = ch["q"], ch["k"], ch["v"]
+        # chunk-start weights M_xi (Moneta: normalised accumulator, frozen normaliser)
+        if global_retention == "lq":
+            inv = [1.0 / lq_norm_scale(a, qexp) for a in Ws]
+            W0 = [a * s for a, s in zip(Ws, inv)]
+        else:
+            W0, inv = Ws, [None] * L
+        # write keys at M_xi: layer inputs a_{l-1} and back-propagated errors delta_l
+        kp = KeyPath.apply(kcfg, Kc, Vc, p_t, d_t, *W0)
+        ins, deltas = [Kc, *kp[:L - 1]], list(kp[L - 1:])
+
+        cr, nc, nd = ch["cr"], -ch["c_end"], -ch["d_end"]
+        if guards:  # ||delta a^T||_F^2 = ||delta||^2 ||a||^2, summed over layers
+            sq = sum(deltas[l].pow(2).sum(-1) * ins[l].pow(2).sum(-1) for l in range(L))
+            sc = guard_scale(sq, clip, grad_normalize, eps)
+            cr, nc, nd = cr * sc.unsqueeze(-2), nc * sc, nd * sc
+        ncr = -cr
+        Rr = None if ch["Rr"] is None else ch["Rr"].unsqueeze(-1)
+        er = None if ch["er"] is None else ch["er"].unsqueeze(-1)
+        R_end = None if ch["R_end"] is None else ch["R_end"][:, None, None]
+        e_end = None if ch["e_end"] is None else ch["e_end"][:, None, None]
+        M_end = None if ch["M_end"] is None else ch["M_end"][:, None, None]
+        layers: list[Optional[Tensor]] = []
+        for l in range(L):  # lq: the in-chunk update part is divided by nu(A_xi)
+            lq_mode = inv[l] is not None
+            layers += [ins[l], deltas[l], W0[l], Ws[l] if lq_mode else None, Ss[l], inv[l]]
+        res = ReadEnd.apply(L, activation, Qc, Rr, R_end, e_end, M_end, nc, nd, ncr, er,
+                            *layers)
+        o = res[0] + Qc if residual else res[0]
+        newW, newS = list(res[1:L + 1]), list(res[L + 1:])
+        if global_retention == "elastic":
+            newW = [soft_threshold(a, lam) for a in newW]
+        if raw and global_retention != "decay":  # the boundary token reads phi(A_end)
+            Wphi = (newW if global_retention == "elastic"
+                    else [a / lq_norm_scale(a, qexp) for a in newW])
+            last = mlp_forward(Wphi, Qc[:, -1:], activation, residual)
+            o = torch.cat([o[:, :-1], last], 1)
+        outs.append(o)
+        Ws, Ss = newW, newS
+
+    o = torch.cat(outs, 1).reshape(B, H, T, Dv) if outs else q.new_zeros(B, H, 0, Dv)
+    new = {f"{prefix}{l + 1}": Ws[l].reshape(B, H, *Ws[l].shape[1:]) for l in range(L)}
+    new.update({f"S{l + 1}": Ss[l].reshape(B, H, *Ss[l].shape[1:]) for l in range(L)})
+    if w > 0:
+        nx = kx.shape[1]
+        new["omega_k"] = kx[:, nx - w:].reshape(B, H, w, Dk)
+        new["omega_v"] = vx[:, nx - w:].reshape(B, H, w, Dv)
+        new["omega_gamma"] = gx[:, nx - w:].reshape(B, H, w)
+    return o, new

@@ -1,0 +1,227 @@
+"""MemoryMixer: a memory level whose keys, values, queries and knobs come from its input.
+
+Notation::
+
+    B batch   T tokens in the call   D width   H heads   Dh = D / H   L memory depth
+    pos  tokens the state consumed before this call
+
+Per call (``forward(x (B, T, D), state, pos)``)::
+
+    q, k, v = Source_q(x), Source_k(x), Source_v(x)          (B, H, T, Dh)   projections.py
+    lr, momentum, retention = Knob(x) ...                     (B, H, T)       knobs.py
+    retention <- retention * (1 - weight_decay)               (a constant factor, if any)
+    o, memory = primitive(memory, q, k, v, gates)             memory_rules.py (dispatch)
+    y = W_o merge_heads(o)            [* sigmoid(W_g x) with output_gate: Titans §4.4]
+
+State layout (all batch-leading; :meth:`MemoryMixer.init_state`):
+
+* the memory, keys of the primitive: ``S`` (B, H, Dh, Dh) for the matrix primitives;
+  ``W1..WL`` (``A1..AL`` for lq retention) and momentum buffers ``S1..SL`` for the deep
+  primitive (``W_l`` (B, H, D_l, D_{l-1})); ``omega_k`` (B, H, c-1, Dh), ``omega_v``,
+  ``omega_gamma`` (B, H, c-1) with an Omega window c > 1;
+* ``conv_q`` / ``conv_k`` / ``conv_v`` (B, w-1, D): short-convolution histories;
+* ``carry_lr`` / ``carry_momentum`` / ``carry_retention`` (B, H): per-chunk knobs;
+* ``retrieve_conv_q`` (B, w-1, D), only with ``init_state(batch, retrieve=True)``: the
+  query-convolution history of :meth:`MemoryMixer.retrieve`'s own input stream (MAC reads
+  with the segment input and writes with the attention output: two streams).
+
+Initial memory (``ir.init``): ``learned`` -> ``nn.Parameter`` (H, ...) expanded over the
+batch in ``init_state`` (gradients reach it through the unrolled updates); a matrix memory
+starts at zero, an MLP memory at ``init_deep_params`` (N(0, 1/fan_in)); ``zero`` -> zeros.
+``from`` / ``copy`` (cross-level initial states) raise ``NotImplementedError``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..ir.nodes import MemoryIR
+from ..primitives.deep_common import init_deep_params, init_deep_state, lq_norm_scale, mlp_forward
+from .knobs import Knob
+from .memory_rules import GLOBAL_RETENTION, Plan, plan_memory, run_plan
+from .projections import Source, merge_heads
+
+__all__ = ["MemoryMixer"]
+
+SOURCES = (("q", "queries"), ("k", "keys"), ("v", "values"))
+KNOBS = ("lr", "momentum", "retention")
+
+
+class MemoryMixer(nn.Module):
+    """A memory level with static sources (see the module docstring).
+
+    ``MemoryMixer(ir, width)``; ``init_state(batch, *, retrieve=False)``;
+    ``forward(x, state, pos) -> (y, state)``; ``retrieve(x, state) -> (h, state)``.
+    """
+
+    teach = False
+
+    def __init__(self, ir: MemoryIR, width: int) -> None:
+        super().__init__()
+        self.level = ir.name
+        self.ir, self.width, self.heads, self.head_dim = ir, width, ir.heads, ir.head_dim
+        if ir.heads * ir.head_dim != width:
+            raise ValueError(f"level {ir.name!r}: heads {ir.heads} x head_dim {ir.head_dim} "
+                             f"!= width {width}")
+        self.plan: Plan = plan_memory(ir)
+        if ir.init in ("from", "copy"):
+            raise NotImplementedError(
+                f"level {ir.name!r}: init {{{ir.init}: {ir.init_level}}} (an initial state "
+                f"taken from level {ir.init_level!r}) is wired by the model, not MemoryMixer")
+        if ir.init not in ("learned", "zero"):
+            raise ValueError(f"level {ir.name!r}: unknown init {ir.init!r}")
+        for short, field in SOURCES:
+            setattr(self, field, Source(getattr(ir, field), width, ir.heads, owner=ir.name,
+                                        role=field))
+        r = ir.rule
+        self.lr = Knob(r.lr, width, ir.heads, role="lr", chunk=ir.chunk, owner=ir.name)
+        self.momentum = (Knob(r.momentum, width, ir.heads, role="momentum", chunk=ir.chunk,
+                              owner=ir.name) if r.momentum is not None else None)
+        self.retention = (Knob(r.retention, width, ir.heads, role="retention", chunk=ir.chunk,
+                               owner=ir.name) if r.retention is not None else None)
+        self.decay = 1.0 - float(r.weight_decay)  # extra constant retention factor
+        self.out = nn.Linear(width, width, bias=False)
+        self.gate = nn.Linear(width, width, bias=False) if ir.output_gate else None
+        # the meta-learned initial memory, without the batch dim
+        self.state0 = nn.ParameterDict()
+        initial = self._initial_memory()
+        self._shapes = {key: tuple(t.shape) for key, t in initial.items()}
+        if ir.init == "learned":
+            for key, t in initial.items():
+                self.state0[key] = nn.Parameter(t)
+        self.memory_keys = tuple(self._memory_state(1, torch.float32, None))
+        # the keys retrieve() reads: S, or the weights W{l} / accumulators A{l}
+        self.read_keys = tuple(k for k in self.memory_keys if k == "S" or k[0] in "WA")
+
+    # ---------------------------------------------------------------------------- state
+    def _initial_memory(self) -> dict[str, Tensor]:
+        """M_0 without the batch dim: ``S`` (matrix primitives) or ``W1..WL`` (deep)."""
+        p, H, hd = self.plan, self.heads, self.head_dim
+        if p.state == "matrix":
+            return {"S": torch.zeros(H, hd, hd)}
+        if self.ir.memory == "matrix":
+            return {"W1": torch.zeros(H, hd, hd)}
+        return init_deep_params(H, list(p.dims))
+
+    def _memory_state(self, batch: int, dtype, device) -> dict[str, Tensor]:
+        if len(self.state0):
+            params = {k: v for k, v in self.state0.items()}
+        else:
+            params = {k: torch.zeros(shape, dtype=dtype, device=device)
+                      for k, shape in self._shapes.items()}
+        p = self.plan
+        if p.state == "deep":
+            kind = GLOBAL_RETENTION[self.ir.rule.retention_kind]
+            return init_deep_state(params, batch, window=p.window, global_retention=kind)
+        S = params["S"]
+        st = {"S": S.unsqueeze(0).expand(batch, *S.shape)}
+        if p.primitive == "omega_rule":
+            w, hd = p.window - 1, self.head_dim
+            st["omega_k"] = S.new_zeros(batch, self.heads, w, hd)
+            st["omega_v"] = S.new_zeros(batch, self.heads, w, hd)
+            st["omega_gamma"] = S.new_zeros(batch, self.heads, w)
+        return st
+
+    def init_state(self, batch: int, *, retrieve: bool = False) -> dict[str, Tensor]:
+        """Fresh per-sequence state (layout in the module docstring)."""
+        w = self.out.weight
+        kw = dict(dtype=w.dtype, device=w.device)
+        state = self._memory_state(batch, w.dtype, w.device)
+        for short, field in SOURCES:
+            conv = getattr(self, field).init_conv_state(batch, **kw)
+            if conv is not None:
+                state[f"conv_{short}"] = conv
+        for name in KNOBS:
+            knob = getattr(self, name)
+            carry = None if knob is None else knob.init_carry(batch, **kw)
+            if carry is not None:
+                state[f"carry_{name}"] = carry
+        if retrieve:
+            conv = self.queries.init_conv_state(batch, **kw)
+            if conv is not None:
+                state["retrieve_conv_q"] = conv
+        return state
+
+    # -------------------------------------------------------------------------- forward
+    def gates(self, x: Tensor, state: dict[str, Tensor], pos: int
+              ) -> tuple[dict[str, Tensor | None], dict[str, Tensor]]:
+        """The gates handed to the primitive (weight decay folded into ``retention``)
+        and the knobs' new carries."""
+        gates: dict[str, Tensor | None] = {}
+        carries: dict[str, Tensor] = {}
+        for name in KNOBS:
+            knob = getattr(self, name)
+            if knob is None:
+                gates[name] = None
+                continue
+            g, carry = knob(x, pos, state.get(f"carry_{name}"))
+            gates[name] = g
+            if carry is not None:
+                carries[f"carry_{name}"] = carry
+        if self.decay != 1.0:
+            ret = gates["retention"]
+            B, T = x.shape[:2]
+            gates["retention"] = (x.new_full((B, self.heads, T), self.decay) if ret is None
+                                  else ret * self.decay)
+        return gates, carries
+
+    def project(self, x: Tensor, state: dict[str, Tensor]
+                ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """q, k, v (B, H, T, Dh) and the new convolution states."""
+        out: dict[str, Tensor] = {}
+        convs: dict[str, Tensor] = {}
+        for short, field in SOURCES:
+            h, conv = getattr(self, field)(x, state.get(f"conv_{short}"))
+            out[short] = h
+            if conv is not None:
+                convs[f"conv_{short}"] = conv
+        return out, convs
+
+    def output(self, o: Tensor, x: Tensor) -> Tensor:
+        """``W_o merge_heads(o)``, gated by ``sigmoid(W_g x)`` with ``output_gate``."""
+        y = self.out(merge_heads(o))
+        return y if self.gate is None else y * torch.sigmoid(self.gate(x))
+
+    def forward(self, x: Tensor, state: dict[str, Tensor], pos: int = 0
+                ) -> tuple[Tensor, dict[str, Tensor]]:
+        qkv, convs = self.project(x, state)
+        gates, carries = self.gates(x, state, pos)
+        memory = {key: state[key] for key in self.memory_keys}
+        o, memory = run_plan(self.plan, self.ir, memory, qkv["q"], qkv["k"], qkv["v"],
+                             gates["lr"], gates["momentum"], gates["retention"])
+        new_state = dict(state)
+        new_state.update(memory)
+        new_state.update(convs)
+        new_state.update(carries)
+        return self.output(o, x), new_state
+
+    def retrieve(self, x: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """Read the memory in ``state`` with queries from ``x``, without writing.
+
+        ``h = output(M(q), x)`` with ``M`` the current memory (for every token, the state
+        as it is in ``state``: Titans MAC's ``h_t = M*_{t-1}(q_t)``): the read of
+        :func:`nlc.primitives.deep_common.mlp_forward` (a matrix memory is a depth-1
+        identity MLP; lq retention reads ``A / ||A||_q^{q-2}``). The query convolution runs
+        on its own history ``retrieve_conv_q`` (see ``init_state(retrieve=True)``); the
+        returned state differs from ``state`` only there.
+        """
+        q, conv = self.queries(x, state.get("retrieve_conv_q"))
+        p = self.plan
+        if p.state == "matrix":
+            weights = [state["S"]]
+        elif "A1" in state:
+            qexp = self.ir.rule.q
+            weights = [state[f"A{l}"] / lq_norm_scale(state[f"A{l}"], qexp)
+                       for l in range(1, p.depth + 1)]
+        else:
+            weights = [state[f"W{l}"] for l in range(1, p.depth + 1)]
+        o = mlp_forward(weights, q, p.activation, p.residual)
+        new_state = dict(state)
+        if conv is not None:
+            new_state["retrieve_conv_q"] = conv
+        return self.output(o, x), new_state
+
+    def extra_repr(self) -> str:
+        p = self.plan
+        return (f"level={self.level!r}, primitive={p.primitive}, heads={self.heads}, "
+                f"head_dim={self.head_dim}, chunk={self.ir.chunk}, init={self.ir.init}")

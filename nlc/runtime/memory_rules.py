@@ -1,0 +1,155 @@
+"""Which primitive runs a memory level: the dispatch table of :class:`MemoryMixer`.
+
+Notation::
+
+    B batch   H heads   T tokens in the call   Dh head dim   L memory depth
+    q, k, v (B, H, T, Dh); gates lr, momentum, retention (B, H, T)
+
+:func:`plan_memory` maps a :class:`~nlc.ir.nodes.MemoryIR` to a :class:`Plan` (a pure
+function of the IR: no torch), :func:`run_plan` calls the chosen chunked primitive.
+The table, first matching row wins (``retained`` = a retention knob or ``weight_decay > 0``;
+``guards`` = ``grad_clip`` or ``grad_normalize``; ``rk`` = ``retention_kind``):
+
+=======  =========  ===========  ======  ==  ======  ================================  ======
+memory   objective  rule         window  rk  guards  primitive                         state
+=======  =========  ===========  ======  ==  ======  ================================  ======
+matrix   dot        gd           1       l2  no      ``matrix.linear_attention``       S
+                                                     (``gated_linear_attention`` if
+                                                     retained)
+matrix   l2         delta        1       l2  no      ``matrix.delta_rule``             S
+                                                     (``gated_delta_rule`` if retained)
+matrix   l2 | dot   dgd          1       l2  no      ``matrix.dgd``                    S
+matrix   l2         gd           > 1     l2  no      ``matrix.omega_rule``, gamma =    S, omega
+                                                     2 lr (see below)
+any      l2 | lp |  gd |         any     any any     ``deep.deep_memory``              W/A, S
+         huber |    momentum                         (matrix: depth 1, identity)
+         dot
+=======  =========  ===========  ======  ==  ======  ================================  ======
+
+Anything else (delta / dgd on an MLP memory, delta or dgd with a window, lq / elastic
+retention or gradient guards on delta / dgd, the ``task`` objective, ``self_target``,
+``period`` other than 1) raises ``NotImplementedError`` naming the level and the
+combination. Sources or knobs produced by another level are refused earlier, by
+:class:`~nlc.runtime.projections.Source` / :class:`~nlc.runtime.knobs.Knob`.
+
+Scale conventions are the primitives': ``delta`` and ``dgd`` take the gradient of
+``1/2 ||S k - v||^2`` (NL-arXiv Eqs. 65, 88); ``gd`` / ``momentum`` on the ``l2`` objective
+take the gradient of ``||M(k) - v||^2`` (Titans Eq. 12, the deep primitive). The Omega route
+is fed ``gamma_i = 2 lr_i`` so that a matrix memory with ``gd`` on ``l2`` means the same
+thing with or without a window. One difference remains: the Omega primitive weights
+token i's gradient by its *own* ``gamma_i`` in every window holding it, the deep primitive
+by the *step's* ``lr_t`` (ATLAS); the two agree for constant and learned lr and differ for
+data-dependent lr.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from torch import Tensor
+
+from ..ir.nodes import MemoryIR
+from ..primitives import deep as D
+from ..primitives import matrix as M
+
+__all__ = ["Plan", "plan_memory", "run_plan", "GLOBAL_RETENTION"]
+
+GLOBAL_RETENTION = {"l2": "decay", "lq": "lq", "elastic": "elastic"}
+MATRIX_PRIMITIVES = ("linear_attention", "gated_linear_attention", "delta_rule",
+                     "gated_delta_rule", "dgd", "omega_rule")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """``primitive``: a name of :data:`MATRIX_PRIMITIVES` or ``"deep_memory"``;
+    ``state``: ``"matrix"`` (key ``S``, plus ``omega_*`` for the Omega rule) or ``"deep"``
+    (``W{l}`` / ``A{l}`` and momentum ``S{l}``, plus ``omega_*`` when window > 1)."""
+
+    primitive: str
+    state: str
+    depth: int
+    dims: tuple[int, ...]  # [Dk, hidden..., Dv]
+    activation: str
+    residual: bool
+    window: int
+
+
+def combination(ir: MemoryIR) -> str:
+    r, o = ir.rule, ir.objective
+    guards = r.grad_clip is not None or r.grad_normalize
+    return (f"memory={ir.memory}, objective={o.kind}, rule={r.kind}, window={o.window}, "
+            f"retention_kind={r.retention_kind}" + (", grad guards" if guards else ""))
+
+
+def plan_memory(ir: MemoryIR) -> Plan:
+    """The row of the dispatch table for ``ir`` (see the module docstring)."""
+    r, o = ir.rule, ir.objective
+    where = f"level {ir.name!r} ({ir.origin})"
+    if o.self_target:
+        raise NotImplementedError(f"{where}: self-generated targets (self_target) are handled "
+                                  f"by the self-modifying (HOPE) mixer")
+    if o.kind == "task":
+        raise NotImplementedError(f"{where}: the 'task' objective drives CMS (mlp) levels only")
+    if ir.period != 1:
+        raise NotImplementedError(f"{where}: a memory level with period {ir.period} (updates "
+                                  f"every C tokens) is not supported by MemoryMixer; use period 1")
+    guards = r.grad_clip is not None or r.grad_normalize
+    retained = r.retention is not None or r.weight_decay > 0
+    matrix = ir.memory == "matrix"
+    plain = o.window == 1 and r.retention_kind == "l2" and not guards
+    hd = ir.head_dim
+    if matrix:
+        depth, dims, act, res = 1, (hd, hd), "identity", False
+    else:
+        depth = ir.depth
+        dims = (hd,) + (ir.hidden,) * (depth - 1) + (hd,)
+        act, res = ir.activation, ir.residual
+
+    def plan(primitive: str, state: str) -> Plan:
+        return Plan(primitive, state, depth, dims, act, res, o.window)
+
+    if matrix and plain and r.kind == "gd" and o.kind == "dot":
+        return plan("gated_linear_attention" if retained else "linear_attention", "matrix")
+    if matrix and plain and r.kind == "delta" and o.kind == "l2":
+        return plan("gated_delta_rule" if retained else "delta_rule", "matrix")
+    if matrix and plain and r.kind == "dgd" and o.kind in ("l2", "dot"):
+        return plan("dgd", "matrix")
+    if (matrix and r.kind == "gd" and o.kind == "l2" and o.window > 1
+            and r.retention_kind == "l2" and not guards):
+        return plan("omega_rule", "matrix")
+    if r.kind in ("gd", "momentum") and o.kind in ("l2", "lp", "huber", "dot"):
+        return plan("deep_memory", "deep")
+    hint = ""
+    if r.kind in ("delta", "dgd") and guards:
+        hint = "; grad_clip / grad_normalize are supported by the gd / momentum rules only"
+    elif r.kind in ("delta", "dgd") and not matrix:
+        hint = f"; '{r.kind}' needs a matrix memory here"
+    raise NotImplementedError(f"{where}: no primitive implements {combination(ir)}{hint}")
+
+
+def run_plan(plan: Plan, ir: MemoryIR, state: dict[str, Tensor], q: Tensor, k: Tensor,
+             v: Tensor, lr: Tensor, momentum: Optional[Tensor],
+             retention: Optional[Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    """Call the chunked primitive of ``plan``: ``(o (B, H, T, Dh), new memory state)``."""
+    kw = dict(chunk=ir.chunk, read_after_write=ir.read_after_write)
+    name = plan.primitive
+    if name == "linear_attention":
+        return M.linear_attention_chunked(state, q, k, v, lr, **kw)
+    if name == "gated_linear_attention":
+        return M.gated_linear_attention_chunked(state, q, k, v, lr, retention, **kw)
+    if name == "delta_rule":
+        return M.delta_rule_chunked(state, q, k, v, lr, **kw)
+    if name == "gated_delta_rule":
+        return M.gated_delta_rule_chunked(state, q, k, v, lr, retention, **kw)
+    if name == "dgd":
+        return M.dgd_chunked(state, q, k, v, lr, retention, objective=ir.objective.kind, **kw)
+    if name == "omega_rule":
+        return M.omega_rule_chunked(state, q, k, v, 2.0 * lr, retention, window=plan.window,
+                                    **kw)
+    r, o = ir.rule, ir.objective
+    return D.deep_memory_chunked(
+        state, q, k, v, lr, momentum, retention, None, window=plan.window,
+        activation=plan.activation, residual=plan.residual, objective=o.kind, p=o.p,
+        delta=o.delta, grad_clip=r.grad_clip, grad_normalize=r.grad_normalize,
+        global_retention=GLOBAL_RETENTION[r.retention_kind], lq=r.q,
+        elastic_lambda=r.shrink, **kw)

@@ -1,0 +1,139 @@
+"""SelfModifyingMemory: HOPE's self-modifying Titans as one mixer (NL-arXiv Eqs. 83-94).
+
+Notation: B batch, T tokens in the call, D width, H heads, Dh = D / H, Dm memory hidden.
+
+In the spec HOPE is five memory levels that read each other before their writes: the
+main memory takes its keys from ``k``, values from ``v``, learning rate from ``eta`` and
+retention from ``alpha``, and so does every component (each with its own self-generated
+target). This mixer recognises that pattern, maps the levels onto the roles of
+:mod:`nlc.primitives.selfmod` and checks everything the primitive assumes; any other
+coupling of memories is rejected with a message naming the level (the spec language can
+express more couplings than the runtime executes yet).
+
+Per call::
+
+    xh = split_heads(x)                       the components read x itself (project: false)
+    q  = Source_q(x)                          static projection, short conv, l2 norm
+    o, memories = selfmod_chunked(memories, xh, q, ...)
+    y  = W_o merge_heads(o)                   [* sigmoid(W_g x) with output_gate]
+
+Parameters belong to the levels: each role's meta-learned initial weights sit in a
+submodule whose ``level`` is that role's level (eta's and alpha's read-outs with them);
+the query source and output projection belong to the main memory.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from ..ir.nodes import MemoryIR
+from ..primitives.selfmod import ROLES, init_selfmod_params, init_selfmod_state, selfmod_chunked
+from .projections import Source, merge_heads, split_heads
+
+__all__ = ["SelfModifyingMemory"]
+
+
+class _LevelParams(nn.Module):
+    """The parameters of one level, as a module that reports the level it belongs to."""
+
+    def __init__(self, level: str, tensors: dict[str, Tensor]) -> None:
+        super().__init__()
+        self.level = level
+        self.values = nn.ParameterDict({k: nn.Parameter(v) for k, v in tensors.items()})
+
+
+class SelfModifyingMemory(nn.Module):
+    """``SelfModifyingMemory(ir, components, width)``: ``ir`` is the main memory, the
+    ``components`` the levels it reads its keys, values and gates from."""
+
+    teach = False
+
+    def __init__(self, ir: MemoryIR, components: dict[str, MemoryIR], width: int) -> None:
+        super().__init__()
+        self.level, self.heads = ir.name, ir.heads
+        roles = _roles(ir, components)
+        self.chunk_memory, self.chunk_other = ir.chunk, components[roles["k"]].chunk
+        self.eta_max, self.activation = ir.rule.lr.max, ir.activation
+        self.normalize_k = ir.keys.l2_norm
+        init = init_selfmod_params(
+            ir.heads, ir.head_dim, ir.hidden,
+            eta_bias=_logit(ir.rule.lr.init / ir.rule.lr.max), alpha_bias=_logit(ir.rule.retention.init),
+        )
+        self.roles = nn.ModuleDict()
+        for role in ROLES:
+            tensors = {n: init[f"{n}_{role}"] for n in ("W1", "W2")}
+            if role in ("eta", "alpha"):
+                tensors.update({f"w_{role}": init[f"w_{role}"], f"b_{role}": init[f"b_{role}"]})
+            self.roles[role] = _LevelParams(roles[role], tensors)
+        self.query = Source(ir.queries, width, ir.heads, owner=ir.name, role="queries")
+        self.out = nn.Linear(width, width, bias=False)
+        self.gate = nn.Linear(width, width, bias=False) if ir.output_gate else None
+
+    def _params(self) -> dict[str, Tensor]:
+        return {f"{name}_{role}": p for role, mod in self.roles.items() for name, p in mod.values.items()
+                if name in ("W1", "W2")} | {
+            name: p for role in ("eta", "alpha") for name, p in self.roles[role].values.items()
+            if name.startswith(("w_", "b_"))}
+
+    def init_state(self, batch: int) -> dict[str, Tensor]:
+        state = init_selfmod_state(self._params(), batch)
+        conv = self.query.init_conv_state(batch, dtype=self.out.weight.dtype, device=self.out.weight.device)
+        if conv is not None:
+            state["conv_q"] = conv
+        return state
+
+    def forward(self, x: Tensor, state: dict[str, Tensor], pos: int) -> tuple[Tensor, dict[str, Tensor]]:
+        q, conv = self.query(x, state.get("conv_q"))
+        memories = {k: v for k, v in state.items() if k != "conv_q"}
+        o, memories = selfmod_chunked(
+            memories, split_heads(x, self.heads), q, params=self._params(),
+            chunk_memory=self.chunk_memory, chunk_other=self.chunk_other, eta_max=self.eta_max,
+            normalize_k=self.normalize_k, activation=self.activation,
+        )
+        y = self.out(merge_heads(o))
+        if self.gate is not None:
+            y = y * torch.sigmoid(self.gate(x))
+        if conv is not None:
+            memories["conv_q"] = conv
+        return y, memories
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p))
+
+
+def _roles(ir: MemoryIR, components: dict[str, MemoryIR]) -> dict[str, str]:
+    """Map the levels onto HOPE's roles, or say what does not fit."""
+    lr, retention = ir.rule.lr, ir.rule.retention
+    roles = {"k": ir.keys.source, "v": ir.values.source, "eta": lr.source,
+             "alpha": retention.source if retention is not None else None, "memory": ir.name}
+    problems = []
+    if len(set(roles.values())) != 5 or not set(roles.values()) - {ir.name} <= set(components):
+        problems.append("keys, values, lr and retention must each come from a different memory level")
+    for name in (ir.name, *components):
+        level = ir if name == ir.name else components[name]
+        if (level.memory, level.depth, level.residual, level.rule.kind, level.objective.kind) != \
+                ("mlp", 2, True, "dgd", "l2") or not level.objective.self_target:
+            problems.append(f"'{name}' must be a residual depth-2 MLP memory with rule dgd and an l2 "
+                            "objective with self_target (HOPE Eqs. 86-89)")
+        if (level.hidden, level.head_dim, level.heads, level.activation) != \
+                (ir.hidden, ir.head_dim, ir.heads, ir.activation):
+            problems.append(f"'{name}' must have the main memory's heads, hidden width and activation")
+        if name != ir.name:
+            srcs = (level.keys.source, level.values.source, level.rule.lr.source,
+                    level.rule.retention.source if level.rule.retention else None)
+            if srcs != (roles["k"], roles["v"], roles["eta"], roles["alpha"]) or level.queries.project:
+                problems.append(f"'{name}' must read keys/values/lr/retention from the same memories as "
+                                f"'{ir.name}' and its input unprojected (queries: {{from: input, project: false}})")
+            if level.chunk != components[roles["k"]].chunk or ir.chunk % level.chunk:
+                problems.append(f"'{name}' must share one chunk with the other components, dividing "
+                                f"the main memory's chunk {ir.chunk}")
+            if level.read_after_write:
+                problems.append(f"'{name}' must read before its write")
+    if problems:
+        raise ValueError(f"level '{ir.name}' couples memories in a way the runtime does not execute: "
+                         + "; ".join(dict.fromkeys(problems)))
+    return roles
