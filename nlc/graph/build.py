@@ -39,7 +39,7 @@ class Ref:
     path: str  # dotted path of the referring field
     owner: str | None  # the level that holds the field (None: model/transfer sections)
     target: str
-    kind: str  # conditioning | initialization | backprop | generation | structure
+    kind: str  # conditioning | initialization | copy | backprop | generation | structure
     allowed: tuple[str, ...]  # level types the target may have
 
 
@@ -53,17 +53,16 @@ def references(spec: Spec) -> list[Ref]:
                 src = getattr(level, field).source
                 if src != INPUT:
                     refs.append(Ref(f"{base}.{field}.from", name, src, "generation", ("memory", "mlp")))
+        update = getattr(level, "update", None)
+        if update is not None:
             for knob_name in ("lr", "momentum", "retention", "forget"):
-                knob = getattr(level.update, knob_name)
+                knob = getattr(update, knob_name)
                 if knob is not None and knob.source not in (None, INPUT):
                     refs.append(Ref(f"{base}.update.{knob_name}.from", name, knob.source, "generation",
                                     ("memory", "mlp")))
-        if isinstance(level, MLPLevel) and level.update is not None:
-            knob = level.update.lr
-            if knob.source not in (None, INPUT):
-                refs.append(Ref(f"{base}.update.lr.from", name, knob.source, "generation", ("memory", "mlp")))
         if isinstance(level, (MemoryLevel, MLPLevel)) and level.init.level is not None:
-            refs.append(Ref(f"{base}.init", name, level.init.level, "initialization", (level.type,)))
+            kind = "copy" if level.init.kind == "copy" else "initialization"
+            refs.append(Ref(f"{base}.init", name, level.init.level, kind, (level.type,)))
         if isinstance(level, AttentionLevel) and level.persistent is not None:
             refs.append(Ref(f"{base}.persistent", name, level.persistent, "conditioning", ("persistent",)))
         if not isinstance(level, OptimizerLevel) and level.outer is not None:
@@ -142,7 +141,7 @@ def build_graph(spec: Spec) -> nx.MultiDiGraph:
         if ref.target not in spec.levels or ref.kind == "structure":
             continue
         if ref.owner is not None:
-            lagged = ref.kind == "initialization" or is_lagged_output(spec, ref.target)
+            lagged = ref.kind in ("initialization", "copy") or is_lagged_output(spec, ref.target)
             graph.add_edge(ref.target, ref.owner, kind=ref.kind, path=ref.path, same_time=not lagged)
     for t, edge in enumerate(spec.transfer):
         if edge.source in spec.levels and edge.target in spec.levels:

@@ -13,7 +13,7 @@ The rules (docs/design.md, "Validation rules", states them for users):
 7. dimensions agree: heads divide the width, a state copied or meta-learned from
    another level has the same shape;
 8. update rules fit their memory and objective (delta rule: matrix + L2; DGD: L2 or dot;
-   the task objective only drives MLP (CMS) levels; self-targets need a values memory).
+   the task objective only drives MLP (CMS) levels; a CMS level steps by gd or momentum).
 """
 from __future__ import annotations
 
@@ -168,6 +168,9 @@ def _check_dimensions(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
 def _check_rules(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
     issues = []
     for name, level in spec.levels.items():
+        if isinstance(level, MLPLevel) and level.update is not None and level.update.rule not in ("gd", "momentum"):
+            issues.append(Issue(f"levels.{name}.update.rule", f"a CMS level steps by the summed chunk gradient "
+                                f"(NL Eqs. 70-71), not by rule '{level.update.rule}'", hint="use rule gd or momentum"))
         if not isinstance(level, MemoryLevel):
             continue
         base, rule, objective = f"levels.{name}", level.update.rule, level.objective.kind

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Discriminator, Field, PositiveInt, Tag, model_validator
 
 from ..errors import FieldError
 
@@ -42,7 +42,16 @@ class MLPMemory(Strict):
     activation: Literal["gelu", "silu", "relu", "identity"] = "gelu"
 
 
-MemoryShape = Annotated[Union[MatrixMemory, MLPMemory], Field(discriminator="kind")]
+def _memory_kind(data: object) -> str:
+    """``kind`` defaults to matrix, so ``memory: {}`` is a matrix memory."""
+    return data.get("kind", "matrix") if isinstance(data, dict) else getattr(data, "kind", "matrix")
+
+
+MemoryShape = Annotated[
+    Union[Annotated[MatrixMemory, Tag("matrix")], Annotated[MLPMemory, Tag("mlp")]],
+    Discriminator(_memory_kind, custom_error_type="memory_kind",
+                  custom_error_message="memory kind must be 'matrix' or 'mlp'"),
+]
 
 
 class Objective(Strict):
@@ -157,6 +166,13 @@ class MemoryLevel(LevelBase):
     init: Init = Init()
     output_gate: bool = False
 
+    @model_validator(mode="after")
+    def _token_clock(self) -> "MemoryLevel":
+        if self.period.steps is not None:
+            raise FieldError("period", "'steps' periods belong to optimizer levels",
+                             hint="use a number of tokens, or 'never' for a memory only the outer level changes")
+        return self
+
 
 class MLPLevel(LevelBase):
     """An MLP block. ``period: never`` is a Transformer MLP (changed only by the outer
@@ -205,7 +221,7 @@ class OptimizerLevel(Strict):
     description: str | None = None
     rule: Literal["adamw", "adam", "sgd"] = "adamw"
     lr: float = Field(default=3e-4, gt=0)
-    betas: tuple[float, float] = (0.9, 0.95)
+    betas: tuple[float, float] = Field(default=(0.9, 0.95), strict=False)  # YAML gives a list
     weight_decay: float = Field(default=0.1, ge=0)
     eps: float = Field(default=1e-8, gt=0)
     grad_clip: float | None = Field(default=1.0, gt=0)

@@ -16,7 +16,7 @@ from ..errors import Issue, SpecError
 from .locate import issues_from_validation, sort_issues
 from .model import Spec
 from .overrides import apply_overrides, split_path
-from .source import RawSpec, read_spec
+from .source import RawSpec, SpecDumper, read_spec
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "bundled"
 
@@ -73,7 +73,8 @@ def spec_to_data(spec: Spec) -> dict[str, Any]:
 
 
 def spec_to_yaml(spec: Spec) -> str:
-    return yaml.safe_dump(spec_to_data(spec), sort_keys=False, default_flow_style=None, width=100)
+    return yaml.dump(spec_to_data(spec), Dumper=SpecDumper, sort_keys=False, default_flow_style=None,
+                     width=100)
 
 
 def source_line(spec: Spec, path: str) -> str:

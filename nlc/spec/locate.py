@@ -42,8 +42,10 @@ def issues_from_validation(err: ValidationError, raw: RawSpec, root: type[BaseMo
     issues = []
     for item in err.errors(include_url=False):
         loc = tuple(item["loc"])
+        at_key = item["type"] in ("extra_forbidden", "missing") or loc[-1:] == ("[key]",)
+        loc = loc[:-1] if loc[-1:] == ("[key]",) else loc
         path = clean_path(root, loc)
-        message, hint, at_key = _message(item), None, item["type"] in ("extra_forbidden", "missing")
+        message, hint = _message(item), None
         cause = item.get("ctx", {}).get("error")
         if isinstance(cause, FieldError):
             path, hint = (*path, *split_path(cause.field)), cause.hint
@@ -59,6 +61,14 @@ def issues_from_validation(err: ValidationError, raw: RawSpec, root: type[BaseMo
             path = (*path, field)
             message = f"unknown {field} {item['ctx']['tag']!r}"
             hint = _did_you_mean(str(item["ctx"]["tag"]), tags)
+        elif item["type"] == "union_tag_not_found":
+            field = item["ctx"]["discriminator"].strip("'")
+            given = item["input"] if isinstance(item["input"], dict) else {}
+            typo = difflib.get_close_matches(field, [str(k) for k in given], n=1, cutoff=0.6)
+            path, at_key = (*path, field), True
+            message = "required field is missing"
+            hint = (f"is '{typo[0]}' a misspelt '{field}'?" if typo
+                    else _MISSING_HINTS.get(field, f"add '{field}: ...'"))
         elif item["type"] == "layer_kind" and isinstance(item["input"], dict):
             hint = _did_you_mean(next(iter(item["input"]), ""), ["level", "parallel", "context"])
         mark = raw.mark(path, key=at_key)

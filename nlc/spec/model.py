@@ -13,11 +13,11 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Discriminator, Field, PrivateAttr, NonNegativeInt, PositiveInt, Tag, model_validator
+from pydantic import AfterValidator, Discriminator, Field, PrivateAttr, NonNegativeInt, PositiveInt, Tag, model_validator
 
 from ..errors import FieldError
 from .levels import Level
-from .values import Strict
+from .values import INPUT, Strict
 
 SPEC_VERSION = 1
 
@@ -153,9 +153,9 @@ class SearchDim(Strict):
     bounds), active only ``when`` the given paths hold the given values."""
 
     choice: list[Any] | None = None
-    uniform: tuple[float, float] | None = None
-    loguniform: tuple[float, float] | None = None
-    integer: tuple[int, int] | None = Field(default=None, alias="int")
+    uniform: tuple[float, float] | None = Field(default=None, strict=False)  # YAML gives lists
+    loguniform: tuple[float, float] | None = Field(default=None, strict=False)
+    integer: tuple[int, int] | None = Field(default=None, alias="int", strict=False)
     when: dict[str, Any] | None = None
 
     @model_validator(mode="after")
@@ -180,13 +180,28 @@ class SearchSpec(Strict):
     space: dict[str, SearchDim] = Field(min_length=1)
 
 
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _level_name(name: str) -> str:
+    if not _IDENTIFIER.match(name):
+        raise ValueError(f"level name {name!r} is not an identifier (letters, digits and _, "
+                         "not starting with a digit)")
+    if name == INPUT:
+        raise ValueError("'input' names a level's own input; choose another level name")
+    return name
+
+
+LevelName = Annotated[str, AfterValidator(_level_name)]
+
+
 class Spec(Strict):
     """A whole nlc spec (version ``nlc: 1``)."""
 
     nlc: Literal[1] = Field(description="spec language version")
     name: str | None = None
     description: str | None = None
-    levels: dict[str, Level] = Field(min_length=1)
+    levels: dict[LevelName, Level] = Field(min_length=1)
     model: ModelSpec
     transfer: list[Transfer] = []
     train: TrainSpec = TrainSpec()
@@ -200,13 +215,4 @@ class Spec(Strict):
 
     __hash__ = None  # mutable containers inside; not hashable
 
-    @model_validator(mode="after")
-    def _names_are_identifiers(self) -> "Spec":
-        bad = [n for n in self.levels if not _IDENTIFIER.match(n)]
-        if bad:
-            raise FieldError(f"levels.{bad[0]}", f"level name {bad[0]!r} is not an identifier",
-                             hint="use letters, digits and _, not starting with a digit")
-        return self
 
-
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -33,8 +33,9 @@ def apply_overrides(raw: RawSpec, overrides: list[str] | tuple[str, ...]) -> Raw
                 _set(raw, path, yaml.load(value, Loader=_SafeSpecLoader) if value.strip() else None, origin)
             else:
                 raise LookupError("an override is 'path=value' or '~path'")
-        except yaml.YAMLError as err:
-            issues.append(Issue(text.split("=", 1)[0], f"cannot parse the value: {err}", origin))
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError) as err:
+            issues.append(Issue(text.split("=", 1)[0], f"cannot parse the value: {err}", origin,
+                                hint="values are YAML; quote a string"))
         except LookupError as err:
             issues.append(Issue(text.lstrip("~").split("=", 1)[0], str(err.args[0]), origin,
                                 hint="nlc show SPEC prints every path"))
@@ -62,7 +63,9 @@ def _set(raw: RawSpec, path: tuple, value: Any, origin: str) -> None:
     parent = _walk(raw.data, path[:-1])
     last = path[-1]
     if isinstance(parent, list):
-        if not isinstance(last, int) or not -len(parent) <= last < len(parent):
+        if not isinstance(last, int):
+            raise LookupError(f"'{last}' is not a list index (the list has {len(parent)} items)")
+        if not -len(parent) <= last < len(parent):
             raise LookupError(f"index {last} is out of range (the list has {len(parent)} items)")
         parent[last] = value
     elif isinstance(parent, dict):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,11 +51,29 @@ def _mark(file: str, node: yaml.Node) -> Mark:
     return Mark(file, node.start_mark.line + 1, node.start_mark.column + 1)
 
 
-def _construct(node: yaml.Node, file: str, path: PathKey, raw: RawSpec) -> Any:
-    """Plain data from a composed node, recording marks on the way down."""
+MAX_DEPTH = 64  # nesting levels of a spec
+MAX_VALUES = 20_000  # values after expanding YAML aliases (a few hundred in any real spec)
+
+
+def _construct(node: yaml.Node, file: str, path: PathKey, raw: RawSpec, budget: list[int] | None = None,
+               active: frozenset[int] = frozenset()) -> Any:
+    """Plain data from a composed node, recording marks on the way down.
+
+    Guards against what plain YAML allows but a spec never needs: recursive aliases,
+    absurd nesting, and alias "bombs" (an alias expands to a copy each time it is used)."""
+    budget = [MAX_VALUES] if budget is None else budget
+    budget[0] -= 1
+    where = ".".join(map(str, path))
+    if budget[0] < 0:
+        raise SpecError([Issue(where, f"the spec expands to more than {MAX_VALUES} values",
+                               file, *_line_col(node), hint="YAML aliases repeat their anchor; use fewer")])
+    if len(path) > MAX_DEPTH or id(node) in active:
+        problem = "a YAML alias refers to itself" if id(node) in active else f"nested deeper than {MAX_DEPTH} levels"
+        raise SpecError([Issue(where, problem, file, *_line_col(node))])
+    active = active | {id(node)}
     raw.value_marks[path] = _mark(file, node)
     if not isinstance(node, yaml.ScalarNode) and node.tag not in _PLAIN_TAGS:
-        raise SpecError([Issue(".".join(map(str, path)), f"YAML tag {node.tag!r} is not allowed",
+        raise SpecError([Issue(where, f"YAML tag {node.tag!r} is not allowed",
                                file, *_line_col(node), hint="specs are plain YAML data: remove the tag")])
     if isinstance(node, yaml.MappingNode):
         merged: dict = {}
@@ -62,13 +81,13 @@ def _construct(node: yaml.Node, file: str, path: PathKey, raw: RawSpec) -> Any:
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":  # YAML merge key: ``<<: *anchor``
                 for source in _merge_sources(value_node, file):
-                    for key, value in _construct(source, file, path, raw).items():
+                    for key, value in _construct(source, file, path, raw, budget, active).items():
                         merged.setdefault(key, value)
                 raw.value_marks[path] = _mark(file, node)
                 continue
             key = _construct_scalar(key_node, file, path)
             if not isinstance(key, (str, int)) or isinstance(key, bool):
-                raise SpecError([Issue(".".join(map(str, path)), f"mapping key {key!r} must be a string",
+                raise SpecError([Issue(where, f"mapping key {key!r} must be a string",
                                        file, *_line_col(key_node))])
             key = str(key)
             if key in out:
@@ -77,10 +96,10 @@ def _construct(node: yaml.Node, file: str, path: PathKey, raw: RawSpec) -> Any:
                                        f"duplicate key '{key}', first given at line {first.line}",
                                        file, *_line_col(key_node), hint="each key may appear once")])
             raw.key_marks[(*path, key)] = _mark(file, key_node)
-            out[key] = _construct(value_node, file, (*path, key), raw)
+            out[key] = _construct(value_node, file, (*path, key), raw, budget, active)
         return {**merged, **out}
     if isinstance(node, yaml.SequenceNode):
-        return [_construct(item, file, (*path, i), raw) for i, item in enumerate(node.value)]
+        return [_construct(item, file, (*path, i), raw, budget, active) for i, item in enumerate(node.value)]
     return _construct_scalar(node, file, path)
 
 
@@ -102,23 +121,35 @@ def _construct_scalar(node: yaml.Node, file: str, path: PathKey) -> Any:
     where = ".".join(map(str, path))
     if not isinstance(node, yaml.ScalarNode):
         raise SpecError([Issue(where, "a mapping key must be a plain scalar", file, *_line_col(node))])
-    loader = _SafeSpecLoader("")
     try:
-        return loader.construct_object(node, deep=True)
+        value = _SCALARS.construct_object(node, deep=True)
+        _SCALARS.constructed_objects.clear()
+        return value
     except yaml.constructor.ConstructorError as err:
         raise SpecError([Issue(where, f"YAML: {err.problem}", file, *_line_col(node),
                                hint="specs use plain YAML; tags like !!python/... are not allowed")]) from None
+    except (ValueError, TypeError, OverflowError) as err:  # e.g. !!int abc, 2001-13-45
+        raise SpecError([Issue(where, f"cannot read the value {node.value!r}: {err}", file,
+                               *_line_col(node), hint="quote it to make it a string")]) from None
 
 
 class _SafeSpecLoader(yaml.SafeLoader):
     """SafeLoader that also reads ``1e-3`` as a float (YAML 1.1 would keep a string)."""
 
 
-_SafeSpecLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    __import__("re").compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
-    list("-+0123456789."),
-)
+
+
+class SpecDumper(yaml.SafeDumper):
+    """SafeDumper that quotes every string the loader would read as a float."""
+
+
+for _cls in (_SafeSpecLoader, SpecDumper):
+    _cls.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+        list("-+0123456789."),
+    )
+_SCALARS = _SafeSpecLoader("")
 
 
 def parse_yaml(text: str, file: str) -> RawSpec:
@@ -137,6 +168,8 @@ def parse_yaml(text: str, file: str) -> RawSpec:
                                hint="check brackets, indentation and quoting")]) from None
     except yaml.YAMLError as err:
         raise SpecError([Issue("", f"YAML: {err}", file)]) from None
+    except RecursionError:
+        raise SpecError([Issue("", f"the YAML is nested deeper than {MAX_DEPTH} levels", file)]) from None
     if node is None:
         raise SpecError([Issue("", "the spec is empty", file, 1, 1, hint="start with 'nlc: 1'")])
     data = _construct(node, file, (), raw)
@@ -210,6 +243,8 @@ def _text_of(source: str | Path) -> tuple[Path | None, str, str]:
     """(path, text, display name): a Path, or a one-line string naming an existing file or
     ending in .yaml/.yml, is read from disk; any other string is YAML text."""
     text = str(source)
+    if "\x00" in text and "\n" not in text:
+        raise SpecError([Issue("", "a file name cannot contain a NUL character", repr(text))])
     is_path = isinstance(source, Path) or ("\n" not in text and (
         text.endswith((".yaml", ".yml")) or Path(text).is_file()))
     if not is_path:

@@ -24,7 +24,7 @@ INPUT = "input"  # the source name of a level's own input (the residual stream)
 class Strict(BaseModel):
     """Base of every spec model: unknown keys are errors, values are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
 
 
 def _short_form_schema(handler: Any, core_schema: Any, *short: dict) -> dict:
@@ -71,8 +71,8 @@ class Knob(Strict):
                 "give exactly one of a number, 'learned: <init>' or 'from: <input|level>';"
                 f" got {', '.join(given) or 'none'}"
             )
-        if self.source is None and (self.init is not None or self.per != "token"):
-            field = "init" if self.init is not None else "per"
+        if self.source is None and (self.init is not None or self.per != "token" or self.max != 1.0):
+            field = "init" if self.init is not None else "per" if self.per != "token" else "max"
             raise FieldError(field, f"'{field}' only applies to a data-dependent knob",
                              hint="add 'from: input' or remove it")
         return self
@@ -126,7 +126,7 @@ class Period(Strict):
         if isinstance(data, str):
             if data == "never":
                 return {"never": True}
-            if data.strip().isdigit():
+            if data.strip().isascii() and data.strip().isdigit():
                 return {"tokens": int(data)}
             raise ValueError(f"unknown period {data!r}: use a number of tokens, 'never' or {{steps: k}}")
         return data
@@ -208,6 +208,10 @@ class Init(Strict):
             for key in ("from", "copy"):
                 if key in data:
                     rest = {k: v for k, v in data.items() if k != key}
+                    clash = {"kind", "level", "from", "copy"} & set(rest)
+                    if clash:
+                        raise FieldError(sorted(clash)[0], f"'{key}: <level>' already says how the state "
+                                         f"starts; '{sorted(clash)[0]}' contradicts it", hint="remove it")
                     return {"kind": key, "level": data[key], **rest}
         return data
 
