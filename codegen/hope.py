@@ -77,7 +77,7 @@ LEVEL_MEM_K = rt.MemoryIR(
         source='input',
         project=False,
         conv=0,
-        l2_norm=False,
+        l2_norm=True,
         silu=False,
     ),
     init='learned',
@@ -155,7 +155,7 @@ LEVEL_MEM_V = rt.MemoryIR(
         source='input',
         project=False,
         conv=0,
-        l2_norm=False,
+        l2_norm=True,
         silu=False,
     ),
     init='learned',
@@ -233,7 +233,7 @@ LEVEL_MEM_LR = rt.MemoryIR(
         source='input',
         project=False,
         conv=0,
-        l2_norm=False,
+        l2_norm=True,
         silu=False,
     ),
     init='learned',
@@ -311,7 +311,7 @@ LEVEL_MEM_ALPHA = rt.MemoryIR(
         source='input',
         project=False,
         conv=0,
-        l2_norm=False,
+        l2_norm=True,
         silu=False,
     ),
     init='learned',
@@ -320,14 +320,14 @@ LEVEL_MEM_ALPHA = rt.MemoryIR(
     output_gate=False,
 )
 
-# level 'memory' (specs/hope.yaml:26)
+# level 'memory' (specs/hope.yaml:27)
 LEVEL_MEMORY = rt.MemoryIR(
     name='memory',
     type='memory',
     order=0,
     frequency=rt.Fraction(1, 1),
     outer='outer',
-    origin='specs/hope.yaml:26',
+    origin='specs/hope.yaml:27',
     heads=4,
     head_dim=32,
     memory='mlp',
@@ -398,14 +398,14 @@ LEVEL_MEMORY = rt.MemoryIR(
     output_gate=False,
 )
 
-# level 'cms_fast' (specs/hope.yaml:37)
+# level 'cms_fast' (specs/hope.yaml:38)
 LEVEL_CMS_FAST = rt.MLPIR(
     name='cms_fast',
     type='mlp',
     order=1,
     frequency=rt.Fraction(1, 16),
     outer='outer',
-    origin='specs/hope.yaml:37',
+    origin='specs/hope.yaml:38',
     hidden=512,
     activation='swiglu',
     period=16,
@@ -441,14 +441,14 @@ LEVEL_CMS_FAST = rt.MLPIR(
     flush='carry',
 )
 
-# level 'cms_mid' (specs/hope.yaml:42)
+# level 'cms_mid' (specs/hope.yaml:43)
 LEVEL_CMS_MID = rt.MLPIR(
     name='cms_mid',
     type='mlp',
     order=2,
     frequency=rt.Fraction(1, 64),
     outer='outer',
-    origin='specs/hope.yaml:42',
+    origin='specs/hope.yaml:43',
     hidden=512,
     activation='swiglu',
     period=64,
@@ -484,14 +484,14 @@ LEVEL_CMS_MID = rt.MLPIR(
     flush='carry',
 )
 
-# level 'cms_slow' (specs/hope.yaml:47)
+# level 'cms_slow' (specs/hope.yaml:48)
 LEVEL_CMS_SLOW = rt.MLPIR(
     name='cms_slow',
     type='mlp',
     order=3,
     frequency=rt.Fraction(1, 128),
     outer='outer',
-    origin='specs/hope.yaml:47',
+    origin='specs/hope.yaml:48',
     hidden=512,
     activation='swiglu',
     period=128,
@@ -531,44 +531,44 @@ LEVEL_CMS_SLOW = rt.MLPIR(
 class Hope(rt.NLCModel):
     LAYERS = ('b0_r0_memory', 'b0_r0_cms_fast', 'b0_r0_cms_mid', 'b0_r0_cms_slow', 'b0_r1_memory', 'b0_r1_cms_fast', 'b0_r1_cms_mid', 'b0_r1_cms_slow')
     ORIGINS = {
-        'b0_r0_memory': "level 'memory' (layer at specs/hope.yaml:62; level at specs/hope.yaml:26)",
-        'b0_r0_cms_fast': "level 'cms_fast' (layer at specs/hope.yaml:62; level at specs/hope.yaml:37)",
-        'b0_r0_cms_mid': "level 'cms_mid' (layer at specs/hope.yaml:62; level at specs/hope.yaml:42)",
-        'b0_r0_cms_slow': "level 'cms_slow' (layer at specs/hope.yaml:62; level at specs/hope.yaml:47)",
-        'b0_r1_memory': "level 'memory' (layer at specs/hope.yaml:62; level at specs/hope.yaml:26)",
-        'b0_r1_cms_fast': "level 'cms_fast' (layer at specs/hope.yaml:62; level at specs/hope.yaml:37)",
-        'b0_r1_cms_mid': "level 'cms_mid' (layer at specs/hope.yaml:62; level at specs/hope.yaml:42)",
-        'b0_r1_cms_slow': "level 'cms_slow' (layer at specs/hope.yaml:62; level at specs/hope.yaml:47)",
+        'b0_r0_memory': "level 'memory' (layer at specs/hope.yaml:63; level at specs/hope.yaml:27)",
+        'b0_r0_cms_fast': "level 'cms_fast' (layer at specs/hope.yaml:63; level at specs/hope.yaml:38)",
+        'b0_r0_cms_mid': "level 'cms_mid' (layer at specs/hope.yaml:63; level at specs/hope.yaml:43)",
+        'b0_r0_cms_slow': "level 'cms_slow' (layer at specs/hope.yaml:63; level at specs/hope.yaml:48)",
+        'b0_r1_memory': "level 'memory' (layer at specs/hope.yaml:63; level at specs/hope.yaml:27)",
+        'b0_r1_cms_fast': "level 'cms_fast' (layer at specs/hope.yaml:63; level at specs/hope.yaml:38)",
+        'b0_r1_cms_mid': "level 'cms_mid' (layer at specs/hope.yaml:63; level at specs/hope.yaml:43)",
+        'b0_r1_cms_slow': "level 'cms_slow' (layer at specs/hope.yaml:63; level at specs/hope.yaml:48)",
     }
 
     def __init__(self):
         super().__init__(name='hope', vocab=256, width=128, norm='rms', tie_embeddings=True)
-        # level 'memory' (layer at specs/hope.yaml:62; level at specs/hope.yaml:26)
+        # level 'memory' (layer at specs/hope.yaml:63; level at specs/hope.yaml:27)
         self.b0_r0_memory = rt.Residual(rt.SelfModifyingMemory(LEVEL_MEMORY, components={'mem_k': LEVEL_MEM_K, 'mem_v': LEVEL_MEM_V, 'mem_lr': LEVEL_MEM_LR, 'mem_alpha': LEVEL_MEM_ALPHA}, width=128), norm='rms', residual=True, width=128)
-        # level 'cms_fast' (layer at specs/hope.yaml:62; level at specs/hope.yaml:37)
+        # level 'cms_fast' (layer at specs/hope.yaml:63; level at specs/hope.yaml:38)
         self.b0_r0_cms_fast = rt.Residual(rt.CMSMixer(LEVEL_CMS_FAST, width=128), norm='rms', residual=True, width=128)
-        # level 'cms_mid' (layer at specs/hope.yaml:62; level at specs/hope.yaml:42)
+        # level 'cms_mid' (layer at specs/hope.yaml:63; level at specs/hope.yaml:43)
         self.b0_r0_cms_mid = rt.Residual(rt.CMSMixer(LEVEL_CMS_MID, width=128), norm='rms', residual=True, width=128)
-        # level 'cms_slow' (layer at specs/hope.yaml:62; level at specs/hope.yaml:47)
+        # level 'cms_slow' (layer at specs/hope.yaml:63; level at specs/hope.yaml:48)
         self.b0_r0_cms_slow = rt.Residual(rt.CMSMixer(LEVEL_CMS_SLOW, width=128), norm='rms', residual=True, width=128)
-        # level 'memory' (layer at specs/hope.yaml:62; level at specs/hope.yaml:26)
+        # level 'memory' (layer at specs/hope.yaml:63; level at specs/hope.yaml:27)
         self.b0_r1_memory = rt.Residual(rt.SelfModifyingMemory(LEVEL_MEMORY, components={'mem_k': LEVEL_MEM_K, 'mem_v': LEVEL_MEM_V, 'mem_lr': LEVEL_MEM_LR, 'mem_alpha': LEVEL_MEM_ALPHA}, width=128), norm='rms', residual=True, width=128)
-        # level 'cms_fast' (layer at specs/hope.yaml:62; level at specs/hope.yaml:37)
+        # level 'cms_fast' (layer at specs/hope.yaml:63; level at specs/hope.yaml:38)
         self.b0_r1_cms_fast = rt.Residual(rt.CMSMixer(LEVEL_CMS_FAST, width=128), norm='rms', residual=True, width=128)
-        # level 'cms_mid' (layer at specs/hope.yaml:62; level at specs/hope.yaml:42)
+        # level 'cms_mid' (layer at specs/hope.yaml:63; level at specs/hope.yaml:43)
         self.b0_r1_cms_mid = rt.Residual(rt.CMSMixer(LEVEL_CMS_MID, width=128), norm='rms', residual=True, width=128)
-        # level 'cms_slow' (layer at specs/hope.yaml:62; level at specs/hope.yaml:47)
+        # level 'cms_slow' (layer at specs/hope.yaml:63; level at specs/hope.yaml:48)
         self.b0_r1_cms_slow = rt.Residual(rt.CMSMixer(LEVEL_CMS_SLOW, width=128), norm='rms', residual=True, width=128)
 
     def layers(self, x, state, pos):
-        x, state['b0_r0_memory'] = self.b0_r0_memory(x, state['b0_r0_memory'], pos)  # 'memory' (specs/hope.yaml:62)
-        x, state['b0_r0_cms_fast'] = self.b0_r0_cms_fast(x, state['b0_r0_cms_fast'], pos)  # 'cms_fast' (specs/hope.yaml:62)
-        x, state['b0_r0_cms_mid'] = self.b0_r0_cms_mid(x, state['b0_r0_cms_mid'], pos)  # 'cms_mid' (specs/hope.yaml:62)
-        x, state['b0_r0_cms_slow'] = self.b0_r0_cms_slow(x, state['b0_r0_cms_slow'], pos)  # 'cms_slow' (specs/hope.yaml:62)
-        x, state['b0_r1_memory'] = self.b0_r1_memory(x, state['b0_r1_memory'], pos)  # 'memory' (specs/hope.yaml:62)
-        x, state['b0_r1_cms_fast'] = self.b0_r1_cms_fast(x, state['b0_r1_cms_fast'], pos)  # 'cms_fast' (specs/hope.yaml:62)
-        x, state['b0_r1_cms_mid'] = self.b0_r1_cms_mid(x, state['b0_r1_cms_mid'], pos)  # 'cms_mid' (specs/hope.yaml:62)
-        x, state['b0_r1_cms_slow'] = self.b0_r1_cms_slow(x, state['b0_r1_cms_slow'], pos)  # 'cms_slow' (specs/hope.yaml:62)
+        x, state['b0_r0_memory'] = self.b0_r0_memory(x, state['b0_r0_memory'], pos)  # 'memory' (specs/hope.yaml:63)
+        x, state['b0_r0_cms_fast'] = self.b0_r0_cms_fast(x, state['b0_r0_cms_fast'], pos)  # 'cms_fast' (specs/hope.yaml:63)
+        x, state['b0_r0_cms_mid'] = self.b0_r0_cms_mid(x, state['b0_r0_cms_mid'], pos)  # 'cms_mid' (specs/hope.yaml:63)
+        x, state['b0_r0_cms_slow'] = self.b0_r0_cms_slow(x, state['b0_r0_cms_slow'], pos)  # 'cms_slow' (specs/hope.yaml:63)
+        x, state['b0_r1_memory'] = self.b0_r1_memory(x, state['b0_r1_memory'], pos)  # 'memory' (specs/hope.yaml:63)
+        x, state['b0_r1_cms_fast'] = self.b0_r1_cms_fast(x, state['b0_r1_cms_fast'], pos)  # 'cms_fast' (specs/hope.yaml:63)
+        x, state['b0_r1_cms_mid'] = self.b0_r1_cms_mid(x, state['b0_r1_cms_mid'], pos)  # 'cms_mid' (specs/hope.yaml:63)
+        x, state['b0_r1_cms_slow'] = self.b0_r1_cms_slow(x, state['b0_r1_cms_slow'], pos)  # 'cms_slow' (specs/hope.yaml:63)
         return x, state
 
 

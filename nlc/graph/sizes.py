@@ -6,9 +6,10 @@ No torch: the counts are analytic, so ``nlc graph`` can print them instantly. Co
 
 * attention: ``Wq, Wk, Wv, Wo`` = ``4 D^2`` (+ ``2 d`` gains with ``qk_norm``). State: the
   KV cache, ``2 D`` floats per token for ``min(window, train.seq_len)`` tokens.
-* memory: ``D^2`` per key/value/query projected ``from: input`` (``from: <level>`` uses that
+* memory: ``D^2`` per key/value/query projected ``from: input`` (``project: false`` and ``from: <level>`` use that
   level's output: no weights); ``conv * D`` per short convolution; the output map ``D^2``
-  (``2 D^2`` with ``output_gate``); a knob ``from: input`` is a ``D -> H`` projection with
+  (``2 D^2`` with ``output_gate``; none for a memory that only feeds others); a memory read as a
+  gate has a read-out per head (``D + H``); a knob ``from: input`` is a ``D -> H`` projection with
   bias (``D H + H``), a learned knob ``H`` scalars; a learned (or copied) initial state is
   the memory weights themselves. State: the ``H`` memories (matrix ``d^2``; MLP of depth
   L ``d h + (L-2) h^2 + h d``, ``h = hidden`` or ``expansion * d``), doubled by the
@@ -37,7 +38,7 @@ import networkx as nx
 from ..spec.levels import AttentionLevel, MemoryLevel, MLPLevel, OptimizerLevel, PersistentLevel
 from ..spec.model import ContextLayer, LevelLayer, ParallelLayer, Spec
 from ..spec.values import INPUT, Knob
-from .build import build_graph
+from .build import block_levels, build_graph, references
 
 
 @dataclass(frozen=True)
@@ -96,9 +97,12 @@ def level_params_and_state(spec: Spec, name: str) -> tuple[int, int]:
     if isinstance(level, MemoryLevel):
         weights = memory_weights(level, width, heads)
         sources = (level.keys, level.values, level.queries)
-        params = sum(width * width for s in sources if s.source == INPUT)
+        params = sum(width * width for s in sources if s.source == INPUT and s.project)
         params += sum(s.conv * width for s in sources)
-        params += width * width * (2 if level.output_gate else 1)
+        if name in block_levels(spec):  # a memory only read by others (HOPE's k, v, ...) has no output map
+            params += width * width * (2 if level.output_gate else 1)
+        if any(r.target == name and ".update." in r.path for r in references(spec)):
+            params += width + heads  # a memory read as a gate (HOPE's eta, alpha): a scalar read-out per head
         up = level.update
         params += sum(_knob_params(k, width, heads) for k in (up.lr, up.momentum, up.retention, up.forget))
         params += weights if level.init.kind in ("learned", "copy") else 0

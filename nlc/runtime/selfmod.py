@@ -12,7 +12,8 @@ express more couplings than the runtime executes yet).
 
 Per call::
 
-    xh = split_heads(x)                       the components read x itself (project: false)
+    xh = Source_x(x)                          the components' input: x itself (project: false),
+                                              per head, l2-normalised if the spec says so
     q  = Source_q(x)                          static projection, short conv, l2 norm
     o, memories = selfmod_chunked(memories, xh, q, ...)
     y  = W_o merge_heads(o)                   [* sigmoid(W_g x) with output_gate]
@@ -30,7 +31,7 @@ from torch import Tensor, nn
 
 from ..ir.nodes import MemoryIR
 from ..primitives.selfmod import ROLES, init_selfmod_params, init_selfmod_state, selfmod_chunked
-from .projections import Source, merge_heads, split_heads
+from .projections import Source, merge_heads
 
 __all__ = ["SelfModifyingMemory"]
 
@@ -68,6 +69,8 @@ class SelfModifyingMemory(nn.Module):
                 tensors.update({f"w_{role}": init[f"w_{role}"], f"b_{role}": init[f"b_{role}"]})
             self.roles[role] = _LevelParams(roles[role], tensors)
         self.query = Source(ir.queries, width, ir.heads, owner=ir.name, role="queries")
+        first = components[roles["k"]]
+        self.component_input = Source(first.queries, width, ir.heads, owner=first.name, role="queries")
         self.out = nn.Linear(width, width, bias=False)
         self.gate = nn.Linear(width, width, bias=False) if ir.output_gate else None
 
@@ -87,8 +90,9 @@ class SelfModifyingMemory(nn.Module):
     def forward(self, x: Tensor, state: dict[str, Tensor], pos: int) -> tuple[Tensor, dict[str, Tensor]]:
         q, conv = self.query(x, state.get("conv_q"))
         memories = {k: v for k, v in state.items() if k != "conv_q"}
+        xh, _ = self.component_input(x)
         o, memories = selfmod_chunked(
-            memories, split_heads(x, self.heads), q, params=self._params(),
+            memories, xh, q, params=self._params(),
             chunk_memory=self.chunk_memory, chunk_other=self.chunk_other, eta_max=self.eta_max,
             normalize_k=self.normalize_k, activation=self.activation,
         )
@@ -125,9 +129,13 @@ def _roles(ir: MemoryIR, components: dict[str, MemoryIR]) -> dict[str, str]:
         if name != ir.name:
             srcs = (level.keys.source, level.values.source, level.rule.lr.source,
                     level.rule.retention.source if level.rule.retention else None)
-            if srcs != (roles["k"], roles["v"], roles["eta"], roles["alpha"]) or level.queries.project:
+            if srcs != (roles["k"], roles["v"], roles["eta"], roles["alpha"]):
                 problems.append(f"'{name}' must read keys/values/lr/retention from the same memories as "
-                                f"'{ir.name}' and its input unprojected (queries: {{from: input, project: false}})")
+                                f"'{ir.name}'")
+            first = components[roles["k"]].queries
+            if level.queries.project or level.queries.conv or level.queries != first:
+                problems.append(f"'{name}' must read its input unprojected and unconvolved, like the "
+                                "other components (queries: {from: input, project: false})")
             if level.chunk != components[roles["k"]].chunk or ir.chunk % level.chunk:
                 problems.append(f"'{name}' must share one chunk with the other components, dividing "
                                 f"the main memory's chunk {ir.chunk}")

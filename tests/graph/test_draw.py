@@ -65,8 +65,9 @@ def test_per_instance_params_and_state(tiny):
               + weights)  # learned initial state
     state = 2 * weights + (3 - 1) * D  # momentum buffer doubles the memory; conv history
     assert sizes.level_params_and_state(tiny, "mem") == (params, state)
-    # gen: 4 heads of a 4x4 matrix, all of k, v, q projected from the input
-    assert sizes.level_params_and_state(tiny, "gen") == (3 * D * D + D * D + 4 * 16, 4 * 16)
+    # gen: 4 heads of a 4x4 matrix, all of k, v, q projected from the input; it only feeds
+    # 'mem' (no layer applies it), so it has no output map
+    assert sizes.level_params_and_state(tiny, "gen") == (3 * D * D + 4 * 16, 4 * 16)
     assert sizes.level_params_and_state(tiny, "mlp") == (2 * D * 32, 0)  # gelu: two matrices
     cms = 3 * D * 32  # swiglu, hidden = 2 * 16: three matrices
     assert sizes.level_params_and_state(tiny, "cms") == (cms + D + 1, 2 * cms)  # lr from input; momentum
@@ -86,7 +87,7 @@ def test_model_params_and_total(tiny):
                     "norms": D + 3 * 3 * D + D,  # final + 3 layers x 3 repeats + the parallel layer
                     "combine": 2}
     levels = sum(s.total_params for s in sizes.level_sizes(tiny).values())
-    assert levels == 3 * 1032 + 3 * 64 + 3 * 1492 + 3 * 1088 + 4 * 1024 + 1553
+    assert levels == 3 * 1032 + 3 * 64 + 3 * 1492 + 3 * 832 + 4 * 1024 + 1553
     assert sizes.total_params(tiny) == levels + sum(rest.values())
 
 
