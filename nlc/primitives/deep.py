@@ -95,7 +95,7 @@ from nlc.primitives.deep_common import (
     HParam, check_config, deep_layers, guard_scale, hparam, init_deep_params,
     init_deep_state, lq_norm_scale, mlp_forward, soft_threshold,
 )
-from nlc.primitives.deep_kernels import KeyPath, ReadEnd
+from nlc.primitives.deep_kernels import KeyPath, ReadEnd, s_part, w_part
 from nlc.primitives.deep_reference import deep_memory_reference
 
 __all__ = [
@@ -149,19 +149,20 @@ def _gate_coeffs(lr: Tensor, mom: Optional[Tensor], ret: Optional[Tensor],
     elif gam is not None:
         c = c * gam.unsqueeze(-2)
         mrow = mrow * gam
+    c = -c  # the kernels take -c' (and -c'_end, -d_end): W_t = ... + sum_j (-c'_tj) G_j
     out: dict[str, Optional[Tensor]] = {
         "R_end": None if Rc is None else Rc[..., -1],
         "e_end": None if e is None else e[..., -1],
-        "c_end": c[..., -1, :], "M_end": M_end, "d_end": mrow,
+        "nc_end": c[..., -1, :], "M_end": M_end, "nd_end": -mrow,
     }
     if raw:
-        out.update(Rr=Rc, er=e, cr=c)
+        out.update(Rr=Rc, er=e, ncr=c)
     else:  # row t reads the weights after t-1 tokens; row 0 = chunk start (R 1, e 0, c' 0)
         out["Rr"] = None if Rc is None else torch.cat([torch.ones_like(Rc[..., :1]),
                                                        Rc[..., :-1]], -1)
         out["er"] = None if e is None else torch.cat([torch.zeros_like(e[..., :1]),
                                                       e[..., :-1]], -1)
-        out["cr"] = torch.cat([torch.zeros_like(c[..., :1, :]), c[..., :-1, :]], -2)
+        out["ncr"] = torch.cat([torch.zeros_like(c[..., :1, :]), c[..., :-1, :]], -2)
     return out
 
 
@@ -185,7 +186,8 @@ def deep_memory_chunked(
     c > 1; missing means empty). ``p`` (lp), ``delta`` (huber), ``grad_clip``,
     ``normalize_eps``, ``lq`` (Moneta q), ``elastic_lambda``: floats or tensors, scalar or
     (B, H). Returns ``(o (B, H, T, Dv), new_state)``; see the module docstring for the exact
-    semantics (same results as :func:`deep_memory_reference`).
+    semantics (same results as :func:`deep_memory_reference`). The returned ``W{l}`` /
+    ``S{l}`` may be (non-contiguous) views of one stacked buffer.
     """
     check_config(activation, objective, global_retention, chunk, window)
     prefix, L = deep_layers(state)
@@ -235,55 +237,66 @@ def deep_memory_chunked(
         cols["q"], cols["k"], cols["v"] = blk(qf).unbind(1), win(kx).unbind(1), win(vx).unbind(1)
         chunks += [{key: val[j] for key, val in cols.items()} for j in range(n)]
 
-    Ws = [state[f"{prefix}{l}"].reshape(G, *state[f"{prefix}{l}"].shape[2:])
-          for l in range(1, L + 1)]
-    Ss = [state[f"S{l}"].reshape(G, *state[f"S{l}"].shape[2:]) for l in range(1, L + 1)]
+    # stacked state per layer: [W | S] when W is taller than wide, else [W; S] (the short side)
+    shapes = [state[f"{prefix}{l}"].shape[2:] for l in range(1, L + 1)]
+    layouts = tuple("col" if i <= o else "row" for o, i in shapes)
+    WSs = [torch.cat([state[f"{prefix}{l}"].reshape(G, o, i), state[f"S{l}"].reshape(G, o, i)],
+                     -1 if lt == "col" else -2)
+           for l, (o, i), lt in zip(range(1, L + 1), shapes, layouts)]
+    lq_mode = global_retention == "lq"
+    kcfg = (L, activation, objective, residual, ("plain",) * L if lq_mode else layouts)
+    rcfg = (L, activation, layouts, not lq_mode)
     outs = []
-    kcfg = (L, activation, objective, residual)
     for ch in chunks:
         Qc, Kc, Vc = ch["q"], ch["k"], ch["v"]
-        # chunk-start weights M_xi (Moneta: normalised accumulator, frozen normaliser)
-        if global_retention == "lq":
-            inv = [1.0 / lq_norm_scale(a, qexp) for a in Ws]
-            W0 = [a * s for a, s in zip(Ws, inv)]
-        else:
-            W0, inv = Ws, [None] * L
         # write keys at M_xi: layer inputs a_{l-1} and back-propagated errors delta_l
-        kp = KeyPath.apply(kcfg, Kc, Vc, p_t, d_t, *W0)
+        if lq_mode:  # Moneta: M_xi = A_xi / nu(A_xi), the normaliser frozen for the chunk
+            As_ = [w_part(x, lt) for x, lt in zip(WSs, layouts)]
+            inv = [1.0 / lq_norm_scale(a, qexp) for a in As_]
+            kp = KeyPath.apply(kcfg, Kc, Vc, p_t, d_t, *[a * s for a, s in zip(As_, inv)])
+        else:
+            kp = KeyPath.apply(kcfg, Kc, Vc, p_t, d_t, *WSs)
         ins, deltas = [Kc, *kp[:L - 1]], list(kp[L - 1:])
 
-        cr, nc, nd = ch["cr"], -ch["c_end"], -ch["d_end"]
+        ncr, nc, nd = ch["ncr"], ch["nc_end"], ch["nd_end"]
         if guards:  # ||delta a^T||_F^2 = ||delta||^2 ||a||^2, summed over layers
             sq = sum(deltas[l].pow(2).sum(-1) * ins[l].pow(2).sum(-1) for l in range(L))
             sc = guard_scale(sq, clip, grad_normalize, eps)
-            cr, nc, nd = cr * sc.unsqueeze(-2), nc * sc, nd * sc
-        ncr = -cr
+            ncr, nc, nd = ncr * sc.unsqueeze(-2), nc * sc, nd * sc
         Rr = None if ch["Rr"] is None else ch["Rr"].unsqueeze(-1)
         er = None if ch["er"] is None else ch["er"].unsqueeze(-1)
         R_end = None if ch["R_end"] is None else ch["R_end"][:, None, None]
         e_end = None if ch["e_end"] is None else ch["e_end"][:, None, None]
         M_end = None if ch["M_end"] is None else ch["M_end"][:, None, None]
         layers: list[Optional[Tensor]] = []
-        for l in range(L):  # lq: the in-chunk update part is divided by nu(A_xi)
-            lq_mode = inv[l] is not None
-            layers += [ins[l], deltas[l], W0[l], Ws[l] if lq_mode else None, Ss[l], inv[l]]
-        res = ReadEnd.apply(L, activation, Qc, Rr, R_end, e_end, M_end, nc, nd, ncr, er,
-                            *layers)
+        for l in range(L):
+            if lq_mode:  # reads use A: R / nu on the A part, 1 / nu on the update part
+                Rr_l = inv[l].expand(G, Qc.shape[1], 1) if Rr is None else Rr * inv[l]
+                er_l = None if er is None else er * inv[l]
+                layers += [ins[l], deltas[l], WSs[l], Rr_l, er_l, ncr * inv[l]]
+            else:
+                layers += [ins[l], deltas[l], WSs[l], None, None, None]
+        common = (None, None, None) if lq_mode else (Rr, er, ncr)
+        res = ReadEnd.apply(rcfg, Qc, *common, R_end, e_end, M_end, nc, nd, *layers)
         o = res[0] + Qc if residual else res[0]
-        newW, newS = list(res[1:L + 1]), list(res[L + 1:])
+        newWS = list(res[1:])
         if global_retention == "elastic":
-            newW = [soft_threshold(a, lam) for a in newW]
+            newWS = [torch.cat([soft_threshold(w_part(x, lt), lam), s_part(x, lt)],
+                               -1 if lt == "col" else -2) for x, lt in zip(newWS, layouts)]
         if raw and global_retention != "decay":  # the boundary token reads phi(A_end)
-            Wphi = (newW if global_retention == "elastic"
-                    else [a / lq_norm_scale(a, qexp) for a in newW])
+            Wphi = [w_part(x, lt) for x, lt in zip(newWS, layouts)]
+            if lq_mode:
+                Wphi = [a / lq_norm_scale(a, qexp) for a in Wphi]
             last = mlp_forward(Wphi, Qc[:, -1:], activation, residual)
             o = torch.cat([o[:, :-1], last], 1)
         outs.append(o)
-        Ws, Ss = newW, newS
+        WSs = newWS
 
     o = torch.cat(outs, 1).reshape(B, H, T, Dv) if outs else q.new_zeros(B, H, 0, Dv)
-    new = {f"{prefix}{l + 1}": Ws[l].reshape(B, H, *Ws[l].shape[1:]) for l in range(L)}
-    new.update({f"S{l + 1}": Ss[l].reshape(B, H, *Ss[l].shape[1:]) for l in range(L)})
+    new = {f"{prefix}{l + 1}": w_part(WSs[l], layouts[l]).reshape(B, H, *shapes[l])
+           for l in range(L)}
+    new.update({f"S{l + 1}": s_part(WSs[l], layouts[l]).reshape(B, H, *shapes[l])
+                for l in range(L)})
     if w > 0:
         nx = kx.shape[1]
         new["omega_k"] = kx[:, nx - w:].reshape(B, H, w, Dk)

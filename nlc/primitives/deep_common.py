@@ -19,7 +19,7 @@ from torch import Tensor
 
 __all__ = [
     "ACTIVATIONS", "OBJECTIVES", "GLOBAL_RETENTIONS",
-    "init_deep_params", "init_deep_state", "deep_layers", "mlp_forward",
+    "init_deep_params", "init_deep_state", "deep_layers", "mlp_forward", "act", "act_and_grad",
     "objective_loss", "lq_norm_scale", "soft_threshold",
 ]
 
@@ -139,7 +139,10 @@ _INV_SQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 def act_and_grad(name: str, z: Tensor) -> tuple[Tensor, Optional[Tensor]]:
-    """(act(z), act'(z)) analytically; the derivative is None for the identity."""
+    """(act(z), act'(z)) analytically, differentiable; the derivative is None for identity.
+
+    (Used by other modules' autograd paths; the deep-memory kernels use their own.)
+    """
     if name == "gelu":  # exact (erf) GELU: x Phi(x); derivative Phi(x) + x phi(x)
         cdf = 0.5 + 0.5 * torch.erf(z * _INV_SQRT2)
         return z * cdf, cdf + z * (_INV_SQRT2PI * torch.exp(-0.5 * z * z))
@@ -215,7 +218,7 @@ def guard_scale(sq_norm: Tensor, clip: Optional[Tensor], normalize: bool,
 
 # ------------------------------------------------------------------ MIRAS global retention
 def lq_norm_scale(a: Tensor, q: Tensor) -> Tensor:
-    """nu(A) = ||A||_q^{q-2} over each (D_l, D_{l-1}) matrix: (B, H, 1, 1) (Moneta, MIRAS)."""
+    """nu(A) = ||A||_q^{q-2} of each (D_l, D_{l-1}) matrix, shape (..., 1, 1) (Moneta, MIRAS)."""
     tiny = torch.finfo(a.dtype).tiny
     s = a.abs().clamp_min(tiny).pow(q).sum(dim=(-2, -1), keepdim=True)
     return s.pow((q - 2.0) / q)

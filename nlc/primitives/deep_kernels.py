@@ -15,7 +15,13 @@ coefficients, gradient guards, MIRAS global retention) stays ordinary autograd:
 * :class:`ReadEnd`  reads the queries through the per-token weights
   ``W_t = R_t W_xi + e_t S_xi - sum_j c'_{t,j} delta_j a_j^T`` (layer by layer,
   ``u_l = R (h W^T) + e (h S^T) + ((h a^T) * ncr) @ delta``, ``ncr = -c'``) and forms the
-  end-of-chunk state ``W' = R W_st + e S + delta^T (nc a)``, ``S' = M S + delta^T (nd a)``.
+  end-of-chunk state ``W' = R W + e S + delta^T (nc a)``, ``S' = M S + delta^T (nd a)``.
+
+Inside a call each layer's weights and momentum travel *stacked* along the short side of
+W: ``[W | S]`` (G, o, 2i) when i <= o (``col``), ``[W; S]`` (G, 2o, i) otherwise (``row``),
+so a single matmul reads both (``[R h | e h] @ [W | S]^T``, or ``h @ [W; S]^T`` followed by
+the per-token combination) and a single matmul writes both
+(``delta^T [nc a | nd a]`` / ``[nc delta | nd delta]^T a``).
 
 Writing the backward by hand (instead of letting autograd record every elementwise op of the
 dual form) keeps the backward at about two matmuls per forward matmul with few elementwise
@@ -25,7 +31,7 @@ passes over (J, D) or (D_l, D_{l-1}) tensors. First-order gradients only
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 from torch import Tensor
@@ -33,15 +39,15 @@ from torch.autograd.function import once_differentiable
 
 __all__ = ["KeyPath", "ReadEnd"]
 
-_INV_SQRT2 = 1.0 / math.sqrt(2.0)
-_INV_SQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_LOG_INV_SQRT2PI = -0.5 * math.log(2.0 * math.pi)
 
 
 def act_d(name: str, z: Tensor) -> tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
     """(act(z), act'(z), aux): act'(z) is None for the identity; aux feeds :func:`act_dd`."""
     if name == "gelu":  # exact GELU z Phi(z); derivative Phi(z) + z phi(z); aux = phi(z)
         cdf = torch.special.ndtr(z)
-        pdf = (z * z).mul_(-0.5).exp_().mul_(_INV_SQRT2PI)
+        c0 = torch.full((), _LOG_INV_SQRT2PI, dtype=z.dtype, device=z.device)
+        pdf = torch.addcmul(c0, z, z, value=-0.5).exp_()
         a = z * cdf
         return a, cdf.addcmul_(pdf, z), pdf
     if name == "silu":  # aux = sigmoid(z)
@@ -65,7 +71,8 @@ def act_dd(name: str, z: Tensor, aux: Optional[Tensor]) -> Optional[Tensor]:
 
 
 def obj_d(name: str, y: Tensor, v: Tensor, p: Tensor, delta: Tensor) -> Tensor:
-    """l'(y; v) elementwise (see ``deep_common.objective_grad``)."""
+    """l'(y; v) elementwise: l2 2e; lp p sign(e) |e|^{p-1}; huber 2 clip(e, -delta, delta);
+    dot -v (e = y - v; the lp power is clamped so it stays finite at e = 0)."""
     if name == "dot":
         return -v
     e = y - v
@@ -77,13 +84,12 @@ def obj_d(name: str, y: Tensor, v: Tensor, p: Tensor, delta: Tensor) -> Tensor:
 
 
 def obj_dd(name: str, y: Tensor, v: Tensor, p: Tensor, delta: Tensor
-           ) -> tuple[Optional[Tensor], Tensor]:
+           ) -> tuple[Union[None, float, Tensor], Union[float, Tensor]]:
     """(d l'/d y, d l'/d v) elementwise factors (d/dy None when zero: dot objective)."""
     if name == "dot":
-        return None, torch.full_like(v, -1.0)
+        return None, -1.0
     if name == "l2":
-        two = torch.full_like(v, 2.0)
-        return two, -two
+        return 2.0, -2.0
     e = y - v
     if name == "lp":
         c = e.abs().clamp_min(torch.finfo(e.dtype).tiny).pow(p - 2.0) * (p * (p - 1.0))
@@ -93,12 +99,42 @@ def obj_dd(name: str, y: Tensor, v: Tensor, p: Tensor, delta: Tensor
     return m, -m
 
 
+def w_part(WS: Tensor, layout: str) -> Tensor:
+    """The weight part of a stacked state: ``col`` [W | S] (G, o, 2i), ``row`` [W; S]
+    (G, 2o, i), ``plain`` W itself."""
+    if layout == "col":
+        return WS[..., :WS.shape[-1] // 2]
+    if layout == "row":
+        return WS[:, :WS.shape[-2] // 2]
+    return WS
+
+
+def s_part(WS: Tensor, layout: str) -> Tensor:
+    """The momentum part of a stacked state (see :func:`w_part`)."""
+    if layout == "col":
+        return WS[..., WS.shape[-1] // 2:]
+    return WS[:, WS.shape[-2] // 2:]
+
+
+def _embed(gW: Tensor, layout: str) -> Tensor:
+    """A weight-part gradient as a gradient of the stacked state (momentum part zero)."""
+    if layout == "plain":
+        return gW
+    return torch.cat([gW, torch.zeros_like(gW)], -1 if layout == "col" else -2)
+
+
 class KeyPath(torch.autograd.Function):
-    """(K, V, W_1..W_L) -> (a_1..a_{L-1}, delta_1..delta_L) at the chunk-start weights."""
+    """(K, V, W_1..W_L) -> (a_1..a_{L-1}, delta_1..delta_L) at the chunk-start weights.
+
+    apply((L, activation, objective, residual, layouts), K, V, p, delta, *Ws): ``Ws[l]`` is
+    the stacked state of layer l when ``layouts[l]`` is ``col`` / ``row`` (its weight part is
+    used), or the weights themselves (``plain``).
+    """
 
     @staticmethod
-    def forward(ctx, cfg, K, V, p, delta, *Ws):  # noqa: D102
-        L, activation, objective, residual = cfg
+    def forward(ctx, cfg, K, V, p, delta, *WSs):  # noqa: D102
+        L, activation, objective, residual, layouts = cfg
+        Ws = [w_part(x, lay) for x, lay in zip(WSs, layouts)]
         a, zs, ds, bs, aux = [K], [], [], [], []
         z = K
         for l in range(L):
@@ -117,7 +153,7 @@ class KeyPath(torch.autograd.Function):
             deltas[l] = b if ds[l] is None else b * ds[l]
         ctx.cfg = cfg
         ctx.nz = (sum(d is not None for d in ds), sum(x is not None for x in aux))
-        ctx.save_for_backward(K, V, p, delta, y, *Ws, *a[1:], *deltas, *zs,
+        ctx.save_for_backward(K, V, p, delta, y, *WSs, *a[1:], *deltas, *zs,
                               *[d for d in ds if d is not None],
                               *[x for x in aux if x is not None], *bs)
         return tuple(a[1:]) + tuple(deltas)
@@ -125,10 +161,10 @@ class KeyPath(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, *grads):  # noqa: D102
-        L, activation, objective, residual = ctx.cfg
+        L, activation, objective, residual, layouts = ctx.cfg
         sv = list(ctx.saved_tensors)
         K, V, p, delta, y = sv[:5]
-        Ws = sv[5:5 + L]
+        Ws = [w_part(x, lay) for x, lay in zip(sv[5:5 + L], layouts)]
         i = 5 + L
         a = [K] + sv[i:i + L - 1]
         i += L - 1
@@ -142,8 +178,8 @@ class KeyPath(torch.autograd.Function):
         auxs = list(sv[i:i + nx]) if nx else [None] * (L - 1)
         i += nx
         bs = sv[i:i + L - 1]
-        ga = list(grads[:L - 1])
-        gdel = list(grads[L - 1:])  # owned by autograd: never modified in place
+        ga = [g.contiguous() for g in grads[:L - 1]]
+        gdel = [g.contiguous() for g in grads[L - 1:]]  # autograd's: never modified in place
         gW: list[Optional[Tensor]] = [None] * L
         gz_extra: list[Optional[Tensor]] = [None] * (L - 1)
         # delta recursion: delta_l = b_l * act'(z_l), b_l = delta_{l+1} W_{l+1}
@@ -180,173 +216,218 @@ class KeyPath(torch.autograd.Function):
                 gz = g_a
             elif gprev is not None:
                 gK = gprev if gK is None else gK.add_(gprev)
-        return (None, gK, gV, None, None, *gW)
+        gWS = [None if g is None else _embed(g, lay) for g, lay in zip(gW, layouts)]
+        return (None, gK, gV, None, None, *gWS)
 
 
-def _dot(x: Tensor, y: Tensor) -> Tensor:
-    """Per-batch Frobenius inner product of (G, m, n) tensors -> (G, 1, 1)."""
-    G = x.shape[0]
-    return torch.bmm(x.reshape(G, 1, -1), y.reshape(G, -1, 1))
+def _fdot(x: Tensor, y: Tensor) -> Tensor:
+    """Per-batch Frobenius inner product of (G, m, n) tensors (any strides) -> (G, 1, 1)."""
+    return (x * y).sum(dim=(-2, -1), keepdim=True)
 
 
 class ReadEnd(torch.autograd.Function):
-    """Reads of the chunk's queries and the end-of-chunk state (see module docstring).
+    """Reads of the chunk's queries and the end-of-chunk stacked state.
 
-    apply(L, activation, Q, Rr, R_end, e_end, M_end, nc, nd, ncr, er, *layers) with 6 entries
-    per layer (a_{l-1}, delta_l, W_xi, W_store, S, inv_l): ``W_store`` None means W_xi
-    (the stored weights are the chunk-start weights); ``inv_l`` (G, 1, 1) scales the in-chunk
-    update part of the read (Moneta's frozen normaliser), None = 1. Other None entries mean
-    R = 1, e = 0, M = 0. Every tensor appears once (torch.compile needs distinct inputs).
-    Returns (u_L, W'_1..W'_L, S'_1..S'_L).
+    apply((L, activation, layouts, shared), Q, Rr, er, ncr, R_end, e_end, M_end, nc, nd,
+    *layers) with 6 entries per layer (a_{l-1}, delta_l, WS_l, Rr_l, er_l, ncr_l). ``WS_l`` is
+    the stacked [W | S] (``col``, (G, o, 2i)) or [W; S] (``row``, (G, 2o, i)) state: the
+    stacking runs along the short side so that one matmul reads (and writes) both parts.
+    ``shared``: the read coefficients (Rr, er, ncr) are common to all layers (the per-layer
+    entries are None); else they are per layer (Moneta's frozen normaliser folded in) and
+    the common ones None. None means R = 1, e = 0, M = 0. Every tensor appears once
+    (torch.compile needs distinct inputs). Returns (u_L, WS'_1..WS'_L).
     """
 
     @staticmethod
-    def forward(ctx, L, activation, Q, Rr, R_end, e_end, M_end, nc, nd, ncr, er,
+    def forward(ctx, cfg, Q, Rr, er, ncr, R_end, e_end, M_end, nc, nd,
                 *layers):  # noqa: D102
-        lay = [layers[6 * l:6 * l + 6] for l in range(L)]
+        L, activation, layouts, shared = cfg
+        lay = [list(layers[6 * l:6 * l + 6]) for l in range(L)]
+        if shared:
+            for x in lay:
+                x[3:] = [Rr, er, ncr]
+        cd = torch.stack([nc, nd], -1).unsqueeze(-1)  # (G, J, 2, 1) end coefficients
         h = Q
-        hs, As, dus, upds = [], [], [], []
+        hs, As, ubs, dus = [], [], [], []
         u = Q
         for l in range(L):
-            a, dlt, W0, _, S, inv = lay[l]
-            small_in = W0.shape[-1] <= W0.shape[-2]  # scale the smaller side of each product
+            a, dlt, WS, Rr_l, er_l, ncr_l = lay[l]
+            W = w_part(WS, layouts[l])
             A = torch.bmm(h, a.mT)
-            upd = torch.bmm(A * ncr, dlt)
-            if er is not None:
-                if small_in:
-                    upd.baddbmm_(h * er, S.mT)
-                else:
-                    upd.addcmul_(torch.bmm(h, S.mT), er)
-            if Rr is None:
-                u = torch.bmm(h, W0.mT)
-            elif small_in:
-                u = torch.bmm(h * Rr, W0.mT)
-            else:
-                u = torch.bmm(h, W0.mT).mul_(Rr)
-            if inv is None:
-                u.add_(upd)
-                upds.append(None)
-            else:
-                u.addcmul_(upd, inv)
-                upds.append(upd)
+            ub = None
+            if er_l is None:  # no momentum: only the weight part is read
+                u = torch.bmm(h, W.mT)
+                if Rr_l is not None:
+                    u.mul_(Rr_l)
+            elif layouts[l] == "col":  # [R h | e h] @ [W | S]^T
+                coef = torch.cat([Rr_l if Rr_l is not None else torch.ones_like(er_l), er_l],
+                                 -1).unsqueeze(-1)
+                u = torch.bmm((h.unsqueeze(-2) * coef).flatten(-2), WS.mT)
+            else:  # h @ [W; S]^T, then R (h W^T) + e (h S^T)
+                ub = torch.bmm(h, WS.mT)
+                o = ub.shape[-1] // 2
+                u = ub[..., :o] * Rr_l if Rr_l is not None else ub[..., :o].clone()
+                u.addcmul_(ub[..., o:], er_l)
+            u.baddbmm_(A * ncr_l, dlt)
             hs.append(h)
             As.append(A)
+            ubs.append(ub)
             if l < L - 1:
                 h, du, _ = act_d(activation, u)
                 dus.append(du)
-        outW, outS = [], []
+        outs = []
         for l in range(L):
-            a, dlt, W0, Wst, S, _ = lay[l]
-            Wst = W0 if Wst is None else Wst
-            if W0.shape[-1] <= W0.shape[-2]:
-                Wn = torch.bmm(dlt.mT, a * nc.unsqueeze(-1))
-                Sn = torch.bmm(dlt.mT, a * nd.unsqueeze(-1))
+            a, dlt, WS = lay[l][:3]
+            if layouts[l] == "col":
+                WSn = torch.bmm(dlt.mT, (a.unsqueeze(-2) * cd).flatten(-2))
             else:
-                Wn = torch.bmm((dlt * nc.unsqueeze(-1)).mT, a)
-                Sn = torch.bmm((dlt * nd.unsqueeze(-1)).mT, a)
+                WSn = torch.bmm((dlt.unsqueeze(-2) * cd).flatten(-2).mT, a)
+            Wn, Sn = w_part(WSn, layouts[l]), s_part(WSn, layouts[l])
+            W, S = w_part(WS, layouts[l]), s_part(WS, layouts[l])
             if R_end is None:
-                Wn.add_(Wst)
+                Wn.add_(W)
             else:
-                Wn.addcmul_(Wst, R_end)
+                Wn.addcmul_(W, R_end)
             if e_end is not None:
                 Wn.addcmul_(S, e_end)
             if M_end is not None:
                 Sn.addcmul_(S, M_end)
-            outW.append(Wn)
-            outS.append(Sn)
-        ctx.L, ctx.activation = L, activation
+            outs.append(WSn)
+        ctx.cfg = cfg
+        ctx.set_materialize_grads(False)  # an unused end state (last chunk) costs nothing
+        ctx.out_shape = u.shape
         present = lambda xs: [x is not None for x in xs]  # noqa: E731
-        ctx.flags = (present(dus), present(upds))
+        ctx.flags = (present(ubs), present(dus))
         ctx.save_for_backward(
-            Rr, R_end, e_end, M_end, nc, nd, ncr, er, *layers,
-            *hs, *As, *[x for x in dus + upds if x is not None])
-        return (u, *outW, *outS)
+            Rr, er, ncr, R_end, e_end, M_end, nc, nd, *layers,
+            *hs, *As, *[x for x in ubs + dus if x is not None])
+        return (u, *outs)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, gu, *gstate):  # noqa: D102
-        L = ctx.L
+    def backward(ctx, gu, *gWSn):  # noqa: D102
+        L, activation, layouts, shared = ctx.cfg
         sv = list(ctx.saved_tensors)
-        Rr, R_end, e_end, M_end, nc, nd, ncr, er = sv[:8]
+        Rr, er, ncr, R_end, e_end, M_end, nc, nd = sv[:8]
         i = 8
         lay = [sv[i + 6 * l:i + 6 * l + 6] for l in range(L)]
+        if shared:
+            for x in lay:
+                x[3:] = [Rr, er, ncr]
         i += 6 * L
         hs, As = sv[i:i + L], sv[i + L:i + 2 * L]
         rest = iter(sv[i + 2 * L:])
-        dus, upds = ([next(rest) if f else None for f in fl] for fl in ctx.flags)
-        gWp, gSp = gstate[:L], gstate[L:]  # owned by autograd: never modified in place
-        nc1, nd1 = nc.unsqueeze(-1), nd.unsqueeze(-1)
-
-        g_lay: list[list[Optional[Tensor]]] = [[None] * 6 for _ in range(L)]
-        gR = ge = gM = gnc = gnd = gRr = ger = gncr = None
+        ubs, dus = ([next(rest) if f else None for f in fl] for fl in ctx.flags)
+        cd = torch.stack([nc, nd], -1).unsqueeze(-1)
 
         def acc(x: Optional[Tensor], y: Tensor) -> Tensor:  # x: None or a fresh tensor
             return y if x is None else x.add_(y)
 
-        # end of chunk: W' = R Wst + e S + dlt^T (nc a),  S' = M S + dlt^T (nd a)
+        # per-layer gradients: a, dlt, WS, Rr_l, er_l, ncr_l
+        g_lay: list[list[Optional[Tensor]]] = [[None] * 6 for _ in range(L)]
+        gR = ge = gM = gcd = None
+        # end of chunk (gWSn are owned by autograd: read only)
         for l in range(L):
-            a, dlt, W0, Wst, S, _ = lay[l]
-            sep = Wst is not None
-            Wst = W0 if Wst is None else Wst
-            gw, gs = gWp[l], gSp[l]
-            gl = g_lay[l]
-            gl[3 if sep else 2] = gw * R_end if R_end is not None else gw.clone()
-            gS = gs * M_end if M_end is not None else None
-            if e_end is not None:
-                gS = gw * e_end if gS is None else gS.addcmul_(gw, e_end)
-                ge = acc(ge, _dot(gw, S))
-            gl[4] = gS
+            g = gWSn[l]
+            if g is None:
+                continue
+            g = g.contiguous()
+            a, dlt, WS = lay[l][:3]
+            lt = layouts[l]
+            gw, gs = w_part(g, lt), s_part(g, lt)
+            W, S = w_part(WS, lt), s_part(WS, lt)
+            gWS = torch.empty_like(WS)
+            gWp, gSp = w_part(gWS, lt), s_part(gWS, lt)
+            gWp.copy_(gw)  # (no out= into strided views: torch.compile rejects it)
             if R_end is not None:
-                gR = acc(gR, _dot(gw, Wst))
-            if M_end is not None:
-                gM = acc(gM, _dot(gs, S))
-            if W0.shape[-1] <= W0.shape[-2]:  # rows of a are short: scale a
-                gl[1] = torch.bmm(a * nc1, gw.mT).baddbmm_(a * nd1, gs.mT)
-                gxc, gxd = torch.bmm(dlt, gw), torch.bmm(dlt, gs)
-                gnc = acc(gnc, (gxc * a).sum(-1))
-                gnd = acc(gnd, (gxd * a).sum(-1))
-                gl[0] = gxc.mul_(nc1).addcmul_(gxd, nd1)
-            else:  # rows of dlt are short: scale dlt
-                gl[0] = torch.bmm(dlt * nc1, gw).baddbmm_(dlt * nd1, gs)
-                pw, ps = torch.bmm(a, gw.mT), torch.bmm(a, gs.mT)
-                gnc = acc(gnc, (pw * dlt).sum(-1))
-                gnd = acc(gnd, (ps * dlt).sum(-1))
-                gl[1] = pw.mul_(nc1).addcmul_(ps, nd1)
-        # reads, last layer first: u = R (h W0^T) + inv (er (h S^T) + ((h a^T) * ncr) @ dlt)
+                gWp.mul_(R_end)
+                gR = acc(gR, _fdot(gw, W))
+            if M_end is None:
+                gSp.zero_()
+            else:
+                gSp.copy_(gs).mul_(M_end)
+                gM = acc(gM, _fdot(gs, S))
+            if e_end is not None:
+                gSp.addcmul_(gw, e_end)
+                ge = acc(ge, _fdot(gw, S))
+            g_lay[l][2] = gWS
+            if lt == "col":  # WS' += dlt^T [nc a | nd a]
+                gX = torch.bmm(dlt, g).unflatten(-1, (2, -1))  # (G, J, 2, i)
+                gcd = acc(gcd, (gX * a.unsqueeze(-2)).sum(-1))
+                g_lay[l][0] = (gX * cd).sum(-2)
+                g_lay[l][1] = torch.bmm((a.unsqueeze(-2) * cd).flatten(-2), g.mT)
+            else:  # WS' += [nc dlt | nd dlt]^T a
+                gY = torch.bmm(a, g.mT).unflatten(-1, (2, -1))  # (G, J, 2, o)
+                gcd = acc(gcd, (gY * dlt.unsqueeze(-2)).sum(-1))
+                g_lay[l][1] = (gY * cd).sum(-2)
+                g_lay[l][0] = torch.bmm((dlt.unsqueeze(-2) * cd).flatten(-2), g)
+        # reads, last layer first
+        if gu is None:
+            gu = torch.zeros(ctx.out_shape, dtype=nc.dtype, device=nc.device)
+        gu = gu.contiguous()  # e.g. the expanded gradient of a .sum(): keep bmm on its fast path
         gh = gu
         for l in range(L - 1, -1, -1):
-            a, dlt, W0, Wst, S, inv = lay[l]
-            small_out = W0.shape[-2] <= W0.shape[-1]
+            a, dlt, WS, Rr_l, er_l, ncr_l = lay[l]
+            lt = layouts[l]
             gl = g_lay[l]
             h = hs[l]
             if l < L - 1:
                 gu = gh.mul_(dus[l]) if dus[l] is not None else gh
-            tW = torch.bmm(gu, W0)  # d/dh of h W0^T, before the R_t row scale
-            if Rr is not None:
-                gRr = acc(gRr, (tW * h).sum(-1, keepdim=True))
-                gW0 = (torch.bmm((gu * Rr).mT, h) if small_out
-                       else torch.bmm(gu.mT, h * Rr))
-                gh = tW.mul_(Rr)
-            else:
-                gW0 = torch.bmm(gu.mT, h)
+            if er_l is None:  # u = R (h W^T)
+                tW = torch.bmm(gu, w_part(WS, lt))
+                if Rr_l is not None:
+                    gWr = torch.bmm((gu * Rr_l).mT, h)
+                    gl[3] = (tW * h).sum(-1, keepdim=True)
+                    tW.mul_(Rr_l)
+                else:
+                    gWr = torch.bmm(gu.mT, h)
+                if gl[2] is None:
+                    gl[2] = _embed(gWr, lt)
+                else:
+                    w_part(gl[2], lt).add_(gWr)
                 gh = tW
-            gl[2] = acc(gl[2], gW0)
-            gue = gu
-            if inv is not None:
-                gl[5] = _dot(gu, upds[l])
-                gue = gu * inv
-            if er is not None:
-                tS = torch.bmm(gue, S)
-                ger = acc(ger, (tS * h).sum(-1, keepdim=True))
-                gSr = (torch.bmm((gue * er).mT, h) if small_out
-                       else torch.bmm(gue.mT, h * er))
-                gl[4] = acc(gl[4], gSr)
-                gh.addcmul_(tS, er)
-            gP = torch.bmm(gue, dlt.mT)
-            gl[1].baddbmm_((As[l] * ncr).mT, gue)
-            gncr = acc(gncr, gP * As[l])
-            gA = gP.mul_(ncr)
-            gl[0].baddbmm_(gA.mT, h)
+            elif lt == "col":  # u = [R h | e h] @ [W | S]^T
+                coef = torch.cat([Rr_l if Rr_l is not None else torch.ones_like(er_l), er_l],
+                                 -1).unsqueeze(-1)
+                X = (h.unsqueeze(-2) * coef).flatten(-2)
+                gl[2] = (torch.bmm(gu.mT, X) if gl[2] is None
+                         else gl[2].baddbmm_(gu.mT, X))
+                gX = torch.bmm(gu, WS).unflatten(-1, (2, -1))  # (G, C, 2, i)
+                gc = (gX * h.unsqueeze(-2)).sum(-1)  # (G, C, 2)
+                if Rr_l is not None:
+                    gl[3] = gc[..., :1]
+                gl[4] = gc[..., 1:]
+                gh = (gX * coef).sum(-2)
+            else:  # u = R (h W^T) + e (h S^T) from ub = h [W; S]^T
+                coef = torch.cat([Rr_l if Rr_l is not None else torch.ones_like(er_l), er_l],
+                                 -1).unsqueeze(-1)
+                gub = (gu.unsqueeze(-2) * coef).flatten(-2)  # (G, C, 2o)
+                gl[2] = (torch.bmm(gub.mT, h) if gl[2] is None
+                         else gl[2].baddbmm_(gub.mT, h))
+                gh = torch.bmm(gub, WS)
+                gc = (ubs[l].unflatten(-1, (2, -1)) * gu.unsqueeze(-2)).sum(-1)
+                if Rr_l is not None:
+                    gl[3] = gc[..., :1]
+                gl[4] = gc[..., 1:]
+            # u += ((h a^T) * ncr) @ dlt
+            gP = torch.bmm(gu, dlt.mT)
+            P = (As[l] * ncr_l).mT
+            gl[1] = torch.bmm(P, gu) if gl[1] is None else gl[1].baddbmm_(P, gu)
+            gl[5] = gP * As[l]
+            gA = gP.mul_(ncr_l)
+            gl[0] = torch.bmm(gA.mT, h) if gl[0] is None else gl[0].baddbmm_(gA.mT, h)
             gh.baddbmm_(gA, a)
+        gnc = gnd = None
+        if gcd is not None:
+            gnc, gnd = gcd[..., 0], gcd[..., 1]
+        gRr = ger = gncr = None
+        if shared:  # common coefficients: sum over layers; none per layer
+            for gl in g_lay:
+                if gl[3] is not None:
+                    gRr = gl[3] if gRr is None else gRr + gl[3]
+                if gl[4] is not None:
+                    ger = gl[4] if ger is None else ger + gl[4]
+                gncr = gl[5] if gncr is None else gncr.add_(gl[5])
+                gl[3] = gl[4] = gl[5] = None
         flat = [g for gl in g_lay for g in gl]
-        return (None, None, gh, gRr, gR, ge, gM, gnc, gnd, gncr, ger, *flat)
+        return (None, gh, gRr, ger, gncr, gR, ge, gM, gnc, gnd, *flat)

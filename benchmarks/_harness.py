@@ -1,0 +1,160 @@
+"""Shared benchmark plumbing: timing, memory measurement, FLOP helpers, table printing.
+
+Timing (:func:`time_call`): ``warmup`` untimed calls, then timed calls with
+``time.perf_counter`` until at least ``min_reps`` calls *and* ``budget_s`` seconds
+(or ``max_reps`` calls) are done; the reported time is the median. The median process CPU
+time is kept too: CPU / wall near the thread count means the threads had the cores; well
+below it means other processes competed for them (the wall times are then inflated).
+
+Memory, two numbers per measured call (both exclude the inputs and parameters that
+exist before the call, and both are in bytes):
+
+* :func:`peak_alloc_bytes` -- the high-water mark of CPU allocator bytes held during one
+  call, read from ``torch.profiler`` with ``profile_memory=True``: every allocation and
+  free made during the call is a ``[memory]`` event; the running sum of their sizes, in
+  time order, peaks at the call's transient peak (for fwd+bwd: activations + gradients +
+  workspaces). Works for eager and inductor-compiled code alike (inductor buffers come
+  from the same allocator).
+* :func:`saved_tensor_bytes` -- bytes of the distinct storages autograd saves for the
+  backward during one forward (``torch.autograd.graph.saved_tensors_hooks``; a storage
+  saved twice, or a view of an already saved storage, counts once; parameters and inputs
+  count too since autograd holds them). Eager only: a compiled graph saves what its own
+  partitioner chose.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import math
+import os
+import statistics
+import tempfile
+import time
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+import torch
+
+MiB = float(1 << 20)
+
+
+# ------------------------------------------------------------------------------ FLOPs
+def mm(m: float, n: float, k: float) -> float:
+    """FLOPs of an (m x k) @ (k x n) matmul: 2 m n k (one multiply + one add)."""
+    return 2.0 * m * n * k
+
+
+def fmt_si(x: Optional[float], unit: str = "") -> str:
+    if x is None or not math.isfinite(x):
+        return "-"
+    for scale, p in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{p}{unit}"
+    return f"{x:.3g}{unit}"
+
+
+# ------------------------------------------------------------------------------ timing
+def time_call(fn: Callable[[], Any], *, warmup: int = 1, min_reps: int = 3,
+              max_reps: int = 20, budget_s: float = 1.0) -> dict[str, Any]:
+    """Median wall time of ``fn()`` (seconds) after ``warmup`` untimed calls.
+
+    Runs until ``min_reps`` timed calls are done and either ``budget_s`` seconds of timed
+    calls have elapsed or ``max_reps`` calls are done.
+    """
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    cpu: list[float] = []
+    spent = 0.0
+    while len(times) < min_reps or (spent < budget_s and len(times) < max_reps):
+        c0, t0 = time.process_time(), time.perf_counter()
+        fn()
+        dt = time.perf_counter() - t0
+        cpu.append(time.process_time() - c0)
+        times.append(dt)
+        spent += dt
+    return {"median_s": statistics.median(times), "min_s": min(times), "reps": len(times),
+            "cpu_s": statistics.median(cpu)}
+
+
+# ------------------------------------------------------------------------------ memory
+def _alloc_events(prof) -> Optional[list[tuple[float, int]]]:
+    """(time, signed bytes) of every CPU allocation / free seen by the profiler.
+
+    Reads the profiler's event tree (fast; private API), else its exported chrome trace.
+    """
+    try:
+        from torch._C._profiler import _EventType
+
+        out, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())
+        while stack:
+            n = stack.pop()
+            if n.tag == _EventType.Allocation and n.extra_fields.device.type == "cpu":
+                out.append((n.start_time_ns, int(n.extra_fields.alloc_size)))
+            stack.extend(n.children)
+        return out
+    except Exception:  # noqa: BLE001 -- private API moved: use the public trace
+        pass
+    fd, path = tempfile.mkstemp(suffix=".json")
+    os.close(fd)
+    try:
+        prof.export_chrome_trace(path)
+        with open(path) as f:
+            trace = json.load(f)
+    finally:
+        os.unlink(path)
+    return [(e["ts"], int(e["args"]["Bytes"])) for e in trace.get("traceEvents", [])
+            if e.get("name") == "[memory]" and e["args"].get("Device Type", 0) == 0]
+
+
+def peak_alloc_bytes(fn: Callable[[], Any]) -> Optional[int]:
+    """Peak bytes held by allocations made during one ``fn()`` call (torch.profiler).
+
+    Returns None when the profiler recorded no memory events (e.g. not supported).
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    gc.collect()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = _alloc_events(prof)
+    if not events:
+        return None
+    cur = peak = 0
+    for _, nbytes in sorted(events, key=lambda e: e[0]):
+        cur += nbytes
+        peak = max(peak, cur)
+    return peak
+
+
+def saved_tensor_bytes(forward: Callable[[], Any]) -> int:
+    """Bytes of distinct storages saved for backward while running ``forward()`` (eager)."""
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor):
+        try:
+            st = t.untyped_storage()
+            seen[st.data_ptr()] = max(seen.get(st.data_ptr(), 0), st.nbytes())
+        except (RuntimeError, NotImplementedError):  # e.g. tensors without storage
+            seen[id(t)] = t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = forward()
+    del out
+    return int(sum(seen.values()))
+
+
+# ------------------------------------------------------------------------------ tables
+def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
+    """Plain-text table; ``columns`` = [(key, header)], values already formatted strings."""
+    cells = [[str(r.get(k, "")) for k, _ in columns] for r in rows]
+    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, (_, h) in enumerate(columns)]
+    line = "  ".join(h.ljust(w) for (_, h), w in zip(columns, widths))
+    out = [line, "  ".join("-" * w for w in widths)]
+    for c in cells:
+        out.append("  ".join(v.ljust(w) for v, w in zip(c, widths)))
+    return "\n".join(out)
+
+
+def finite_positive(values: Iterable[Any]) -> bool:
+    return all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in values)
