@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from nlc.primitives import selfmod as SM
@@ -36,7 +36,10 @@ def make_inputs(B, H, T, D, Dh, seed, *, dtype=DT):
     params["b_alpha"] = params["b_alpha"] - torch.rand(H, generator=g, dtype=dtype)
     state = {key: val + 0.1 * torch.randn(val.shape, generator=g, dtype=dtype)
              for key, val in SM.init_selfmod_state(params, B).items()}
-    x = 0.7 * torch.randn(B, H, T, D, generator=g, dtype=dtype)
+    # unit-norm per head, as the runtime feeds it (HOPE's components read x l2-normalised): with
+    # unbounded x the exact self-referential rule itself diverges (self-targets grow with the
+    # weights), and two diverging computations cannot be compared
+    x = F.normalize(torch.randn(B, H, T, D, generator=g, dtype=dtype), dim=-1)
     q = F.normalize(torch.randn(B, H, T, D, generator=g, dtype=dtype), dim=-1)
     return params, state, x, q
 
@@ -67,6 +70,13 @@ def configs(draw, T=(1, 13)):
                 act=draw(st.sampled_from(["gelu", "silu", "relu", "identity"])))
 
 
+def bounded(o, state, limit=1e6):
+    """The rule can diverge for some draws (self-targets grow with the weights, notes §3.3);
+    equality of two forms is only asserted on trajectories that stay finite and bounded."""
+    return all(bool(t.isfinite().all()) and float(t.abs().max()) < limit
+               for t in (o, *state.values()) if t.numel())
+
+
 def setup(p):
     return make_inputs(p["B"], p["H"], p["T"], p["D"], p["Dh"], p["seed"])
 
@@ -76,6 +86,7 @@ def setup(p):
 def test_chunked_matches_reference(p):
     params, state, x, q = setup(p)
     o_ref, s_ref = run("ref", state, x, q, params, p)
+    assume(bounded(o_ref, s_ref))
     o_chk, s_chk = run("chk", state, x, q, params, p)
     assert o_chk.shape == (p["B"], p["H"], p["T"], p["D"])
     assert_close(o_chk, o_ref)
@@ -131,6 +142,7 @@ def test_chunk_one_is_the_exact_self_referential_rule(p):
     params, state, x, q = setup(p)
     with torch.no_grad():
         o_exp, s_exp = exact_loop(state, x, q, params, p["eta_max"], p["norm"], p["act"])
+    assume(bounded(o_exp, s_exp))
     for form in FORMS:
         o, s = run(form, state, x, q, params, p)
         assert_close(o, o_exp)
@@ -157,6 +169,7 @@ def test_streaming_equals_whole(p, cuts):
     T = p["T"]
     bounds = sorted({0, T, *[c * p["Cm"] for c in cuts if c * p["Cm"] < T]})
     o_whole, s_whole = run("chk", state, x, q, params, p)
+    assume(bounded(o_whole, s_whole))
     s, outs = state, []
     for a, b in zip(bounds[:-1], bounds[1:]):
         o, s = run("chk", s, x[:, :, a:b], q[:, :, a:b], params, p)
