@@ -1,4 +1,4 @@
-"""Shared benchmark plumbing: timing, memory measurement, FLOP helpers, table printing.
+"""Shared benchmark plumbing: timing, deadlines, memory measurement, FLOP helpers, tables.
 
 Timing (:func:`time_call`): ``warmup`` untimed calls, then timed calls with
 ``time.perf_counter`` until at least ``min_reps`` calls *and* ``budget_s`` seconds
@@ -23,14 +23,17 @@ exist before the call, and both are in bytes):
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import math
 import os
+import signal
 import statistics
 import tempfile
+import threading
 import time
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import torch
 
@@ -73,25 +76,60 @@ def time_call(fn: Callable[[], Any], *, warmup: int = 1, min_reps: int = 3,
         times.append(dt)
         spent += dt
     return {"median_s": statistics.median(times), "min_s": min(times), "reps": len(times),
-            "cpu_s": statistics.median(cpu)}
+            "cpu_s": statistics.median(cpu), "times_s": times}
+
+
+class OutOfTime(Exception):
+    """Raised (from SIGALRM) inside a body that runs past its :func:`deadline`; ``hit``
+    stays True afterwards, so code that wraps exceptions (torch.compile) cannot hide it."""
+
+    hit = False
+
+
+@contextlib.contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Raise :class:`OutOfTime` in the body after ``seconds`` (SIGALRM; main thread of a
+    POSIX process only; elsewhere, or for an infinite budget, no limit). Python-level loops
+    (chunk loops, per-token references) see the signal within one op."""
+    usable = (math.isfinite(seconds) and hasattr(signal, "setitimer")
+              and threading.current_thread() is threading.main_thread())
+    if not usable:
+        yield
+        return
+
+    def handler(signum, frame):
+        OutOfTime.hit = True
+        raise OutOfTime()
+
+    old = signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 1e-3))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
 
 
 # ------------------------------------------------------------------------------ memory
-def _alloc_events(prof) -> Optional[list[tuple[float, int]]]:
-    """(time, signed bytes) of every CPU allocation / free seen by the profiler.
-
-    Reads the profiler's event tree (fast; private API), else its exported chrome trace.
-    """
+def _profile_events(prof) -> tuple[list[tuple[float, int]], Optional[int]]:
+    """From a finished profile: (time, signed bytes) of every CPU allocation / free, and the
+    number of outermost aten ops (an aten op called inside another one is not counted;
+    None when unknown). Reads the profiler's event tree (fast; private API), else the
+    exported chrome trace (allocations only)."""
     try:
         from torch._C._profiler import _EventType
 
-        out, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())
+        allocs, n_ops = [], 0
+        stack = [(n, False) for n in prof.profiler.kineto_results.experimental_event_tree()]
         while stack:
-            n = stack.pop()
+            n, inside = stack.pop()
             if n.tag == _EventType.Allocation and n.extra_fields.device.type == "cpu":
-                out.append((n.start_time_ns, int(n.extra_fields.alloc_size)))
-            stack.extend(n.children)
-        return out
+                allocs.append((n.start_time_ns, int(n.extra_fields.alloc_size)))
+            is_op = n.tag == _EventType.TorchOp and n.name.startswith("aten::")
+            if is_op and not inside:
+                n_ops += 1
+            stack.extend((c, inside or is_op) for c in n.children)
+        return allocs, n_ops
     except Exception:  # noqa: BLE001 -- private API moved: use the public trace
         pass
     fd, path = tempfile.mkstemp(suffix=".json")
@@ -103,27 +141,32 @@ def _alloc_events(prof) -> Optional[list[tuple[float, int]]]:
     finally:
         os.unlink(path)
     return [(e["ts"], int(e["args"]["Bytes"])) for e in trace.get("traceEvents", [])
-            if e.get("name") == "[memory]" and e["args"].get("Device Type", 0) == 0]
+            if e.get("name") == "[memory]" and e["args"].get("Device Type", 0) == 0], None
 
 
-def peak_alloc_bytes(fn: Callable[[], Any]) -> Optional[int]:
-    """Peak bytes held by allocations made during one ``fn()`` call (torch.profiler).
-
-    Returns None when the profiler recorded no memory events (e.g. not supported).
-    """
+def profile_call(fn: Callable[[], Any]) -> dict[str, Optional[int]]:
+    """One ``fn()`` under torch.profiler: ``peak_bytes`` held by allocations made during
+    the call (None when the profiler recorded no memory events) and ``aten_ops`` (outermost
+    aten ops executed: eager dispatch overhead and, on a busy machine, one OpenMP
+    rendezvous each)."""
     from torch.profiler import ProfilerActivity, profile
 
     gc.collect()
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-    events = _alloc_events(prof)
-    if not events:
-        return None
-    cur = peak = 0
-    for _, nbytes in sorted(events, key=lambda e: e[0]):
-        cur += nbytes
-        peak = max(peak, cur)
-    return peak
+    events, n_ops = _profile_events(prof)
+    peak = None
+    if events:
+        cur = peak = 0
+        for _, nbytes in sorted(events, key=lambda e: e[0]):
+            cur += nbytes
+            peak = max(peak, cur)
+    return {"peak_bytes": peak, "aten_ops": n_ops}
+
+
+def peak_alloc_bytes(fn: Callable[[], Any]) -> Optional[int]:
+    """Peak bytes held by allocations made during one ``fn()`` call (see profile_call)."""
+    return profile_call(fn)["peak_bytes"]
 
 
 def saved_tensor_bytes(forward: Callable[[], Any]) -> int:

@@ -26,77 +26,20 @@ the per-token combination) and a single matmul writes both
 Writing the backward by hand (instead of letting autograd record every elementwise op of the
 dual form) keeps the backward at about two matmuls per forward matmul with few elementwise
 passes over (J, D) or (D_l, D_{l-1}) tensors. First-order gradients only
-(``once_differentiable``); the objective parameters p / delta receive no gradient.
+(``once_differentiable``); the objective parameters p / delta receive no gradient. The
+elementwise derivatives they use are in :mod:`nlc.primitives.deep_derivatives`.
 """
 from __future__ import annotations
 
-import math
-from typing import Optional, Union
+from typing import Optional
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from nlc.primitives.deep_derivatives import act_d, act_dd, obj_d, obj_dd
+
 __all__ = ["KeyPath", "ReadEnd"]
-
-_LOG_INV_SQRT2PI = -0.5 * math.log(2.0 * math.pi)
-
-
-def act_d(name: str, z: Tensor) -> tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
-    """(act(z), act'(z), aux): act'(z) is None for the identity; aux feeds :func:`act_dd`."""
-    if name == "gelu":  # exact GELU z Phi(z); derivative Phi(z) + z phi(z); aux = phi(z)
-        cdf = torch.special.ndtr(z)
-        c0 = torch.full((), _LOG_INV_SQRT2PI, dtype=z.dtype, device=z.device)
-        pdf = torch.addcmul(c0, z, z, value=-0.5).exp_()
-        a = z * cdf
-        return a, cdf.addcmul_(pdf, z), pdf
-    if name == "silu":  # aux = sigmoid(z)
-        s = torch.sigmoid(z)
-        d = (1.0 - s).mul_(z).add_(1.0).mul_(s)
-        return z * s, d, s
-    if name == "relu":
-        pos = (z > 0).to(z.dtype)
-        return z * pos, pos, None
-    return z, None, None
-
-
-def act_dd(name: str, z: Tensor, aux: Optional[Tensor]) -> Optional[Tensor]:
-    """act''(z) from z and the ``aux`` of :func:`act_d` (None when zero: relu, identity)."""
-    if name == "gelu":  # phi(z) (2 - z^2)
-        return (z * z).neg_().add_(2.0).mul_(aux)
-    if name == "silu":  # s (1 - s) (2 + z (1 - 2 s))
-        s = aux
-        return (1.0 - 2.0 * s).mul_(z).add_(2.0).mul_(s * (1.0 - s))
-    return None
-
-
-def obj_d(name: str, y: Tensor, v: Tensor, p: Tensor, delta: Tensor) -> Tensor:
-    """l'(y; v) elementwise: l2 2e; lp p sign(e) |e|^{p-1}; huber 2 clip(e, -delta, delta);
-    dot -v (e = y - v; the lp power is clamped so it stays finite at e = 0)."""
-    if name == "dot":
-        return -v
-    e = y - v
-    if name == "l2":
-        return e.mul_(2.0)
-    if name == "lp":
-        return torch.sign(e) * e.abs().clamp_min(torch.finfo(e.dtype).tiny).pow(p - 1.0) * p
-    return torch.maximum(torch.minimum(e, delta), -delta).mul_(2.0)
-
-
-def obj_dd(name: str, y: Tensor, v: Tensor, p: Tensor, delta: Tensor
-           ) -> tuple[Union[None, float, Tensor], Union[float, Tensor]]:
-    """(d l'/d y, d l'/d v) elementwise factors (d/dy None when zero: dot objective)."""
-    if name == "dot":
-        return None, -1.0
-    if name == "l2":
-        return 2.0, -2.0
-    e = y - v
-    if name == "lp":
-        c = e.abs().clamp_min(torch.finfo(e.dtype).tiny).pow(p - 2.0) * (p * (p - 1.0))
-        c = c * (e != 0)
-        return c, -c
-    m = (e.abs() < delta).to(e.dtype) * 2.0
-    return m, -m
 
 
 def w_part(WS: Tensor, layout: str) -> Tensor:
