@@ -46,9 +46,10 @@ State (flat ``dict[str, Tensor]``):
 
 Streaming: segments sit on an absolute grid (multiples of ``S``), and a call that starts
 inside a segment continues it from ``frozen`` / ``seg_*``, so the attention part streams at
-any split. The memory is written once per (segment, call) piece; its chunk-frozen rules
-then need every split ``s`` with ``(s mod S) mod chunk == 0`` (e.g. splits at multiples of
-the memory's chunk with the default ``S = chunk``); exact rules stream at any split.
+any split. The memory is written once per (segment, call) piece; a chunk-frozen memory keeps
+its own chunk grid absolute (``mem.tail``, :mod:`nlc.runtime.aligned`) and ``frozen`` is the
+memory as it stands at the segment start (:meth:`MemoryMixer.memory_at`, the anchor itself
+when ``S`` is a multiple of the chunk), so the whole layer streams exactly at any split.
 """
 from __future__ import annotations
 
@@ -227,7 +228,8 @@ class Context(nn.Module):
             off = p % S
             n = min(S - off, T - t)
             if off == 0:  # a new segment: freeze the memory it reads, empty the attention
-                frozen = {k: mem[k] for k in self.memory.read_keys}
+                now = self.memory.memory_at(mem, p)
+                frozen = {k: now[k] for k in self.memory.read_keys}
                 kv = self._empty_kv(B, u)
             xs = u[:, t:t + n]
             read_state = dict(frozen)

@@ -23,7 +23,12 @@ State layout (all batch-leading; :meth:`MemoryMixer.init_state`):
 * ``carry_lr`` / ``carry_momentum`` / ``carry_retention`` (B, H): per-chunk knobs;
 * ``retrieve_conv_q`` (B, w-1, D), only with ``init_state(batch, retrieve=True)``: the
   query-convolution history of :meth:`MemoryMixer.retrieve`'s own input stream (MAC reads
-  with the segment input and writes with the attention output: two streams).
+  with the segment input and writes with the attention output: two streams);
+* ``tail`` (B, r, D), only when the rule is chunk-frozen with chunk C > 1 (``phase = C``):
+  the inputs since the last chunk boundary, r = pos mod C. Every other key then holds the
+  *anchor*, the state at that boundary, and each call recomputes from it
+  (:mod:`nlc.runtime.aligned`), so streaming equals the whole sequence at any split;
+  :meth:`MemoryMixer.memory_at` gives the memory as it stands after the tail.
 
 Initial memory (``ir.init``): ``learned`` -> ``nn.Parameter`` (H, ...) expanded over the
 batch in ``init_state`` (gradients reach it through the unrolled updates); a matrix memory
@@ -37,6 +42,7 @@ from torch import Tensor, nn
 
 from ..ir.nodes import MemoryIR
 from ..primitives.deep_common import init_deep_params, init_deep_state, lq_norm_scale, mlp_forward
+from .aligned import TAIL, aligned_forward, init_tail, materialise
 from .knobs import Knob
 from .memory_rules import GLOBAL_RETENTION, Plan, plan_memory, run_plan
 from .projections import Source, merge_heads
@@ -64,6 +70,10 @@ class MemoryMixer(nn.Module):
             raise ValueError(f"level {ir.name!r}: heads {ir.heads} x head_dim {ir.head_dim} "
                              f"!= width {width}")
         self.plan: Plan = plan_memory(ir)
+        # the chunk grid a call must continue on (1: the rule streams exactly at any split)
+        self.phase = ir.chunk if self.plan.chunk_frozen and ir.chunk > 1 else 1
+        # a boundary map (lq / elastic) read after write: see nlc.runtime.aligned
+        self.pad_end = ir.read_after_write and ir.rule.retention_kind in ("lq", "elastic")
         if ir.init in ("from", "copy"):
             raise NotImplementedError(
                 f"level {ir.name!r}: init {{{ir.init}: {ir.init_level}}} (an initial state "
@@ -140,6 +150,8 @@ class MemoryMixer(nn.Module):
             conv = self.queries.init_conv_state(batch, **kw)
             if conv is not None:
                 state["retrieve_conv_q"] = conv
+        if self.phase > 1:
+            state[TAIL] = init_tail(batch, self.width, **kw)
         return state
 
     # -------------------------------------------------------------------------- forward
@@ -184,6 +196,22 @@ class MemoryMixer(nn.Module):
 
     def forward(self, x: Tensor, state: dict[str, Tensor], pos: int = 0
                 ) -> tuple[Tensor, dict[str, Tensor]]:
+        if self.phase == 1:
+            return self.step(x, state, pos)
+        return aligned_forward(self.step, x, state, pos, self.phase, pad_end=self.pad_end,
+                               owner=self.level)
+
+    def memory_at(self, state: dict[str, Tensor], pos: int) -> dict[str, Tensor]:
+        """The memory keys (``memory_keys``) as they stand after ``pos`` tokens: the
+        anchor advanced over the tail when the mixer carries a chunk phase."""
+        if self.phase > 1:
+            state = materialise(self.step, state, pos, self.phase, owner=self.level)
+        return {key: state[key] for key in self.memory_keys}
+
+    def step(self, x: Tensor, state: dict[str, Tensor], pos: int
+             ) -> tuple[Tensor, dict[str, Tensor]]:
+        """One primitive call over ``x``, its chunk grid starting at ``x``'s first token
+        (the whole forward of an exact rule; from a chunk boundary for a chunk-frozen one)."""
         qkv, convs = self.project(x, state)
         gates, carries = self.gates(x, state, pos)
         memory = {key: state[key] for key in self.memory_keys}

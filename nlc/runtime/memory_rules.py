@@ -63,7 +63,11 @@ MATRIX_PRIMITIVES = ("linear_attention", "gated_linear_attention", "delta_rule",
 class Plan:
     """``primitive``: a name of :data:`MATRIX_PRIMITIVES` or ``"deep_memory"``;
     ``state``: ``"matrix"`` (key ``S``, plus ``omega_*`` for the Omega rule) or ``"deep"``
-    (``W{l}`` / ``A{l}`` and momentum ``S{l}``, plus ``omega_*`` when window > 1)."""
+    (``W{l}`` / ``A{l}`` and momentum ``S{l}``, plus ``omega_*`` when window > 1);
+    ``chunk_frozen``: the primitive takes gradients at the chunk-start state (DGD on l2, the
+    Omega rule, the deep memory), so with chunk > 1 its results depend on where chunks start
+    (the mixer then carries the chunk phase, :mod:`nlc.runtime.aligned`); the exact rules
+    (linear attention, delta rules, DGD on dot) give the same results for every chunk."""
 
     primitive: str
     state: str
@@ -72,6 +76,7 @@ class Plan:
     activation: str
     residual: bool
     window: int
+    chunk_frozen: bool
 
 
 def combination(ir: MemoryIR) -> str:
@@ -105,15 +110,17 @@ def plan_memory(ir: MemoryIR) -> Plan:
         dims = (hd,) + (ir.hidden,) * (depth - 1) + (hd,)
         act, res = ir.activation, ir.residual
 
-    def plan(primitive: str, state: str) -> Plan:
-        return Plan(primitive, state, depth, dims, act, res, o.window)
+    def plan(primitive: str, state: str, chunk_frozen: bool = True) -> Plan:
+        return Plan(primitive, state, depth, dims, act, res, o.window, chunk_frozen)
 
     if matrix and plain and r.kind == "gd" and o.kind == "dot":
-        return plan("gated_linear_attention" if retained else "linear_attention", "matrix")
+        return plan("gated_linear_attention" if retained else "linear_attention", "matrix",
+                    chunk_frozen=False)
     if matrix and plain and r.kind == "delta" and o.kind == "l2":
-        return plan("gated_delta_rule" if retained else "delta_rule", "matrix")
+        return plan("gated_delta_rule" if retained else "delta_rule", "matrix",
+                    chunk_frozen=False)
     if matrix and plain and r.kind == "dgd" and o.kind in ("l2", "dot"):
-        return plan("dgd", "matrix")
+        return plan("dgd", "matrix", chunk_frozen=o.kind == "l2")
     if (matrix and r.kind == "gd" and o.kind == "l2" and o.window > 1
             and r.retention_kind == "l2" and not guards):
         return plan("omega_rule", "matrix")

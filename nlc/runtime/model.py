@@ -12,7 +12,10 @@ class supplies the rest:
   periods); after each segment the summed next-token loss of the segment is
   differentiated w.r.t. each such level's output (``autograd.grad``, a stop-gradient
   signal) and handed to the mixer's ``learn``. Without ``targets`` no teach signal
-  exists and those levels keep their state;
+  exists and those levels keep their state. The segments change nothing else: every
+  mixer streams exactly at any split (a chunk-frozen memory carries its chunk phase,
+  :mod:`nlc.runtime.aligned`), so a memory keeps its full chunk however short the
+  teach period;
 * an exception inside a layer is re-raised naming the layer, the spec level and the
   YAML line it came from.
 

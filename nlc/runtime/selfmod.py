@@ -18,6 +18,13 @@ Per call::
     o, memories = selfmod_chunked(memories, xh, q, ...)
     y  = W_o merge_heads(o)                   [* sigmoid(W_g x) with output_gate]
 
+State: the primitive's ``W1_<role>``, ``W2_<role>`` (B, H, ...), ``conv_q`` (B, w-1, D) with a
+query convolution, and, when ``chunk_memory > 1`` (the rule is chunk-frozen), ``tail``
+(B, r, D): the inputs since the last ``chunk_memory`` boundary (a multiple of
+``chunk_other``, so a boundary of both grids). The other keys then hold the state at that
+boundary and every call recomputes from it (:mod:`nlc.runtime.aligned`): streaming equals
+the whole sequence at any split.
+
 Parameters belong to the levels: each role's meta-learned initial weights sit in a
 submodule whose ``level`` is that role's level (eta's and alpha's read-outs with them);
 the query source and output projection belong to the main memory.
@@ -31,6 +38,7 @@ from torch import Tensor, nn
 
 from ..ir.nodes import MemoryIR
 from ..primitives.selfmod import ROLES, init_selfmod_params, init_selfmod_state, selfmod_chunked
+from .aligned import TAIL, aligned_forward, init_tail
 from .projections import Source, merge_heads
 
 __all__ = ["SelfModifyingMemory"]
@@ -53,9 +61,10 @@ class SelfModifyingMemory(nn.Module):
 
     def __init__(self, ir: MemoryIR, components: dict[str, MemoryIR], width: int) -> None:
         super().__init__()
-        self.level, self.heads = ir.name, ir.heads
+        self.level, self.heads, self.width = ir.name, ir.heads, width
         roles = _roles(ir, components)
         self.chunk_memory, self.chunk_other = ir.chunk, components[roles["k"]].chunk
+        self.phase = self.chunk_memory  # 1: the exact per-token rule, no phase to carry
         self.eta_max, self.activation = ir.rule.lr.max, ir.activation
         self.normalize_k = ir.keys.l2_norm
         init = init_selfmod_params(
@@ -82,12 +91,21 @@ class SelfModifyingMemory(nn.Module):
 
     def init_state(self, batch: int) -> dict[str, Tensor]:
         state = init_selfmod_state(self._params(), batch)
-        conv = self.query.init_conv_state(batch, dtype=self.out.weight.dtype, device=self.out.weight.device)
+        kw = dict(dtype=self.out.weight.dtype, device=self.out.weight.device)
+        conv = self.query.init_conv_state(batch, **kw)
         if conv is not None:
             state["conv_q"] = conv
+        if self.phase > 1:
+            state[TAIL] = init_tail(batch, self.width, **kw)
         return state
 
     def forward(self, x: Tensor, state: dict[str, Tensor], pos: int) -> tuple[Tensor, dict[str, Tensor]]:
+        if self.phase == 1:
+            return self.step(x, state, pos)
+        return aligned_forward(self.step, x, state, pos, self.phase, owner=self.level)
+
+    def step(self, x: Tensor, state: dict[str, Tensor], pos: int) -> tuple[Tensor, dict[str, Tensor]]:
+        """One primitive call over ``x``, both chunk grids starting at its first token."""
         q, conv = self.query(x, state.get("conv_q"))
         memories = {k: v for k, v in state.items() if k != "conv_q"}
         xh, _ = self.component_input(x)

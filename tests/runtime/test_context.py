@@ -71,7 +71,8 @@ def mac_reference(c: Context, x: torch.Tensor) -> torch.Tensor:
     for j0 in range(0, T, S):
         xs = u[:, j0:j0 + S]
         n = xs.shape[1]
-        h, read = memory.retrieve(xs, mem)  # reads the segment-start memory, no write
+        # reads the segment-start memory (the anchor advanced over a tail), no write
+        h, read = memory.retrieve(xs, {**mem, **memory.memory_at(mem, j0)})
         q = split_heads(att.q_proj(xs), att.heads)
         if att.q_gain is not None:
             q = rms_norm(q, att.q_gain)
@@ -103,6 +104,7 @@ def mac_reference(c: Context, x: torch.Tensor) -> torch.Tensor:
 
 CASES = {
     "titans_mac": dict(),
+    "segment6_mid_chunk": dict(segment=6),
     "segment8_window_qknorm": dict(attention=attn_ir(window=3, qk_norm=True), segment=8),
     "no_persistent_norope_gdn": dict(memory=GDN, attention=attn_ir(rope=False), persistent=None,
                                      norm="layer", residual=False),
@@ -132,21 +134,23 @@ def _same_state(s1, s2):
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_streaming_equals_whole_at_chunk_multiples(case):
+def test_streaming_equals_whole(case):
     c = build(**CASES[case])
     x = inputs(T=14)
     y, st_ = _stream(c, x, [0, 14])
-    for cuts in ([0, 4, 12, 14], [0, 8, 14], [0, 4, 8, 12, 14]):
+    for cuts in ([0, 4, 12, 14], [0, 8, 14], [0, 3, 7, 13, 14], [0, 1, 2, 14]):
         y2, st2 = _stream(c, x, cuts)
         torch.testing.assert_close(y2, y, **TOL)
         _same_state(st2, st_)
 
 
 @given(cuts=st.lists(st.integers(1, 12), max_size=3, unique=True).map(sorted),
-       window=st.sampled_from([None, 2]), segment=st.sampled_from([3, 5]))
-def test_exact_memory_streams_at_any_split(cuts, window, segment):
-    """With an exact rule (gated delta) the whole MAC layer streams at any split."""
-    c = build(memory=GDN, attention=attn_ir(window=window), segment=segment)
+       window=st.sampled_from([None, 2]), segment=st.sampled_from([3, 5]),
+       memory=st.sampled_from([GDN, TITANS]))
+def test_streams_at_any_split(cuts, window, segment, memory):
+    """The whole MAC layer streams at any split, with an exact rule (gated delta) or a
+    chunk-frozen one (Titans, chunk 4: segments of 3 or 5 start mid-chunk)."""
+    c = build(memory=memory, attention=attn_ir(window=window), segment=segment)
     x = inputs(T=13)
     y, st_ = _stream(c, x, [0, 13])
     y2, st2 = _stream(c, x, [0, *cuts, 13])
