@@ -15,4 +15,8 @@ def __getattr__(name: str):
         from .compiler import compile
 
         return compile
+    if name == "train":
+        from .train import train
+
+        return train
     raise AttributeError(f"module 'nlc' has no attribute {name!r}")

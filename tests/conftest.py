@@ -1,5 +1,9 @@
 """Shared test set-up: deterministic torch, seeded RNGs, hypothesis profiles.
 
+One intra-op thread (``OMP_NUM_THREADS=1``, inherited by the subprocesses tests start):
+the tests' tensors are tiny, and on a shared 2-core machine a second spinning OpenMP thread
+makes them many times slower.
+
 Profiles: ``ci`` (default; few examples, no deadline, derandomized so CI is
 repeatable) and ``dev`` (more examples). Select with ``HYPOTHESIS_PROFILE=dev``.
 """
@@ -7,6 +11,8 @@ from __future__ import annotations
 
 import os
 import random
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before anything imports torch
 
 import pytest
 from hypothesis import HealthCheck, settings

@@ -12,7 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from nlc.cli.app import app
-from nlc.cli.ls import bundled_specs
+from nlc.spec.load import bundled_specs
 from nlc.graph.build import ordered_levels
 from nlc.spec import load_spec
 

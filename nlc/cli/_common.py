@@ -69,3 +69,16 @@ def load_or_exit(args: list[str]) -> "Spec":
     if spec is None:
         raise typer.Exit(1)
     return spec
+
+
+def load_checkpoint_or_exit(checkpoint: Path):
+    """``(model, meta)`` from a checkpoint (``nlc.train.load_checkpoint``), or print the
+    reason and exit 1."""
+    from ..errors import NLCError
+    from ..train import load_checkpoint
+
+    try:
+        return load_checkpoint(checkpoint)
+    except NLCError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None

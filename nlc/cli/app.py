@@ -4,6 +4,12 @@ from __future__ import annotations
 import typer
 
 from . import compile as compile_cmd, cp, graph, ls, schema, show, validate
+from . import search as search_cmd
+from .data import data_app
+from .train import train_verb
+from .generate import generate_verb
+from .eval import eval_verb
+from .continual import continual_verb
 
 app = typer.Typer(
     name="nlc",
@@ -37,6 +43,12 @@ app.command("schema")(schema.schema)
 app.command("ls")(ls.ls)
 app.command("cp")(cp.cp)
 app.command("compile")(compile_cmd.compile_verb)
+app.add_typer(search_cmd.app, name="search")
+app.add_typer(data_app, name="data")
+app.command("train")(train_verb)
+app.command("generate")(generate_verb)
+app.command("eval")(eval_verb)
+app.command("continual")(continual_verb)
 
 
 def main() -> None:

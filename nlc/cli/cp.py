@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .ls import bundled_specs
+from ..spec.load import bundled_specs
 
 
 def cp(

@@ -5,23 +5,7 @@ from pathlib import Path
 
 import typer
 
-
-def bundled_dir() -> Path:
-    from ..spec.load import BUNDLED_DIR
-
-    return BUNDLED_DIR
-
-
-def bundled_specs() -> dict[str, Path]:
-    """``name -> path`` of every bundled spec (``invalid/`` holds error fixtures: skipped)."""
-    root = bundled_dir()
-    found = {}
-    for path in sorted(root.rglob("*.y*ml")):
-        rel = path.relative_to(root)
-        if rel.parts[0] == "invalid" or path.suffix not in (".yaml", ".yml"):
-            continue
-        found[rel.with_suffix("").as_posix()] = path
-    return found
+from ..spec.load import BUNDLED_DIR, bundled_specs
 
 
 def summary(path: Path, limit: int = 100) -> str:

@@ -19,7 +19,8 @@ from torch import Tensor
 
 __all__ = [
     "ACTIVATIONS", "OBJECTIVES", "GLOBAL_RETENTIONS",
-    "init_deep_params", "init_deep_state", "deep_layers", "mlp_forward", "act", "act_and_grad",
+    "init_deep_params", "init_deep_state", "deep_layers", "mlp_forward", "act", "act_derivative",
+    "act_and_grad",
     "objective_loss", "lq_norm_scale", "soft_threshold",
 ]
 
@@ -134,25 +135,25 @@ def act(name: str, z: Tensor) -> Tensor:
     return z
 
 
-_INV_SQRT2 = 1.0 / math.sqrt(2.0)
-_INV_SQRT2PI = 1.0 / math.sqrt(2.0 * math.pi)
+def act_derivative(name: str, z: Tensor) -> Optional[Tensor]:
+    """act'(z) analytically, differentiable; None for the identity.
+
+    GELU (exact erf form, x Phi(x)): Phi(x) + x phi(x) as aten's fused ``gelu_backward`` at
+    a unit upstream gradient (one op forward and one backward, twice differentiable).
+    """
+    if name == "gelu":
+        return torch.ops.aten.gelu_backward(z.new_ones(()).expand_as(z), z)
+    if name == "silu":
+        s = torch.sigmoid(z)
+        return s * (1.0 + z * (1.0 - s))
+    if name == "relu":
+        return (z > 0).to(z.dtype)
+    return None
 
 
 def act_and_grad(name: str, z: Tensor) -> tuple[Tensor, Optional[Tensor]]:
-    """(act(z), act'(z)) analytically, differentiable; the derivative is None for identity.
-
-    (Used by other modules' autograd paths; the deep-memory kernels use their own.)
-    """
-    if name == "gelu":  # exact (erf) GELU: x Phi(x); derivative Phi(x) + x phi(x)
-        cdf = 0.5 + 0.5 * torch.erf(z * _INV_SQRT2)
-        return z * cdf, cdf + z * (_INV_SQRT2PI * torch.exp(-0.5 * z * z))
-    if name == "silu":
-        s = torch.sigmoid(z)
-        return z * s, s * (1.0 + z * (1.0 - s))
-    if name == "relu":
-        pos = (z > 0).to(z.dtype)
-        return z * pos, pos
-    return z, None
+    """(act(z), act'(z)), both differentiable (see :func:`act_derivative`)."""
+    return act(name, z), act_derivative(name, z)
 
 
 def mlp_forward(weights: Sequence[Tensor], x: Tensor, activation: str, residual: bool) -> Tensor:

@@ -8,8 +8,9 @@ Notation (see :mod:`nlc.primitives.deep`)::
     dot -<y, v>   l' = dl/dy, l'' its derivatives w.r.t. y and v (elementwise)
 
 Used by the hand-written forward and backward passes of :mod:`nlc.primitives.deep_kernels`:
-``act_d`` / ``obj_d`` in the forward (the error back-propagation of the inner objective),
-``act_dd`` / ``obj_dd`` in their backward (the outer gradient through that propagation).
+``obj_d`` in the forward (the error back-propagation of the inner objective; act' comes from
+:func:`nlc.primitives.deep_common.act_and_grad`), ``act_dd`` / ``obj_dd`` in their backward
+(the outer gradient through that propagation).
 """
 from __future__ import annotations
 
@@ -19,35 +20,20 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
-__all__ = ["act_d", "act_dd", "obj_d", "obj_dd"]
+__all__ = ["act_dd", "obj_d", "obj_dd"]
 
 _LOG_INV_SQRT2PI = -0.5 * math.log(2.0 * math.pi)
 
 
-def act_d(name: str, z: Tensor) -> tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
-    """(act(z), act'(z), aux): act'(z) is None for the identity; aux feeds :func:`act_dd`."""
-    if name == "gelu":  # exact GELU z Phi(z); derivative Phi(z) + z phi(z); aux = phi(z)
-        cdf = torch.special.ndtr(z)
+def act_dd(name: str, z: Tensor) -> Optional[Tensor]:
+    """act''(z) (None when zero: relu, identity); act and act' themselves come from
+    :func:`nlc.primitives.deep_common.act_and_grad` (fused aten kernels for GELU)."""
+    if name == "gelu":  # phi(z) (2 - z^2)
         c0 = torch.full((), _LOG_INV_SQRT2PI, dtype=z.dtype, device=z.device)
         pdf = torch.addcmul(c0, z, z, value=-0.5).exp_()
-        a = z * cdf
-        return a, cdf.addcmul_(pdf, z), pdf
-    if name == "silu":  # aux = sigmoid(z)
-        s = torch.sigmoid(z)
-        d = (1.0 - s).mul_(z).add_(1.0).mul_(s)
-        return z * s, d, s
-    if name == "relu":
-        pos = (z > 0).to(z.dtype)
-        return z * pos, pos, None
-    return z, None, None
-
-
-def act_dd(name: str, z: Tensor, aux: Optional[Tensor]) -> Optional[Tensor]:
-    """act''(z) from z and the ``aux`` of :func:`act_d` (None when zero: relu, identity)."""
-    if name == "gelu":  # phi(z) (2 - z^2)
-        return (z * z).neg_().add_(2.0).mul_(aux)
+        return (z * z).neg_().add_(2.0).mul_(pdf)
     if name == "silu":  # s (1 - s) (2 + z (1 - 2 s))
-        s = aux
+        s = torch.sigmoid(z)
         return (1.0 - 2.0 * s).mul_(z).add_(2.0).mul_(s * (1.0 - s))
     return None
 

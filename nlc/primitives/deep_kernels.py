@@ -27,7 +27,8 @@ Writing the backward by hand (instead of letting autograd record every elementwi
 dual form) keeps the backward at about two matmuls per forward matmul with few elementwise
 passes over (J, D) or (D_l, D_{l-1}) tensors. First-order gradients only
 (``once_differentiable``); the objective parameters p / delta receive no gradient. The
-elementwise derivatives they use are in :mod:`nlc.primitives.deep_derivatives`.
+second derivatives and objective derivatives they use are in
+:mod:`nlc.primitives.deep_derivatives` (act and act': ``deep_common.act_and_grad``).
 """
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from nlc.primitives.deep_derivatives import act_d, act_dd, obj_d, obj_dd
+from nlc.primitives.deep_common import act_and_grad
+from nlc.primitives.deep_derivatives import act_dd, obj_d, obj_dd
 
 __all__ = ["KeyPath", "ReadEnd"]
 
@@ -78,16 +80,15 @@ class KeyPath(torch.autograd.Function):
     def forward(ctx, cfg, K, V, p, delta, *WSs):  # noqa: D102
         L, activation, objective, residual, layouts = cfg
         Ws = [w_part(x, lay) for x, lay in zip(WSs, layouts)]
-        a, zs, ds, bs, aux = [K], [], [], [], []
+        a, zs, ds, bs = [K], [], [], []
         z = K
         for l in range(L):
             z = torch.bmm(a[l], Ws[l].mT)
             if l < L - 1:
-                h, d, x = act_d(activation, z)
+                h, d = act_and_grad(activation, z)
                 a.append(h)
                 zs.append(z)
                 ds.append(d)
-                aux.append(x)
         y = z + K if residual else z
         deltas: list[Tensor] = [obj_d(objective, y, V, p, delta)] * L
         for l in range(L - 2, -1, -1):
@@ -95,10 +96,9 @@ class KeyPath(torch.autograd.Function):
             bs.insert(0, b)
             deltas[l] = b if ds[l] is None else b * ds[l]
         ctx.cfg = cfg
-        ctx.nz = (sum(d is not None for d in ds), sum(x is not None for x in aux))
+        ctx.nd = sum(d is not None for d in ds)
         ctx.save_for_backward(K, V, p, delta, y, *WSs, *a[1:], *deltas, *zs,
-                              *[d for d in ds if d is not None],
-                              *[x for x in aux if x is not None], *bs)
+                              *[d for d in ds if d is not None], *bs)
         return tuple(a[1:]) + tuple(deltas)
 
     @staticmethod
@@ -115,11 +115,9 @@ class KeyPath(torch.autograd.Function):
         i += L
         zs = sv[i:i + L - 1]
         i += L - 1
-        nd, nx = ctx.nz
+        nd = ctx.nd
         ds = list(sv[i:i + nd]) if nd else [None] * (L - 1)
         i += nd
-        auxs = list(sv[i:i + nx]) if nx else [None] * (L - 1)
-        i += nx
         bs = sv[i:i + L - 1]
         ga = [g.contiguous() for g in grads[:L - 1]]
         gdel = [g.contiguous() for g in grads[L - 1:]]  # autograd's: never modified in place
@@ -129,7 +127,7 @@ class KeyPath(torch.autograd.Function):
         for l in range(L - 1):
             g = gdel[l]
             gb = g if ds[l] is None else g * ds[l]
-            dd = act_dd(activation, zs[l], auxs[l])
+            dd = act_dd(activation, zs[l])
             if dd is not None:
                 gz_extra[l] = dd.mul_(bs[l]).mul_(g)
             gdel[l + 1] = torch.bmm(gb, Ws[l + 1].mT).add_(gdel[l + 1])
@@ -216,7 +214,7 @@ class ReadEnd(torch.autograd.Function):
             As.append(A)
             ubs.append(ub)
             if l < L - 1:
-                h, du, _ = act_d(activation, u)
+                h, du = act_and_grad(activation, u)
                 dus.append(du)
         outs = []
         for l in range(L):

@@ -66,8 +66,12 @@ Inside a chunk, with frozen rank-1 gradients, W2 follows the generalized delta r
 S_t = S_{t-1}(alpha_t I - b_t k_t k_t^T) + u_t k_t^T of :mod:`nlc.primitives.delta_kernel`
 with b = eta, u = -eta delta2 (UT transform), and W1 a decayed sum (b = 0, keys h = act(W2_xi
 k), u = -eta e). The main memory reads attention-like, layer by layer: z_t = W2_{t-1} q_t is
-the delta kernel's read, then W1_{t-1} act(z_t) the decayed-sum read. Loops run over chunks
-only. Streaming equals the whole call when segments split at multiples of ``chunk_memory``.
+the delta kernel's read, then W1_{t-1} act(z_t) the decayed-sum read. Pass 1 reads nothing
+from its memories' per-token states, so it forms only the end-of-chunk map of the same UT
+transform (:func:`_dgd_end`), with the decays of one ``log_decay`` shared by W1 and W2; the
+frozen-gradient error e = M(k) - M(v) takes one W1 matmul on act(W2 k) - act(W2 v). Loops run
+over chunks only. Streaming equals the whole call when segments split at multiples of
+``chunk_memory``.
 """
 from __future__ import annotations
 
@@ -77,7 +81,7 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
-from nlc.primitives.deep_common import ACTIVATIONS, act, act_and_grad, init_deep_params
+from nlc.primitives.deep_common import ACTIVATIONS, act, act_derivative, init_deep_params
 from nlc.primitives.delta_kernel import generalized_delta_chunked, log_decay
 from nlc.primitives.layers import l2_normalize
 
@@ -184,34 +188,62 @@ def _frozen_grads(W1: Tensor, W2s: Tensor, k: Tensor, v: Tensor, activation: str
     C, R = k.shape[-2], W1.shape[2]
     vk = torch.cat([v, k], -2)  # one pass per layer for the targets and the keys
     z = vk @ W2s.mT  # (B, H, 2C, R Dh)
-    ak, da = act_and_grad(activation, z[:, :, C:])  # act' only where the gradient needs it
-    a = _split(torch.cat([act(activation, z[:, :, :C]), ak], 2), R)
-    y = vk.unsqueeze(2) + a @ W1.mT  # (B, H, R, 2C, D)
-    e = y[..., C:, :] - y[..., :C, :]
+    av, ak = act(activation, z).split(C, 2)  # split, not slicing: backward is one cat
+    da = act_derivative(activation, z.split(C, 2)[1])  # act' only where the gradient needs it
+    # e = M_r(k) - M_r(v) = (k - v) + W1 (act(W2 k) - act(W2 v)): one W1 matmul for both
+    e = (k - v).unsqueeze(2) + _split(ak - av, R) @ W1.mT  # (B, H, R, C, D)
     d2 = (e @ W1).transpose(2, 3).flatten(3)  # W1^T e, (B, H, C, R Dh)
-    return e, a[..., C:, :], (d2 if da is None else d2 * da)
+    return e, _split(ak, R), (d2 if da is None else d2 * da)
 
 
 # ----------------------------------------------------------------------------- chunked form
-def _others_chunk(W1: Tensor, W2s: Tensor, x: Tensor, params: dict[str, Tensor], em: Tensor,
-                  normalize_k: bool, activation: str):
+def _readouts(params: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """The eta and alpha read-outs stacked once per call: w (H, 2, 1, D), b (H, 2, 1)."""
+    w = torch.stack([params["w_eta"], params["w_alpha"]], 1).unsqueeze(2)
+    return w, torch.stack([params["b_eta"], params["b_alpha"]], 1).unsqueeze(2)
+
+
+def _add_matmul(x: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """x + a @ b for batched (..., m, n) x: one baddbmm over the flattened leading dims (its
+    backward passes the gradient of x through without an elementwise op)."""
+    return torch.baddbmm(x.flatten(0, -3), a.flatten(0, -3), b.flatten(0, -3)).view(x.shape)
+
+
+def _dgd_end(S: Tensor, k: Tensor, u: Tensor, eta: Tensor, P: Tensor, Dm: Tensor) -> Tensor:
+    """End-of-chunk state of S_t = S_{t-1}(alpha_t I - eta_t k_t k_t^T) + u_t k_t^T, no reads.
+
+    S (B, H, Do, D); k (B, H, C, D); u (B, H, C, Do); eta (B, H, C); P (B, H, C+1) and
+    Dm (B, H, C+1, C) from ``log_decay`` of log alpha. The end map of the UT transform of
+    :mod:`nlc.primitives.delta_kernel` (same algebra, without its per-token reads):
+    [Wa | Wk] = (I + L)^{-1} [u | -eta P k], L = eta Dm (k k^T) strictly lower, and
+    S_C = S (P_C I + Wk^T kr) + Wa^T kr with kr = Dm[C] k.
+    """
+    C, D, Do = k.shape[-2], k.shape[-1], u.shape[-1]
+    L = (eta.unsqueeze(-1) * Dm[..., :C, :]) * (k @ k.mT)
+    rhs = torch.cat([u, (eta * P[..., :C]).unsqueeze(-1) * -k], -1)
+    w = torch.linalg.solve_triangular(L, rhs, upper=False, unitriangular=True)
+    wa, wk = (w.mT @ (Dm[..., C, :].unsqueeze(-1) * k)).split([Do, D], -2)
+    return _add_matmul(wa, S, wk + torch.diag_embed(P[..., C, None].expand(*P.shape[:-1], D)))
+
+
+def _others_chunk(W1: Tensor, W2s: Tensor, x: Tensor, readouts: tuple[Tensor, Tensor],
+                  em: Tensor, normalize_k: bool, activation: str):
     """One chunk_other chunk of the stacked (k, v, eta, alpha) memories: generated inputs
-    (Eqs. 83-85 with the read-outs above) and the end-of-chunk weights."""
+    (Eqs. 83-85 with the read-outs of :func:`_readouts`) and the end-of-chunk weights."""
     C = x.shape[2]
     y = _mlp_stacked(W1, W2s, x, activation)  # (B, H, 4, C, D)
     k = l2_normalize(y[:, :, 0]) if normalize_k else y[:, :, 0]
     v = y[:, :, 1]
-    eta = em * torch.sigmoid(gate_scalar(y[:, :, 2], params["w_eta"], params["b_eta"]))
-    alpha = torch.sigmoid(gate_scalar(y[:, :, 3], params["w_alpha"], params["b_alpha"]))
+    gates = torch.sigmoid((y[:, :, 2:] * readouts[0]).sum(-1) + readouts[1])  # (B, H, 2, C)
+    eta, alpha = em * gates[:, :, 0], gates[:, :, 1]
     e, h, d2 = _frozen_grads(W1, W2s, k, v, activation)
-    # W2 of the four memories: one generalized delta recurrence on the stacked rows
-    _, s2 = generalized_delta_chunked({"S": W2s}, k, k, -eta.unsqueeze(-1) * d2,
-                                      retention=alpha, b=eta, chunk=C)
+    P, Dm = log_decay(torch.log(alpha), C, x)  # shared by both layers
+    # W2 of the four memories: one DGD recurrence on the stacked rows, u = -eta delta2
+    W2n = _dgd_end(W2s, k, -eta.unsqueeze(-1) * d2, eta, P, Dm)
     # W1_end = R_C W1_xi - sum_j (R_C / R_j) eta_j e_j h_j^T    (R_t = prod_{i<=t} alpha_i)
-    P, Dm = log_decay(torch.log(alpha), C, x)
     coef = -(Dm[..., C, :] * eta)  # (B, H, C)
-    W1n = torch.addcmul(e.mT @ (coef[:, :, None, :, None] * h), P[..., C, None, None, None], W1)
-    return (k, v, eta, alpha), W1n, s2["S"]
+    W1n = _add_matmul(W1 * P[..., C, None, None, None], e.mT, coef[:, :, None, :, None] * h)
+    return (k, v, eta, alpha), W1n, W2n
 
 
 def _memory_chunk(W1: Tensor, W2: Tensor, q: Tensor, k: Tensor, v: Tensor, eta: Tensor,
@@ -252,9 +284,10 @@ def selfmod_chunked(state: dict[str, Tensor], x: Tensor, q: Tensor, *,
     em = eta_ceiling(eta_max, x)
     W1 = torch.stack([state[f"W1_{r}"] for r in OTHER], 2)  # (B, H, 4, D, Dh)
     W2 = torch.cat([state[f"W2_{r}"] for r in OTHER], 2)  # (B, H, 4 Dh, D)
+    readouts = _readouts(params)
     gates: list[tuple[Tensor, ...]] = []
     for s in range(0, T, chunk_other):  # pass 1: k, v, eta, alpha memories
-        g, W1, W2 = _others_chunk(W1, W2, x[:, :, s:s + chunk_other], params, em,
+        g, W1, W2 = _others_chunk(W1, W2, x[:, :, s:s + chunk_other], readouts, em,
                                   normalize_k, activation)
         gates.append(g)
     new = {f"W1_{r}": w for r, w in zip(OTHER, W1.unbind(2))}

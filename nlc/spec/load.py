@@ -82,3 +82,14 @@ def source_line(spec: Spec, path: str) -> str:
     raw: RawSpec | None = getattr(spec, "_raw", None)
     mark = raw.mark(split_path(path)) if raw is not None else None
     return f"{mark.file}:{mark.line}" if mark else "<spec>"
+
+
+def bundled_specs() -> dict[str, Path]:
+    """``name -> path`` of every bundled spec (``invalid/`` holds error fixtures: skipped)."""
+    found = {}
+    for path in sorted(BUNDLED_DIR.rglob("*.y*ml")):
+        rel = path.relative_to(BUNDLED_DIR)
+        if rel.parts[0] == "invalid" or path.suffix not in (".yaml", ".yml"):
+            continue
+        found[rel.with_suffix("").as_posix()] = path
+    return found

@@ -164,7 +164,7 @@ def test_dot(tiny):
 
 
 def test_every_bundled_spec_draws():
-    from nlc.cli.ls import bundled_specs
+    from nlc.spec.load import bundled_specs
 
     for name, path in bundled_specs().items():
         if name.startswith("base/"):

@@ -451,3 +451,26 @@ def test_torch_compile_fullgraph_matches_eager():
     g_e = torch.autograd.grad(o_e.sum() + s_e["W2"].sum(), [params["W1"], q, gates["lr"]])
     for a, b in zip(g_c, g_e):
         _close(a, b, 0.0)
+
+
+@pytest.mark.parametrize("name", ["gelu", "silu", "relu", "identity"])
+def test_activation_derivatives_match_autograd(name):
+    """act' (deep_common.act_derivative, aten's fused gelu_backward for GELU) and act''
+    (deep_derivatives.act_dd) equal autograd's first and second derivatives of act."""
+    from nlc.primitives.deep_common import act, act_derivative
+    from nlc.primitives.deep_derivatives import act_dd
+
+    z = torch.linspace(-4.0, 4.0, 81, dtype=DT).requires_grad_()
+    (d1,) = torch.autograd.grad(act(name, z).sum(), z, create_graph=True)
+    d = act_derivative(name, z)
+    if name == "identity":
+        assert d is None and act_dd(name, z.detach()) is None
+        return
+    _close(d.detach(), d1.detach(), 1e-12)
+    if name == "relu":
+        assert act_dd(name, z.detach()) is None
+        return
+    (d2,) = torch.autograd.grad(d1.sum(), z)
+    _close(act_dd(name, z.detach()), d2, 1e-12)
+    (dd,) = torch.autograd.grad(d.sum(), z)  # act_derivative is itself differentiable
+    _close(dd, d2, 1e-12)

@@ -1,0 +1,100 @@
+"""``nlc eval CKPT --task lm|niah|passkey|mqar|copy [--lengths ...] [--n N] [--json FILE]``.
+
+``lm``: loss, bits per byte and perplexity on the validation split of ``--data`` (default:
+the corpus the model was trained on) with windows of each length. The synthetic tasks:
+accuracy on ``--n`` examples per length (:func:`nlc.evaluate.evaluate_task`; the module
+doc there says how test-time learning and the teach signal are handled). Lengths default
+to 1, 2 and 4 times the training length; lengths beyond it are marked ``*``. Prints a
+table; ``--json FILE`` also writes the numbers.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ._common import load_checkpoint_or_exit
+
+TASK_CHOICES = ("lm", "niah", "passkey", "mqar", "copy")
+
+
+def parse_lengths(text: str | None, train_length: int) -> list[int]:
+    """``"256,512"`` -> ``[256, 512]``; None -> 1, 2 and 4 times the training length."""
+    if text is None:
+        return [train_length, 2 * train_length, 4 * train_length]
+    try:
+        lengths = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated integers, got {text!r}") from None
+    if not lengths or min(lengths) < 2:
+        raise typer.BadParameter(f"give at least one length >= 2, got {text!r}")
+    return lengths
+
+
+def haystack_text(source: str) -> str:
+    """Prose for the NIAH haystack: a text file, or a corpus name (its validation text)."""
+    path = Path(source)
+    if path.is_file():
+        return path.read_text(encoding="utf-8", errors="replace")
+    from ..data import CORPORA, get_tokenizer, load_corpus
+
+    if source not in CORPORA:
+        raise typer.BadParameter(f"{source!r} is neither a file nor a corpus "
+                                 f"({', '.join(CORPORA)})")
+    return get_tokenizer("bytes").decode(load_corpus(source).val)
+
+
+def eval_verb(
+    checkpoint: Path = typer.Argument(..., help="a checkpoint folder written by nlc train"),
+    task: str = typer.Option("lm", "--task", help="|".join(TASK_CHOICES)),
+    lengths: Optional[str] = typer.Option(None, "--lengths", help="comma-separated, e.g. 256,512,1024"),
+    n: int = typer.Option(50, "--n", help="examples per length (synthetic tasks)"),
+    seed: int = typer.Option(0, "--seed", help="seed of the examples / validation windows"),
+    data: Optional[str] = typer.Option(None, "--data", help="lm: corpus (default: the training corpus)"),
+    batches: Optional[int] = typer.Option(None, "--batches", help="lm: validation batches per length"),
+    haystack: Optional[str] = typer.Option(None, "--haystack",
+                                           help="niah: prose haystack, a text file or corpus name "
+                                                "(default: the noise haystack)"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="also write the results as JSON"),
+) -> None:
+    """Evaluate CHECKPOINT: bits per byte (lm) or task accuracy at several lengths."""
+    if task not in TASK_CHOICES:
+        raise typer.BadParameter(f"{task!r}: choose one of {', '.join(TASK_CHOICES)}", param_hint="--task")
+    from rich.console import Console
+
+    from ..errors import NLCError
+    from ..evaluate import evaluate_task, task_table, write_json
+
+    model, _ = load_checkpoint_or_exit(checkpoint)
+    train = model.spec.train
+    sizes = parse_lengths(lengths, train.seq_len)
+    try:
+        if task == "lm":
+            table, payload = _lm(model, data or train.data, sizes, batches or train.eval_batches, seed)
+        else:
+            text = haystack_text(haystack) if haystack else None
+            report = evaluate_task(model, task, sizes, n=n, seed=seed, haystack_text=text)
+            table, payload = task_table(report), report.to_json()
+    except NLCError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+    Console().print(table)
+    if json_path is not None:
+        payload = {"checkpoint": str(checkpoint), "spec": model.spec.name, **payload}
+        typer.echo(f"wrote {write_json(json_path, payload)}")
+
+
+def _lm(model, data: str, lengths: list[int], batches: int, seed: int):
+    from ..data import load_corpus
+    from ..evaluate import evaluate_lm, lm_json, lm_table
+
+    corpus = load_corpus(data, tokenizer=model.spec.model.tokenizer)
+    batch = model.spec.train.batch
+    per_token = corpus.val_bytes / len(corpus.val)
+    results = {length: evaluate_lm(model, corpus.val, batch, length, batches, seed,
+                                   bytes_per_token=per_token)
+               for length in lengths}
+    train_length = model.spec.train.seq_len
+    title = f"{data} validation (batch {batch}, {batches} batches per length)"
+    return lm_table(results, train_length, title), lm_json(results, train_length, data)

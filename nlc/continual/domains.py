@@ -1,0 +1,78 @@
+"""The domains of a continual stream: loading, the equal-share union, scoring every domain.
+
+* ``load_domains(names)`` loads each corpus (:func:`nlc.data.load_corpus`) once.
+* :class:`TokenSplits` is the data a stage trains on when it is not a registry corpus (the
+  union below, the Brown class groups): what ``nlc.train`` reads from a data object.
+* ``union_corpus(corpora)`` is the training data of the *joint* baseline: every domain's
+  train split cut to the length of the shortest, then concatenated, so each domain holds
+  the same share of the union (the sequential run gives each the same token budget too).
+  Its validation split is the domains' validation splits concatenated (only used for the
+  training log; the matrix R scores each domain on its own).
+* ``domain_bpb(model, corpora, ...)`` is one row of R: validation bits per byte of every
+  domain, over fixed windows (same seed for every row, so rows differ only by the model).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from .metrics import ContinualError
+
+__all__ = ["DEFAULT_STREAM", "TokenSplits", "domain_bpb", "load_domains", "union_corpus"]
+
+DEFAULT_STREAM = ("shakespeare", "pydocs", "sympy", "licences")
+
+
+@dataclass(frozen=True)
+class TokenSplits:
+    """Train and validation token ids (1-D) with the UTF-8 bytes they stand for."""
+
+    name: str
+    train: Tensor
+    val: Tensor
+    vocab: int
+    train_bytes: int
+    val_bytes: int
+    sha256: str | None = None
+
+    @classmethod
+    def from_text(cls, name: str, train: str, val: str, tokenizer) -> "TokenSplits":
+        """Splits of two texts, encoded with ``tokenizer`` (an :mod:`nlc.data` tokenizer)."""
+        return cls(name, tokenizer.encode(train), tokenizer.encode(val), tokenizer.vocab_size,
+                   len(train.encode("utf-8")), len(val.encode("utf-8")))
+
+
+def load_domains(names: Sequence[str], tokenizer: str = "bytes") -> dict:
+    """``{name: Corpus}`` in stream order; a domain named twice is an error."""
+    from ..data import load_corpus
+
+    if len(set(names)) != len(names):
+        raise ContinualError(f"a domain appears twice in the stream {list(names)}: each stage "
+                             "needs its own domain (R is stage x domain)")
+    if not names:
+        raise ContinualError("the stream is empty: give at least one domain")
+    return {name: load_corpus(name, tokenizer=tokenizer) for name in names}
+
+
+def union_corpus(corpora: dict) -> TokenSplits:
+    """The joint baseline's data: equal shares of every domain's train split."""
+    parts = list(corpora.values())
+    share = min(c.train.numel() for c in parts)
+    per_token = [c.train_bytes / c.train.numel() for c in parts]
+    return TokenSplits(name="+".join(corpora), train=torch.cat([c.train[:share] for c in parts]),
+                       val=torch.cat([c.val for c in parts]), vocab=max(c.vocab for c in parts),
+                       train_bytes=round(share * sum(per_token)),
+                       val_bytes=sum(c.val_bytes for c in parts))
+
+
+def domain_bpb(model, corpora: dict, batch: int, seq_len: int, batches: int, seed: int
+               ) -> dict[str, float]:
+    """Validation bits per byte of ``model`` on each domain (one row of R)."""
+    from ..evaluate import evaluate_lm
+
+    return {name: evaluate_lm(model, c.val, batch, seq_len, batches, seed,
+                              bytes_per_token=c.val_bytes / c.val.numel())["bpb"]
+            for name, c in corpora.items()}

@@ -1,0 +1,30 @@
+"""Training: the outer loop, per-level optimizers, exact-resume checkpoints, DDP.
+
+``nlc.train(spec, data, out=...)`` trains a spec on a corpus (:mod:`.loop`);
+:mod:`.optim` holds one torch optimizer per optimizer level, stepped by the update
+schedule; :mod:`.checkpoint` writes and reads atomic safetensors + JSON checkpoints;
+:mod:`.distributed` runs data parallel under ``torchrun``; :mod:`.metrics`,
+:mod:`.progress` and :mod:`.plots` report. Contract: docs/training-contract.md.
+"""
+from __future__ import annotations
+
+import sys
+import types
+
+from .checkpoint import CheckpointError, load_checkpoint, read_meta, save_checkpoint, spec_hash
+from .config import TrainConfig, TrainResult
+from .loop import train
+
+__all__ = ["CheckpointError", "TrainConfig", "TrainResult", "load_checkpoint", "read_meta", "save_checkpoint",
+           "spec_hash", "train"]
+
+
+class _CallablePackage(types.ModuleType):
+    """Importing ``nlc.train`` (this package) makes ``nlc.train`` the package, not the
+    function; calling the package calls :func:`train`, so ``nlc.train(...)`` always works."""
+
+    def __call__(self, *args, **kwargs) -> TrainResult:
+        return train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallablePackage

@@ -1,0 +1,131 @@
+"""The outer levels: one torch optimizer per optimizer level of the spec.
+
+Each parameter belongs to the spec level that owns it (``model.parameters_by_level()``),
+and each level to its optimizer level (``model.schedule.groups``); the embedding, head and
+final norm (level ``""``) belong to the outermost optimizer level (the one on the slowest
+step clock). An optimizer level with ``period: {steps: k}`` steps at optimizer steps k, 2k,
+... (``model.schedule.due``); between them its parameters' gradients accumulate, and at its
+step they are divided by k (the mean over the k batches) before clipping.
+
+Rules: ``adamw`` (decoupled weight decay), ``adam`` (``weight_decay`` as an L2 term added to
+the gradient, torch's Adam), ``sgd`` (plain SGD, no momentum; L2 as for adam). Weight decay
+applies to matrices only (parameters with two or more dimensions: projections, MLP and
+memory weights, meta-learned matrix initial states, an untied head), never to norms,
+biases, scalar/vector knobs or the token embedding. ``grad_clip`` caps the global L2 norm
+of the level's gradient. The learning rate follows :mod:`nlc.train.lr` on the level's own
+update count.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..ir.nodes import OptimizerIR
+from .lr import lr_factor
+
+
+@dataclass
+class LevelOptimizer:
+    """One optimizer level: its IR, its named parameters and the torch optimizer."""
+
+    name: str
+    ir: OptimizerIR
+    params: list[tuple[str, nn.Parameter]]
+    optimizer: torch.optim.Optimizer | None  # None when the level owns no parameter
+
+    def updates(self, step: int) -> int:
+        """Updates this level has made once optimizer step ``step`` is done."""
+        return step // self.ir.steps
+
+    def lr(self, update: int, total_steps: int) -> float:
+        """The lr of update number ``update`` (1-based) in a run of ``total_steps``."""
+        total = total_steps // self.ir.steps
+        return self.ir.lr * lr_factor(self.ir.schedule, self.ir.warmup, update, total)
+
+
+def _torch_optimizer(ir: OptimizerIR, decay: list[Tensor], no_decay: list[Tensor]) -> torch.optim.Optimizer:
+    groups = [{"params": ps, "weight_decay": wd} for ps, wd in ((decay, ir.weight_decay), (no_decay, 0.0)) if ps]
+    if ir.rule == "adamw":
+        return torch.optim.AdamW(groups, lr=ir.lr, betas=ir.betas, eps=ir.eps)
+    if ir.rule == "adam":
+        return torch.optim.Adam(groups, lr=ir.lr, betas=ir.betas, eps=ir.eps)
+    if ir.rule == "sgd":
+        return torch.optim.SGD(groups, lr=ir.lr)
+    raise ValueError(f"unknown optimizer rule {ir.rule!r}")  # the spec schema admits no other
+
+
+class OuterLevels:
+    """The optimizer levels of a compiled model, stepped by its update schedule."""
+
+    def __init__(self, model: nn.Module, total_steps: int) -> None:
+        self.schedule, self.total_steps = model.schedule, total_steps
+        irs = {n: lv for n, lv in model.ir.levels.items() if isinstance(lv, OptimizerIR)}
+        self.outermost = max(irs, key=lambda n: irs[n].steps)
+        names = {id(p): n for n, p in model.named_parameters()}
+        owned: dict[str, list[tuple[str, nn.Parameter]]] = {n: [] for n in irs}
+        for level, params in model.parameters_by_level().items():
+            target = self.schedule.groups.get(level, self.outermost) if level else self.outermost
+            owned[target].extend((names[id(p)], p) for p in params)
+        embedding = id(model.embed.weight)
+        self.levels: dict[str, LevelOptimizer] = {}
+        for name, ir in irs.items():
+            params = owned[name]
+            decay = [p for _, p in params if p.dim() >= 2 and id(p) != embedding]
+            no_decay = [p for _, p in params if not (p.dim() >= 2 and id(p) != embedding)]
+            optimizer = _torch_optimizer(ir, decay, no_decay) if params else None
+            self.levels[name] = LevelOptimizer(name, ir, params, optimizer)
+
+    def lrs(self, step: int) -> dict[str, float]:
+        """Each level's lr for the update it makes at or after optimizer step ``step``."""
+        return {n: lv.lr(-(-step // lv.ir.steps), self.total_steps) for n, lv in self.levels.items()}
+
+    def step(self, step: int) -> frozenset[str]:
+        """Step the levels due at optimizer step ``step`` (1-based) after its backward pass;
+        the others keep accumulating gradients. Returns the levels that stepped."""
+        due = self.schedule.due(step)
+        for name in sorted(due):
+            level = self.levels[name]
+            if level.optimizer is None:
+                continue
+            grads = [p.grad for _, p in level.params if p.grad is not None]
+            if level.ir.steps > 1 and grads:
+                torch._foreach_div_(grads, float(level.ir.steps))
+            if level.ir.grad_clip is not None and grads:
+                nn.utils.clip_grad_norm_([p for _, p in level.params], level.ir.grad_clip)
+            lr = level.lr(level.updates(step), self.total_steps)
+            for group in level.optimizer.param_groups:
+                group["lr"] = lr
+            level.optimizer.step()
+            level.optimizer.zero_grad(set_to_none=True)
+        return due
+
+    # -- checkpoint state: flat tensors ---------------------------------------------------
+    def state_tensors(self) -> dict[str, Tensor]:
+        """Optimizer state and gradients still accumulating, as ``{"opt/<param>/<key>": t,
+        "grad/<param>": t}`` (names are the model's parameter names)."""
+        flat: dict[str, Tensor] = {}
+        for level in self.levels.values():
+            for name, p in level.params:
+                if p.grad is not None:
+                    flat[f"grad/{name}"] = p.grad.detach().contiguous()
+                if level.optimizer is None:
+                    continue
+                for key, value in level.optimizer.state.get(p, {}).items():
+                    if isinstance(value, Tensor):
+                        flat[f"opt/{name}/{key}"] = value.detach().contiguous()
+        return flat
+
+    def load_state_tensors(self, flat: dict[str, Tensor]) -> None:
+        """Restore what :meth:`state_tensors` saved (replacing any current state)."""
+        for level in self.levels.values():
+            for name, p in level.params:
+                grad = flat.get(f"grad/{name}")
+                p.grad = None if grad is None else grad.to(p.device, p.dtype).clone()
+                if level.optimizer is None:
+                    continue
+                prefix = f"opt/{name}/"
+                state = {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
+                level.optimizer.state[p] = {k: v.clone() if v.dim() == 0 else v.to(p.device).clone()
+                                            for k, v in state.items()}
