@@ -10,6 +10,7 @@ from .train import train_verb
 from .generate import generate_verb
 from .eval import eval_verb
 from .continual import continual_verb
+from .bench import bench_app
 
 app = typer.Typer(
     name="nlc",
@@ -49,6 +50,7 @@ app.command("train")(train_verb)
 app.command("generate")(generate_verb)
 app.command("eval")(eval_verb)
 app.command("continual")(continual_verb)
+app.add_typer(bench_app, name="bench")
 
 
 def main() -> None:

@@ -148,6 +148,8 @@ def _train(run: SearchRun, sampled: TrialSpec, trial: optuna.Trial, seed: int, *
     from ..train import train
 
     def report(step: int, val: dict) -> None:
+        if not math.isfinite(val["bpb"]):  # diverged: a failed trial, not a pruned one
+            raise FloatingPointError(f"validation bpb is {val['bpb']} at step {step} (diverged)")
         trial.report(float(val["bpb"]), step)
         if trial.should_prune():
             raise optuna.TrialPruned(f"pruned at step {step} (val bpb {val['bpb']:.4f})")

@@ -1,0 +1,144 @@
+"""What the paper comparison trains and evaluates: the models and the three run sizes.
+
+The models (NL-NeurIPS Table 1 rows that nlc bundles, plus the two HOPE ablations) are
+bundled specs; every one is brought to the parameter count of the Transformer at the
+plan's ``reference_width`` (:mod:`.params`), trained on the same data with the same
+seeds, batch, sequence length, step budget and outer optimizer (AdamW, the spec base's
+settings); only the outer learning rate is swept, over the same values for every model.
+
+Sizes (``MODES``): ``smoke`` is the default-run test (seconds, two models), ``quick``
+the CI run (minutes, every model, one seed), ``full`` the documented run (every model,
+three seeds). The full budget follows the slowest models. Measured on one thread
+(training step, width matched to 148k parameters, 8 x 128 tokens): HOPE 865 tokens/s,
+Titans MAC 2.8k, Samba 7.8k, Transformer 20k; the three HOPE variants with the
+self-modifying memory dominate. Per model: 5 LM runs of 65k tokens (3 lrs + 2 seeds),
+6 task runs of ~45k tokens, 9 continual stages of 16k tokens, plus forward-only
+evaluation: about 0.86M token-steps x 4.6 ms summed over the models ~ 65 minutes when the
+2 cores are free. Measured on a shared machine (load 3-6 on 2 cores): Transformer++ and
+HOPE with one seed took 0.5 and 13.4 minutes, so three seeds of the three HOPE variants
+alone take well over an hour there.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from ..errors import NLCError
+
+SPECS_DIR = Path(__file__).resolve().parent.parent / "bundled"
+
+
+@dataclass(frozen=True)
+class BenchModel:
+    """One row of the comparison: a display label and its bundled spec (relative path)."""
+
+    label: str
+    spec: str
+    family: str        # "baseline" | "titans" | "hope" | "ablation"
+
+    @property
+    def path(self) -> Path:
+        return SPECS_DIR / self.spec
+
+
+MODELS: tuple[BenchModel, ...] = (
+    BenchModel("Transformer++", "transformer.yaml", "baseline"),
+    BenchModel("Samba*", "samba.yaml", "baseline"),
+    BenchModel("Titans (LMM)", "titans_lmm.yaml", "titans"),
+    BenchModel("Titans (MAC)*", "titans_mac.yaml", "titans"),
+    BenchModel("HOPE", "hope.yaml", "hope"),
+    BenchModel("HOPE-Attention", "hope_attention.yaml", "hope"),
+    BenchModel("HOPE w/o CMS", "ablations/hope_no_cms.yaml", "ablation"),
+    BenchModel("HOPE, 1-level CMS", "ablations/hope_cms_single.yaml", "ablation"),
+)
+NAIVE_BASELINE = "Transformer++"   # continual LM: the transformer row is the naive fine-tuning baseline
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    """Every size of one comparison run (module doc). Token budget per LM run:
+    ``steps * batch * seq_len``."""
+
+    mode: str
+    models: tuple[str, ...]             # labels (or spec stems) from MODELS
+    reference_width: int                # the Transformer width that fixes the parameter target
+    heads: int
+    seq_len: int
+    batch: int
+    steps: int
+    eval_every: int
+    eval_batches: int
+    lrs: tuple[float, ...]              # the outer-lr sweep (seed ``seeds[0]``), same for every model
+    seeds: tuple[int, ...]
+    retrieval_multiples: tuple[int, ...]   # passkey / NIAH lengths, in multiples of seq_len
+    retrieval_examples: int
+    task_steps: int                     # MQAR / selective copying training steps
+    task_batch: int
+    mqar_lengths: tuple[int, ...]       # MQAR at length L has L // 16 key-value pairs
+    copy_length: int
+    task_examples: int
+    continual_stream: tuple[str, ...]
+    continual_tokens: int               # tokens per stage
+    continual_seeds: tuple[int, ...]
+    tolerance: float = 0.05
+
+    @property
+    def tokens_per_run(self) -> int:
+        return self.steps * self.batch * self.seq_len
+
+    def bench_models(self) -> list[BenchModel]:
+        """The plan's models; each named by its label or its spec's stem (``hope_no_cms``)."""
+        by_name = {**{m.label: m for m in MODELS}, **{Path(m.spec).stem: m for m in MODELS}}
+        unknown = [name for name in self.models if name not in by_name]
+        if unknown:
+            raise NLCError(f"unknown model(s) {unknown}: choose from "
+                           f"{', '.join(Path(m.spec).stem for m in MODELS)} (or their labels)")
+        return [by_name[name] for name in self.models]
+
+    def train_overrides(self, lr: float) -> list[str]:
+        """The shared training settings of every LM run, as overrides."""
+        return [f"model.heads={self.heads}", f"train.seq_len={self.seq_len}", f"train.batch={self.batch}",
+                f"train.eval_every={self.eval_every}", f"train.eval_batches={self.eval_batches}",
+                f"levels.outer.lr={lr}"]
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "tokens_per_run": self.tokens_per_run}
+
+
+ALL = tuple(m.label for m in MODELS)
+
+MODES: dict[str, BenchPlan] = {
+    "smoke": BenchPlan(
+        mode="smoke", models=("Transformer++", "HOPE"), reference_width=16, heads=2, seq_len=32, batch=2,
+        steps=3, eval_every=3, eval_batches=1, lrs=(1e-3,), seeds=(0,), retrieval_multiples=(8,),
+        retrieval_examples=1, task_steps=2, task_batch=2, mqar_lengths=(32,), copy_length=40,
+        task_examples=2, continual_stream=("shakespeare",), continual_tokens=64, continual_seeds=(0,)),
+    "quick": BenchPlan(
+        mode="quick", models=ALL, reference_width=32, heads=2, seq_len=64, batch=4, steps=40,
+        eval_every=20, eval_batches=2, lrs=(1e-3, 3e-3), seeds=(0,), retrieval_multiples=(4, 8),
+        retrieval_examples=4, task_steps=40, task_batch=8, mqar_lengths=(64, 128), copy_length=64,
+        task_examples=16, continual_stream=("shakespeare", "pydocs"), continual_tokens=4 * 64 * 20,
+        continual_seeds=(0,)),
+    "full": BenchPlan(
+        mode="full", models=ALL, reference_width=64, heads=4, seq_len=128, batch=8, steps=64,
+        eval_every=16, eval_batches=4, lrs=(1e-3, 2e-3, 4e-3), seeds=(0, 1, 2),
+        retrieval_multiples=(1, 2, 4, 8), retrieval_examples=10, task_steps=40, task_batch=8,
+        mqar_lengths=(64, 128, 256), copy_length=128, task_examples=64,
+        continual_stream=("shakespeare", "pydocs", "sympy"), continual_tokens=8 * 128 * 16,
+        continual_seeds=(0, 1, 2)),
+}
+
+
+def plan_for(mode: str, models: tuple[str, ...] | None = None, seeds: int | None = None) -> BenchPlan:
+    """The plan of ``mode`` (``smoke`` | ``quick`` | ``full``), optionally on a subset of
+    models and with ``seeds`` seeds (0 .. seeds-1) for every seeded part instead of the mode's."""
+    if mode not in MODES:
+        raise NLCError(f"unknown benchmark mode {mode!r}: choose one of {', '.join(MODES)}")
+    if seeds is not None and seeds < 1:
+        raise NLCError(f"--seeds must be at least 1, got {seeds}")
+    plan = MODES[mode]
+    if models:
+        plan = replace(plan, models=tuple(models))
+    if seeds is not None:
+        plan = replace(plan, seeds=tuple(range(seeds)), continual_seeds=tuple(range(seeds)))
+    return plan

@@ -1,0 +1,137 @@
+"""The figures of docs/results.md, drawn from the results dict of :func:`.run.run_paper`.
+
+* ``bpb_curves.png``: validation bits per byte against training tokens, one line per
+  model (mean over seeds at the model's chosen lr);
+* ``retrieval.png``: zero-shot passkey / NIAH (number, word) accuracy against context
+  length, with the training length marked;
+* ``mqar.png``: MQAR accuracy against the number of key-value pairs (length // 16);
+* ``continual_R_<k>.png``: the continual-learning matrices R (first seed), one panel per
+  model, four models per file.
+
+Matplotlib's Agg backend; every file written to a temporary name and renamed into place.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .tasks import RETRIEVAL_TASKS
+
+MQAR_LENGTH_PER_PAIR = 16
+
+
+def _figure(width: float, height: float):
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=110, layout="constrained")
+
+
+def _save(figure, path: Path) -> Path:
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    figure.savefig(tmp, format="png", bbox_inches="tight")
+    os.replace(tmp, path)
+    return path
+
+
+def _mean(values: list) -> float | None:
+    xs = [v for v in values if v is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def plot_bpb_curves(results: dict, path: Path) -> Path:
+    figure = _figure(7, 4.2)
+    axes = figure.add_subplot(1, 1, 1)
+    for label, entry in results["models"].items():
+        curves = [run["curve"] for run in entry["lm"] if run["curve"]]
+        if not curves:
+            continue
+        points = min(len(c) for c in curves)
+        tokens = [curves[0][i][1] for i in range(points)]
+        bpb = [_mean([c[i][2] for c in curves]) for i in range(points)]
+        axes.plot(tokens, bpb, marker="o", markersize=3, label=f"{label} (lr {entry['best_lr']:g})")
+    axes.set_xlabel("training tokens")
+    axes.set_ylabel("validation bits per byte")
+    axes.set_title("Shakespeare, matched parameters and tokens")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7)
+    return _save(figure, path)
+
+
+def _accuracy_by_length(table: dict) -> dict[int, float]:
+    """``{seed: {length: acc | None}}`` -> mean over seeds per length (lengths with values)."""
+    lengths = sorted({int(k) for per_seed in table.values() for k in per_seed})
+    means = {n: _mean([per_seed.get(str(n)) for per_seed in table.values()]) for n in lengths}
+    return {n: v for n, v in means.items() if v is not None}
+
+
+def plot_retrieval(results: dict, path: Path) -> Path:
+    titles = {"passkey": "passkey", "niah_number": "NIAH, number values", "niah_word": "NIAH, word values"}
+    figure = _figure(4 * len(RETRIEVAL_TASKS), 3.6)
+    seq_len = results["plan"]["seq_len"]
+    for index, task in enumerate(RETRIEVAL_TASKS):
+        axes = figure.add_subplot(1, len(RETRIEVAL_TASKS), index + 1)
+        for label, entry in results["models"].items():
+            points = _accuracy_by_length(entry["retrieval"][task])
+            if points:
+                axes.plot(list(points), [100 * v for v in points.values()], marker="o", label=label)
+        axes.axvline(seq_len, color="grey", linestyle=":", label="training length")
+        axes.set_xscale("log", base=2)
+        axes.set_ylim(-3, 103)
+        axes.set_xlabel("context length (bytes)")
+        axes.set_ylabel("accuracy (%)")
+        axes.set_title(f"{titles[task]} (zero-shot)")
+        axes.grid(alpha=0.3)
+    handles = {}
+    for axes in figure.axes:
+        for handle, label in zip(*axes.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    figure.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=5, fontsize=7)
+    return _save(figure, path)
+
+
+def plot_mqar(results: dict, path: Path) -> Path:
+    figure = _figure(6, 4)
+    axes = figure.add_subplot(1, 1, 1)
+    for label, entry in results["models"].items():
+        points = _accuracy_by_length({seed: run["accuracy"] for seed, run in entry["mqar"].items()})
+        axes.plot([n // MQAR_LENGTH_PER_PAIR for n in points], [100 * v for v in points.values()], marker="o",
+                  label=label)
+    axes.set_xlabel("key-value pairs (sequence length / 16)")
+    axes.set_ylabel("accuracy (%)")
+    axes.set_ylim(-3, 103)
+    axes.set_title("MQAR (trained on the task)")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7)
+    return _save(figure, path)
+
+
+def plot_continual(results: dict, folder: Path, per_figure: int = 4) -> dict[str, Path]:
+    """``continual_R_<k>.png``: the R matrices of the first continual seed, ``per_figure``
+    models per file (one row of heatmaps each, so eight models stay legible)."""
+    from ..continual.plots import plot_matrices
+
+    panels, tasks = {}, []
+    for label, entry in results["models"].items():
+        if entry["continual"]:
+            first = entry["continual"][0]
+            panels[label] = (first["stages"], first["R"])
+            tasks = first["tasks"]
+    labels = list(panels)
+    paths = {}
+    for k, start in enumerate(range(0, len(labels), per_figure), start=1):
+        part = {label: panels[label] for label in labels[start:start + per_figure]}
+        paths[f"continual_R_{k}"] = plot_matrices(part, tasks, folder / f"continual_R_{k}.png", "validation bpb",
+                                                  lower_is_better=True)
+    return paths
+
+
+def write_plots(results: dict, folder: Path) -> dict[str, Path]:
+    """Every figure into ``folder``; ``{name: path}``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return {"bpb_curves": plot_bpb_curves(results, folder / "bpb_curves.png"),
+            "retrieval": plot_retrieval(results, folder / "retrieval.png"),
+            "mqar": plot_mqar(results, folder / "mqar.png"),
+            **plot_continual(results, folder)}
