@@ -9,7 +9,7 @@ from nlc import runtime as rt
 # The spec's levels, resolved: defaults filled, gates normalised to `retention`.
 
 # level 'attn' (specs/cms.yaml:14)
-LEVEL_ATTN = rt.AttentionIR(
+LEVEL_attn = rt.AttentionIR(
     name='attn',
     type='attention',
     order=0,
@@ -25,7 +25,7 @@ LEVEL_ATTN = rt.AttentionIR(
 )
 
 # level 'cms_fast' (specs/cms.yaml:15)
-LEVEL_CMS_FAST = rt.MLPIR(
+LEVEL_cms_fast = rt.MLPIR(
     name='cms_fast',
     type='mlp',
     order=1,
@@ -68,7 +68,7 @@ LEVEL_CMS_FAST = rt.MLPIR(
 )
 
 # level 'cms_mid' (specs/cms.yaml:21)
-LEVEL_CMS_MID = rt.MLPIR(
+LEVEL_cms_mid = rt.MLPIR(
     name='cms_mid',
     type='mlp',
     order=2,
@@ -111,7 +111,7 @@ LEVEL_CMS_MID = rt.MLPIR(
 )
 
 # level 'cms_slow' (specs/cms.yaml:22)
-LEVEL_CMS_SLOW = rt.MLPIR(
+LEVEL_cms_slow = rt.MLPIR(
     name='cms_slow',
     type='mlp',
     order=3,
@@ -170,21 +170,21 @@ class Cms(rt.NLCModel):
     def __init__(self):
         super().__init__(name='cms', vocab=256, width=128, norm='rms', tie_embeddings=True)
         # level 'attn' (layer at specs/cms.yaml:27; level at specs/cms.yaml:14)
-        self.b0_r0_attn = rt.Residual(rt.AttentionMixer(LEVEL_ATTN, width=128, persistent=None), norm='rms', residual=True, width=128)
+        self.b0_r0_attn = rt.Residual(rt.AttentionMixer(LEVEL_attn, width=128, persistent=None), norm='rms', residual=True, width=128)
         # level 'cms_fast' (layer at specs/cms.yaml:27; level at specs/cms.yaml:15)
-        self.b0_r0_cms_fast = rt.Residual(rt.CMSMixer(LEVEL_CMS_FAST, width=128), norm='rms', residual=True, width=128)
+        self.b0_r0_cms_fast = rt.Residual(rt.CMSMixer(LEVEL_cms_fast, width=128), norm='rms', residual=True, width=128)
         # level 'cms_mid' (layer at specs/cms.yaml:27; level at specs/cms.yaml:21)
-        self.b0_r0_cms_mid = rt.Residual(rt.CMSMixer(LEVEL_CMS_MID, width=128), norm='rms', residual=True, width=128)
+        self.b0_r0_cms_mid = rt.Residual(rt.CMSMixer(LEVEL_cms_mid, width=128), norm='rms', residual=True, width=128)
         # level 'cms_slow' (layer at specs/cms.yaml:27; level at specs/cms.yaml:22)
-        self.b0_r0_cms_slow = rt.Residual(rt.CMSMixer(LEVEL_CMS_SLOW, width=128), norm='rms', residual=True, width=128)
+        self.b0_r0_cms_slow = rt.Residual(rt.CMSMixer(LEVEL_cms_slow, width=128), norm='rms', residual=True, width=128)
         # level 'attn' (layer at specs/cms.yaml:27; level at specs/cms.yaml:14)
-        self.b0_r1_attn = rt.Residual(rt.AttentionMixer(LEVEL_ATTN, width=128, persistent=None), norm='rms', residual=True, width=128)
+        self.b0_r1_attn = rt.Residual(rt.AttentionMixer(LEVEL_attn, width=128, persistent=None), norm='rms', residual=True, width=128)
         # level 'cms_fast' (layer at specs/cms.yaml:27; level at specs/cms.yaml:15)
-        self.b0_r1_cms_fast = rt.Residual(rt.CMSMixer(LEVEL_CMS_FAST, width=128), norm='rms', residual=True, width=128)
+        self.b0_r1_cms_fast = rt.Residual(rt.CMSMixer(LEVEL_cms_fast, width=128), norm='rms', residual=True, width=128)
         # level 'cms_mid' (layer at specs/cms.yaml:27; level at specs/cms.yaml:21)
-        self.b0_r1_cms_mid = rt.Residual(rt.CMSMixer(LEVEL_CMS_MID, width=128), norm='rms', residual=True, width=128)
+        self.b0_r1_cms_mid = rt.Residual(rt.CMSMixer(LEVEL_cms_mid, width=128), norm='rms', residual=True, width=128)
         # level 'cms_slow' (layer at specs/cms.yaml:27; level at specs/cms.yaml:22)
-        self.b0_r1_cms_slow = rt.Residual(rt.CMSMixer(LEVEL_CMS_SLOW, width=128), norm='rms', residual=True, width=128)
+        self.b0_r1_cms_slow = rt.Residual(rt.CMSMixer(LEVEL_cms_slow, width=128), norm='rms', residual=True, width=128)
 
     def layers(self, x, state, pos):
         x, state['b0_r0_attn'] = self.b0_r0_attn(x, state['b0_r0_attn'], pos)  # 'attn' (specs/cms.yaml:27)

@@ -9,7 +9,7 @@ from nlc import runtime as rt
 # The spec's levels, resolved: defaults filled, gates normalised to `retention`.
 
 # level 'delta' (specs/deltanet.yaml:13)
-LEVEL_DELTA = rt.MemoryIR(
+LEVEL_delta = rt.MemoryIR(
     name='delta',
     type='memory',
     order=0,
@@ -80,7 +80,7 @@ LEVEL_DELTA = rt.MemoryIR(
 )
 
 # level 'mlp' (specs/deltanet.yaml:23)
-LEVEL_MLP = rt.MLPIR(
+LEVEL_mlp = rt.MLPIR(
     name='mlp',
     type='mlp',
     order=1,
@@ -111,13 +111,13 @@ class Deltanet(rt.NLCModel):
     def __init__(self):
         super().__init__(name='deltanet', vocab=256, width=128, norm='rms', tie_embeddings=True)
         # level 'delta' (layer at specs/deltanet.yaml:28; level at specs/deltanet.yaml:13)
-        self.b0_r0_delta = rt.Residual(rt.MemoryMixer(LEVEL_DELTA, width=128), norm='rms', residual=True, width=128)
+        self.b0_r0_delta = rt.Residual(rt.MemoryMixer(LEVEL_delta, width=128), norm='rms', residual=True, width=128)
         # level 'mlp' (layer at specs/deltanet.yaml:28; level at specs/deltanet.yaml:23)
-        self.b0_r0_mlp = rt.Residual(rt.MLPMixer(LEVEL_MLP, width=128), norm='rms', residual=True, width=128)
+        self.b0_r0_mlp = rt.Residual(rt.MLPMixer(LEVEL_mlp, width=128), norm='rms', residual=True, width=128)
         # level 'delta' (layer at specs/deltanet.yaml:28; level at specs/deltanet.yaml:13)
-        self.b0_r1_delta = rt.Residual(rt.MemoryMixer(LEVEL_DELTA, width=128), norm='rms', residual=True, width=128)
+        self.b0_r1_delta = rt.Residual(rt.MemoryMixer(LEVEL_delta, width=128), norm='rms', residual=True, width=128)
         # level 'mlp' (layer at specs/deltanet.yaml:28; level at specs/deltanet.yaml:23)
-        self.b0_r1_mlp = rt.Residual(rt.MLPMixer(LEVEL_MLP, width=128), norm='rms', residual=True, width=128)
+        self.b0_r1_mlp = rt.Residual(rt.MLPMixer(LEVEL_mlp, width=128), norm='rms', residual=True, width=128)
 
     def layers(self, x, state, pos):
         x, state['b0_r0_delta'] = self.b0_r0_delta(x, state['b0_r0_delta'], pos)  # 'delta' (specs/deltanet.yaml:28)

@@ -9,7 +9,7 @@ from nlc import runtime as rt
 # The spec's levels, resolved: defaults filled, gates normalised to `retention`.
 
 # level 'gdn' (specs/gated_deltanet.yaml:14)
-LEVEL_GDN = rt.MemoryIR(
+LEVEL_gdn = rt.MemoryIR(
     name='gdn',
     type='memory',
     order=0,
@@ -87,7 +87,7 @@ LEVEL_GDN = rt.MemoryIR(
 )
 
 # level 'mlp' (specs/gated_deltanet.yaml:25)
-LEVEL_MLP = rt.MLPIR(
+LEVEL_mlp = rt.MLPIR(
     name='mlp',
     type='mlp',
     order=1,
@@ -118,13 +118,13 @@ class GatedDeltanet(rt.NLCModel):
     def __init__(self):
         super().__init__(name='gated_deltanet', vocab=256, width=128, norm='rms', tie_embeddings=True)
         # level 'gdn' (layer at specs/gated_deltanet.yaml:30; level at specs/gated_deltanet.yaml:14)
-        self.b0_r0_gdn = rt.Residual(rt.MemoryMixer(LEVEL_GDN, width=128), norm='rms', residual=True, width=128)
+        self.b0_r0_gdn = rt.Residual(rt.MemoryMixer(LEVEL_gdn, width=128), norm='rms', residual=True, width=128)
         # level 'mlp' (layer at specs/gated_deltanet.yaml:30; level at specs/gated_deltanet.yaml:25)
-        self.b0_r0_mlp = rt.Residual(rt.MLPMixer(LEVEL_MLP, width=128), norm='rms', residual=True, width=128)
+        self.b0_r0_mlp = rt.Residual(rt.MLPMixer(LEVEL_mlp, width=128), norm='rms', residual=True, width=128)
         # level 'gdn' (layer at specs/gated_deltanet.yaml:30; level at specs/gated_deltanet.yaml:14)
-        self.b0_r1_gdn = rt.Residual(rt.MemoryMixer(LEVEL_GDN, width=128), norm='rms', residual=True, width=128)
+        self.b0_r1_gdn = rt.Residual(rt.MemoryMixer(LEVEL_gdn, width=128), norm='rms', residual=True, width=128)
         # level 'mlp' (layer at specs/gated_deltanet.yaml:30; level at specs/gated_deltanet.yaml:25)
-        self.b0_r1_mlp = rt.Residual(rt.MLPMixer(LEVEL_MLP, width=128), norm='rms', residual=True, width=128)
+        self.b0_r1_mlp = rt.Residual(rt.MLPMixer(LEVEL_mlp, width=128), norm='rms', residual=True, width=128)
 
     def layers(self, x, state, pos):
         x, state['b0_r0_gdn'] = self.b0_r0_gdn(x, state['b0_r0_gdn'], pos)  # 'gdn' (specs/gated_deltanet.yaml:30)

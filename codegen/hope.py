@@ -9,7 +9,7 @@ from nlc import runtime as rt
 # The spec's levels, resolved: defaults filled, gates normalised to `retention`.
 
 # level 'mem_k' (specs/hope.yaml:13)
-LEVEL_MEM_K = rt.MemoryIR(
+LEVEL_mem_k = rt.MemoryIR(
     name='mem_k',
     type='memory',
     order=0,
@@ -87,7 +87,7 @@ LEVEL_MEM_K = rt.MemoryIR(
 )
 
 # level 'mem_v' (specs/hope.yaml:13)
-LEVEL_MEM_V = rt.MemoryIR(
+LEVEL_mem_v = rt.MemoryIR(
     name='mem_v',
     type='memory',
     order=0,
@@ -165,7 +165,7 @@ LEVEL_MEM_V = rt.MemoryIR(
 )
 
 # level 'mem_lr' (specs/hope.yaml:13)
-LEVEL_MEM_LR = rt.MemoryIR(
+LEVEL_mem_lr = rt.MemoryIR(
     name='mem_lr',
     type='memory',
     order=0,
@@ -243,7 +243,7 @@ LEVEL_MEM_LR = rt.MemoryIR(
 )
 
 # level 'mem_alpha' (specs/hope.yaml:13)
-LEVEL_MEM_ALPHA = rt.MemoryIR(
+LEVEL_mem_alpha = rt.MemoryIR(
     name='mem_alpha',
     type='memory',
     order=0,
@@ -321,7 +321,7 @@ LEVEL_MEM_ALPHA = rt.MemoryIR(
 )
 
 # level 'memory' (specs/hope.yaml:27)
-LEVEL_MEMORY = rt.MemoryIR(
+LEVEL_memory = rt.MemoryIR(
     name='memory',
     type='memory',
     order=0,
@@ -399,7 +399,7 @@ LEVEL_MEMORY = rt.MemoryIR(
 )
 
 # level 'cms_fast' (specs/hope.yaml:38)
-LEVEL_CMS_FAST = rt.MLPIR(
+LEVEL_cms_fast = rt.MLPIR(
     name='cms_fast',
     type='mlp',
     order=1,
@@ -442,7 +442,7 @@ LEVEL_CMS_FAST = rt.MLPIR(
 )
 
 # level 'cms_mid' (specs/hope.yaml:43)
-LEVEL_CMS_MID = rt.MLPIR(
+LEVEL_cms_mid = rt.MLPIR(
     name='cms_mid',
     type='mlp',
     order=2,
@@ -485,7 +485,7 @@ LEVEL_CMS_MID = rt.MLPIR(
 )
 
 # level 'cms_slow' (specs/hope.yaml:48)
-LEVEL_CMS_SLOW = rt.MLPIR(
+LEVEL_cms_slow = rt.MLPIR(
     name='cms_slow',
     type='mlp',
     order=3,
@@ -544,21 +544,21 @@ class Hope(rt.NLCModel):
     def __init__(self):
         super().__init__(name='hope', vocab=256, width=128, norm='rms', tie_embeddings=True)
         # level 'memory' (layer at specs/hope.yaml:63; level at specs/hope.yaml:27)
-        self.b0_r0_memory = rt.Residual(rt.SelfModifyingMemory(LEVEL_MEMORY, components={'mem_k': LEVEL_MEM_K, 'mem_v': LEVEL_MEM_V, 'mem_lr': LEVEL_MEM_LR, 'mem_alpha': LEVEL_MEM_ALPHA}, width=128), norm='rms', residual=True, width=128)
+        self.b0_r0_memory = rt.Residual(rt.SelfModifyingMemory(LEVEL_memory, components={'mem_k': LEVEL_mem_k, 'mem_v': LEVEL_mem_v, 'mem_lr': LEVEL_mem_lr, 'mem_alpha': LEVEL_mem_alpha}, width=128), norm='rms', residual=True, width=128)
         # level 'cms_fast' (layer at specs/hope.yaml:63; level at specs/hope.yaml:38)
-        self.b0_r0_cms_fast = rt.Residual(rt.CMSMixer(LEVEL_CMS_FAST, width=128), norm='rms', residual=True, width=128)
+        self.b0_r0_cms_fast = rt.Residual(rt.CMSMixer(LEVEL_cms_fast, width=128), norm='rms', residual=True, width=128)
         # level 'cms_mid' (layer at specs/hope.yaml:63; level at specs/hope.yaml:43)
-        self.b0_r0_cms_mid = rt.Residual(rt.CMSMixer(LEVEL_CMS_MID, width=128), norm='rms', residual=True, width=128)
+        self.b0_r0_cms_mid = rt.Residual(rt.CMSMixer(LEVEL_cms_mid, width=128), norm='rms', residual=True, width=128)
         # level 'cms_slow' (layer at specs/hope.yaml:63; level at specs/hope.yaml:48)
-        self.b0_r0_cms_slow = rt.Residual(rt.CMSMixer(LEVEL_CMS_SLOW, width=128), norm='rms', residual=True, width=128)
+        self.b0_r0_cms_slow = rt.Residual(rt.CMSMixer(LEVEL_cms_slow, width=128), norm='rms', residual=True, width=128)
         # level 'memory' (layer at specs/hope.yaml:63; level at specs/hope.yaml:27)
-        self.b0_r1_memory = rt.Residual(rt.SelfModifyingMemory(LEVEL_MEMORY, components={'mem_k': LEVEL_MEM_K, 'mem_v': LEVEL_MEM_V, 'mem_lr': LEVEL_MEM_LR, 'mem_alpha': LEVEL_MEM_ALPHA}, width=128), norm='rms', residual=True, width=128)
+        self.b0_r1_memory = rt.Residual(rt.SelfModifyingMemory(LEVEL_memory, components={'mem_k': LEVEL_mem_k, 'mem_v': LEVEL_mem_v, 'mem_lr': LEVEL_mem_lr, 'mem_alpha': LEVEL_mem_alpha}, width=128), norm='rms', residual=True, width=128)
         # level 'cms_fast' (layer at specs/hope.yaml:63; level at specs/hope.yaml:38)
-        self.b0_r1_cms_fast = rt.Residual(rt.CMSMixer(LEVEL_CMS_FAST, width=128), norm='rms', residual=True, width=128)
+        self.b0_r1_cms_fast = rt.Residual(rt.CMSMixer(LEVEL_cms_fast, width=128), norm='rms', residual=True, width=128)
         # level 'cms_mid' (layer at specs/hope.yaml:63; level at specs/hope.yaml:43)
-        self.b0_r1_cms_mid = rt.Residual(rt.CMSMixer(LEVEL_CMS_MID, width=128), norm='rms', residual=True, width=128)
+        self.b0_r1_cms_mid = rt.Residual(rt.CMSMixer(LEVEL_cms_mid, width=128), norm='rms', residual=True, width=128)
         # level 'cms_slow' (layer at specs/hope.yaml:63; level at specs/hope.yaml:48)
-        self.b0_r1_cms_slow = rt.Residual(rt.CMSMixer(LEVEL_CMS_SLOW, width=128), norm='rms', residual=True, width=128)
+        self.b0_r1_cms_slow = rt.Residual(rt.CMSMixer(LEVEL_cms_slow, width=128), norm='rms', residual=True, width=128)
 
     def layers(self, x, state, pos):
         x, state['b0_r0_memory'] = self.b0_r0_memory(x, state['b0_r0_memory'], pos)  # 'memory' (specs/hope.yaml:63)

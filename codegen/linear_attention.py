@@ -9,7 +9,7 @@ from nlc import runtime as rt
 # The spec's levels, resolved: defaults filled, gates normalised to `retention`.
 
 # level 'linattn' (specs/linear_attention.yaml:13)
-LEVEL_LINATTN = rt.MemoryIR(
+LEVEL_linattn = rt.MemoryIR(
     name='linattn',
     type='memory',
     order=0,
@@ -80,7 +80,7 @@ LEVEL_LINATTN = rt.MemoryIR(
 )
 
 # level 'mlp' (specs/linear_attention.yaml:19)
-LEVEL_MLP = rt.MLPIR(
+LEVEL_mlp = rt.MLPIR(
     name='mlp',
     type='mlp',
     order=1,
@@ -111,13 +111,13 @@ class LinearAttention(rt.NLCModel):
     def __init__(self):
         super().__init__(name='linear_attention', vocab=256, width=128, norm='rms', tie_embeddings=True)
         # level 'linattn' (layer at specs/linear_attention.yaml:24; level at specs/linear_attention.yaml:13)
-        self.b0_r0_linattn = rt.Residual(rt.MemoryMixer(LEVEL_LINATTN, width=128), norm='rms', residual=True, width=128)
+        self.b0_r0_linattn = rt.Residual(rt.MemoryMixer(LEVEL_linattn, width=128), norm='rms', residual=True, width=128)
         # level 'mlp' (layer at specs/linear_attention.yaml:24; level at specs/linear_attention.yaml:19)
-        self.b0_r0_mlp = rt.Residual(rt.MLPMixer(LEVEL_MLP, width=128), norm='rms', residual=True, width=128)
+        self.b0_r0_mlp = rt.Residual(rt.MLPMixer(LEVEL_mlp, width=128), norm='rms', residual=True, width=128)
         # level 'linattn' (layer at specs/linear_attention.yaml:24; level at specs/linear_attention.yaml:13)
-        self.b0_r1_linattn = rt.Residual(rt.MemoryMixer(LEVEL_LINATTN, width=128), norm='rms', residual=True, width=128)
+        self.b0_r1_linattn = rt.Residual(rt.MemoryMixer(LEVEL_linattn, width=128), norm='rms', residual=True, width=128)
         # level 'mlp' (layer at specs/linear_attention.yaml:24; level at specs/linear_attention.yaml:19)
-        self.b0_r1_mlp = rt.Residual(rt.MLPMixer(LEVEL_MLP, width=128), norm='rms', residual=True, width=128)
+        self.b0_r1_mlp = rt.Residual(rt.MLPMixer(LEVEL_mlp, width=128), norm='rms', residual=True, width=128)
 
     def layers(self, x, state, pos):
         x, state['b0_r0_linattn'] = self.b0_r0_linattn(x, state['b0_r0_linattn'], pos)  # 'linattn' (specs/linear_attention.yaml:24)

@@ -9,7 +9,7 @@ from nlc import runtime as rt
 # The spec's levels, resolved: defaults filled, gates normalised to `retention`.
 
 # level 'ssm' (specs/samba.yaml:16)
-LEVEL_SSM = rt.MemoryIR(
+LEVEL_ssm = rt.MemoryIR(
     name='ssm',
     type='memory',
     order=1,
@@ -87,7 +87,7 @@ LEVEL_SSM = rt.MemoryIR(
 )
 
 # level 'mlp1' (specs/samba.yaml:30)
-LEVEL_MLP1 = rt.MLPIR(
+LEVEL_mlp1 = rt.MLPIR(
     name='mlp1',
     type='mlp',
     order=2,
@@ -106,7 +106,7 @@ LEVEL_MLP1 = rt.MLPIR(
 )
 
 # level 'mlp2' (specs/samba.yaml:30)
-LEVEL_MLP2 = rt.MLPIR(
+LEVEL_mlp2 = rt.MLPIR(
     name='mlp2',
     type='mlp',
     order=2,
@@ -125,7 +125,7 @@ LEVEL_MLP2 = rt.MLPIR(
 )
 
 # level 'swa' (specs/samba.yaml:32)
-LEVEL_SWA = rt.AttentionIR(
+LEVEL_swa = rt.AttentionIR(
     name='swa',
     type='attention',
     order=0,
@@ -157,21 +157,21 @@ class Samba(rt.NLCModel):
     def __init__(self):
         super().__init__(name='samba', vocab=256, width=128, norm='rms', tie_embeddings=True)
         # level 'ssm' (layer at specs/samba.yaml:37; level at specs/samba.yaml:16)
-        self.b0_r0_ssm = rt.Residual(rt.MemoryMixer(LEVEL_SSM, width=128), norm='rms', residual=True, width=128)
+        self.b0_r0_ssm = rt.Residual(rt.MemoryMixer(LEVEL_ssm, width=128), norm='rms', residual=True, width=128)
         # level 'mlp1' (layer at specs/samba.yaml:37; level at specs/samba.yaml:30)
-        self.b0_r0_mlp1 = rt.Residual(rt.MLPMixer(LEVEL_MLP1, width=128), norm='rms', residual=True, width=128)
+        self.b0_r0_mlp1 = rt.Residual(rt.MLPMixer(LEVEL_mlp1, width=128), norm='rms', residual=True, width=128)
         # level 'swa' (layer at specs/samba.yaml:37; level at specs/samba.yaml:32)
-        self.b0_r0_swa = rt.Residual(rt.AttentionMixer(LEVEL_SWA, width=128, persistent=None), norm='rms', residual=True, width=128)
+        self.b0_r0_swa = rt.Residual(rt.AttentionMixer(LEVEL_swa, width=128, persistent=None), norm='rms', residual=True, width=128)
         # level 'mlp2' (layer at specs/samba.yaml:37; level at specs/samba.yaml:30)
-        self.b0_r0_mlp2 = rt.Residual(rt.MLPMixer(LEVEL_MLP2, width=128), norm='rms', residual=True, width=128)
+        self.b0_r0_mlp2 = rt.Residual(rt.MLPMixer(LEVEL_mlp2, width=128), norm='rms', residual=True, width=128)
         # level 'ssm' (layer at specs/samba.yaml:37; level at specs/samba.yaml:16)
-        self.b0_r1_ssm = rt.Residual(rt.MemoryMixer(LEVEL_SSM, width=128), norm='rms', residual=True, width=128)
+        self.b0_r1_ssm = rt.Residual(rt.MemoryMixer(LEVEL_ssm, width=128), norm='rms', residual=True, width=128)
         # level 'mlp1' (layer at specs/samba.yaml:37; level at specs/samba.yaml:30)
-        self.b0_r1_mlp1 = rt.Residual(rt.MLPMixer(LEVEL_MLP1, width=128), norm='rms', residual=True, width=128)
+        self.b0_r1_mlp1 = rt.Residual(rt.MLPMixer(LEVEL_mlp1, width=128), norm='rms', residual=True, width=128)
         # level 'swa' (layer at specs/samba.yaml:37; level at specs/samba.yaml:32)
-        self.b0_r1_swa = rt.Residual(rt.AttentionMixer(LEVEL_SWA, width=128, persistent=None), norm='rms', residual=True, width=128)
+        self.b0_r1_swa = rt.Residual(rt.AttentionMixer(LEVEL_swa, width=128, persistent=None), norm='rms', residual=True, width=128)
         # level 'mlp2' (layer at specs/samba.yaml:37; level at specs/samba.yaml:30)
-        self.b0_r1_mlp2 = rt.Residual(rt.MLPMixer(LEVEL_MLP2, width=128), norm='rms', residual=True, width=128)
+        self.b0_r1_mlp2 = rt.Residual(rt.MLPMixer(LEVEL_mlp2, width=128), norm='rms', residual=True, width=128)
 
     def layers(self, x, state, pos):
         x, state['b0_r0_ssm'] = self.b0_r0_ssm(x, state['b0_r0_ssm'], pos)  # 'ssm' (specs/samba.yaml:37)

@@ -9,7 +9,7 @@ from nlc import runtime as rt
 # The spec's levels, resolved: defaults filled, gates normalised to `retention`.
 
 # level 'swa' (specs/swa_transformer.yaml:12)
-LEVEL_SWA = rt.AttentionIR(
+LEVEL_swa = rt.AttentionIR(
     name='swa',
     type='attention',
     order=0,
@@ -25,7 +25,7 @@ LEVEL_SWA = rt.AttentionIR(
 )
 
 # level 'mlp' (specs/swa_transformer.yaml:13)
-LEVEL_MLP = rt.MLPIR(
+LEVEL_mlp = rt.MLPIR(
     name='mlp',
     type='mlp',
     order=1,
@@ -56,13 +56,13 @@ class SwaTransformer(rt.NLCModel):
     def __init__(self):
         super().__init__(name='swa_transformer', vocab=256, width=128, norm='rms', tie_embeddings=True)
         # level 'swa' (layer at specs/swa_transformer.yaml:18; level at specs/swa_transformer.yaml:12)
-        self.b0_r0_swa = rt.Residual(rt.AttentionMixer(LEVEL_SWA, width=128, persistent=None), norm='rms', residual=True, width=128)
+        self.b0_r0_swa = rt.Residual(rt.AttentionMixer(LEVEL_swa, width=128, persistent=None), norm='rms', residual=True, width=128)
         # level 'mlp' (layer at specs/swa_transformer.yaml:18; level at specs/swa_transformer.yaml:13)
-        self.b0_r0_mlp = rt.Residual(rt.MLPMixer(LEVEL_MLP, width=128), norm='rms', residual=True, width=128)
+        self.b0_r0_mlp = rt.Residual(rt.MLPMixer(LEVEL_mlp, width=128), norm='rms', residual=True, width=128)
         # level 'swa' (layer at specs/swa_transformer.yaml:18; level at specs/swa_transformer.yaml:12)
-        self.b0_r1_swa = rt.Residual(rt.AttentionMixer(LEVEL_SWA, width=128, persistent=None), norm='rms', residual=True, width=128)
+        self.b0_r1_swa = rt.Residual(rt.AttentionMixer(LEVEL_swa, width=128, persistent=None), norm='rms', residual=True, width=128)
         # level 'mlp' (layer at specs/swa_transformer.yaml:18; level at specs/swa_transformer.yaml:13)
-        self.b0_r1_mlp = rt.Residual(rt.MLPMixer(LEVEL_MLP, width=128), norm='rms', residual=True, width=128)
+        self.b0_r1_mlp = rt.Residual(rt.MLPMixer(LEVEL_mlp, width=128), norm='rms', residual=True, width=128)
 
     def layers(self, x, state, pos):
         x, state['b0_r0_swa'] = self.b0_r0_swa(x, state['b0_r0_swa'], pos)  # 'swa' (specs/swa_transformer.yaml:18)

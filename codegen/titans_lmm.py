@@ -9,7 +9,7 @@ from nlc import runtime as rt
 # The spec's levels, resolved: defaults filled, gates normalised to `retention`.
 
 # level 'lmm' (specs/titans_lmm.yaml:15)
-LEVEL_LMM = rt.MemoryIR(
+LEVEL_lmm = rt.MemoryIR(
     name='lmm',
     type='memory',
     order=0,
@@ -94,7 +94,7 @@ LEVEL_LMM = rt.MemoryIR(
 )
 
 # level 'mlp' (specs/titans_lmm.yaml:30)
-LEVEL_MLP = rt.MLPIR(
+LEVEL_mlp = rt.MLPIR(
     name='mlp',
     type='mlp',
     order=1,
@@ -125,13 +125,13 @@ class TitansLmm(rt.NLCModel):
     def __init__(self):
         super().__init__(name='titans_lmm', vocab=256, width=128, norm='rms', tie_embeddings=True)
         # level 'lmm' (layer at specs/titans_lmm.yaml:35; level at specs/titans_lmm.yaml:15)
-        self.b0_r0_lmm = rt.Residual(rt.MemoryMixer(LEVEL_LMM, width=128), norm='rms', residual=True, width=128)
+        self.b0_r0_lmm = rt.Residual(rt.MemoryMixer(LEVEL_lmm, width=128), norm='rms', residual=True, width=128)
         # level 'mlp' (layer at specs/titans_lmm.yaml:35; level at specs/titans_lmm.yaml:30)
-        self.b0_r0_mlp = rt.Residual(rt.MLPMixer(LEVEL_MLP, width=128), norm='rms', residual=True, width=128)
+        self.b0_r0_mlp = rt.Residual(rt.MLPMixer(LEVEL_mlp, width=128), norm='rms', residual=True, width=128)
         # level 'lmm' (layer at specs/titans_lmm.yaml:35; level at specs/titans_lmm.yaml:15)
-        self.b0_r1_lmm = rt.Residual(rt.MemoryMixer(LEVEL_LMM, width=128), norm='rms', residual=True, width=128)
+        self.b0_r1_lmm = rt.Residual(rt.MemoryMixer(LEVEL_lmm, width=128), norm='rms', residual=True, width=128)
         # level 'mlp' (layer at specs/titans_lmm.yaml:35; level at specs/titans_lmm.yaml:30)
-        self.b0_r1_mlp = rt.Residual(rt.MLPMixer(LEVEL_MLP, width=128), norm='rms', residual=True, width=128)
+        self.b0_r1_mlp = rt.Residual(rt.MLPMixer(LEVEL_mlp, width=128), norm='rms', residual=True, width=128)
 
     def layers(self, x, state, pos):
         x, state['b0_r0_lmm'] = self.b0_r0_lmm(x, state['b0_r0_lmm'], pos)  # 'lmm' (specs/titans_lmm.yaml:35)

@@ -9,7 +9,7 @@ from nlc import runtime as rt
 # The spec's levels, resolved: defaults filled, gates normalised to `retention`.
 
 # level 'core' (specs/titans_mac.yaml:13)
-LEVEL_CORE = rt.AttentionIR(
+LEVEL_core = rt.AttentionIR(
     name='core',
     type='attention',
     order=0,
@@ -25,7 +25,7 @@ LEVEL_CORE = rt.AttentionIR(
 )
 
 # level 'persist' (specs/titans_mac.yaml:14)
-LEVEL_PERSIST = rt.PersistentIR(
+LEVEL_persist = rt.PersistentIR(
     name='persist',
     type='persistent',
     order=2,
@@ -36,7 +36,7 @@ LEVEL_PERSIST = rt.PersistentIR(
 )
 
 # level 'lmm' (specs/titans_mac.yaml:16)
-LEVEL_LMM = rt.MemoryIR(
+LEVEL_lmm = rt.MemoryIR(
     name='lmm',
     type='memory',
     order=1,
@@ -121,7 +121,7 @@ LEVEL_LMM = rt.MemoryIR(
 )
 
 # level 'mlp' (specs/titans_mac.yaml:30)
-LEVEL_MLP = rt.MLPIR(
+LEVEL_mlp = rt.MLPIR(
     name='mlp',
     type='mlp',
     order=2,
@@ -152,13 +152,13 @@ class TitansMac(rt.NLCModel):
     def __init__(self):
         super().__init__(name='titans_mac', vocab=256, width=128, norm='rms', tie_embeddings=True)
         # level 'core', 'lmm', 'persist' (layer at specs/titans_mac.yaml:36; level at specs/titans_mac.yaml:13)
-        self.b0_r0_core_lmm = rt.Context(rt.AttentionMixer(LEVEL_CORE, width=128, persistent=None), rt.MemoryMixer(LEVEL_LMM, width=128), persistent=LEVEL_PERSIST, segment=None, norm='rms', residual=True, width=128)
+        self.b0_r0_core_lmm = rt.Context(rt.AttentionMixer(LEVEL_core, width=128, persistent=None), rt.MemoryMixer(LEVEL_lmm, width=128), persistent=LEVEL_persist, segment=None, norm='rms', residual=True, width=128)
         # level 'mlp' (layer at specs/titans_mac.yaml:37; level at specs/titans_mac.yaml:30)
-        self.b0_r0_mlp = rt.Residual(rt.MLPMixer(LEVEL_MLP, width=128), norm='rms', residual=True, width=128)
+        self.b0_r0_mlp = rt.Residual(rt.MLPMixer(LEVEL_mlp, width=128), norm='rms', residual=True, width=128)
         # level 'core', 'lmm', 'persist' (layer at specs/titans_mac.yaml:36; level at specs/titans_mac.yaml:13)
-        self.b0_r1_core_lmm = rt.Context(rt.AttentionMixer(LEVEL_CORE, width=128, persistent=None), rt.MemoryMixer(LEVEL_LMM, width=128), persistent=LEVEL_PERSIST, segment=None, norm='rms', residual=True, width=128)
+        self.b0_r1_core_lmm = rt.Context(rt.AttentionMixer(LEVEL_core, width=128, persistent=None), rt.MemoryMixer(LEVEL_lmm, width=128), persistent=LEVEL_persist, segment=None, norm='rms', residual=True, width=128)
         # level 'mlp' (layer at specs/titans_mac.yaml:37; level at specs/titans_mac.yaml:30)
-        self.b0_r1_mlp = rt.Residual(rt.MLPMixer(LEVEL_MLP, width=128), norm='rms', residual=True, width=128)
+        self.b0_r1_mlp = rt.Residual(rt.MLPMixer(LEVEL_mlp, width=128), norm='rms', residual=True, width=128)
 
     def layers(self, x, state, pos):
         x, state['b0_r0_core_lmm'] = self.b0_r0_core_lmm(x, state['b0_r0_core_lmm'], pos)  # 'core', 'lmm', 'persist' (specs/titans_mac.yaml:36)

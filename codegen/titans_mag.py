@@ -9,7 +9,7 @@ from nlc import runtime as rt
 # The spec's levels, resolved: defaults filled, gates normalised to `retention`.
 
 # level 'swa' (specs/titans_mag.yaml:13)
-LEVEL_SWA = rt.AttentionIR(
+LEVEL_swa = rt.AttentionIR(
     name='swa',
     type='attention',
     order=0,
@@ -25,7 +25,7 @@ LEVEL_SWA = rt.AttentionIR(
 )
 
 # level 'persist' (specs/titans_mag.yaml:14)
-LEVEL_PERSIST = rt.PersistentIR(
+LEVEL_persist = rt.PersistentIR(
     name='persist',
     type='persistent',
     order=2,
@@ -36,7 +36,7 @@ LEVEL_PERSIST = rt.PersistentIR(
 )
 
 # level 'lmm' (specs/titans_mag.yaml:16)
-LEVEL_LMM = rt.MemoryIR(
+LEVEL_lmm = rt.MemoryIR(
     name='lmm',
     type='memory',
     order=1,
@@ -121,7 +121,7 @@ LEVEL_LMM = rt.MemoryIR(
 )
 
 # level 'mlp' (specs/titans_mag.yaml:29)
-LEVEL_MLP = rt.MLPIR(
+LEVEL_mlp = rt.MLPIR(
     name='mlp',
     type='mlp',
     order=2,
@@ -152,13 +152,13 @@ class TitansMag(rt.NLCModel):
     def __init__(self):
         super().__init__(name='titans_mag', vocab=256, width=128, norm='rms', tie_embeddings=True)
         # level 'swa', 'lmm' (layer at specs/titans_mag.yaml:35; level at specs/titans_mag.yaml:13)
-        self.b0_r0_swa_lmm = rt.Parallel([rt.AttentionMixer(LEVEL_SWA, width=128, persistent=LEVEL_PERSIST), rt.MemoryMixer(LEVEL_LMM, width=128)], combine='gate', norm='rms', residual=True, width=128)
+        self.b0_r0_swa_lmm = rt.Parallel([rt.AttentionMixer(LEVEL_swa, width=128, persistent=LEVEL_persist), rt.MemoryMixer(LEVEL_lmm, width=128)], combine='gate', norm='rms', residual=True, width=128)
         # level 'mlp' (layer at specs/titans_mag.yaml:36; level at specs/titans_mag.yaml:29)
-        self.b0_r0_mlp = rt.Residual(rt.MLPMixer(LEVEL_MLP, width=128), norm='rms', residual=True, width=128)
+        self.b0_r0_mlp = rt.Residual(rt.MLPMixer(LEVEL_mlp, width=128), norm='rms', residual=True, width=128)
         # level 'swa', 'lmm' (layer at specs/titans_mag.yaml:35; level at specs/titans_mag.yaml:13)
-        self.b0_r1_swa_lmm = rt.Parallel([rt.AttentionMixer(LEVEL_SWA, width=128, persistent=LEVEL_PERSIST), rt.MemoryMixer(LEVEL_LMM, width=128)], combine='gate', norm='rms', residual=True, width=128)
+        self.b0_r1_swa_lmm = rt.Parallel([rt.AttentionMixer(LEVEL_swa, width=128, persistent=LEVEL_persist), rt.MemoryMixer(LEVEL_lmm, width=128)], combine='gate', norm='rms', residual=True, width=128)
         # level 'mlp' (layer at specs/titans_mag.yaml:36; level at specs/titans_mag.yaml:29)
-        self.b0_r1_mlp = rt.Residual(rt.MLPMixer(LEVEL_MLP, width=128), norm='rms', residual=True, width=128)
+        self.b0_r1_mlp = rt.Residual(rt.MLPMixer(LEVEL_mlp, width=128), norm='rms', residual=True, width=128)
 
     def layers(self, x, state, pos):
         x, state['b0_r0_swa_lmm'] = self.b0_r0_swa_lmm(x, state['b0_r0_swa_lmm'], pos)  # 'swa', 'lmm' (specs/titans_mag.yaml:35)

@@ -9,7 +9,7 @@ from nlc import runtime as rt
 # The spec's levels, resolved: defaults filled, gates normalised to `retention`.
 
 # level 'lmm' (specs/titans_mal.yaml:13)
-LEVEL_LMM = rt.MemoryIR(
+LEVEL_lmm = rt.MemoryIR(
     name='lmm',
     type='memory',
     order=1,
@@ -94,7 +94,7 @@ LEVEL_LMM = rt.MemoryIR(
 )
 
 # level 'swa' (specs/titans_mal.yaml:26)
-LEVEL_SWA = rt.AttentionIR(
+LEVEL_swa = rt.AttentionIR(
     name='swa',
     type='attention',
     order=0,
@@ -110,7 +110,7 @@ LEVEL_SWA = rt.AttentionIR(
 )
 
 # level 'persist' (specs/titans_mal.yaml:27)
-LEVEL_PERSIST = rt.PersistentIR(
+LEVEL_persist = rt.PersistentIR(
     name='persist',
     type='persistent',
     order=2,
@@ -121,7 +121,7 @@ LEVEL_PERSIST = rt.PersistentIR(
 )
 
 # level 'mlp' (specs/titans_mal.yaml:28)
-LEVEL_MLP = rt.MLPIR(
+LEVEL_mlp = rt.MLPIR(
     name='mlp',
     type='mlp',
     order=2,
@@ -154,17 +154,17 @@ class TitansMal(rt.NLCModel):
     def __init__(self):
         super().__init__(name='titans_mal', vocab=256, width=128, norm='rms', tie_embeddings=True)
         # level 'lmm' (layer at specs/titans_mal.yaml:33; level at specs/titans_mal.yaml:13)
-        self.b0_r0_lmm = rt.Residual(rt.MemoryMixer(LEVEL_LMM, width=128), norm='rms', residual=True, width=128)
+        self.b0_r0_lmm = rt.Residual(rt.MemoryMixer(LEVEL_lmm, width=128), norm='rms', residual=True, width=128)
         # level 'swa' (layer at specs/titans_mal.yaml:33; level at specs/titans_mal.yaml:26)
-        self.b0_r0_swa = rt.Residual(rt.AttentionMixer(LEVEL_SWA, width=128, persistent=LEVEL_PERSIST), norm='rms', residual=True, width=128)
+        self.b0_r0_swa = rt.Residual(rt.AttentionMixer(LEVEL_swa, width=128, persistent=LEVEL_persist), norm='rms', residual=True, width=128)
         # level 'mlp' (layer at specs/titans_mal.yaml:33; level at specs/titans_mal.yaml:28)
-        self.b0_r0_mlp = rt.Residual(rt.MLPMixer(LEVEL_MLP, width=128), norm='rms', residual=True, width=128)
+        self.b0_r0_mlp = rt.Residual(rt.MLPMixer(LEVEL_mlp, width=128), norm='rms', residual=True, width=128)
         # level 'lmm' (layer at specs/titans_mal.yaml:33; level at specs/titans_mal.yaml:13)
-        self.b0_r1_lmm = rt.Residual(rt.MemoryMixer(LEVEL_LMM, width=128), norm='rms', residual=True, width=128)
+        self.b0_r1_lmm = rt.Residual(rt.MemoryMixer(LEVEL_lmm, width=128), norm='rms', residual=True, width=128)
         # level 'swa' (layer at specs/titans_mal.yaml:33; level at specs/titans_mal.yaml:26)
-        self.b0_r1_swa = rt.Residual(rt.AttentionMixer(LEVEL_SWA, width=128, persistent=LEVEL_PERSIST), norm='rms', residual=True, width=128)
+        self.b0_r1_swa = rt.Residual(rt.AttentionMixer(LEVEL_swa, width=128, persistent=LEVEL_persist), norm='rms', residual=True, width=128)
         # level 'mlp' (layer at specs/titans_mal.yaml:33; level at specs/titans_mal.yaml:28)
-        self.b0_r1_mlp = rt.Residual(rt.MLPMixer(LEVEL_MLP, width=128), norm='rms', residual=True, width=128)
+        self.b0_r1_mlp = rt.Residual(rt.MLPMixer(LEVEL_mlp, width=128), norm='rms', residual=True, width=128)
 
     def layers(self, x, state, pos):
         x, state['b0_r0_lmm'] = self.b0_r0_lmm(x, state['b0_r0_lmm'], pos)  # 'lmm' (specs/titans_mal.yaml:33)

@@ -9,7 +9,7 @@ from nlc import runtime as rt
 # The spec's levels, resolved: defaults filled, gates normalised to `retention`.
 
 # level 'attn' (specs/transformer.yaml:13)
-LEVEL_ATTN = rt.AttentionIR(
+LEVEL_attn = rt.AttentionIR(
     name='attn',
     type='attention',
     order=0,
@@ -25,7 +25,7 @@ LEVEL_ATTN = rt.AttentionIR(
 )
 
 # level 'mlp' (specs/transformer.yaml:14)
-LEVEL_MLP = rt.MLPIR(
+LEVEL_mlp = rt.MLPIR(
     name='mlp',
     type='mlp',
     order=1,
@@ -56,13 +56,13 @@ class Transformer(rt.NLCModel):
     def __init__(self):
         super().__init__(name='transformer', vocab=256, width=128, norm='rms', tie_embeddings=True)
         # level 'attn' (layer at specs/transformer.yaml:21; level at specs/transformer.yaml:13)
-        self.b0_r0_attn = rt.Residual(rt.AttentionMixer(LEVEL_ATTN, width=128, persistent=None), norm='rms', residual=True, width=128)
+        self.b0_r0_attn = rt.Residual(rt.AttentionMixer(LEVEL_attn, width=128, persistent=None), norm='rms', residual=True, width=128)
         # level 'mlp' (layer at specs/transformer.yaml:22; level at specs/transformer.yaml:14)
-        self.b0_r0_mlp = rt.Residual(rt.MLPMixer(LEVEL_MLP, width=128), norm='rms', residual=True, width=128)
+        self.b0_r0_mlp = rt.Residual(rt.MLPMixer(LEVEL_mlp, width=128), norm='rms', residual=True, width=128)
         # level 'attn' (layer at specs/transformer.yaml:21; level at specs/transformer.yaml:13)
-        self.b0_r1_attn = rt.Residual(rt.AttentionMixer(LEVEL_ATTN, width=128, persistent=None), norm='rms', residual=True, width=128)
+        self.b0_r1_attn = rt.Residual(rt.AttentionMixer(LEVEL_attn, width=128, persistent=None), norm='rms', residual=True, width=128)
         # level 'mlp' (layer at specs/transformer.yaml:22; level at specs/transformer.yaml:14)
-        self.b0_r1_mlp = rt.Residual(rt.MLPMixer(LEVEL_MLP, width=128), norm='rms', residual=True, width=128)
+        self.b0_r1_mlp = rt.Residual(rt.MLPMixer(LEVEL_mlp, width=128), norm='rms', residual=True, width=128)
 
     def layers(self, x, state, pos):
         x, state['b0_r0_attn'] = self.b0_r0_attn(x, state['b0_r0_attn'], pos)  # 'attn' (specs/transformer.yaml:21)

@@ -107,8 +107,11 @@ def _maybe(draw: Callable, d: dict, key: str, strategy: Any) -> None:
 
 
 @st.composite
-def knobs(draw, sources: list[str], *, allow_level: bool = True, allow_input: bool = True):
-    """A knob in any of its forms: a number, ``{learned: x}``, ``{from: input|level, ...}``."""
+def knobs(draw, sources: list[str], *, allow_level: bool = True, allow_input: bool = True,
+          gate: bool = False):
+    """A knob in any of its forms: a number, ``{learned: x}``, ``{from: input|level, ...}``.
+    A squashed knob (learned, or data-dependent) starts strictly inside (0, max); a ``gate``
+    (momentum, retention, forget) keeps ``max <= 1``."""
     options = ["const", "const_long", "learned"]
     if allow_input:
         options.append("input")
@@ -120,11 +123,11 @@ def knobs(draw, sources: list[str], *, allow_level: bool = True, allow_input: bo
     if kind == "const_long":
         return {"value": draw(small_floats)}
     if kind == "learned":
-        return {"learned": draw(small_floats)}
+        return {"learned": draw(unit_open)}
     out: dict[str, Any] = {"from": INPUT if kind == "input" else _pick(draw, sources)}
     top = 1.0
     if draw(_COIN):
-        top = _pick(draw, [0.5, 1.0, 2.0])
+        top = _pick(draw, [0.5, 1.0] if gate else [0.5, 1.0, 2.0])
         out["max"] = top
     if draw(_COIN):
         out["init"] = draw(unit_open) * top
@@ -182,7 +185,7 @@ def updates(draw, rules: list[str], knob_sources: list[str], *, level_knobs_only
     out: dict[str, Any] = {"rule": rule}
     if draw(_COIN):
         out["lr"] = draw(knobs(knob_sources))
-    other = knobs(knob_sources, allow_level=not level_knobs_only_lr)
+    other = knobs(knob_sources, allow_level=not level_knobs_only_lr, gate=True)
     if rule == "momentum":
         out["momentum"] = draw(other)
     gate = _pick(draw, [None, "retention", "forget"])
@@ -306,6 +309,7 @@ def valid_specs(draw, max_levels: int = 6):
         elif t == "persistent":
             lv["tokens"] = draw(st.integers(1, 8))
         elif t == "memory":
+            readable = [n for n in readable if plan.type[n] == "memory"]  # a memory reads memories
             shape = draw(memory_shapes())
             if shape != {"kind": "matrix"} or draw(_COIN):
                 lv["memory"] = shape
@@ -336,6 +340,7 @@ def valid_specs(draw, max_levels: int = 6):
                     lv[field] = draw(sources(readable))
             _maybe(draw, lv, "init", ["learned", "zero"])
             _maybe(draw, lv, "output_gate", _COIN)
+            _keep_deep_memory_stable(lv)
         elif t == "mlp":
             _maybe(draw, lv, "hidden", [16, 32, 64])
             _maybe(draw, lv, "expansion", [1, 2, 2.5, 4])
@@ -405,7 +410,8 @@ def valid_specs(draw, max_levels: int = 6):
                 levels[name][key] = copy.deepcopy(levels[src][key])
             else:
                 levels[name].pop(key, None)
-        init: dict[str, Any] = {_pick(draw, ["from", "copy"]): src}
+        # nested ('from') only for task-driven CMS levels; placement is fixed after the blocks
+        init: dict[str, Any] = {_pick(draw, ["from", "copy"]) if t == "mlp" else "copy": src}
         _maybe(draw, init, "reset", ["never", "context", "slower_chunk"])
         levels[name]["init"] = init
         plan.edges.add((src, name))
@@ -446,6 +452,7 @@ def valid_specs(draw, max_levels: int = 6):
         blocks[-1]["layers"].append(missing[0] if draw(_COIN) else {"level": missing[0]})
         sinks.add(missing[0])
 
+    _copy_misplaced_nested_states(levels, blocks)
     model: dict[str, Any] = {"width": width, "blocks": blocks}
     heads = _pick(draw, divisors)
     if heads != 4 or draw(_COIN):  # 4 is the default
@@ -473,6 +480,36 @@ def valid_specs(draw, max_levels: int = 6):
     if draw(st.integers(0, 3)) == 0:
         spec["search"] = draw(_search(levels))
     return spec
+
+
+def _keep_deep_memory_stable(lv: dict) -> None:
+    """An MLP memory with a constant lr >= 1 on unnormalised keys (the defaults) diverges
+    and is warned about: give it lr 0.5."""
+    lr = lv.get("update", {}).get("lr", 1.0)
+    value = lr.get("value") if isinstance(lr, dict) else lr
+    keys = lv.get("keys", INPUT)
+    normalised = isinstance(keys, dict) and keys.get("norm") == "l2"
+    deep = lv.get("memory", {}).get("kind") == "mlp"
+    if deep and value is not None and value >= 1 and not normalised:
+        lv.setdefault("update", {"rule": "gd"})["lr"] = 0.5
+
+
+def _copy_misplaced_nested_states(levels: dict, blocks: list) -> None:
+    """A nested initial state (``init: {from: X}``) needs its level in a layer of its own in
+    blocks that apply X in a layer of their own (validation rule 9); elsewhere it becomes
+    ``copy: X`` (the same edge)."""
+    for name, lv in levels.items():
+        init = lv.get("init")
+        if not (isinstance(init, dict) and "from" in init):
+            continue
+        for block in blocks:
+            own = {layer if isinstance(layer, str) else layer.get("level") for layer in block["layers"]}
+            applied = {n for layer in block["layers"] for n in _layer_levels(layer)}
+            if name in applied and (name not in own or init["from"] not in own or any(
+                    name in _layer_levels(layer) for layer in block["layers"]
+                    if isinstance(layer, dict) and "level" not in layer)):
+                lv["init"] = {"copy": init["from"], **{k: v for k, v in init.items() if k != "from"}}
+                break
 
 
 @st.composite
@@ -993,23 +1030,14 @@ def _small_lr(knob: Any) -> Any:
     return knob
 
 
-def _unit_gate(knob: Any) -> Any:
-    """A momentum / retention / forget knob whose data-dependent form stays in (0, 1): a
-    ``max`` above 1 is scaled down to 1, its ``init`` with it."""
-    if not (isinstance(knob, dict) and knob.get("max", 1.0) > 1.0):
-        return knob
-    scale = 1.0 / knob["max"]
-    return knob | {"max": 1.0} | ({"init": knob["init"] * scale} if "init" in knob else {})
-
-
 def _runnable(data: dict, min_cms_period: int) -> dict:
     """Drop from a tiny draw the features the runtime rejects by design (each with a
     located error, see ``test_generated_properties.py``): memory periods other than 1,
     sources and knobs produced by other levels (HOPE couplings), self-generated targets,
-    cross-level initial states of memories, data-dependent gates that may leave (0, 1), and
-    CMS update rules other than plain ``gd`` with a constant, learned or per-token
-    input-driven lr. Levels that only fed another level are then applied as layers of the
-    last block, so every level reaches the output. CMS periods are scaled (all by one power
+    cross-level initial states of memories, and CMS update rules other than plain ``gd``
+    with a constant, learned or per-token input-driven lr. Levels that only fed another
+    level are then applied as layers of the last block, so every level reaches the output
+    (a nested initial state that this misplaces becomes a copy). CMS periods are scaled (all by one power
     of two: their order and nesting hold) so that the shortest is at least
     ``min_cms_period``.
 
@@ -1030,7 +1058,7 @@ def _runnable(data: dict, min_cms_period: int) -> dict:
             update = lv.setdefault("update", {"rule": "gd"})
             for knob in _KNOBS:
                 if knob in update:
-                    update[knob] = _unit_gate(_from_input(update[knob]))
+                    update[knob] = _from_input(update[knob])
             update["lr"] = _small_lr(update.get("lr"))
             if update.get("retention_kind") == "lq" and update.get("q", 2.0) < 2:
                 update["q"] = 2.0  # W = A ||A||_q^(2-q) grows faster than A: it runs away
@@ -1059,6 +1087,7 @@ def _runnable(data: dict, min_cms_period: int) -> dict:
     applied = {n for block in data["model"]["blocks"] for layer in block["layers"]
                for n in _layer_levels(layer)}
     data["model"]["blocks"][-1]["layers"] += [n for n in usable if n not in applied]
+    _copy_misplaced_nested_states(data["levels"], data["model"]["blocks"])
     return data
 
 

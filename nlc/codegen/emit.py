@@ -12,7 +12,7 @@ import dataclasses
 import re
 from fractions import Fraction
 
-from ..ir.nodes import LayerIR, MemoryIR, MLPIR, ModelIR
+from ..ir.nodes import LayerIR, MemoryIR, ModelIR
 from ..ir.resolve import coupled_components
 from ..version import __version__
 
@@ -24,7 +24,9 @@ def class_name(name: str) -> str:
 
 
 def constant(level: str) -> str:
-    return f"LEVEL_{level.upper()}"
+    """The module constant of a level: its name kept as written (level names are
+    identifiers), so names that differ only in case get distinct constants."""
+    return f"LEVEL_{level}"
 
 
 def literal(value: object, indent: int = 0) -> str:
@@ -86,21 +88,15 @@ def emit(ir: ModelIR) -> str:
 
 
 def _nested_layers(ir: ModelIR) -> dict[str, str]:
-    """Layer -> the layer (same block repetition) of the slower level that initialises it."""
+    """Layer -> the layer (same block repetition) of the slower level that initialises it
+    (validation rule 9 guarantees a nested level's own layer and its source's)."""
     out = {}
     for layer in ir.layers:
         level = ir.levels[layer.levels[0]]
-        if getattr(level, "init", None) != "from":
-            continue
-        if not (isinstance(level, MLPIR) and level.objective is not None and level.objective.kind == "task"):
-            raise ValueError(f"level '{level.name}' ({level.origin}): nested initial states "
-                             "('init: {from: ...}') run for CMS levels with the task objective only")
-        same = [o for o in ir.layers if (o.block, o.repeat) == (layer.block, layer.repeat)
-                and o.levels[0] == level.init_level and o.kind == "level"]
-        if not same:
-            raise ValueError(f"level '{level.name}' ({level.origin}) is initialised from "
-                             f"'{level.init_level}', which no layer of the same block applies")
-        out[layer.name] = same[0].name
+        if layer.kind == "level" and getattr(level, "init", None) == "from":
+            out[layer.name] = next(o.name for o in ir.layers if o.kind == "level"
+                                   and o.levels[0] == level.init_level
+                                   and (o.block, o.repeat) == (layer.block, layer.repeat))
     return out
 
 

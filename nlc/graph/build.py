@@ -25,7 +25,7 @@ from fractions import Fraction
 
 import networkx as nx
 
-from ..spec.levels import AttentionLevel, MemoryLevel, MLPLevel, OptimizerLevel, PersistentLevel
+from ..spec.levels import AttentionLevel, MemoryLevel, MLPLevel, OptimizerLevel
 from ..spec.model import ContextLayer, LevelLayer, ParallelLayer, Spec
 from ..spec.values import INPUT
 
@@ -48,18 +48,20 @@ def references(spec: Spec) -> list[Ref]:
     refs: list[Ref] = []
     for name, level in spec.levels.items():
         base = f"levels.{name}"
+        # a memory reads its sources from memories only (HOPE's coupling); a CMS lr from either
+        producers = ("memory",) if isinstance(level, MemoryLevel) else ("memory", "mlp")
         if isinstance(level, MemoryLevel):
             for field in ("keys", "values", "queries"):
                 src = getattr(level, field).source
                 if src != INPUT:
-                    refs.append(Ref(f"{base}.{field}.from", name, src, "generation", ("memory", "mlp")))
+                    refs.append(Ref(f"{base}.{field}.from", name, src, "generation", producers))
         update = getattr(level, "update", None)
         if update is not None:
             for knob_name in ("lr", "momentum", "retention", "forget"):
                 knob = getattr(update, knob_name)
                 if knob is not None and knob.source not in (None, INPUT):
                     refs.append(Ref(f"{base}.update.{knob_name}.from", name, knob.source, "generation",
-                                    ("memory", "mlp")))
+                                    producers))
         if isinstance(level, (MemoryLevel, MLPLevel)) and level.init.level is not None:
             kind = "copy" if level.init.kind == "copy" else "initialization"
             refs.append(Ref(f"{base}.init", name, level.init.level, kind, (level.type,)))

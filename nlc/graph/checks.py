@@ -13,7 +13,14 @@ The rules (docs/design.md, "Validation rules", states them for users):
 7. dimensions agree: heads divide the width, a state copied or meta-learned from
    another level has the same shape;
 8. update rules fit their memory and objective (delta rule: matrix + L2; DGD: L2 or dot;
-   the task objective only drives MLP (CMS) levels; a CMS level steps by gd or momentum).
+   the task objective only drives MLP (CMS) levels; a CMS level steps by gd or momentum);
+9. a nested initial state (``init: {from: X}``, NL-arXiv Eq. 72) belongs to a task-driven
+   CMS level applied in a layer of its own, in a block that applies X in a layer of its own
+   (the model re-initialises it from that layer's state when X updates);
+10. a knob squashed by a sigmoid (data-dependent, or a memory's learned knob) starts strictly
+    inside (0, max), and a retention / momentum / forget gate keeps max <= 1. *Warning*: a
+    deep (MLP) memory stepping with a constant lr >= 1 on keys that are not l2-normalised
+    (the language's defaults) diverges within a few chunks.
 """
 from __future__ import annotations
 
@@ -24,7 +31,7 @@ import networkx as nx
 
 from ..errors import Issue
 from ..spec.levels import MemoryLevel, MLPLevel, OptimizerLevel
-from ..spec.model import Spec
+from ..spec.model import LevelLayer, Spec
 from .build import block_levels, build_graph, frequency, outermost, references
 
 
@@ -34,7 +41,7 @@ def check_spec(spec: Spec) -> list[Issue]:
         return issues
     graph = build_graph(spec)
     for check in (_check_cycles, _check_initialisation, _check_outermost, _check_reaches_output,
-                  _check_periods, _check_dimensions, _check_rules):
+                  _check_periods, _check_dimensions, _check_rules, _check_nesting, _check_knobs):
         issues += check(spec, graph)
     return issues
 
@@ -49,7 +56,7 @@ def _check_references(spec: Spec) -> list[Issue]:
             hint = f"did you mean '{close[0]}'?" if close else f"levels are: {', '.join(names)}"
             issues.append(Issue(ref.path, f"unknown level '{ref.target}'", hint=hint))
         elif level.type not in ref.allowed:
-            article = "an" if level.type[0] in "aeiou" else "a"
+            article = "an" if level.type[0] in "aeiou" or level.type == "mlp" else "a"
             issues.append(Issue(ref.path, f"level '{ref.target}' is {article} {level.type} level; "
                                 f"this place needs a level of type {' or '.join(ref.allowed)}"))
     return issues
@@ -187,4 +194,74 @@ def _check_rules(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
             issues.append(Issue(f"{base}.objective.kind", "the 'task' objective drives MLP (CMS) levels; "
                                 "a memory needs an associative objective",
                                 hint="use l2, lp, huber or dot"))
+    return issues
+
+
+def _is_task_cms(level: object) -> bool:
+    return isinstance(level, MLPLevel) and level.period.tokens is not None and (
+        level.objective is None or level.objective.kind == "task")
+
+
+def _check_nesting(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
+    issues = []
+    for name, level in spec.levels.items():
+        init = getattr(level, "init", None)
+        if init is None or init.kind != "from":
+            continue
+        if not _is_task_cms(level):
+            issues.append(Issue(f"levels.{name}.init", f"'{name}' is not a CMS level driven by the task "
+                                "objective: nested initial states ('init: {from: ...}') re-initialise only "
+                                "those (NL-arXiv Eq. 72)",
+                                hint="use init: learned or zero, or make it an mlp level with a period "
+                                "and objective: {kind: task}"))
+            continue
+        for b, block in enumerate(spec.model.blocks):
+            own = {layer.level for layer in block.layers if isinstance(layer, LevelLayer)}
+            shared = [(i, layer) for i, layer in enumerate(block.layers) if not isinstance(layer, LevelLayer)
+                      and name in _layer_names(layer)]
+            for i, _ in shared:
+                issues.append(Issue(f"model.blocks.{b}.layers.{i}", f"level '{name}' has a nested initial "
+                                    f"state (from '{init.level}') and cannot share a layer",
+                                    hint=f"apply '{name}' in a layer of its own"))
+            if (name in own or shared) and init.level not in own:
+                issues.append(Issue(f"levels.{name}.init", f"'{name}' is re-initialised from the state of "
+                                    f"'{init.level}' in the same block, but block {b} does not apply "
+                                    f"'{init.level}' in a layer of its own",
+                                    hint=f"add '{init.level}' as a layer of block {b}"))
+    return issues
+
+
+def _layer_names(layer: object) -> set[str]:
+    parallel = getattr(layer, "parallel", None)
+    if parallel is not None:
+        return set(parallel)
+    context = layer.context
+    return {context.attention, context.memory}
+
+
+def _check_knobs(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
+    issues = []
+    for name, level in spec.levels.items():
+        update = getattr(level, "update", None)
+        if update is None:
+            continue
+        for role in ("lr", "momentum", "retention", "forget"):
+            knob, path = getattr(update, role), f"levels.{name}.update.{role}"
+            if knob is None or knob.kind == "constant":
+                continue
+            if role != "lr" and knob.max > 1:
+                issues.append(Issue(f"{path}.max", f"a {role} gate stays in (0, 1); max {knob.max} lets it "
+                                    "leave", hint="use max <= 1: the gate is max * sigmoid(.)"))
+            squashed = knob.kind == "data" or isinstance(level, MemoryLevel)  # a CMS learned lr: softplus
+            if squashed and not 0 < knob.initial < knob.max:
+                where, hint = ("init", "give an init below max, or a larger max") if knob.kind == "data" \
+                    else ("learned", "use a value below 1, or {from: input, init: ..., max: ...}")
+                issues.append(Issue(f"{path}.{where}", f"the {role} knob is {knob.max} * sigmoid(.): it "
+                                    f"starts strictly inside (0, {knob.max}), not at {knob.initial}", hint=hint))
+        if isinstance(level, MemoryLevel) and level.memory.kind == "mlp" and update.lr.kind == "constant" \
+                and update.lr.value >= 1 and level.keys.norm != "l2":
+            issues.append(Issue(f"levels.{name}.update.lr", f"a deep (MLP) memory stepping with the constant lr "
+                                f"{update.lr.value} on keys that are not l2-normalised diverges within a few "
+                                "chunks", hint="use lr: 0.1 or less, a data-dependent lr, or keys: {from: input, "
+                                "norm: l2}", severity="warning"))
     return issues

@@ -219,9 +219,14 @@ def guard_scale(sq_norm: Tensor, clip: Optional[Tensor], normalize: bool,
 
 # ------------------------------------------------------------------ MIRAS global retention
 def lq_norm_scale(a: Tensor, q: Tensor) -> Tensor:
-    """nu(A) = ||A||_q^{q-2} of each (D_l, D_{l-1}) matrix, shape (..., 1, 1) (Moneta, MIRAS)."""
-    tiny = torch.finfo(a.dtype).tiny
-    s = a.abs().clamp_min(tiny).pow(q).sum(dim=(-2, -1), keepdim=True)
+    """nu(A) = ||A||_q^{q-2} = (sum |A|^q)^{(q-2)/q} of each (D_l, D_{l-1}) matrix, shape
+    (..., 1, 1) (Moneta, MIRAS).
+
+    The sum is floored at the dtype's smallest normal number before the outer power, so
+    nu > 0 and ``A / nu`` is 0 (not 0/0) at ``A = 0`` for every q, with a finite (zero)
+    gradient there: ``|a|^q`` has derivative 0 at 0 for q > 1, and the floor passes none.
+    """
+    s = a.abs().pow(q).sum(dim=(-2, -1), keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)
     return s.pow((q - 2.0) / q)
 
 

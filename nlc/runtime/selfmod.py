@@ -135,6 +135,7 @@ def _roles(ir: MemoryIR, components: dict[str, MemoryIR]) -> dict[str, str]:
     problems = []
     if len(set(roles.values())) != 5 or not set(roles.values()) - {ir.name} <= set(components):
         problems.append("keys, values, lr and retention must each come from a different memory level")
+        components = {}  # the checks below compare the components with the roles: none to compare
     for name in (ir.name, *components):
         level = ir if name == ir.name else components[name]
         if (level.memory, level.depth, level.residual, level.rule.kind, level.objective.kind) != \

@@ -474,3 +474,29 @@ def test_activation_derivatives_match_autograd(name):
     _close(act_dd(name, z.detach()), d2, 1e-12)
     (dd,) = torch.autograd.grad(d.sum(), z)  # act_derivative is itself differentiable
     _close(dd, d2, 1e-12)
+
+
+@pytest.mark.parametrize("q", [1.5, 2.0, 3.0, 4.0])
+@pytest.mark.parametrize("dtype", [torch.float32, DT])
+def test_lq_norm_scale_is_finite_at_zero_and_the_formula_elsewhere(q, dtype):
+    """nu(A) = ||A||_q^{q-2}: at A = 0 (a zero memory) nu, A / nu (= 0) and the gradient of
+    A / nu are finite for every q (regression: q > 2 gave 0/0 = NaN); elsewhere nu is the
+    formula and its gradient is autograd's of the formula."""
+    from nlc.primitives.deep_common import lq_norm_scale
+
+    qt = torch.tensor(q, dtype=dtype)
+    zero = torch.zeros(2, 3, 4, dtype=dtype, requires_grad=True)
+    nu = lq_norm_scale(zero, qt)
+    assert nu.shape == (2, 1, 1) and nu.isfinite().all() and (nu > 0).all()
+    w = zero / nu
+    assert torch.equal(w.detach(), torch.zeros_like(w))
+    (grad,) = torch.autograd.grad(w.square().sum() + nu.sum(), zero)
+    assert grad.isfinite().all()
+
+    a = torch.randn(2, 3, 4, dtype=dtype, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    formula = a.abs().pow(q).sum(dim=(-2, -1), keepdim=True).pow((q - 2) / q)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(lq_norm_scale(a, qt), formula, rtol=tol, atol=tol)
+    (got,) = torch.autograd.grad(lq_norm_scale(a, qt).sum(), a)
+    (want,) = torch.autograd.grad(formula.sum(), a)
+    torch.testing.assert_close(got, want, rtol=tol, atol=tol)
