@@ -192,20 +192,18 @@ def weight_map(gen: nn.Module, hand: HandTitansLMM) -> list[tuple[Tensor, list[T
     """[(hand parameter, generated parameters, combine)]: ``combine(generated tensors)`` has
     the hand parameter's layout (for the weights and for their gradients alike)."""
     def one(ts): return ts[0]
-    def cat(ts): return torch.cat(ts, 0)
-    def conv(ts): return torch.cat(ts, 0).unsqueeze(1)
+    def conv(ts): return ts[0].unsqueeze(1)
     pairs = [(hand.embed.weight, [gen.embed.weight], one), (hand.norm, [gen.final_norm.weight], one)]
     for name, block in zip(gen.LAYERS, hand.blocks):
         layer = getattr(gen, name)
         m = layer.mixer
         pairs.append((block.norm, [layer.norm.weight], one))
         if isinstance(block, HandSwiGLU):
-            pairs += [(block.gate_up.weight, [m.mlp.gate.weight, m.mlp.up.weight], cat),
+            pairs += [(block.gate_up.weight, [m.mlp.gate_up.weight], one),
                       (block.down.weight, [m.mlp.down.weight], one)]
             continue
-        sources = (m.queries, m.keys, m.values)
-        pairs += [(block.qkv.weight, [s.proj.weight for s in sources], cat),
-                  (block.conv_weight, [s.conv.weight for s in sources], conv),
+        pairs += [(block.qkv.weight, [m.sources.weight], one),
+                  (block.conv_weight, [m.sources.conv_w4], conv),
                   (block.W1, [m.state0["W1"]], one), (block.W2, [m.state0["W2"]], one),
                   (block.out.weight, [m.out.weight], one), (block.out_gate.weight, [m.gate.weight], one)]
         for gate, knob in ((block.lr_gate, m.lr), (block.momentum_gate, m.momentum),

@@ -30,7 +30,9 @@ is then an affine map of its start state, built for all chunks in parallel::
     O      = Oa + Qs S_0^T                    (outputs, C x Dv)
     S_end  = S_0 Tr + Ad                      (Tr: Dk x Dk, or a scalar when Wk = 0)
 
-and only ``S <- S Tr + Ad`` runs sequentially over chunks. The same affine form serves the
+and only ``S <- S Tr + Ad`` runs sequentially over chunks. :func:`chunk_end_state` gives only
+``S_end`` of one chunk from given decays (no reads: the HOPE pass that needs no per-token
+outputs, :mod:`nlc.primitives.selfmod`). The same affine form serves the
 ATLAS Omega rule (window of write keys per step; see ``matrix.omega_rule_chunked``) by
 passing a different mixing matrix. A final partial chunk is processed as a shorter chunk.
 """
@@ -51,6 +53,7 @@ __all__ = [
     "log_decay",
     "log_retention",
     "affine_terms",
+    "chunk_end_state",
     "scan_chunks",
 ]
 
@@ -111,21 +114,61 @@ def affine_terms(q: Tensor, kw: Tensor, P: Tensor, mix: Tensor, w: Tensor, Dv: i
     """
     C = q.shape[-2]
     rows = slice(1, C + 1) if read_after_write else slice(0, C)
-    p_read, mix_read, p_end, mix_end = P[..., rows], mix[..., rows, :], P[..., C], mix[..., C, :]
-    aqk = mix_read * (q @ kw.transpose(-1, -2))
-    qs = p_read.unsqueeze(-1) * q
-    kr = mix_end.unsqueeze(-1) * kw
+    aqk = mix[..., rows, :] * (q @ kw.transpose(-1, -2))
+    qs = P[..., rows].unsqueeze(-1) * q
     o_w = aqk @ w  # (.., C, Dv [+ Dk]): [oa | aqk wk]
-    s_w = w.transpose(-1, -2) @ kr  # (.., Dv [+ Dk], Dk): [ad ; wk^T kr]
-    p_end = p_end.expand(q.shape[:3])
+    tr, ad = _end_map(kw, P[..., C].expand(q.shape[:3]), mix[..., C, :], w, Dv)
     if w.shape[-1] == Dv:
-        return ChunkAffine(qs, o_w, p_end, s_w)
-    Dk = w.shape[-1] - Dv
-    oa, o_k = o_w.split([Dv, Dk], dim=-1)  # split, not slicing: backward is one cat
-    ad, s_k = s_w.split([Dv, Dk], dim=-2)
+        return ChunkAffine(qs, o_w, tr, ad)
+    oa, o_k = o_w.split([Dv, w.shape[-1] - Dv], dim=-1)  # split, not slicing: backward is one cat
+    return ChunkAffine(qs + o_k, oa, tr, ad)
+
+
+def _end_map(kw: Tensor, p_end: Tensor, mix_end: Tensor, w: Tensor, Dv: int
+             ) -> tuple[Tensor, Tensor]:
+    """``(tr, ad)`` of ``S_end = S_0 tr + ad``: ``ad = wa^T kr``, ``tr = p_end I + wk^T kr``
+    (the scalar ``p_end`` without ``wk``), ``kr = mix_end kw``; ``p_end`` (..) the leading
+    dims of ``kw (.., C', Dk)``."""
+    s_w = w.transpose(-1, -2) @ (mix_end.unsqueeze(-1) * kw)  # (.., Dv [+ Dk], Dk): [ad ; wk^T kr]
+    if w.shape[-1] == Dv:
+        return p_end, s_w
+    ad, s_k = s_w.split([Dv, w.shape[-1] - Dv], dim=-2)
     tr = s_k.clone()
     tr.diagonal(dim1=-2, dim2=-1).add_(p_end.unsqueeze(-1))  # p_end I + wk^T kr
-    return ChunkAffine(qs + o_k, oa, tr, ad)
+    return tr, ad
+
+
+def _ut_solve(k: Tensor, a: Tensor, P: Tensor, D: Tensor, b: Optional[Tensor],
+              c: Optional[Tensor]) -> Tensor:
+    """``w = [wa | wk]`` of recurrence (R) over one chunk (UT transform when ``b``):
+    ``(I + L) w = [a | c - b P k]``, ``L = b D (k k^T)`` strictly lower; ``wk`` absent when
+    neither ``b`` nor ``c`` is given."""
+    C = k.shape[-2]
+    wk = c
+    if b is not None:
+        kb = -(b * P[..., :C]).unsqueeze(-1) * k
+        wk = kb if c is None else c + kb
+    w = a if wk is None else torch.cat([a, wk], dim=-1)
+    if b is None:
+        return w
+    L = b.unsqueeze(-1) * D[..., :C, :] * (k @ k.transpose(-1, -2))  # strictly lower
+    return torch.linalg.solve_triangular(L, w, upper=False, unitriangular=True)
+
+
+def chunk_end_state(S: Tensor, k: Tensor, a: Tensor, P: Tensor, D: Tensor,
+                    b: Optional[Tensor] = None) -> Tensor:
+    """End state of (R) over one chunk (``c = None``), without per-token reads.
+
+    S (.., Dv, Dk) the chunk-start state; k (.., C, Dk); a (.., C, Dv); b (.., C) or None;
+    ``P, D = log_decay(log alpha, C, k)`` (passed in so that several recurrences over the
+    same retention share them). Same algebra as :func:`generalized_delta_chunked`'s last
+    state: ``S_C = S tr + ad``.
+    """
+    w = _ut_solve(k, a, P, D, b, None)
+    tr, ad = _end_map(k, P[..., -1].expand(k.shape[:-2]), D[..., -1, :], w, a.shape[-1])
+    if tr.dim() == ad.dim() - 2:  # scalar retention map
+        return torch.addcmul(ad, tr[..., None, None], S)
+    return torch.baddbmm(ad.flatten(0, -3), S.flatten(0, -3), tr.flatten(0, -3)).view(ad.shape)
 
 
 def scan_chunks(S0: Tensor, groups: list[ChunkAffine]) -> tuple[Tensor, Tensor]:
@@ -159,17 +202,8 @@ def scan_chunks(S0: Tensor, groups: list[ChunkAffine]) -> tuple[Tensor, Tensor]:
 def _rank1_terms(q: Tensor, k: Tensor, a: Tensor, log_a: Optional[Tensor], b: Optional[Tensor],
                  c: Optional[Tensor], read_after_write: bool) -> ChunkAffine:
     """Affine chunk maps of recurrence (R) for chunks (B, H, N, C, .) (UT transform if b)."""
-    C, Dv = q.shape[-2], a.shape[-1]
-    P, D = log_decay(log_a, C, q)
-    wk = c
-    if b is not None:
-        L = b.unsqueeze(-1) * D[..., :C, :] * (k @ k.transpose(-1, -2))  # strictly lower
-        kb = -(b * P[..., :C]).unsqueeze(-1) * k
-        wk = kb if c is None else c + kb
-    w = a if wk is None else torch.cat([a, wk], dim=-1)
-    if b is not None:
-        w = torch.linalg.solve_triangular(L, w, upper=False, unitriangular=True)
-    return affine_terms(q, k, P, D, w, Dv, read_after_write)
+    P, D = log_decay(log_a, q.shape[-2], q)
+    return affine_terms(q, k, P, D, _ut_solve(k, a, P, D, b, c), a.shape[-1], read_after_write)
 
 
 def log_retention(retention: Optional[Tensor], like: Tensor) -> Optional[Tensor]:

@@ -15,7 +15,8 @@ Contents:
 * :func:`l2_normalize` -- ``x / sqrt(||x||^2 + eps)`` over the last dim (Titans §4.4,
   HOPE §8.3 normalise q and k).
 * :func:`rms_norm` / :class:`RMSNorm` -- ``x / sqrt(mean(x^2) + eps) * g`` (Zhang & Sennrich).
-* :class:`SwiGLU` -- ``W_down (silu(W_gate x) * W_up x)`` (Shazeer 2020; Llama MLP).
+* :class:`SwiGLU` -- ``W_down (silu(W_gate x) * W_up x)`` (Shazeer 2020; Llama MLP), gate and
+  up as one fused GEMM ``[W_gate; W_up] x``.
 * :class:`GeluMLP` -- ``W_2 gelu(W_1 x + b_1) + b_2`` (original Transformer MLP).
 * :func:`apply_rope` -- rotary position embedding (Su et al. 2021), "rotate-half"
   (GPT-NeoX / Llama) pairing: feature ``i`` is rotated with feature ``i + D/2`` by the angle
@@ -25,6 +26,9 @@ Contents:
   depthwise short convolution ``y_t = b + sum_{j=0}^{w-1} W[:, j] * x_{t-w+1+j}`` (window 4
   in HOPE §8.3, Titans §4.4, Mamba). The streaming state ``{"conv": (B, w-1, D)}`` holds the
   last ``w-1`` inputs (zeros before the first token), so segment-by-segment == whole.
+* :func:`init_linear_` / :func:`init_conv_weight_` -- the default initialisations of
+  ``nn.Linear`` and :class:`ShortConv`, in place on any slice of a fused weight (the same
+  draws as a separate module of that slice's shape).
 """
 from __future__ import annotations
 
@@ -47,6 +51,8 @@ __all__ = [
     "causal_conv1d_reference",
     "init_conv_state",
     "ShortConv",
+    "init_linear_",
+    "init_conv_weight_",
 ]
 
 
@@ -78,21 +84,47 @@ class RMSNorm(nn.Module):
         return f"{self.dim}, eps={self.eps}"
 
 
+# --------------------------------------------------------------------------- init
+def init_linear_(weight: Tensor, bias: Optional[Tensor] = None) -> None:
+    """``nn.Linear``'s default initialisation in place: ``weight (out, in)`` kaiming-uniform
+    (``U(-1/sqrt(in), 1/sqrt(in))``), then ``bias`` ``U(-1/sqrt(in), 1/sqrt(in))``."""
+    nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+    if bias is not None:
+        bound = 1.0 / math.sqrt(weight.shape[1])
+        nn.init.uniform_(bias, -bound, bound)
+
+
+def init_conv_weight_(weight: Tensor) -> None:
+    """:class:`ShortConv`'s initialisation in place: ``weight (D, w)`` ``U(-1/sqrt(w), 1/sqrt(w))``."""
+    bound = 1.0 / math.sqrt(weight.shape[-1])
+    nn.init.uniform_(weight, -bound, bound)
+
+
 # --------------------------------------------------------------------------- MLPs
 class SwiGLU(nn.Module):
-    """``y = W_down (silu(W_gate x) * (W_up x))``; ``hidden`` defaults to ``round(8/3 dim)``."""
+    """``y = W_down (silu(W_gate x) * (W_up x))``; ``hidden`` defaults to ``round(8/3 dim)``.
+
+    Gate and up are one ``nn.Linear(dim, 2 hidden)`` (``gate_up``: rows ``[:hidden]`` are
+    ``W_gate``, ``[hidden:]`` ``W_up``), initialised as two separate ``nn.Linear`` would be
+    (gate weight, gate bias, up weight, up bias, in that order).
+    """
 
     def __init__(self, dim: int, hidden: Optional[int] = None, out_dim: Optional[int] = None,
                  bias: bool = False) -> None:
         super().__init__()
         hidden = hidden if hidden is not None else int(round(8 * dim / 3))
         out_dim = out_dim if out_dim is not None else dim
-        self.gate = nn.Linear(dim, hidden, bias=bias)
-        self.up = nn.Linear(dim, hidden, bias=bias)
+        self.hidden = hidden
+        self.gate_up = nn.utils.skip_init(nn.Linear, dim, 2 * hidden, bias=bias)
+        with torch.no_grad():
+            for half in (slice(0, hidden), slice(hidden, 2 * hidden)):
+                init_linear_(self.gate_up.weight[half],
+                             None if self.gate_up.bias is None else self.gate_up.bias[half])
         self.down = nn.Linear(hidden, out_dim, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down(F.silu(self.gate(x)) * self.up(x))
+        gate, up = self.gate_up(x).split(self.hidden, dim=-1)
+        return self.down(F.silu(gate) * up)
 
 
 class GeluMLP(nn.Module):
@@ -227,7 +259,8 @@ class ShortConv(nn.Module):
         self.dim, self.window, self.activation = dim, window, activation
         self.weight = nn.Parameter(torch.empty(dim, window))
         self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
-        nn.init.uniform_(self.weight, -1.0 / math.sqrt(window), 1.0 / math.sqrt(window))
+        with torch.no_grad():
+            init_conv_weight_(self.weight)
 
     def init_state(self, batch: int, *, dtype=None, device=None) -> dict[str, Tensor]:
         return init_conv_state(batch, self.dim, self.window, dtype=dtype or self.weight.dtype,

@@ -68,7 +68,7 @@ with b = eta, u = -eta delta2 (UT transform), and W1 a decayed sum (b = 0, keys 
 k), u = -eta e). The main memory reads attention-like, layer by layer: z_t = W2_{t-1} q_t is
 the delta kernel's read, then W1_{t-1} act(z_t) the decayed-sum read. Pass 1 reads nothing
 from its memories' per-token states, so it forms only the end-of-chunk map of the same UT
-transform (:func:`_dgd_end`), with the decays of one ``log_decay`` shared by W1 and W2; the
+transform (:func:`nlc.primitives.delta_kernel.chunk_end_state`), with the decays of one ``log_decay`` shared by W1 and W2; the
 frozen-gradient error e = M(k) - M(v) takes one W1 matmul on act(W2 k) - act(W2 v). Loops run
 over chunks only. Streaming equals the whole call when segments split at multiples of
 ``chunk_memory``.
@@ -82,7 +82,7 @@ import torch
 from torch import Tensor
 
 from nlc.primitives.deep_common import ACTIVATIONS, act, act_derivative, init_deep_params
-from nlc.primitives.delta_kernel import generalized_delta_chunked, log_decay
+from nlc.primitives.delta_kernel import chunk_end_state, generalized_delta_chunked, log_decay
 from nlc.primitives.layers import l2_normalize
 
 __all__ = [
@@ -209,23 +209,6 @@ def _add_matmul(x: Tensor, a: Tensor, b: Tensor) -> Tensor:
     return torch.baddbmm(x.flatten(0, -3), a.flatten(0, -3), b.flatten(0, -3)).view(x.shape)
 
 
-def _dgd_end(S: Tensor, k: Tensor, u: Tensor, eta: Tensor, P: Tensor, Dm: Tensor) -> Tensor:
-    """End-of-chunk state of S_t = S_{t-1}(alpha_t I - eta_t k_t k_t^T) + u_t k_t^T, no reads.
-
-    S (B, H, Do, D); k (B, H, C, D); u (B, H, C, Do); eta (B, H, C); P (B, H, C+1) and
-    Dm (B, H, C+1, C) from ``log_decay`` of log alpha. The end map of the UT transform of
-    :mod:`nlc.primitives.delta_kernel` (same algebra, without its per-token reads):
-    [Wa | Wk] = (I + L)^{-1} [u | -eta P k], L = eta Dm (k k^T) strictly lower, and
-    S_C = S (P_C I + Wk^T kr) + Wa^T kr with kr = Dm[C] k.
-    """
-    C, D, Do = k.shape[-2], k.shape[-1], u.shape[-1]
-    L = (eta.unsqueeze(-1) * Dm[..., :C, :]) * (k @ k.mT)
-    rhs = torch.cat([u, (eta * P[..., :C]).unsqueeze(-1) * -k], -1)
-    w = torch.linalg.solve_triangular(L, rhs, upper=False, unitriangular=True)
-    wa, wk = (w.mT @ (Dm[..., C, :].unsqueeze(-1) * k)).split([Do, D], -2)
-    return _add_matmul(wa, S, wk + torch.diag_embed(P[..., C, None].expand(*P.shape[:-1], D)))
-
-
 def _others_chunk(W1: Tensor, W2s: Tensor, x: Tensor, readouts: tuple[Tensor, Tensor],
                   em: Tensor, normalize_k: bool, activation: str):
     """One chunk_other chunk of the stacked (k, v, eta, alpha) memories: generated inputs
@@ -239,7 +222,7 @@ def _others_chunk(W1: Tensor, W2s: Tensor, x: Tensor, readouts: tuple[Tensor, Te
     e, h, d2 = _frozen_grads(W1, W2s, k, v, activation)
     P, Dm = log_decay(torch.log(alpha), C, x)  # shared by both layers
     # W2 of the four memories: one DGD recurrence on the stacked rows, u = -eta delta2
-    W2n = _dgd_end(W2s, k, -eta.unsqueeze(-1) * d2, eta, P, Dm)
+    W2n = chunk_end_state(W2s, k, -eta.unsqueeze(-1) * d2, P, Dm, b=eta)
     # W1_end = R_C W1_xi - sum_j (R_C / R_j) eta_j e_j h_j^T    (R_t = prod_{i<=t} alpha_i)
     coef = -(Dm[..., C, :] * eta)  # (B, H, C)
     W1n = _add_matmul(W1 * P[..., C, None, None, None], e.mT, coef[:, :, None, :, None] * h)

@@ -6,7 +6,8 @@ Notation::
     L cached keys (tokens of earlier calls)   N_p persistent tokens   w window
 
 ``AttentionMixer(ir, width, persistent)`` projects ``x (B, T, D)`` to per-head ``q, k, v``
-(``W_q, W_k, W_v, W_o``: ``D -> H d``, no bias), rotates ``q, k`` by absolute position
+(``W_q, W_k, W_v, W_o``: ``D -> H d``, no bias; ``W_q, W_k, W_v`` fused into one GEMM, a
+:class:`QKVProjection`), rotates ``q, k`` by absolute position
 ``pos + t`` (RoPE, rotate-half pairing, base 10000), and calls
 :func:`nlc.primitives.attention.softmax_attention` (causal, sliding window ``w`` when
 ``ir.window`` is set, KV cache, persistent prefix).
@@ -32,13 +33,36 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ir.nodes import AttentionIR, PersistentIR
 from ..primitives.attention import init_kv_state, softmax_attention
-from ..primitives.layers import apply_rope, rms_norm
+from ..primitives.layers import apply_rope, init_linear_, rms_norm
 
-__all__ = ["AttentionMixer", "PersistentTokens"]
+__all__ = ["AttentionMixer", "PersistentTokens", "QKVProjection"]
+
+
+class QKVProjection(nn.Module):
+    """``W_q, W_k, W_v`` (each ``D -> inner``, no bias) stacked into one ``weight
+    (3 inner, D)`` (rows ``[W_q; W_k; W_v]``), initialised slice by slice as three
+    ``nn.Linear`` in that order would be. ``forward(x) -> (q, k, v)`` (one GEMM);
+    ``kv(x) -> (k, v)`` (one GEMM on the key and value rows: persistent tokens, MAC's
+    retrieved tokens)."""
+
+    def __init__(self, width: int, inner: int) -> None:
+        super().__init__()
+        self.inner = inner
+        self.weight = nn.Parameter(torch.empty(3 * inner, width))
+        with torch.no_grad():
+            for rows in self.weight.split(inner):
+                init_linear_(rows)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return F.linear(x, self.weight).split(self.inner, dim=-1)
+
+    def kv(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return F.linear(x, self.weight[self.inner:]).split(self.inner, dim=-1)
 
 
 class PersistentTokens(nn.Module):
@@ -83,9 +107,7 @@ class AttentionMixer(nn.Module):
         self.width, self.heads, self.head_dim = width, ir.heads, ir.head_dim
         self.window, self.rope = ir.window, ir.rope
         inner = ir.heads * ir.head_dim
-        self.q_proj = nn.Linear(width, inner, bias=False)
-        self.k_proj = nn.Linear(width, inner, bias=False)
-        self.v_proj = nn.Linear(width, inner, bias=False)
+        self.qkv = QKVProjection(width, inner)
         self.o_proj = nn.Linear(inner, width, bias=False)
         if ir.qk_norm:
             self.q_gain = nn.Parameter(torch.ones(ir.head_dim))
@@ -95,7 +117,7 @@ class AttentionMixer(nn.Module):
         self.persistent = PersistentTokens(persistent, width) if persistent is not None else None
 
     def init_state(self, batch: int) -> dict[str, Tensor]:
-        w = self.q_proj.weight
+        w = self.o_proj.weight
         return init_kv_state(batch, self.heads, self.head_dim, dtype=w.dtype, device=w.device)
 
     def _split(self, t: Tensor) -> Tensor:
@@ -107,7 +129,7 @@ class AttentionMixer(nn.Module):
         B, T, _ = x.shape
         if T == 0:
             return x, {"k": state["k"], "v": state["v"]}
-        q, k, v = self._split(self.q_proj(x)), self._split(self.k_proj(x)), self._split(self.v_proj(x))
+        q, k, v = (self._split(t) for t in self.qkv(x))
         if self.q_gain is not None:
             q, k = rms_norm(q, self.q_gain), rms_norm(k, self.k_gain)
         q_raw = q
@@ -117,7 +139,7 @@ class AttentionMixer(nn.Module):
         pk = pv = pq = None
         if self.persistent is not None:
             tok = self.persistent.tokens.to(x.dtype).unsqueeze(0)  # (1, N_p, D): broadcasts
-            pk, pv = self._split(self.k_proj(tok)), self._split(self.v_proj(tok))
+            pk, pv = (self._split(t) for t in self.qkv.kv(tok))
             if self.k_gain is not None:
                 pk = rms_norm(pk, self.k_gain)
             pq = q_raw if self.rope else None

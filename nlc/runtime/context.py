@@ -27,7 +27,9 @@ the call interleaves ``h_0, s_0, h_1, s_1, ...`` and runs
 ``prefix_k / prefix_v`` and a causal mask (window ``2w``); the outputs at the ``h``
 positions are dropped. ``h_i`` and ``s_i`` share RoPE position ``pos + i``.
 
-The attention level's projections (``W_q, W_k, W_v, W_o``: ``D -> H d``, no bias; with
+The attention level's projections (``W_q, W_k, W_v, W_o``: ``D -> H d``, no bias, ``W_q, W_k,
+W_v`` one :class:`~nlc.runtime.attention.QKVProjection`: one GEMM for the segment's q, k, v
+and one for the retrieved tokens' k, v; with
 ``qk_norm`` an RMS-normalised q / k with learned gains) are those of the
 ``AttentionMixer`` the generated code passes (only its parameters are used: its forward
 cannot interleave), or of a :class:`MACAttention` built here from an
@@ -61,6 +63,7 @@ from torch import Tensor, nn
 from ..ir.nodes import AttentionIR, MemoryIR, PersistentIR
 from ..primitives.attention import softmax_attention
 from ..primitives.layers import RMSNorm, apply_rope, rms_norm
+from .attention import QKVProjection
 from .memory import MemoryMixer
 from .projections import merge_heads, split_heads
 
@@ -76,8 +79,8 @@ class MACPersistent(nn.Module):
         self.tokens = nn.Parameter(torch.randn(ir.tokens, width) * width ** -0.5)
 
 
-ATTENTION_ATTRS = ("level", "heads", "head_dim", "window", "rope", "q_proj", "k_proj", "v_proj",
-                   "o_proj", "q_gain", "k_gain")
+ATTENTION_ATTRS = ("level", "heads", "head_dim", "window", "rope", "qkv", "o_proj", "q_gain",
+                   "k_gain")
 
 
 class MACAttention(nn.Module):
@@ -94,9 +97,7 @@ class MACAttention(nn.Module):
         self.level = ir.name
         self.heads, self.head_dim = ir.heads, ir.head_dim
         self.window, self.rope = ir.window, ir.rope
-        self.q_proj = nn.Linear(width, width, bias=False)
-        self.k_proj = nn.Linear(width, width, bias=False)
-        self.v_proj = nn.Linear(width, width, bias=False)
+        self.qkv = QKVProjection(width, width)
         self.o_proj = nn.Linear(width, width, bias=False)
         if ir.qk_norm:
             self.q_gain = nn.Parameter(torch.ones(ir.head_dim))
@@ -113,15 +114,14 @@ def mac_attention(att: nn.Module, xs: Tensor, h: Tensor, kv: dict[str, Tensor], 
     :class:`MACAttention` or an ``AttentionMixer`` (its projections are used as they are)."""
     heads = att.heads
 
-    def keys(t: Tensor) -> Tensor:
-        k = split_heads(att.k_proj(t), heads)
+    def gained(k: Tensor) -> Tensor:
         return k if att.k_gain is None else rms_norm(k, att.k_gain)
 
-    q = split_heads(att.q_proj(xs), heads)
+    q, ks, vs = (split_heads(t, heads) for t in att.qkv(xs))
+    kh, vh = (split_heads(t, heads) for t in att.qkv.kv(h))
     if att.q_gain is not None:
         q = rms_norm(q, att.q_gain)
-    ks, kh = keys(xs), keys(h)
-    vs, vh = split_heads(att.v_proj(xs), heads), split_heads(att.v_proj(h), heads)
+    ks, kh = gained(ks), gained(kh)
     q_raw = q
     if att.rope:
         q, ks, kh = apply_rope(q, pos), apply_rope(ks, pos), apply_rope(kh, pos)
@@ -132,7 +132,8 @@ def mac_attention(att: nn.Module, xs: Tensor, h: Tensor, kv: dict[str, Tensor], 
     pk = pv = pq = None
     if persistent is not None:
         tok = persistent.to(xs.dtype).unsqueeze(0)  # (1, N_p, D): broadcasts over B
-        pk, pv = keys(tok), split_heads(att.v_proj(tok), heads)
+        pk, pv = (split_heads(t, heads) for t in att.qkv.kv(tok))
+        pk = gained(pk)
         pq = weave(q_raw, q_raw) if att.rope else None
     window = None if att.window is None else 2 * att.window
     out, kv = softmax_attention(weave(q, q), weave(kh, ks), weave(vh, vs), state=kv,

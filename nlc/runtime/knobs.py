@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ir.nodes import KnobIR
@@ -110,7 +111,7 @@ class Knob(nn.Module):
         elif self.kind == "learned":
             g = (self.upper * torch.sigmoid(self.raw.to(x.dtype)))[None, :, None].expand(shape)
         else:
-            logits = x @ self.weight.to(x.dtype).T + self.bias.to(x.dtype)  # (B, T, H)
+            logits = F.linear(x, self.weight.to(x.dtype), self.bias.to(x.dtype))  # (B, T, H)
             g = self.upper * torch.sigmoid(logits.transpose(1, 2))
         if self.complement:
             g = 1.0 - g

@@ -7,7 +7,8 @@ Notation::
 
 Per call (``forward(x (B, T, D), state, pos)``)::
 
-    q, k, v = Source_q(x), Source_k(x), Source_v(x)          (B, H, T, Dh)   projections.py
+    q, k, v = Sources(x)                                      (B, H, T, Dh)   projections.py
+                                      (one fused GEMM, one depthwise conv per window)
     lr, momentum, retention = Knob(x) ...                     (B, H, T)       knobs.py
     retention <- retention * (1 - weight_decay)               (a constant factor, if any)
     o, memory = primitive(memory, q, k, v, gates)             memory_rules.py (dispatch)
@@ -45,7 +46,7 @@ from ..primitives.deep_common import init_deep_params, init_deep_state, lq_norm_
 from .aligned import TAIL, aligned_forward, init_tail, materialise
 from .knobs import Knob
 from .memory_rules import GLOBAL_RETENTION, Plan, plan_memory, run_plan
-from .projections import Source, merge_heads
+from .projections import Sources, merge_heads
 
 __all__ = ["MemoryMixer"]
 
@@ -80,9 +81,8 @@ class MemoryMixer(nn.Module):
                 f"taken from level {ir.init_level!r}) is wired by the model, not MemoryMixer")
         if ir.init not in ("learned", "zero"):
             raise ValueError(f"level {ir.name!r}: unknown init {ir.init!r}")
-        for short, field in SOURCES:
-            setattr(self, field, Source(getattr(ir, field), width, ir.heads, owner=ir.name,
-                                        role=field))
+        self.sources = Sources({short: getattr(ir, field) for short, field in SOURCES},
+                               width, ir.heads, owner=ir.name)
         r = ir.rule
         self.lr = Knob(r.lr, width, ir.heads, role="lr", chunk=ir.chunk, owner=ir.name)
         self.momentum = (Knob(r.momentum, width, ir.heads, role="momentum", chunk=ir.chunk,
@@ -137,19 +137,15 @@ class MemoryMixer(nn.Module):
         w = self.out.weight
         kw = dict(dtype=w.dtype, device=w.device)
         state = self._memory_state(batch, w.dtype, w.device)
-        for short, field in SOURCES:
-            conv = getattr(self, field).init_conv_state(batch, **kw)
-            if conv is not None:
-                state[f"conv_{short}"] = conv
+        convs = self.sources.init_conv_states(batch, **kw)
+        state.update({f"conv_{short}": conv for short, conv in convs.items()})
         for name in KNOBS:
             knob = getattr(self, name)
             carry = None if knob is None else knob.init_carry(batch, **kw)
             if carry is not None:
                 state[f"carry_{name}"] = carry
-        if retrieve:
-            conv = self.queries.init_conv_state(batch, **kw)
-            if conv is not None:
-                state["retrieve_conv_q"] = conv
+        if retrieve and "q" in convs:
+            state["retrieve_conv_q"] = torch.zeros_like(convs["q"])
         if self.phase > 1:
             state[TAIL] = init_tail(batch, self.width, **kw)
         return state
@@ -180,14 +176,9 @@ class MemoryMixer(nn.Module):
     def project(self, x: Tensor, state: dict[str, Tensor]
                 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """q, k, v (B, H, T, Dh) and the new convolution states."""
-        out: dict[str, Tensor] = {}
-        convs: dict[str, Tensor] = {}
-        for short, field in SOURCES:
-            h, conv = getattr(self, field)(x, state.get(f"conv_{short}"))
-            out[short] = h
-            if conv is not None:
-                convs[f"conv_{short}"] = conv
-        return out, convs
+        out, convs = self.sources.project(
+            x, {short: state.get(f"conv_{short}") for short, _ in SOURCES})
+        return out, {f"conv_{short}": conv for short, conv in convs.items()}
 
     def output(self, o: Tensor, x: Tensor) -> Tensor:
         """``W_o merge_heads(o)``, gated by ``sigmoid(W_g x)`` with ``output_gate``."""
@@ -233,7 +224,7 @@ class MemoryMixer(nn.Module):
         on its own history ``retrieve_conv_q`` (see ``init_state(retrieve=True)``); the
         returned state differs from ``state`` only there.
         """
-        q, conv = self.queries(x, state.get("retrieve_conv_q"))
+        q, conv = self.sources.read("q", x, state.get("retrieve_conv_q"))
         p = self.plan
         if p.state == "matrix":
             weights = [state["S"]]

@@ -30,7 +30,7 @@ Anything else (delta / dgd on an MLP memory, delta or dgd with a window, lq / el
 retention or gradient guards on delta / dgd, the ``task`` objective, ``self_target``,
 ``period`` other than 1) raises ``NotImplementedError`` naming the level and the
 combination. Sources or knobs produced by another level are refused earlier, by
-:class:`~nlc.runtime.projections.Source` / :class:`~nlc.runtime.knobs.Knob`.
+:class:`~nlc.runtime.projections.Sources` / :class:`~nlc.runtime.knobs.Knob`.
 
 Scale conventions are the primitives': ``delta`` and ``dgd`` take the gradient of
 ``1/2 ||S k - v||^2`` (NL-arXiv Eqs. 65, 88); ``gd`` / ``momentum`` on the ``l2`` objective

@@ -68,12 +68,27 @@ def test_mlps_formulas():
     torch.manual_seed(1)
     x = randn(2, 5, 6, seed=3)
     sw = SwiGLU(6, 10).double()
-    expect = (F.silu(x @ sw.gate.weight.T) * (x @ sw.up.weight.T)) @ sw.down.weight.T
+    w_gate, w_up = sw.gate_up.weight[:10], sw.gate_up.weight[10:]
+    expect = (F.silu(x @ w_gate.T) * (x @ w_up.T)) @ sw.down.weight.T
     close(sw(x), expect)
-    assert SwiGLU(6).gate.out_features == 16
+    assert SwiGLU(6).hidden == 16 and SwiGLU(6).gate_up.out_features == 32
     g = GeluMLP(6, 7, out_dim=3).double()
     expect = F.gelu(x @ g.fc1.weight.T + g.fc1.bias) @ g.fc2.weight.T + g.fc2.bias
     close(g(x), expect)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_fused_swiglu_draws_as_two_separate_linears(bias):
+    """gate_up holds what nn.Linear gate, then up, would have drawn (weights and biases)."""
+    torch.manual_seed(3)
+    sw = SwiGLU(6, 10, bias=bias)
+    torch.manual_seed(3)
+    gate, up = torch.nn.Linear(6, 10, bias=bias), torch.nn.Linear(6, 10, bias=bias)
+    down = torch.nn.Linear(10, 6, bias=bias)
+    assert torch.equal(sw.gate_up.weight, torch.cat([gate.weight, up.weight]))
+    assert torch.equal(sw.down.weight, down.weight)
+    if bias:
+        assert torch.equal(sw.gate_up.bias, torch.cat([gate.bias, up.bias]))
 
 
 # --------------------------------------------------------------------------- RoPE

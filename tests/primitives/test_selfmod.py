@@ -304,9 +304,10 @@ def test_compile_fullgraph_matches_eager():
 @given(C=st.integers(1, 8), D=st.integers(1, 5), Do=st.integers(1, 6),
        seed=st.integers(0, 2**16))
 def test_pass_one_end_map_equals_the_delta_kernel(C, D, Do, seed):
-    """Pass 1's read-free end-of-chunk map (_dgd_end) == the end state of the generalized
-    delta kernel S_t = S_{t-1}(alpha_t I - eta_t k_t k_t^T) + u_t k_t^T over one chunk."""
-    from nlc.primitives.delta_kernel import generalized_delta_chunked, log_decay
+    """Pass 1's read-free end-of-chunk map (chunk_end_state) == the end state of the
+    generalized delta kernel S_t = S_{t-1}(alpha_t I - eta_t k_t k_t^T) + u_t k_t^T over one
+    chunk, and == the plain decayed sum when there is no preconditioner (b = None)."""
+    from nlc.primitives.delta_kernel import chunk_end_state, generalized_delta_chunked, log_decay
 
     g = torch.Generator().manual_seed(seed)
     S = torch.randn(2, 3, Do, D, generator=g, dtype=DT)
@@ -315,6 +316,9 @@ def test_pass_one_end_map_equals_the_delta_kernel(C, D, Do, seed):
     eta, alpha = (torch.rand(2, 3, C, generator=g, dtype=DT) for _ in range(2))
     _, want = generalized_delta_chunked({"S": S}, k, k, u, retention=alpha, b=eta, chunk=C)
     P, Dm = log_decay(torch.log(alpha), C, k)
-    got = SM._dgd_end(S, k, u, eta, P, Dm)
+    got = chunk_end_state(S, k, u, P, Dm, b=eta)
     scale = max(1.0, want["S"].abs().max().item())
     assert (got - want["S"]).abs().max().item() <= 1e-12 * scale
+    _, want = generalized_delta_chunked({"S": S}, k, k, u, retention=alpha, chunk=C)
+    got = chunk_end_state(S, k, u, P, Dm)
+    assert (got - want["S"]).abs().max().item() <= 1e-12 * max(1.0, want["S"].abs().max().item())

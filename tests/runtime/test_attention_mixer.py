@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from nlc.graph.sizes import level_params_and_state
 from nlc.ir.nodes import AttentionIR, PersistentIR
 from nlc.ir.resolve import resolve
-from nlc.runtime.attention import AttentionMixer, PersistentTokens
+from nlc.runtime.attention import AttentionMixer, PersistentTokens, QKVProjection
 from nlc.spec.load import load_spec
 
 SPECS = "specs/"
@@ -78,9 +78,10 @@ def naive_attention(m: AttentionMixer, x):
     """Per-(batch, head, query) loop: NL-arXiv Eq. 62/63 with the persistent prefix."""
     B, T, _ = x.shape
     H, d = m.heads, m.head_dim
-    q = (x @ m.q_proj.weight.T).view(B, T, H, d)
-    k = (x @ m.k_proj.weight.T).view(B, T, H, d)
-    v = (x @ m.v_proj.weight.T).view(B, T, H, d)
+    w_q, w_k, w_v = m.qkv.weight.chunk(3)
+    q = (x @ w_q.T).view(B, T, H, d)
+    k = (x @ w_k.T).view(B, T, H, d)
+    v = (x @ w_v.T).view(B, T, H, d)
 
     def qk_norm(t, g):
         return t / torch.sqrt((t * t).mean(-1, keepdim=True) + 1e-6) * g
@@ -90,8 +91,8 @@ def naive_attention(m: AttentionMixer, x):
     pk = pv = None
     if m.persistent is not None:
         P = m.persistent.tokens
-        pk = (P @ m.k_proj.weight.T).view(-1, H, d)
-        pv = (P @ m.v_proj.weight.T).view(-1, H, d)
+        pk = (P @ w_k.T).view(-1, H, d)
+        pv = (P @ w_v.T).view(-1, H, d)
         if m.k_gain is not None:
             pk = qk_norm(pk, m.k_gain)
     out = torch.zeros(B, T, H, d, dtype=x.dtype)
@@ -216,10 +217,22 @@ def test_persistent_tokens_belong_to_the_persistent_level():
     assert m.level == "attn"
     assert isinstance(m.persistent, PersistentTokens) and m.persistent.level == "persist"
     own = {n for n, _ in m.named_parameters() if not n.startswith("persistent.")}
-    assert own == {"q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight",
-                   "q_gain", "k_gain"}
+    assert own == {"qkv.weight", "o_proj.weight", "q_gain", "k_gain"}
     assert [n for n, _ in m.persistent.named_parameters()] == ["tokens"]
     assert m.persistent.tokens.shape == (3, m.width)
+
+
+def test_fused_qkv_draws_as_three_separate_linears():
+    torch.manual_seed(4)
+    fused = QKVProjection(6, 4)
+    torch.manual_seed(4)
+    alone = [torch.nn.Linear(6, 4, bias=False) for _ in range(3)]
+    assert torch.equal(fused.weight, torch.cat([lin.weight for lin in alone]))
+    x = torch.randn(2, 3, 6)
+    for got, lin in zip(fused(x), alone):
+        torch.testing.assert_close(got, lin(x))
+    for got, lin in zip(fused.kv(x), alone[1:]):
+        torch.testing.assert_close(got, lin(x))
 
 
 def test_persistent_ir_mismatch():

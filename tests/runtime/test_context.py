@@ -63,8 +63,10 @@ def mac_reference(c: Context, x: torch.Tensor) -> torch.Tensor:
     ptok = None if c.persistent is None else c.persistent.tokens
     scale = 1.0 / math.sqrt(att.head_dim)
 
+    w_q, w_k, w_v = att.qkv.weight.chunk(3)
+
     def keys(t):
-        k = split_heads(att.k_proj(t), att.heads)
+        k = split_heads(t @ w_k.T, att.heads)
         return k if att.k_gain is None else rms_norm(k, att.k_gain)
 
     outs = []
@@ -73,11 +75,11 @@ def mac_reference(c: Context, x: torch.Tensor) -> torch.Tensor:
         n = xs.shape[1]
         # reads the segment-start memory (the anchor advanced over a tail), no write
         h, read = memory.retrieve(xs, {**mem, **memory.memory_at(mem, j0)})
-        q = split_heads(att.q_proj(xs), att.heads)
+        q = split_heads(xs @ w_q.T, att.heads)
         if att.q_gain is not None:
             q = rms_norm(q, att.q_gain)
         ks, kh = keys(xs), keys(h)
-        vs, vh = split_heads(att.v_proj(xs), att.heads), split_heads(att.v_proj(h), att.heads)
+        vs, vh = split_heads(xs @ w_v.T, att.heads), split_heads(h @ w_v.T, att.heads)
         qr, ksr, khr = q, ks, kh
         if att.rope:
             qr, ksr, khr = (apply_rope(t, j0) for t in (q, ks, kh))
@@ -88,7 +90,7 @@ def mac_reference(c: Context, x: torch.Tensor) -> torch.Tensor:
                   qr[:, :, i, None] @ ksr[:, :, lo:i + 1].mT]
             vals = [vh[:, :, lo:i + 1], vs[:, :, lo:i + 1]]
             if ptok is not None:
-                pk, pv = keys(ptok[None]), split_heads(att.v_proj(ptok[None]), att.heads)
+                pk, pv = keys(ptok[None]), split_heads(ptok[None] @ w_v.T, att.heads)
                 sc.insert(0, q[:, :, i, None] @ pk.mT)  # position-free: the unrotated query
                 vals.insert(0, pv.expand(B, -1, -1, -1))
             w = torch.softmax(torch.cat(sc, -1) * scale, -1)

@@ -1,4 +1,4 @@
-"""MemoryMixer, Knob, Source (nlc.runtime.memory / knobs / projections / memory_rules).
+"""MemoryMixer, Knob, Sources (nlc.runtime.memory / knobs / projections / memory_rules).
 
 Every row of the dispatch table is checked against a direct call of the primitive it should
 run, with the same projected inputs and gates (plus streaming, causality, batch
@@ -11,7 +11,7 @@ from fractions import Fraction
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nlc.ir.nodes import KnobIR, MemoryIR, ObjectiveIR, RuleIR, SourceIR
@@ -19,7 +19,7 @@ from nlc.primitives import deep as D
 from nlc.primitives import matrix as M
 from nlc.runtime.knobs import Knob
 from nlc.runtime.memory import MemoryMixer
-from nlc.runtime.projections import Source
+from nlc.runtime.projections import Source, Sources
 
 DT = torch.float64
 WIDTH, HEADS, CHUNK = 8, 2, 4
@@ -192,10 +192,10 @@ COMPILED = ["gated_deltanet_learned_init", "titans_lmm", "omega"]
 
 
 def direct(name: str, m: MemoryMixer, x: torch.Tensor, state: dict, pos: int = 0):
-    """The row's primitive called by hand on the mixer's projections and knobs."""
+    """The row's primitive called by hand on the mixer's projections (each role read
+    alone, not fused) and knobs."""
     ir, _, call, _ = ROWS[name]
-    qkv = {s: getattr(m, f)(x, state.get(f"conv_{s}"))[0]
-           for s, f in (("q", "queries"), ("k", "keys"), ("v", "values"))}
+    qkv = {s: m.sources.read(s, x, state.get(f"conv_{s}"))[0] for s in "qkv"}
     g = {n: (None if getattr(m, n) is None else getattr(m, n)(x, pos, state.get(f"carry_{n}"))[0])
          for n in ("lr", "momentum", "retention")}
     if ir.rule.weight_decay:
@@ -328,8 +328,7 @@ def test_omega_route_equals_deep_depth_one_for_constant_lr():
     x = inputs(T=11)
     state = m.init_state(2)
     y, new = m(x, state, 0)
-    q = m.queries(x)[0]
-    k, v = m.keys(x)[0], m.values(x)[0]
+    q, k, v = (m.sources.read(role, x)[0] for role in "qkv")
     ret = m.retention(x)[0]
     deep_state = D.init_deep_state({"W1": m.state0["S"]}, 2, window=3)
     o, ds = D.deep_memory_chunked(deep_state, q, k, v, torch.full_like(ret, 0.2), None, ret,
@@ -349,7 +348,7 @@ def test_retrieve_reads_without_writing(name):
     for key in state:
         if key != "retrieve_conv_q":
             assert after[key] is state[key]
-    q = m.queries(x, state.get("retrieve_conv_q"))[0]
+    q = m.sources.read("q", x, state.get("retrieve_conv_q"))[0]
     memory = {k: state[k] for k in m.memory_keys}
     zeros = torch.zeros(q.shape[:3], dtype=DT)
     if m.plan.state == "matrix":
@@ -454,6 +453,42 @@ def test_source_identity_projection_and_conv_stream():
     torch.testing.assert_close(torch.cat([h1, h2], 2), h, **TOL)
     n = h.norm(dim=-1)
     assert (n <= 1).all() and (n > 0.9).all()
+
+
+SOURCE_KINDS = [PLAIN, L2, CONV, CONV_L2, SourceIR("input", conv=2), SourceIR("input", silu=True),
+                SourceIR("input", project=False, conv=3)]
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.lists(st.sampled_from(SOURCE_KINDS), min_size=1, max_size=3), st.integers(0, 3))
+def test_fused_sources_equal_separate_sources(kinds, split):
+    """One GEMM and one conv per window == each role on its own: the same initial draws as
+    separate per-role modules, the same outputs and conv histories, streaming at a split."""
+    irs = {f"r{i}": ir for i, ir in enumerate(kinds)}
+    torch.manual_seed(5)
+    fused = Sources(irs, WIDTH, HEADS).to(DT)
+    torch.manual_seed(5)
+    alone = {r: Source(ir, WIDTH, HEADS, role=r).to(DT) for r, ir in irs.items()}
+    for r, ir in irs.items():
+        if ir.project:
+            torch.testing.assert_close(fused._rows(fused.weight, fused.projected, r),
+                                       alone[r].weight, rtol=0, atol=0)
+        if ir.conv:
+            torch.testing.assert_close(fused._conv_rows(r), getattr(alone[r], f"conv_w{ir.conv}"),
+                                       rtol=0, atol=0)
+    x = inputs(T=7)
+    hist = fused.init_conv_states(2, dtype=DT)
+    out, convs = fused.project(x, hist)
+    assert convs.keys() == hist.keys() == {r for r, ir in irs.items() if ir.conv}
+    for r in irs:
+        h, conv = alone[r](x, hist.get(r))
+        torch.testing.assert_close(out[r], h, **TOL)
+        if conv is not None:
+            torch.testing.assert_close(convs[r], conv, **TOL)
+    first, mid = fused.project(x[:, :split], hist)
+    second, _ = fused.project(x[:, split:], mid)
+    for r in irs:
+        torch.testing.assert_close(torch.cat([first[r], second[r]], 2), out[r], **TOL)
 
 
 # ------------------------------------------------------------------------- bundled specs
