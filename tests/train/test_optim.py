@@ -28,12 +28,12 @@ def test_parameters_grouped_by_optimizer_level_and_decay_on_matrices_only():
     names = {lv: {n for n, _ in level.params} for lv, level in outer.levels.items()}
     assert names["fast"] == {"b0_r0_cms.mixer.init.w_gate", "b0_r0_cms.mixer.init.w_out", "b0_r0_cms.mixer.init.w_up"}
     assert names["outer"] == {"embed.weight", "final_norm.weight", "b0_r0_attn.norm.weight", "b0_r0_cms.norm.weight",
-                              *(f"b0_r0_attn.mixer.{x}_proj.weight" for x in "qkvo")}
+                              "b0_r0_attn.mixer.qkv.weight", "b0_r0_attn.mixer.o_proj.weight"}
     assert outer.outermost == "outer"
     by_id = {id(p): n for n, p in model.named_parameters()}
     decayed = {by_id[id(p)] for g in outer.levels["outer"].optimizer.param_groups if g["weight_decay"] > 0
                for p in g["params"]}
-    assert decayed == {f"b0_r0_attn.mixer.{x}_proj.weight" for x in "qkvo"}  # not the embedding, not norms
+    assert decayed == {"b0_r0_attn.mixer.qkv.weight", "b0_r0_attn.mixer.o_proj.weight"}  # not the embedding, not norms
     assert [g["weight_decay"] for g in outer.levels["fast"].optimizer.param_groups] == [0.1]
 
 
