@@ -42,6 +42,7 @@ def issues_from_validation(err: ValidationError, raw: RawSpec, root: type[BaseMo
     issues = []
     for item in err.errors(include_url=False):
         loc = tuple(item["loc"])
+        at_path: tuple | None = None  # where to point, when not at path itself
         at_key = item["type"] in ("extra_forbidden", "missing") or loc[-1:] == ("[key]",)
         loc = loc[:-1] if loc[-1:] == ("[key]",) else loc
         path = clean_path(root, loc)
@@ -69,9 +70,11 @@ def issues_from_validation(err: ValidationError, raw: RawSpec, root: type[BaseMo
             message = "required field is missing"
             hint = (f"is '{typo[0]}' a misspelt '{field}'?" if typo
                     else _MISSING_HINTS.get(field, f"add '{field}: ...'"))
+            if typo:  # point at the misspelt key itself
+                at_path = (*path[:-1], typo[0])
         elif item["type"] == "layer_kind" and isinstance(item["input"], dict):
             hint = _did_you_mean(next(iter(item["input"]), ""), ["level", "parallel", "context"])
-        mark = raw.mark(path, key=at_key)
+        mark = raw.mark(at_path or path, key=at_key)
         issues.append(Issue(
             ".".join(map(str, path)), message,
             mark.file if mark else raw.file, mark.line if mark else None,

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import nlc
 from nlc.errors import NLCError, SpecError
-from tests.strategies import TINY_GRID
+from tests.runnable_specs import TINY_GRID
 
 B, VOCAB = 2, 256
 seeds = st.integers(0, 2**16)

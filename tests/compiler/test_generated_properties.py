@@ -58,7 +58,7 @@ from tests.compiler.generated_helpers import (  # noqa: F401 - single_thread: an
     stream,
     tokens,
 )
-from tests.strategies import TINY_GRID, runnable_specs, tiny_specs
+from tests.runnable_specs import TINY_GRID, runnable_specs, tiny_specs
 
 
 def split_points(model, length: int, draw) -> list[int]:

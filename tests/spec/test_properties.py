@@ -21,17 +21,8 @@ from hypothesis import strategies as st
 
 from nlc.errors import SpecError
 from nlc.spec import Spec, load_raw, load_spec, spec_to_data, spec_to_yaml, validate
-from tests.strategies import (
-    ALL_KEYS,
-    ALL_LITERALS,
-    MUTATIONS,
-    _typo,
-    corrupted_specs,
-    mutations,
-    valid_specs,
-    yaml_values,
-    yamlish_text,
-)
+from tests.spec_mutations import MUTATIONS, _typo, corrupted_specs, mutations, yaml_values, yamlish_text
+from tests.strategies import ALL_KEYS, ALL_LITERALS, valid_specs
 
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLED = sorted(p for p in (ROOT / "specs").glob("*.yaml"))
