@@ -1,11 +1,11 @@
 """Properties of models compiled from *random* valid specs.
 
-Every draw of :func:`tests.strategies.tiny_specs` (a :func:`valid_specs` draw shrunk to width
+Every draw of :func:`tests.runnable_specs.tiny_specs` (a :func:`valid_specs` draw shrunk to width
 <= 32, vocabulary 256, at most two repeats per block, chunks / periods / MAC segments <= 16)
 either compiles and runs, or is refused by ``nlc.compile`` with a clear
 :class:`~nlc.errors.NLCError` that locates the layer in the YAML and names the offending level
 (the language expresses more than the runtime executes: :func:`assert_clear_refusal`).
-:func:`tests.strategies.runnable_specs` leaves out what the runtime refuses by design and keeps
+:func:`tests.runnable_specs.runnable_specs` leaves out what the runtime refuses by design and keeps
 learning rates in a stable regime, so most draws run. On one model per draw
 (:func:`check_model_properties`; 8 draws by default, 50 more under ``-m slow``, those also with
 task-driven CMS levels of period 1, whose teach loop runs token by token):
