@@ -29,6 +29,23 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(autouse=True)
+def _one_thread():
+    """Every torch test runs on one intra-op thread (see the module docstring), even when
+    ``OMP_NUM_THREADS`` says otherwise; the setting is restored afterwards."""
+    import sys
+
+    if "torch" not in sys.modules:
+        yield
+        return
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
 def _seed_everything():
     """Every test starts from the same RNG state (python, numpy, torch if loaded)."""
     random.seed(0)

@@ -12,7 +12,6 @@ import textwrap
 import uuid
 from pathlib import Path
 
-import pytest
 import torch
 import yaml
 from hypothesis import event, note, reject, settings
@@ -36,15 +35,6 @@ def examples(ci: int) -> int:
     with the loaded profile's ``max_examples`` (``HYPOTHESIS_PROFILE=dev``: 10x)."""
     return max(1, ci * settings.default.max_examples // 20)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Import into a test module to run it on one thread: deterministic reductions, and
-    tiny matmuls are faster that way."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def dump(data: dict) -> str:

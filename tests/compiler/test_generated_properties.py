@@ -39,7 +39,7 @@ from hypothesis import strategies as st
 
 import nlc
 from nlc.ir.nodes import AttentionIR, MemoryIR, MLPIR
-from tests.compiler.generated_helpers import (  # noqa: F401 - single_thread: an autouse fixture
+from tests.compiler.generated_helpers import (
     B,
     VOCAB,
     assert_clear_refusal,
@@ -54,7 +54,6 @@ from tests.compiler.generated_helpers import (  # noqa: F401 - single_thread: an
     next_tokens,
     record_coverage,
     seeds,
-    single_thread,
     stream,
     tokens,
 )

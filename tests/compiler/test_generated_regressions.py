@@ -14,13 +14,12 @@ import yaml
 import nlc
 from nlc.errors import SpecError
 from nlc.spec import validate
-from tests.compiler.generated_helpers import (  # noqa: F401 - single_thread: an autouse fixture
+from tests.compiler.generated_helpers import (
     CMS,
     check_logits,
     forward_checking_teach_segments,
     next_tokens,
     runs_or_is_refused_clearly,
-    single_thread,
     spec,
     tokens,
 )

@@ -47,13 +47,6 @@ def anchor_losses(name: str) -> list[float]:
     return losses
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # deterministic reductions; tiny matmuls are faster on one thread
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.mark.parametrize("name", SPECS)
 def test_regression_anchor(name):

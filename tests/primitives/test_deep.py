@@ -28,14 +28,6 @@ def _examples(fraction: float) -> int:
     return max(1, int(_N * fraction))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny shapes: intra-op threading only adds synchronisation cost (restored after)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _close(a, b, rtol: float = RTOL) -> None:
     if a is None or b is None:  # an unused gradient: None on one side means zeros

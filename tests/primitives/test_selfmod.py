@@ -19,14 +19,6 @@ DT = torch.float64
 FORMS = {"chk": SM.selfmod_chunked, "ref": SM.selfmod_reference}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny shapes: intra-op threads only add sync overhead (large on a loaded 2-core box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def make_inputs(B, H, T, D, Dh, seed, *, dtype=DT):
     """Meta-params, a per-sequence state (perturbed per sample), inputs x and queries q."""

@@ -18,15 +18,6 @@ from nlc.spec.load import load_spec
 SPECS = "specs/"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: intra-op threads only cost time (and stall badly when the
-    machine is busy), so run single-threaded and restore the setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def attn_ir(heads=2, head_dim=4, window=None, rope=True, persistent=None, qk_norm=False,
             name="attn") -> AttentionIR:

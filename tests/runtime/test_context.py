@@ -25,13 +25,6 @@ from .test_memory_mixer import (CONV, CONV_L2, DT, HEADS, TITANS_RULE, TOL, WIDT
                                 mem_ir, randomize, rule)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def attn_ir(window=None, rope=True, qk_norm=False) -> AttentionIR:
     return AttentionIR(name="core", type="attention", order=0, frequency=Fraction(1),

@@ -26,15 +26,6 @@ D = 8
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: intra-op threads only cost time (and stall badly when the
-    machine is busy), so run single-threaded and restore the setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def attn(window=None, name="attn") -> AttentionMixer:
     ir = AttentionIR(name=name, type="attention", order=0, frequency=Fraction(10 ** 18),

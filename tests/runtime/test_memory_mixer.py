@@ -26,14 +26,6 @@ WIDTH, HEADS, CHUNK = 8, 2, 4
 TOL = dict(rtol=1e-9, atol=1e-10)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny shapes: intra-op threads only add sync overhead on a loaded 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 # ------------------------------------------------------------------------------ IR builders
 def const(v: float) -> KnobIR:

@@ -22,15 +22,6 @@ F64 = torch.float64
 KINDS = ["swiglu", "gelu", "silu", "relu"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: intra-op threads only cost time (and stall badly when the
-    machine is busy), so run single-threaded and restore the setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def rule(lr: KnobIR, kind="gd", **kw) -> RuleIR:
     base = dict(kind=kind, lr=lr, momentum=None, retention=None, weight_decay=0.0,

@@ -27,13 +27,6 @@ T, B, STEPWISE = 40, 2, 20  # sequence length, batch, tokens decoded one at a ti
 TOL = dict(rtol=1e-9, atol=1e-10)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # deterministic reductions; tiny matmuls are faster on one thread
-    yield
-    torch.set_num_threads(threads)
-
 
 def small_grid(name: str) -> tuple[str, ...]:
     """Overrides giving the spec's memories and CMS levels the small test grids."""

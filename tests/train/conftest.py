@@ -19,18 +19,9 @@ def text_data():
     return SimpleNamespace(name="design-doc", train=raw[:cut], val=raw[cut:], vocab=256)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: the tiny models here are far faster without OpenMP workers, which
-    spin and stall when the CI cores are shared; restored afterwards for other suites."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def subprocess_env() -> dict[str, str]:
-    """The environment of ``nlc`` subprocesses: one thread each (as above)."""
+    """The environment of ``nlc`` subprocesses: one thread each, as tests/conftest.py gives the tests themselves."""
     import os
 
     return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
