@@ -80,19 +80,10 @@ def retrieval_accuracy(model: nn.Module, task: str, lengths: list[int], examples
 
 def _retrieval_at(model: nn.Module, task: str, length: int, examples: int, seed: int) -> float:
     from ..evaluate import evaluate_task
-    from ..evaluate.tasks import length_generator, task_logits
-    from ..tasks import niah, score
 
-    if task == "niah_word":  # evaluate_task's NIAH has number values; word values drawn here alike
-        was_training = model.training
-        model.eval()
-        try:
-            batch = niah(examples, length, length_generator(seed, length), value="word")
-            return score(batch, task_logits(model, batch, batch_size=examples))
-        finally:
-            model.train(was_training)
-    name = {"passkey": "passkey", "niah_number": "niah"}[task]
-    return evaluate_task(model, name, [length], n=examples, seed=seed).accuracy[length]
+    name, value = {"passkey": ("passkey", "number"), "niah_number": ("niah", "number"),
+                   "niah_word": ("niah", "word")}[task]
+    return evaluate_task(model, name, [length], n=examples, seed=seed, niah_value=value).accuracy[length]
 
 
 def fresh_model(spec_path, overrides: list[str], seed: int) -> nn.Module:

@@ -56,6 +56,7 @@ def eval_verb(
     haystack: Optional[str] = typer.Option(None, "--haystack",
                                            help="niah: prose haystack, a text file or corpus name "
                                                 "(default: the noise haystack)"),
+    niah_value: str = typer.Option("number", "--niah-value", help="niah: the needle's value: number | word | uuid"),
     json_path: Optional[Path] = typer.Option(None, "--json", help="also write the results as JSON"),
 ) -> None:
     """Evaluate CHECKPOINT: bits per byte (lm) or task accuracy at several lengths."""
@@ -74,7 +75,7 @@ def eval_verb(
             table, payload = _lm(model, data or train.data, sizes, batches or train.eval_batches, seed)
         else:
             text = haystack_text(haystack) if haystack else None
-            report = evaluate_task(model, task, sizes, n=n, seed=seed, haystack_text=text)
+            report = evaluate_task(model, task, sizes, n=n, seed=seed, haystack_text=text, niah_value=niah_value)
             table, payload = task_table(report), report.to_json()
     except NLCError as err:
         typer.echo(f"error: {err}", err=True)

@@ -23,8 +23,9 @@ Task settings (fixed so that lengths are comparable):
 * ``copy``: selective copying with the Mamba setting, 16 tokens to copy from an alphabet
   of 16 (noise and marker included), ``length`` the whole input;
 * ``passkey``: the landmark-attention prompt, ``length`` bytes;
-* ``niah``: RULER single needle (word key, 7-digit number), ``length`` bytes; the noise
-  haystack, or prose from ``haystack_text`` (RULER's essay haystack).
+* ``niah``: RULER single needle (word key; ``niah_value`` "number" = 7 digits, "word" =
+  adjective-noun, "uuid"), ``length`` bytes; the noise haystack, or prose from
+  ``haystack_text`` (RULER's essay haystack).
 
 The examples at a length come from a generator seeded with ``(seed, length)``, so a
 length's numbers do not depend on which other lengths were evaluated.
@@ -40,6 +41,7 @@ from torch import Tensor
 
 from ..errors import NLCError
 from ..tasks import IGNORE, TaskBatch, mqar, niah, passkey, score, selective_copy
+from ..tasks.needle_values import KINDS as NEEDLE_KINDS
 
 __all__ = ["TASKS", "TaskReport", "EvaluationError", "evaluate_task", "task_batch", "task_logits",
            "teach_targets"]
@@ -65,6 +67,7 @@ class TaskReport:
     seed: int
     train_length: int | None          # the model's training seq_len, when it has a spec
     accuracy: dict[int, float] = field(default_factory=dict)
+    niah_value: str | None = None     # niah: the needle's value kind
 
     def beyond_training(self, length: int) -> bool:
         return self.train_length is not None and length > self.train_length
@@ -82,8 +85,10 @@ def length_generator(seed: int, length: int) -> torch.Generator:
 
 
 def task_batch(task: str, n: int, length: int, vocab: int, seed: int,
-               haystack_text: str | None = None) -> TaskBatch:
+               haystack_text: str | None = None, niah_value: str = "number") -> TaskBatch:
     """The ``n`` examples of ``task`` at ``length`` that :func:`evaluate_task` scores."""
+    if niah_value not in NEEDLE_KINDS:
+        raise EvaluationError(f"unknown NIAH value kind {niah_value!r}: choose one of {', '.join(NEEDLE_KINDS)}")
     if task in ("passkey", "niah") and vocab < BYTE_VOCAB:
         raise EvaluationError(f"{task} prompts are UTF-8 bytes: it needs a byte-level model "
                                f"(vocabulary {BYTE_VOCAB}), this one has {vocab}")
@@ -96,7 +101,7 @@ def task_batch(task: str, n: int, length: int, vocab: int, seed: int,
     if task == "passkey":
         return passkey(n, length, gen)
     if task == "niah":
-        return niah(n, length, gen, prose=haystack_text)
+        return niah(n, length, gen, value=niah_value, prose=haystack_text)
     raise EvaluationError(f"unknown task {task!r}: choose one of {', '.join(TASKS)}")
 
 
@@ -131,7 +136,7 @@ def task_logits(model, batch: TaskBatch, batch_size: int) -> Tensor:
 
 def evaluate_task(model, task: str, lengths: list[int] | tuple[int, ...], n: int = 50,
                   seed: int = 0, haystack_text: str | None = None,
-                  batch_size: int = 16) -> TaskReport:
+                  batch_size: int = 16, niah_value: str = "number") -> TaskReport:
     """Accuracy of ``model`` on ``n`` examples of ``task`` at each of ``lengths``.
 
     The model is put in eval mode for the call and its mode restored afterwards.
@@ -146,11 +151,11 @@ def evaluate_task(model, task: str, lengths: list[int] | tuple[int, ...], n: int
     accuracy, scoring = {}, ""
     try:
         for length in lengths:
-            batch = task_batch(task, n, length, model.vocab, seed, haystack_text)
+            batch = task_batch(task, n, length, model.vocab, seed, haystack_text, niah_value)
             accuracy[length] = score(batch, task_logits(model, batch, batch_size))
             scoring = batch.scoring
     finally:
         model.train(was_training)
     return TaskReport(task=task, scoring=scoring, examples=n, seed=seed,
                       train_length=spec.train.seq_len if spec is not None else None,
-                      accuracy=accuracy)
+                      accuracy=accuracy, niah_value=niah_value if task == "niah" else None)

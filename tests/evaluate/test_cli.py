@@ -54,6 +54,7 @@ def test_eval_task_table_and_json(checkpoint, tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["eval", "{ckpt}", "--task", "sorting"], "choose one of"),
     (["eval", "{ckpt}", "--task", "niah", "--lengths", "64"], "too short"),
+    (["eval", "{ckpt}", "--task", "niah", "--lengths", "450", "--niah-value", "colour"], "NIAH value kind"),
     (["generate", "{ckpt}", "--prompt", "x", "--temperature", "-1"], "temperature"),
     (["generate", "/nonexistent/run", "--prompt", "x"], "no checkpoint"),
 ])

@@ -64,6 +64,20 @@ def test_oracle_scores_one(task, lengths, vocab):
     assert report.scoring == ("per_example" if task in ("passkey", "niah") else "per_token")
 
 
+@pytest.mark.parametrize("value,pattern", [("number", r"\d{7}"), ("word", r"[a-z]+-[a-z]+"),
+                                           ("uuid", r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")])
+def test_niah_value_kinds_are_scored_on_their_own_needles(value, pattern):
+    import re
+
+    batch = task_batch("niah", 4, 450, 256, seed=1, niah_value=value)
+    for row, target in zip(batch.tokens, batch.targets):
+        answer = bytes(target[target != IGNORE].tolist()).decode()
+        assert re.fullmatch(pattern, answer), answer
+        assert answer in bytes(row.tolist()).decode()  # the needle is in the haystack
+    report = evaluate_task(Oracle(256, [batch]), "niah", [450], n=4, seed=1, niah_value=value)
+    assert report.accuracy == {450: 1.0} and report.niah_value == value
+
+
 @pytest.mark.parametrize("task,scored_per_example", [("mqar", 64 // 16), ("copy", 16)])
 def test_random_guesser_scores_chance(task, scored_per_example):
     n = 200
@@ -115,3 +129,5 @@ def test_bad_requests_are_clear_errors():
         evaluate_task(Guesser(VOCAB), "sorting", [64])
     with pytest.raises(EvaluationError, match="byte-level"):
         evaluate_task(Guesser(VOCAB), "passkey", [256])
+    with pytest.raises(EvaluationError, match="NIAH value kind 'colour'"):
+        evaluate_task(Guesser(256), "niah", [400], niah_value="colour")
