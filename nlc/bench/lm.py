@@ -42,13 +42,14 @@ def run_dir(runs: Path, model: BenchModel, kind: str, lr: float, seed: int) -> P
 
 
 def train_lm(model: BenchModel, match: ParamMatch, plan: BenchPlan, lr: float, seed: int, corpus,
-             runs: Path) -> tuple[LMRun, nn.Module]:
-    """Train ``model`` at ``lr`` and ``seed`` on ``corpus``; its record and the trained model."""
+             runs: Path, kind: str = "lm", extra: tuple[str, ...] = ()) -> tuple[LMRun, nn.Module]:
+    """Train ``model`` at ``lr`` and ``seed`` on ``corpus`` (``extra`` overrides on top of
+    the match and the plan's; the run folder named by ``kind``); its record and the model."""
     from ..train import train
 
     start = time.perf_counter()
-    result = train(model.path, data=corpus, out=run_dir(runs, model, "lm", lr, seed), steps=plan.steps,
-                   overrides=[*match.overrides, *plan.train_overrides(lr)], seed=seed, progress=False)
+    result = train(model.path, data=corpus, out=run_dir(runs, model, kind, lr, seed), steps=plan.steps,
+                   overrides=[*match.overrides, *plan.train_overrides(lr), *extra], seed=seed, progress=False)
     per_step = plan.batch * plan.seq_len
     curve = [[r["step"], r["step"] * per_step, r["bpb"]] for r in result.metrics if r["kind"] == "val"]
     speeds = [r["tokens_per_s"] for r in result.metrics if r["kind"] == "train"]

@@ -52,6 +52,12 @@ class ParamMatch:
         return {"spec": self.spec, "target": self.target, "width": self.width, "hidden": self.hidden,
                 "params": self.params, "deviation": self.deviation, "overrides": list(self.overrides)}
 
+    @classmethod
+    def from_json(cls, data: dict) -> "ParamMatch":
+        """The inverse of :meth:`to_json`."""
+        return cls(data["spec"], data["target"], data["width"], data["hidden"], data["params"],
+                   tuple(data["overrides"]))
+
 
 def spec_params(spec_path: str | Path, overrides: Sequence[str] = ()) -> int:
     """The parameter count of the spec with ``overrides`` (analytic: no model is built)."""

@@ -51,7 +51,32 @@ MODELS: tuple[BenchModel, ...] = (
     BenchModel("HOPE w/o CMS", "ablations/hope_no_cms.yaml", "ablation"),
     BenchModel("HOPE, 1-level CMS", "ablations/hope_cms_single.yaml", "ablation"),
 )
+# The order the runs start in, slowest first (train tokens/s of the quick run, docs/results.md),
+# so that parallel jobs finish together.
+COST_ORDER = ("HOPE", "HOPE, 1-level CMS", "HOPE w/o CMS", "HOPE-Attention", "Titans (MAC)*", "Titans (LMM)",
+              "Samba*", "Transformer++")
 NAIVE_BASELINE = "Transformer++"   # continual LM: the transformer row is the naive fine-tuning baseline
+
+
+@dataclass(frozen=True)
+class Probe:
+    """An ablation that tests one explanation of the results (:mod:`.probes`): one model of
+    :data:`MODELS`, retrained on the plan's seeds at its chosen lr with one thing changed.
+
+    ``steps_factor`` multiplies the token budget; ``seq_len`` changes the training length
+    at the same tokens per step (the batch shrinks to ``batch * seq_len / new seq_len``);
+    ``overrides`` change the spec (on top of the parameter match)."""
+
+    label: str
+    model: str                          # a label of MODELS
+    tests: str                          # the explanation it tests: "budget" | "CMS step" | "context"
+    change: str                         # what differs from the model's main runs, in words
+    steps_factor: int = 1
+    seq_len: int | None = None
+    overrides: tuple[str, ...] = ()
+
+
+CMS_LEVELS = ("cms_fast", "cms_mid", "cms_slow")   # hope.yaml's CMS chain (the probes' target)
 
 
 @dataclass(frozen=True)
@@ -80,6 +105,7 @@ class BenchPlan:
     continual_stream: tuple[str, ...]
     continual_tokens: int               # tokens per stage
     continual_seeds: tuple[int, ...]
+    probes: tuple[Probe, ...] = ()
     tolerance: float = 0.05
 
     @property
@@ -88,12 +114,20 @@ class BenchPlan:
 
     def bench_models(self) -> list[BenchModel]:
         """The plan's models; each named by its label or its spec's stem (``hope_no_cms``)."""
-        by_name = {**{m.label: m for m in MODELS}, **{Path(m.spec).stem: m for m in MODELS}}
-        unknown = [name for name in self.models if name not in by_name]
-        if unknown:
-            raise NLCError(f"unknown model(s) {unknown}: choose from "
-                           f"{', '.join(Path(m.spec).stem for m in MODELS)} (or their labels)")
-        return [by_name[name] for name in self.models]
+        return [bench_model(name) for name in self.models]
+
+    def settings(self) -> "BenchPlan":
+        """This plan without its model and probe lists: what one model's runs depend on."""
+        return replace(self, models=(), probes=())
+
+    def probe_plan(self, probe: Probe) -> "BenchPlan":
+        """This plan with ``probe``'s budget and training length."""
+        seq_len = probe.seq_len or self.seq_len
+        if (self.batch * self.seq_len) % seq_len:
+            raise NLCError(f"probe {probe.label!r}: seq_len {seq_len} does not divide the {self.batch * self.seq_len} "
+                           "tokens of one step")
+        return replace(self, steps=self.steps * probe.steps_factor, seq_len=seq_len,
+                       batch=self.batch * self.seq_len // seq_len, models=(), probes=())
 
     def train_overrides(self, lr: float) -> list[str]:
         """The shared training settings of every LM run, as overrides."""
@@ -107,31 +141,60 @@ class BenchPlan:
 
 ALL = tuple(m.label for m in MODELS)
 
+
+def bench_model(name: str) -> BenchModel:
+    """The model of :data:`MODELS` named by its label or its spec's stem (``hope_no_cms``)."""
+    for model in MODELS:
+        if name in (model.label, Path(model.spec).stem):
+            return model
+    raise NLCError(f"unknown model(s) {[name]}: choose from {', '.join(Path(m.spec).stem for m in MODELS)} "
+                   "(or their labels)")
+
+
+def _explanation_probes(long_seq: int, factor: int) -> tuple[Probe, ...]:
+    """The ablations of docs/results.md's "Reading these numbers" (issue 6, point 4)."""
+    cms_lr = tuple(f"levels.{level}.update.lr=0.1" for level in CMS_LEVELS)
+    return (
+        Probe(f"Transformer++, {factor}x tokens", "Transformer++", "budget", f"{factor}x the training steps",
+              steps_factor=factor),
+        Probe(f"HOPE, {factor}x tokens", "HOPE", "budget", f"{factor}x the training steps", steps_factor=factor),
+        Probe("HOPE, CMS lr 0.1", "HOPE", "CMS step", "CMS in-context GD lr 0.1 instead of 1e-3",
+              overrides=cms_lr),
+        Probe(f"Transformer++, seq {long_seq}", "Transformer++", "context", f"sequences of {long_seq} tokens",
+              seq_len=long_seq),
+        Probe(f"HOPE, seq {long_seq}", "HOPE", "context", f"sequences of {long_seq} tokens", seq_len=long_seq),
+        Probe(f"HOPE w/o CMS, seq {long_seq}", "HOPE w/o CMS", "context", f"sequences of {long_seq} tokens",
+              seq_len=long_seq),
+    )
+
+
 MODES: dict[str, BenchPlan] = {
     "smoke": BenchPlan(
         mode="smoke", models=("Transformer++", "HOPE"), reference_width=16, heads=2, seq_len=32, batch=2,
         steps=3, eval_every=3, eval_batches=1, lrs=(1e-3,), seeds=(0,), retrieval_multiples=(8,),
         retrieval_examples=1, task_steps=2, task_batch=2, mqar_lengths=(32,), copy_length=40,
-        task_examples=2, continual_stream=("shakespeare",), continual_tokens=64, continual_seeds=(0,)),
+        task_examples=2, continual_stream=("shakespeare",), continual_tokens=64, continual_seeds=(0,),
+        probes=(Probe("HOPE, seq 64", "HOPE", "context", "sequences of 64 tokens", seq_len=64),)),
     "quick": BenchPlan(
         mode="quick", models=ALL, reference_width=32, heads=2, seq_len=64, batch=4, steps=40,
         eval_every=20, eval_batches=2, lrs=(1e-3, 3e-3), seeds=(0,), retrieval_multiples=(4, 8),
         retrieval_examples=4, task_steps=40, task_batch=8, mqar_lengths=(64, 128), copy_length=64,
         task_examples=16, continual_stream=("shakespeare", "pydocs"), continual_tokens=4 * 64 * 20,
-        continual_seeds=(0,)),
+        continual_seeds=(0,), probes=_explanation_probes(long_seq=256, factor=2)),
     "full": BenchPlan(
         mode="full", models=ALL, reference_width=64, heads=4, seq_len=128, batch=8, steps=64,
         eval_every=16, eval_batches=4, lrs=(1e-3, 2e-3, 4e-3), seeds=(0, 1, 2),
         retrieval_multiples=(1, 2, 4, 8), retrieval_examples=10, task_steps=40, task_batch=8,
         mqar_lengths=(64, 128, 256), copy_length=128, task_examples=64,
         continual_stream=("shakespeare", "pydocs", "sympy"), continual_tokens=8 * 128 * 16,
-        continual_seeds=(0, 1, 2)),
+        continual_seeds=(0, 1, 2), probes=_explanation_probes(long_seq=512, factor=4)),
 }
 
 
 def plan_for(mode: str, models: tuple[str, ...] | None = None, seeds: int | None = None) -> BenchPlan:
     """The plan of ``mode`` (``smoke`` | ``quick`` | ``full``), optionally on a subset of
-    models and with ``seeds`` seeds (0 .. seeds-1) for every seeded part instead of the mode's."""
+    models (keeping the probes of those models) and with ``seeds`` seeds (0 .. seeds-1) for
+    every seeded part instead of the mode's."""
     if mode not in MODES:
         raise NLCError(f"unknown benchmark mode {mode!r}: choose one of {', '.join(MODES)}")
     if seeds is not None and seeds < 1:
@@ -139,6 +202,8 @@ def plan_for(mode: str, models: tuple[str, ...] | None = None, seeds: int | None
     plan = MODES[mode]
     if models:
         plan = replace(plan, models=tuple(models))
+        chosen = {m.label for m in plan.bench_models()}
+        plan = replace(plan, probes=tuple(p for p in plan.probes if p.model in chosen))
     if seeds is not None:
         plan = replace(plan, seeds=tuple(range(seeds)), continual_seeds=tuple(range(seeds)))
     return plan

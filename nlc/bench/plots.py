@@ -6,7 +6,9 @@
   length, with the training length marked;
 * ``mqar.png``: MQAR accuracy against the number of key-value pairs (length // 16);
 * ``continual_R_<k>.png``: the continual-learning matrices R (first seed), one panel per
-  model, four models per file.
+  model, four models per file;
+* ``probes.png``: the probes' bpb curves against their models' main runs, one panel per
+  question they test.
 
 Matplotlib's Agg backend; every file written to a temporary name and renamed into place.
 """
@@ -41,22 +43,50 @@ def _mean(values: list) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
+def mean_curve(runs: list[dict]) -> tuple[list[float], list[float]]:
+    """(training tokens, mean validation bpb) over the runs' curves, cut to the shortest."""
+    curves = [run["curve"] for run in runs if run["curve"]]
+    if not curves:
+        return [], []
+    points = min(len(c) for c in curves)
+    return [curves[0][i][1] for i in range(points)], [_mean([c[i][2] for c in curves]) for i in range(points)]
+
+
 def plot_bpb_curves(results: dict, path: Path) -> Path:
     figure = _figure(7, 4.2)
     axes = figure.add_subplot(1, 1, 1)
     for label, entry in results["models"].items():
-        curves = [run["curve"] for run in entry["lm"] if run["curve"]]
-        if not curves:
-            continue
-        points = min(len(c) for c in curves)
-        tokens = [curves[0][i][1] for i in range(points)]
-        bpb = [_mean([c[i][2] for c in curves]) for i in range(points)]
-        axes.plot(tokens, bpb, marker="o", markersize=3, label=f"{label} (lr {entry['best_lr']:g})")
+        tokens, bpb = mean_curve(entry["lm"])
+        if tokens:
+            axes.plot(tokens, bpb, marker="o", markersize=3, label=f"{label} (lr {entry['best_lr']:g})")
     axes.set_xlabel("training tokens")
     axes.set_ylabel("validation bits per byte")
     axes.set_title("Shakespeare, matched parameters and tokens")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=7)
+    return _save(figure, path)
+
+
+def plot_probes(results: dict, path: Path) -> Path:
+    """One panel per question the probes test: each probe's mean bpb curve (solid) next to
+    its model's main runs (dashed, same colour)."""
+    groups: dict[str, list[str]] = {}
+    for label, probe in results["probes"].items():
+        groups.setdefault(probe["tests"], []).append(label)
+    figure = _figure(4.2 * len(groups), 3.8)
+    for index, (question, labels) in enumerate(groups.items()):
+        axes = figure.add_subplot(1, len(groups), index + 1)
+        for label in labels:
+            probe = results["probes"][label]
+            line, = axes.plot(*mean_curve(probe["lm"]), marker="o", markersize=2, label=label)
+            base = results["models"][probe["model"]]
+            axes.plot(*mean_curve(base["lm"]), linestyle="--", color=line.get_color(),
+                      label=f"{probe['model']} (main)")
+        axes.set_title(f"probes: {question}")
+        axes.set_xlabel("training tokens")
+        axes.set_ylabel("validation bits per byte")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=6)
     return _save(figure, path)
 
 
@@ -134,4 +164,5 @@ def write_plots(results: dict, folder: Path) -> dict[str, Path]:
     return {"bpb_curves": plot_bpb_curves(results, folder / "bpb_curves.png"),
             "retrieval": plot_retrieval(results, folder / "retrieval.png"),
             "mqar": plot_mqar(results, folder / "mqar.png"),
-            **plot_continual(results, folder)}
+            **plot_continual(results, folder),
+            **({"probes": plot_probes(results, folder / "probes.png")} if results.get("probes") else {})}

@@ -14,7 +14,7 @@ import os
 import platform
 from pathlib import Path
 
-from .aggregate import Stat, format_stat
+from .aggregate import Stat, format_stat, mean_std
 from .plan import NAIVE_BASELINE
 from .tasks import RETRIEVAL_TASKS
 
@@ -118,6 +118,17 @@ def _fmt(value: float, metric: dict) -> str:
     return f"{100 * value:.1f}%" if metric["percent"] else f"{value:.3f}"
 
 
+def _wall(results: dict) -> str:
+    """The run's wall time: first unit's start to last unit's finish (a resumed run counts
+    its units, not the invocation that found them saved), and the summed compute."""
+    jobs = results["machine"].get("jobs", 1)
+    span = results.get("span_seconds", results["wall_seconds"])
+    text = f"{span / 60:.1f} min"
+    if "unit_seconds" in results:
+        text += f" ({jobs} job(s) side by side; {results['unit_seconds'] / 60:.1f} min of single-thread compute summed)"
+    return text
+
+
 def _lengths(summary: dict, task: str) -> list[str]:
     return [k.split("@", 1)[1] for k in summary["metrics"] if k.startswith(f"{task}@")]
 
@@ -136,7 +147,7 @@ def render(results: dict, plots: dict[str, Path], docs: Path) -> str:
     out += [f"* command: `{results['command']}`",
             f"* machine: {m['nproc']} CPUs ({m['cpu']}), torch {m['torch']} with {m['threads']} thread(s), "
             f"Python {m['python']}, {m['platform']}",
-            f"* started {results['started']}, wall time {results['wall_seconds'] / 60:.1f} min",
+            f"* started {results['started']}, wall time {_wall(results)}",
             "* every number below: `docs/results/paper.json`", ""]
     spec_list = ", ".join(f"`{models[x]['spec']}`" for x in labels)
     out += ["## Protocol", "",
@@ -187,6 +198,7 @@ def render(results: dict, plots: dict[str, Path], docs: Path) -> str:
     out += _per_task(summary, labels)
     out += ["## Figures", ""] + [f"![{name}]({os.path.relpath(path, docs)})" for name, path in plots.items()] + [""]
     out += _reading(results) + [""]
+    out += _probes(results)
     return "\n".join(out)
 
 
@@ -219,6 +231,45 @@ def _findings(results: dict) -> list[str]:
     floor = [t for t in RETRIEVAL_TASKS if all(_stat(summary, t, m).mean in (0.0, None) for m in models)]
     if floor:
         out.append(f"* **Zero-shot retrieval** ({', '.join(floor)}): every model scores 0% at every length.")
+    return out + [""]
+
+
+def _spread_note(difference: float, *stats: Stat) -> str:
+    if all(stat.n < 2 for stat in stats):
+        return "one seed: no spread to compare with"
+    spread = max(stat.std or 0.0 for stat in stats)
+    return "within the seeds' spread" if abs(difference) <= spread else f"beyond the seeds' spread ({spread:.3f})"
+
+
+def _probes(results: dict) -> list[str]:
+    """Each probe against its model's main runs, then, for probes that make the same change
+    to different models, how the gap between those models moves (:mod:`.probes`)."""
+    probes, models = results.get("probes") or {}, results["models"]
+    if not probes:
+        return []
+    bpb = {label: mean_std([r["val_bpb"] for r in entry["lm"]]) for label, entry in probes.items()}
+    main = {label: mean_std([r["val_bpb"] for r in entry["lm"]]) for label, entry in models.items()}
+    out = ["## Probes: ablations that test these explanations", "",
+           "Each probe retrains one model with one change, on the same seeds at the lr its main sweep chose and "
+           "with the same parameter match (`nlc.bench.probes`); *main* is that model's row in the tables above. "
+           "Figure: `results/probes.png`.", ""]
+    rows = []
+    for label, probe in probes.items():
+        stat, base = bpb[label], main[probe["model"]]
+        difference = stat.mean - base.mean
+        rows.append([label, probe["tests"], probe["change"], f"{probe['tokens_per_run']:,}",
+                     format_stat(stat, 4), format_stat(base, 4), f"{difference:+.4f} ({_spread_note(difference, stat, base)})"])
+    out += _table(["probe", "tests", "change", "tokens per run", "val bpb", "main", "difference"], rows) + [""]
+    by_change: dict[str, list[str]] = {}
+    for label, probe in probes.items():
+        by_change.setdefault(probe["change"], []).append(label)
+    for change, labels in by_change.items():
+        for i, first in enumerate(labels):
+            for second in labels[i + 1:]:
+                a, b = probes[first]["model"], probes[second]["model"]
+                before, after = main[b].mean - main[a].mean, bpb[second].mean - bpb[first].mean
+                out.append(f"* **{change}**: {b} minus {a}: {before:+.4f} bpb in the main runs, {after:+.4f} with the "
+                           f"change ({_spread_note(after - before, main[a], main[b], bpb[first], bpb[second])}).")
     return out + [""]
 
 
@@ -256,6 +307,8 @@ def _reading(results: dict) -> list[str]:
         "the paper credits (tested there on contexts of thousands of tokens) has little room to act. The two "
         "ablations (`specs/ablations/`) test this directly: if removing the CMS (frozen MLPs) or "
         "collapsing it to one period changes nothing, the CMS is not what drives the numbers at this scale.",
+        "* **Each explanation is tested** by a probe below: more tokens (budget), a larger CMS step (is the "
+        "in-context update too small to matter?) and longer sequences (context against chunk sizes).",
         "* **Retrieval zero-shot.** A byte model trained on Shakespeare for this few tokens has never seen a passkey "
         "prompt; near-zero passkey and NIAH accuracy is the expected, honest outcome, and it is reported as measured. "
         "MQAR and copying are trained on, so those columns do compare recall mechanisms.",

@@ -1,6 +1,6 @@
 """The paper comparison, end to end: match, sweep, train, evaluate, continual, summarise.
 
-For every model of the plan (:mod:`.plan`), in order:
+For every model of the plan (:mod:`.plan`), one unit of work (:func:`model_unit`):
 
 1. parameter match to the Transformer at ``reference_width`` (:func:`.params.match_params`);
 2. LM sweep: one ``nlc.train`` run per outer lr at the first seed; the lr with the lowest
@@ -11,11 +11,14 @@ For every model of the plan (:mod:`.plan`), in order:
 5. continual LM over the plan's domain stream (:func:`nlc.continual.run_continual`, no
    extra baselines: the Transformer row *is* the naive fine-tuning baseline).
 
+Then the probes (:mod:`.probes`): ablations that test the explanations of the results.
+Units run side by side on ``jobs`` processes and are saved as they finish (:mod:`.jobs`).
 Returns one JSON-ready dict with every number (``docs/results/paper.json``); the summary
 (mean ± std, ranks) is :func:`.summary.summarise`.
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,22 +26,23 @@ from typing import Callable
 
 from .lm import best_lr, parameter_count, train_lm
 from .params import match_params, spec_params
-from .plan import MODELS, BenchModel, BenchPlan
+from .jobs import Unit
+from .plan import COST_ORDER, MODELS, BenchModel, BenchPlan, bench_model
 from .summary import summarise
 from .tasks import RETRIEVAL_TASKS, fresh_model, retrieval_accuracy, task_accuracy, train_on_task
 
 Log = Callable[[str], None]
 
 
-def run_and_report(plan: BenchPlan, runs: Path, docs: Path, command: str, threads: int = 1,
+def run_and_report(plan: BenchPlan, runs: Path, docs: Path, command: str, threads: int = 1, jobs: int = 1,
                    log: Log = print) -> dict[str, Path]:
-    """Run ``plan`` on ``threads`` torch threads and write ``docs/results.md``,
-    ``docs/results/paper.json`` and the figures (:func:`.report.write_outputs`).
+    """Run ``plan`` on ``jobs`` worker processes of ``threads`` torch threads each and write
+    ``docs/results.md``, ``docs/results/paper.json`` and the figures (:func:`.report.write_outputs`).
 
-    One thread is the default: these models are small enough that intra-op parallelism
-    costs more than it gains, and on a shared machine a spinning second thread slows
-    every op down (measured: a 12k-parameter Transformer step takes 1.2 s on 2 threads
-    under load, 0.02 s on 1)."""
+    One thread per job is the default: these models are small enough that intra-op
+    parallelism costs more than it gains, and on a shared machine a spinning second thread
+    slows every op down (measured: a 12k-parameter Transformer step takes 1.2 s on 2 threads
+    under load, 0.02 s on 1); ``jobs`` = the number of free cores runs models side by side."""
     import torch
 
     from .report import write_outputs
@@ -46,39 +50,73 @@ def run_and_report(plan: BenchPlan, runs: Path, docs: Path, command: str, thread
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        results = run_paper(plan, runs, log)
+        results = run_paper(plan, runs, log, jobs=jobs, threads=threads)
         results["command"] = command
         return write_outputs(results, docs)
     finally:
         torch.set_num_threads(before)
 
 
-def run_paper(plan: BenchPlan, runs: Path, log: Log = print) -> dict:
-    """Run ``plan`` with its training runs under ``runs``; every number, as a dict."""
-    from ..data import load_corpus
+def run_paper(plan: BenchPlan, runs: Path, log: Log = print, jobs: int = 1, threads: int = 1) -> dict:
+    """Run ``plan`` with its training runs and per-unit results under ``runs``
+    (:mod:`.jobs`: rerunning with the same ``runs`` resumes); every number, as a dict."""
+    from .jobs import run_units
+    from .probes import probe_units
     from .report import machine
 
     started, clock = datetime.now(timezone.utc), time.perf_counter()
     models = plan.bench_models()
-    corpus = load_corpus("shakespeare")
     target = target_params(plan)
     log(f"[paper/{plan.mode}] target: {target:,} parameters (Transformer++ at width {plan.reference_width}); "
-        f"{plan.tokens_per_run:,} tokens per LM run")
-    domains = _continual_domains(plan)
+        f"{plan.tokens_per_run:,} tokens per LM run; {jobs} job(s) x {threads} thread(s)")
+    settings = plan.settings()
+    units = [Unit(m.label, model_unit, lambda done, m=m: (m.label, settings, target, runs), salt=spec_digest(m))
+             for m in sorted(models, key=lambda m: COST_ORDER.index(m.label))]
+    done = run_units(probe_units(plan, runs) + units, runs, jobs, threads, log)
     results: dict = {"plan": plan.to_json(), "target_params": target, "started": started.isoformat(),
-                     "machine": machine(), "models": {}}
-    for model in models:
-        results["models"][model.label] = _run_model(model, plan, target, corpus, domains, runs, log)
-        log(f"[paper/{plan.mode}] {model.label} done at {time.perf_counter() - clock:.0f}s")
+                     "machine": {**machine(), "threads": threads, "jobs": jobs},
+                     "models": {m.label: done[m.label] for m in models},
+                     "probes": {p.label: done[p.label] for p in plan.probes}}
+    entries = [*results["models"].values(), *results["probes"].values()]
     results["wall_seconds"] = time.perf_counter() - clock
+    results["span_seconds"] = span_seconds(entries)
+    results["unit_seconds"] = sum(entry["seconds"] for entry in entries)
     results["summary"] = summarise(results)
     return results
 
 
-def _continual_domains(plan: BenchPlan) -> dict:
-    from ..continual.domains import load_domains
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat()
 
-    return load_domains(list(plan.continual_stream), "bytes")
+
+def span_seconds(entries) -> float:
+    """Seconds from the first unit's start to the last unit's finish (resumed runs included)."""
+    starts = [datetime.fromisoformat(e["started"]) for e in entries]
+    ends = [datetime.fromisoformat(e["finished"]) for e in entries]
+    return (max(ends) - min(starts)).total_seconds()
+
+
+def spec_digest(model: BenchModel) -> str:
+    """A digest of the model's resolved spec (its file and every file it extends)."""
+    from ..spec import load_spec
+    from ..spec.load import spec_to_yaml
+
+    return hashlib.sha256(spec_to_yaml(load_spec(model.path)).encode()).hexdigest()
+
+
+def model_unit(label: str, plan: BenchPlan, target: int, runs: Path, log: Log = print) -> dict:
+    """Every column of one model (the module doc's steps 1-5), with its compute time."""
+    from ..continual.domains import load_domains
+    from ..data import load_corpus
+
+    clock, started = time.perf_counter(), utc_now()
+    model = bench_model(label)
+    corpus = load_corpus("shakespeare")
+    domains = load_domains(list(plan.continual_stream), "bytes")
+    entry = _run_model(model, plan, target, corpus, domains, runs, log)
+    entry.update(seconds=time.perf_counter() - clock, started=started, finished=utc_now())
+    log(f"[paper/{plan.mode}] {label} done in {entry['seconds']:.0f}s")
+    return entry
 
 
 def _run_model(model: BenchModel, plan: BenchPlan, target: int, corpus, domains: dict, runs: Path,
@@ -92,8 +130,8 @@ def _run_model(model: BenchModel, plan: BenchPlan, target: int, corpus, domains:
         record, net = train_lm(model, match, plan, lr, first, corpus, runs)
         sweep.append(record)
         nets[lr] = net
-        log(f"    lr {lr:g} seed {first}: val bpb {record.val_bpb:.4f} ({record.tokens_per_s:.0f} tok/s, "
-            f"{record.seconds:.0f}s)")
+        log(f"    {model.label} lr {lr:g} seed {first}: val bpb {record.val_bpb:.4f} "
+            f"({record.tokens_per_s:.0f} tok/s, {record.seconds:.0f}s)")
     lr = best_lr(sweep)
     net = nets[lr]
     del nets
@@ -105,7 +143,7 @@ def _run_model(model: BenchModel, plan: BenchPlan, target: int, corpus, domains:
     for seed in others:
         record, net = train_lm(model, match, plan, lr, seed, corpus, runs)
         entry["lm"].append(record.to_json())
-        log(f"    lr {lr:g} seed {seed}: val bpb {record.val_bpb:.4f}")
+        log(f"    {model.label} lr {lr:g} seed {seed}: val bpb {record.val_bpb:.4f}")
         _retrieval(entry, net, plan, seed)
     del net
     overrides = [*match.overrides, *plan.train_overrides(lr)]
@@ -130,7 +168,7 @@ def _trained_tasks(model: BenchModel, plan: BenchPlan, overrides: list[str], log
             accuracy = task_accuracy(net, task, lengths, plan.task_examples, seed)
             into[str(seed)] = {"accuracy": {str(k): v for k, v in accuracy.items()},
                                "final_loss": losses[-1] if losses else None}
-            log(f"    {task} seed {seed}: " + ", ".join(f"{k}: {v:.2f}" for k, v in accuracy.items()))
+            log(f"    {model.label} {task} seed {seed}: " + ", ".join(f"{k}: {v:.2f}" for k, v in accuracy.items()))
     return mqar, copy
 
 

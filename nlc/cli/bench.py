@@ -6,8 +6,9 @@ learning-rate grid, evaluated on validation bpb, passkey / NIAH, MQAR, selective
 continual LM; writes ``DOCS/results.md``, ``DOCS/results/paper.json`` and the figures.
 ``--quick`` is the CI size (minutes, one seed), ``--smoke`` the test size (seconds, two
 models); the default is the full run (three seeds, an hour or more on 2 cores).
-``--seeds N`` runs seeds 0..N-1 instead of the mode's. ``benchmarks/paper.py`` runs the
-same command.
+``--seeds N`` runs seeds 0..N-1 instead of the mode's; ``--jobs N`` trains N models side by
+side. Every finished model is saved under ``--runs``: the same command with the same
+``--runs`` folder resumes a killed run. ``benchmarks/paper.py`` runs the same command.
 """
 from __future__ import annotations
 
@@ -28,11 +29,14 @@ def paper(
     models: Optional[str] = typer.Option(None, "--models", help="comma-separated model labels (default: all "
                                                                  "of the mode; see nlc.bench.plan.MODELS)"),
     runs: Optional[Path] = typer.Option(None, "--runs", help="folder of the training runs "
-                                                             "(default: runs/bench/paper-<mode>-<time>)"),
+                                                             "(default: runs/bench/paper-<mode>-<time>); "
+                                                             "an existing one resumes"),
     docs: Path = typer.Option(Path("docs"), "--docs", help="writes DOCS/results.md and DOCS/results/"),
     seeds: Optional[int] = typer.Option(None, "--seeds", min=1, help="seeds 0..N-1 (default: the mode's: "
                                                                      "3 full, 1 quick and smoke)"),
-    threads: int = typer.Option(1, "--threads", min=1, help="torch threads (1: fastest for these sizes)"),
+    threads: int = typer.Option(1, "--threads", min=1, help="torch threads per job (1: fastest for these sizes)"),
+    jobs: int = typer.Option(1, "--jobs", min=1, help="models trained side by side in worker processes "
+                                                      "(at most the free cores)"),
 ) -> None:
     """The paper's comparison table, measured: HOPE vs Titans vs Samba vs Transformer."""
     from ..errors import NLCError
@@ -49,9 +53,10 @@ def paper(
     args += [f"--models={models}"] if models else []
     args += [f"--seeds={seeds}"] if seeds is not None else []
     args += [f"--threads={threads}"] if threads != 1 else []
+    args += [f"--jobs={jobs}"] if jobs != 1 else []
     command = shlex.join(["nlc", "bench", "paper", *args])
     try:
-        written = run_and_report(plan_for(mode, chosen, seeds), runs, docs, command, threads,
+        written = run_and_report(plan_for(mode, chosen, seeds), runs, docs, command, threads, jobs,
                                  log=lambda line: typer.echo(line, err=True))
     except NLCError as err:
         typer.echo(f"error: {err}", err=True)

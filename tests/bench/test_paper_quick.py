@@ -1,4 +1,5 @@
-"""``nlc bench paper --smoke`` end to end: it trains, evaluates and writes every output.
+"""``nlc bench paper --smoke`` end to end: it trains, evaluates, probes, writes every output
+and resumes.
 
 The smoke size (two models, three steps) keeps the default run under 90 s; ``--quick``
 (every model, minutes) runs the same code under ``-m slow``.
@@ -41,6 +42,16 @@ def test_smoke_run_writes_the_table_the_json_and_the_figures(tmp_path):
     for name in ("bpb_curves", "retrieval", "mqar", "continual_R_1"):
         assert (docs / "results" / f"{name}.png").stat().st_size > 1000
     assert (runs / "hope" / "lm-lr0.001-s0" / "metrics.jsonl").exists()
+    probe = data["probes"]["HOPE, seq 64"]
+    assert (probe["seq_len"], probe["batch"], probe["lr"]) == (64, 1, data["models"]["HOPE"]["best_lr"])
+    assert probe["lm"][0]["curve"][-1][1] == data["plan"]["tokens_per_run"]  # same tokens, longer sequences
+    assert "| HOPE, seq 64 | context |" in text and (docs / "results" / "probes.png").stat().st_size > 1000
+    # the same command on the same runs folder resumes: every unit is loaded, nothing retrains
+    again = CliRunner().invoke(app, ["bench", "paper", "--smoke", "--runs", str(runs), "--docs", str(tmp_path / "d2")])
+    assert again.exit_code == 0, again.output
+    assert again.output.count("loaded from") == 3
+    reloaded = json.loads((tmp_path / "d2" / "results" / "paper.json").read_text())
+    assert reloaded["models"] == data["models"] and reloaded["probes"] == data["probes"]
 
 
 def test_unknown_model_is_a_clean_error(tmp_path):
