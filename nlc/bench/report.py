@@ -10,6 +10,7 @@ by hand: rerunning the benchmark rewrites it.
 """
 from __future__ import annotations
 
+import math
 import os
 import platform
 from pathlib import Path
@@ -228,10 +229,23 @@ def _findings(results: dict) -> list[str]:
     if len(lrs) > 1 and all(entry["best_lr"] == max(lrs) for entry in models.values()):
         out.append(f"* **Learning rate**: every model chose the largest lr of the grid ({max(lrs):g}); the "
                    "optimum may lie beyond it, for all models alike.")
+    out.append(_diverged(results))
     floor = [t for t in RETRIEVAL_TASKS if all(_stat(summary, t, m).mean in (0.0, None) for m in models)]
     if floor:
         out.append(f"* **Zero-shot retrieval** ({', '.join(floor)}): every model scores 0% at every length.")
     return out + [""]
+
+
+def _diverged(results: dict) -> str:
+    """Every LM run (sweep, seeds, probes) whose final validation bpb is not finite."""
+    runs = [(label, run) for label, entry in results["models"].items() for run in entry["sweep"] + entry["lm"][1:]]
+    runs += [(label, run) for label, probe in (results.get("probes") or {}).items() for run in probe["lm"]]
+    bad = [f"{label} (lr {run['lr']:g}, seed {run['seed']})" for label, run in runs
+           if not math.isfinite(run["val_bpb"])]
+    if not bad:
+        return "* **Divergence**: every LM run ended with a finite validation bpb."
+    return (f"* **Diverged runs** (validation bpb not finite; left out of every mean, counted in no rank): "
+            f"{'; '.join(bad)}.")
 
 
 def _spread_note(difference: float, *stats: Stat) -> str:
@@ -256,9 +270,12 @@ def _probes(results: dict) -> list[str]:
     rows = []
     for label, probe in probes.items():
         stat, base = bpb[label], main[probe["model"]]
-        difference = stat.mean - base.mean
+        difference = None if stat.mean is None or base.mean is None else stat.mean - base.mean
+        lost = sum(not math.isfinite(run["val_bpb"]) for run in probe["lm"])
         rows.append([label, probe["tests"], probe["change"], f"{probe['tokens_per_run']:,}",
-                     format_stat(stat, 4), format_stat(base, 4), f"{difference:+.4f} ({_spread_note(difference, stat, base)})"])
+                     format_stat(stat, 4) + (f" ({lost} of {len(probe['lm'])} seeds diverged)" if lost else ""),
+                     format_stat(base, 4),
+                     "--" if difference is None else f"{difference:+.4f} ({_spread_note(difference, stat, base)})"])
     out += _table(["probe", "tests", "change", "tokens per run", "val bpb", "main", "difference"], rows) + [""]
     by_change: dict[str, list[str]] = {}
     for label, probe in probes.items():
@@ -267,6 +284,8 @@ def _probes(results: dict) -> list[str]:
         for i, first in enumerate(labels):
             for second in labels[i + 1:]:
                 a, b = probes[first]["model"], probes[second]["model"]
+                if None in (main[a].mean, main[b].mean, bpb[first].mean, bpb[second].mean):
+                    continue
                 before, after = main[b].mean - main[a].mean, bpb[second].mean - bpb[first].mean
                 out.append(f"* **{change}**: {b} minus {a}: {before:+.4f} bpb in the main runs, {after:+.4f} with the "
                            f"change ({_spread_note(after - before, main[a], main[b], bpb[first], bpb[second])}).")

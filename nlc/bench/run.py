@@ -78,6 +78,7 @@ def run_paper(plan: BenchPlan, runs: Path, log: Log = print, jobs: int = 1, thre
                      "models": {m.label: done[m.label] for m in models},
                      "probes": {p.label: done[p.label] for p in plan.probes}}
     entries = [*results["models"].values(), *results["probes"].values()]
+    results["started"] = min((e["started"] for e in entries), default=results["started"])  # a resumed run's first start
     results["wall_seconds"] = time.perf_counter() - clock
     results["span_seconds"] = span_seconds(entries)
     results["unit_seconds"] = sum(entry["seconds"] for entry in entries)
