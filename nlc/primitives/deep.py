@@ -95,7 +95,7 @@ from nlc.primitives.deep_common import (
     HParam, check_config, deep_layers, guard_scale, hparam, init_deep_params,
     init_deep_state, lq_norm_scale, mlp_forward, soft_threshold,
 )
-from nlc.primitives.deep_kernels import KeyPath, ReadEnd, s_part, w_part
+from nlc.primitives.deep_kernels import key_path, read_end, s_part, w_part
 from nlc.primitives.deep_reference import deep_memory_reference
 
 __all__ = [
@@ -253,9 +253,9 @@ def deep_memory_chunked(
         if lq_mode:  # Moneta: M_xi = A_xi / nu(A_xi), the normaliser frozen for the chunk
             As_ = [w_part(x, lt) for x, lt in zip(WSs, layouts)]
             inv = [1.0 / lq_norm_scale(a, qexp) for a in As_]
-            kp = KeyPath.apply(kcfg, Kc, Vc, p_t, d_t, *[a * s for a, s in zip(As_, inv)])
+            kp = key_path(kcfg, Kc, Vc, p_t, d_t, *[a * s for a, s in zip(As_, inv)])
         else:
-            kp = KeyPath.apply(kcfg, Kc, Vc, p_t, d_t, *WSs)
+            kp = key_path(kcfg, Kc, Vc, p_t, d_t, *WSs)
         ins, deltas = [Kc, *kp[:L - 1]], list(kp[L - 1:])
 
         ncr, nc, nd = ch["ncr"], ch["nc_end"], ch["nd_end"]
@@ -277,7 +277,7 @@ def deep_memory_chunked(
             else:
                 layers += [ins[l], deltas[l], WSs[l], None, None, None]
         common = (None, None, None) if lq_mode else (Rr, er, ncr)
-        res = ReadEnd.apply(rcfg, Qc, *common, R_end, e_end, M_end, nc, nd, *layers)
+        res = read_end(rcfg, Qc, *common, R_end, e_end, M_end, nc, nd, *layers)
         o = res[0] + Qc if residual else res[0]
         newWS = list(res[1:])
         if global_retention == "elastic":

@@ -68,6 +68,37 @@ def _embed(gW: Tensor, layout: str) -> Tensor:
     return torch.cat([gW, torch.zeros_like(gW)], -1 if layout == "col" else -2)
 
 
+def _key_path(cfg, K, V, p, delta, WSs):
+    """KeyPath's forward values: (a_0..a_{L-1}, z's, activation derivatives, b's, y, deltas)."""
+    L, activation, objective, residual, layouts = cfg
+    Ws = [w_part(x, lay) for x, lay in zip(WSs, layouts)]
+    a, zs, ds, bs = [K], [], [], []
+    z = K
+    for l in range(L):
+        z = torch.bmm(a[l], Ws[l].mT)
+        if l < L - 1:
+            h, d = act_and_grad(activation, z)
+            a.append(h)
+            zs.append(z)
+            ds.append(d)
+    y = z + K if residual else z
+    deltas: list[Tensor] = [obj_d(objective, y, V, p, delta)] * L
+    for l in range(L - 2, -1, -1):
+        b = torch.bmm(deltas[l + 1], Ws[l + 1])
+        bs.insert(0, b)
+        deltas[l] = b if ds[l] is None else b * ds[l]
+    return a, zs, ds, bs, y, deltas
+
+
+def key_path(cfg, K, V, p, delta, *WSs) -> tuple[Tensor, ...]:
+    """``KeyPath.apply``; without grad, its forward alone (no autograd bookkeeping: faster,
+    and torch.compile of torch 2.11 mis-binds an autograd.Function's arguments under no_grad)."""
+    if torch.is_grad_enabled():
+        return KeyPath.apply(cfg, K, V, p, delta, *WSs)
+    a, _, _, _, _, deltas = _key_path(cfg, K, V, p, delta, WSs)
+    return tuple(a[1:]) + tuple(deltas)
+
+
 class KeyPath(torch.autograd.Function):
     """(K, V, W_1..W_L) -> (a_1..a_{L-1}, delta_1..delta_L) at the chunk-start weights.
 
@@ -78,23 +109,7 @@ class KeyPath(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, cfg, K, V, p, delta, *WSs):  # noqa: D102
-        L, activation, objective, residual, layouts = cfg
-        Ws = [w_part(x, lay) for x, lay in zip(WSs, layouts)]
-        a, zs, ds, bs = [K], [], [], []
-        z = K
-        for l in range(L):
-            z = torch.bmm(a[l], Ws[l].mT)
-            if l < L - 1:
-                h, d = act_and_grad(activation, z)
-                a.append(h)
-                zs.append(z)
-                ds.append(d)
-        y = z + K if residual else z
-        deltas: list[Tensor] = [obj_d(objective, y, V, p, delta)] * L
-        for l in range(L - 2, -1, -1):
-            b = torch.bmm(deltas[l + 1], Ws[l + 1])
-            bs.insert(0, b)
-            deltas[l] = b if ds[l] is None else b * ds[l]
+        a, zs, ds, bs, y, deltas = _key_path(cfg, K, V, p, delta, WSs)
         ctx.cfg = cfg
         ctx.nd = sum(d is not None for d in ds)
         ctx.save_for_backward(K, V, p, delta, y, *WSs, *a[1:], *deltas, *zs,
@@ -166,6 +181,71 @@ def _fdot(x: Tensor, y: Tensor) -> Tensor:
     return (x * y).sum(dim=(-2, -1), keepdim=True)
 
 
+def _read_end(cfg, Q, Rr, er, ncr, R_end, e_end, M_end, nc, nd, layers):
+    """ReadEnd's forward values: (u_L, WS'_1..WS'_L as a list, h's, A's, ub's, du's)."""
+    L, activation, layouts, shared = cfg
+    lay = [list(layers[6 * l:6 * l + 6]) for l in range(L)]
+    if shared:
+        for x in lay:
+            x[3:] = [Rr, er, ncr]
+    cd = torch.stack([nc, nd], -1).unsqueeze(-1)  # (G, J, 2, 1) end coefficients
+    h = Q
+    hs, As, ubs, dus = [], [], [], []
+    u = Q
+    for l in range(L):
+        a, dlt, WS, Rr_l, er_l, ncr_l = lay[l]
+        W = w_part(WS, layouts[l])
+        A = torch.bmm(h, a.mT)
+        ub = None
+        if er_l is None:  # no momentum: only the weight part is read
+            u = torch.bmm(h, W.mT)
+            if Rr_l is not None:
+                u.mul_(Rr_l)
+        elif layouts[l] == "col":  # [R h | e h] @ [W | S]^T
+            coef = torch.cat([Rr_l if Rr_l is not None else torch.ones_like(er_l), er_l],
+                             -1).unsqueeze(-1)
+            u = torch.bmm((h.unsqueeze(-2) * coef).flatten(-2), WS.mT)
+        else:  # h @ [W; S]^T, then R (h W^T) + e (h S^T)
+            ub = torch.bmm(h, WS.mT)
+            o = ub.shape[-1] // 2
+            u = ub[..., :o] * Rr_l if Rr_l is not None else ub[..., :o].clone()
+            u.addcmul_(ub[..., o:], er_l)
+        u.baddbmm_(A * ncr_l, dlt)
+        hs.append(h)
+        As.append(A)
+        ubs.append(ub)
+        if l < L - 1:
+            h, du = act_and_grad(activation, u)
+            dus.append(du)
+    outs = []
+    for l in range(L):
+        a, dlt, WS = lay[l][:3]
+        if layouts[l] == "col":
+            WSn = torch.bmm(dlt.mT, (a.unsqueeze(-2) * cd).flatten(-2))
+        else:
+            WSn = torch.bmm((dlt.unsqueeze(-2) * cd).flatten(-2).mT, a)
+        Wn, Sn = w_part(WSn, layouts[l]), s_part(WSn, layouts[l])
+        W, S = w_part(WS, layouts[l]), s_part(WS, layouts[l])
+        if R_end is None:
+            Wn.add_(W)
+        else:
+            Wn.addcmul_(W, R_end)
+        if e_end is not None:
+            Wn.addcmul_(S, e_end)
+        if M_end is not None:
+            Sn.addcmul_(S, M_end)
+        outs.append(WSn)
+    return u, outs, hs, As, ubs, dus
+
+
+def read_end(cfg, Q, Rr, er, ncr, R_end, e_end, M_end, nc, nd, *layers) -> tuple[Tensor, ...]:
+    """``ReadEnd.apply``; without grad, its forward alone (see :func:`key_path`)."""
+    if torch.is_grad_enabled():
+        return ReadEnd.apply(cfg, Q, Rr, er, ncr, R_end, e_end, M_end, nc, nd, *layers)
+    u, outs, *_ = _read_end(cfg, Q, Rr, er, ncr, R_end, e_end, M_end, nc, nd, layers)
+    return (u, *outs)
+
+
 class ReadEnd(torch.autograd.Function):
     """Reads of the chunk's queries and the end-of-chunk stacked state.
 
@@ -182,58 +262,7 @@ class ReadEnd(torch.autograd.Function):
     @staticmethod
     def forward(ctx, cfg, Q, Rr, er, ncr, R_end, e_end, M_end, nc, nd,
                 *layers):  # noqa: D102
-        L, activation, layouts, shared = cfg
-        lay = [list(layers[6 * l:6 * l + 6]) for l in range(L)]
-        if shared:
-            for x in lay:
-                x[3:] = [Rr, er, ncr]
-        cd = torch.stack([nc, nd], -1).unsqueeze(-1)  # (G, J, 2, 1) end coefficients
-        h = Q
-        hs, As, ubs, dus = [], [], [], []
-        u = Q
-        for l in range(L):
-            a, dlt, WS, Rr_l, er_l, ncr_l = lay[l]
-            W = w_part(WS, layouts[l])
-            A = torch.bmm(h, a.mT)
-            ub = None
-            if er_l is None:  # no momentum: only the weight part is read
-                u = torch.bmm(h, W.mT)
-                if Rr_l is not None:
-                    u.mul_(Rr_l)
-            elif layouts[l] == "col":  # [R h | e h] @ [W | S]^T
-                coef = torch.cat([Rr_l if Rr_l is not None else torch.ones_like(er_l), er_l],
-                                 -1).unsqueeze(-1)
-                u = torch.bmm((h.unsqueeze(-2) * coef).flatten(-2), WS.mT)
-            else:  # h @ [W; S]^T, then R (h W^T) + e (h S^T)
-                ub = torch.bmm(h, WS.mT)
-                o = ub.shape[-1] // 2
-                u = ub[..., :o] * Rr_l if Rr_l is not None else ub[..., :o].clone()
-                u.addcmul_(ub[..., o:], er_l)
-            u.baddbmm_(A * ncr_l, dlt)
-            hs.append(h)
-            As.append(A)
-            ubs.append(ub)
-            if l < L - 1:
-                h, du = act_and_grad(activation, u)
-                dus.append(du)
-        outs = []
-        for l in range(L):
-            a, dlt, WS = lay[l][:3]
-            if layouts[l] == "col":
-                WSn = torch.bmm(dlt.mT, (a.unsqueeze(-2) * cd).flatten(-2))
-            else:
-                WSn = torch.bmm((dlt.unsqueeze(-2) * cd).flatten(-2).mT, a)
-            Wn, Sn = w_part(WSn, layouts[l]), s_part(WSn, layouts[l])
-            W, S = w_part(WS, layouts[l]), s_part(WS, layouts[l])
-            if R_end is None:
-                Wn.add_(W)
-            else:
-                Wn.addcmul_(W, R_end)
-            if e_end is not None:
-                Wn.addcmul_(S, e_end)
-            if M_end is not None:
-                Sn.addcmul_(S, M_end)
-            outs.append(WSn)
+        u, outs, hs, As, ubs, dus = _read_end(cfg, Q, Rr, er, ncr, R_end, e_end, M_end, nc, nd, layers)
         ctx.cfg = cfg
         ctx.set_materialize_grads(False)  # an unused end state (last chunk) costs nothing
         ctx.out_shape = u.shape

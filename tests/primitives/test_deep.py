@@ -445,6 +445,24 @@ def test_torch_compile_fullgraph_matches_eager():
         _close(a, b, 0.0)
 
 
+@pytest.mark.parametrize("momentum,objective,raw", [(True, "l2", True), (False, "huber", False)])
+def test_without_grad_the_kernels_give_the_same_values(momentum, objective, raw):
+    """Without grad the chunk kernels run as plain functions (no autograd.Function: torch
+    2.11's compile mis-binds its arguments under no_grad); the values are bit-identical,
+    eager and compiled."""
+    params, q, k, v, gates = make_case(4, T=11, window=2, gamma=True, momentum=momentum)
+    kw = dict(chunk=4, window=2, objective=objective, read_after_write=raw, **OBJ_KW[objective])
+    o_grad, s_grad = run(deep_memory_chunked, params, q, k, v, gates, **kw)
+    with torch.no_grad():
+        o_plain, s_plain = run(deep_memory_chunked, params, q, k, v, gates, **kw)
+        torch._dynamo.reset()
+        o_comp, s_comp = torch.compile(run, backend="eager", fullgraph=True)(
+            deep_memory_chunked, params, q, k, v, gates, **kw)
+    for got_o, got_s in ((o_plain, s_plain), (o_comp, s_comp)):
+        _close(o_grad, got_o, 0.0)
+        _close_state(s_grad, got_s, 0.0)
+
+
 @pytest.mark.parametrize("name", ["gelu", "silu", "relu", "identity"])
 def test_activation_derivatives_match_autograd(name):
     """act' (deep_common.act_derivative, aten's fused gelu_backward for GELU) and act''
