@@ -2,7 +2,7 @@
 
 Run::
 
-    python benchmarks/paper.py            # full: 8 models x 3 seeds, an hour or more on 2 cores
+    python benchmarks/paper.py --jobs 2   # full: 8 models x 3 seeds + probes, about 50 min on 2 cores
     python benchmarks/paper.py --quick    # CI size, minutes
     python benchmarks/paper.py --smoke    # test size, seconds
 

@@ -326,8 +326,12 @@ def _reading(results: dict) -> list[str]:
         "the paper credits (tested there on contexts of thousands of tokens) has little room to act. The two "
         "ablations (`specs/ablations/`) test this directly: if removing the CMS (frozen MLPs) or "
         "collapsing it to one period changes nothing, the CMS is not what drives the numbers at this scale.",
-        "* **Each explanation is tested** by a probe below: more tokens (budget), a larger CMS step (is the "
-        "in-context update too small to matter?) and longer sequences (context against chunk sizes).",
+        "* **Each explanation is tested** by a probe (last section), one change at a time: *budget* (more "
+        "training steps: if the ranking is a matter of budget, the gap between HOPE and the Transformer moves "
+        "with it), *CMS step* (a CMS in-context lr 100x larger: if the 1e-3 step is too small to matter, HOPE's "
+        "bpb moves and separates from HOPE w/o CMS) and *context* (longer sequences at the same tokens per step, "
+        "where every CMS level updates several times per sequence: if the CMS needs longer contexts, the gap "
+        "between HOPE and HOPE w/o CMS opens there).",
         "* **Retrieval zero-shot.** A byte model trained on Shakespeare for this few tokens has never seen a passkey "
         "prompt; near-zero passkey and NIAH accuracy is the expected, honest outcome, and it is reported as measured. "
         "MQAR and copying are trained on, so those columns do compare recall mechanisms.",
