@@ -6,7 +6,8 @@ Notation (see :mod:`nlc.primitives.deep`)::
     (J = C + window - 1)   L depth   W_l (G, D_l, D_{l-1})   a_{l-1} (G, J, D_{l-1}) layer
     input of the write keys at M_xi (a_0 = keys)   delta_l (G, J, D_l) back-propagated error
 
-Two ``torch.autograd.Function`` s split a chunk step; the glue between them (gate
+Two ``torch.autograd.Function`` s split a chunk step (called through :func:`key_path` and
+:func:`read_end`, which skip autograd without grad); the glue between them (gate
 coefficients, gradient guards, MIRAS global retention) stays ordinary autograd:
 
 * :class:`KeyPath`  (K, V, W_xi) -> (a_1..a_{L-1}, delta_1..delta_L): the forward pass of the
@@ -23,11 +24,9 @@ so a single matmul reads both (``[R h | e h] @ [W | S]^T``, or ``h @ [W; S]^T`` 
 the per-token combination) and a single matmul writes both
 (``delta^T [nc a | nd a]`` / ``[nc delta | nd delta]^T a``).
 
-Writing the backward by hand (instead of letting autograd record every elementwise op of the
-dual form) keeps the backward at about two matmuls per forward matmul with few elementwise
-passes over (J, D) or (D_l, D_{l-1}) tensors. First-order gradients only
-(``once_differentiable``); the objective parameters p / delta receive no gradient. The
-second derivatives and objective derivatives they use are in
+The hand-written backward (not autograd over every elementwise op of the dual form) costs
+about two matmuls per forward matmul and few elementwise passes. First-order gradients only
+(``once_differentiable``); p / delta get no gradient. Derivatives:
 :mod:`nlc.primitives.deep_derivatives` (act and act': ``deep_common.act_and_grad``).
 """
 from __future__ import annotations
@@ -41,7 +40,7 @@ from torch.autograd.function import once_differentiable
 from nlc.primitives.deep_common import act_and_grad
 from nlc.primitives.deep_derivatives import act_dd, obj_d, obj_dd
 
-__all__ = ["KeyPath", "ReadEnd"]
+__all__ = ["KeyPath", "ReadEnd", "key_path", "read_end"]
 
 
 def w_part(WS: Tensor, layout: str) -> Tensor:
@@ -101,11 +100,9 @@ def key_path(cfg, K, V, p, delta, *WSs) -> tuple[Tensor, ...]:
 
 class KeyPath(torch.autograd.Function):
     """(K, V, W_1..W_L) -> (a_1..a_{L-1}, delta_1..delta_L) at the chunk-start weights.
-
     apply((L, activation, objective, residual, layouts), K, V, p, delta, *Ws): ``Ws[l]`` is
-    the stacked state of layer l when ``layouts[l]`` is ``col`` / ``row`` (its weight part is
-    used), or the weights themselves (``plain``).
-    """
+    layer l's stacked state (``col`` / ``row``: its weight part is used) or its weights
+    (``plain``)."""
 
     @staticmethod
     def forward(ctx, cfg, K, V, p, delta, *WSs):  # noqa: D102
