@@ -60,7 +60,7 @@ LEVEL_lmm = rt.MemoryIR(
         retention_kind='l2',
         q=2.0,
         shrink=0.0,
-        grad_clip=None,
+        grad_clip=1.0,
         grad_normalize=False,
     ),
     period=1,
@@ -93,14 +93,14 @@ LEVEL_lmm = rt.MemoryIR(
     output_gate=True,
 )
 
-# level 'mlp' (specs/titans_lmm.yaml:30)
+# level 'mlp' (specs/titans_lmm.yaml:32)
 LEVEL_mlp = rt.MLPIR(
     name='mlp',
     type='mlp',
     order=1,
     frequency=rt.Fraction(1, 2048),
     outer='outer',
-    origin='specs/titans_lmm.yaml:30',
+    origin='specs/titans_lmm.yaml:32',
     hidden=512,
     activation='swiglu',
     period=0,
@@ -116,28 +116,28 @@ LEVEL_mlp = rt.MLPIR(
 class TitansLmm(rt.NLCModel):
     LAYERS = ('b0_r0_lmm', 'b0_r0_mlp', 'b0_r1_lmm', 'b0_r1_mlp')
     ORIGINS = {
-        'b0_r0_lmm': "level 'lmm' (layer at specs/titans_lmm.yaml:35; level at specs/titans_lmm.yaml:15)",
-        'b0_r0_mlp': "level 'mlp' (layer at specs/titans_lmm.yaml:35; level at specs/titans_lmm.yaml:30)",
-        'b0_r1_lmm': "level 'lmm' (layer at specs/titans_lmm.yaml:35; level at specs/titans_lmm.yaml:15)",
-        'b0_r1_mlp': "level 'mlp' (layer at specs/titans_lmm.yaml:35; level at specs/titans_lmm.yaml:30)",
+        'b0_r0_lmm': "level 'lmm' (layer at specs/titans_lmm.yaml:37; level at specs/titans_lmm.yaml:15)",
+        'b0_r0_mlp': "level 'mlp' (layer at specs/titans_lmm.yaml:37; level at specs/titans_lmm.yaml:32)",
+        'b0_r1_lmm': "level 'lmm' (layer at specs/titans_lmm.yaml:37; level at specs/titans_lmm.yaml:15)",
+        'b0_r1_mlp': "level 'mlp' (layer at specs/titans_lmm.yaml:37; level at specs/titans_lmm.yaml:32)",
     }
 
     def __init__(self):
         super().__init__(name='titans_lmm', vocab=256, width=128, norm='rms', tie_embeddings=True)
-        # level 'lmm' (layer at specs/titans_lmm.yaml:35; level at specs/titans_lmm.yaml:15)
+        # level 'lmm' (layer at specs/titans_lmm.yaml:37; level at specs/titans_lmm.yaml:15)
         self.b0_r0_lmm = rt.Residual(rt.MemoryMixer(LEVEL_lmm, width=128), norm='rms', residual=True, width=128)
-        # level 'mlp' (layer at specs/titans_lmm.yaml:35; level at specs/titans_lmm.yaml:30)
+        # level 'mlp' (layer at specs/titans_lmm.yaml:37; level at specs/titans_lmm.yaml:32)
         self.b0_r0_mlp = rt.Residual(rt.MLPMixer(LEVEL_mlp, width=128), norm='rms', residual=True, width=128)
-        # level 'lmm' (layer at specs/titans_lmm.yaml:35; level at specs/titans_lmm.yaml:15)
+        # level 'lmm' (layer at specs/titans_lmm.yaml:37; level at specs/titans_lmm.yaml:15)
         self.b0_r1_lmm = rt.Residual(rt.MemoryMixer(LEVEL_lmm, width=128), norm='rms', residual=True, width=128)
-        # level 'mlp' (layer at specs/titans_lmm.yaml:35; level at specs/titans_lmm.yaml:30)
+        # level 'mlp' (layer at specs/titans_lmm.yaml:37; level at specs/titans_lmm.yaml:32)
         self.b0_r1_mlp = rt.Residual(rt.MLPMixer(LEVEL_mlp, width=128), norm='rms', residual=True, width=128)
 
     def layers(self, x, state, pos):
-        x, state['b0_r0_lmm'] = self.b0_r0_lmm(x, state['b0_r0_lmm'], pos)  # 'lmm' (specs/titans_lmm.yaml:35)
-        x, state['b0_r0_mlp'] = self.b0_r0_mlp(x, state['b0_r0_mlp'], pos)  # 'mlp' (specs/titans_lmm.yaml:35)
-        x, state['b0_r1_lmm'] = self.b0_r1_lmm(x, state['b0_r1_lmm'], pos)  # 'lmm' (specs/titans_lmm.yaml:35)
-        x, state['b0_r1_mlp'] = self.b0_r1_mlp(x, state['b0_r1_mlp'], pos)  # 'mlp' (specs/titans_lmm.yaml:35)
+        x, state['b0_r0_lmm'] = self.b0_r0_lmm(x, state['b0_r0_lmm'], pos)  # 'lmm' (specs/titans_lmm.yaml:37)
+        x, state['b0_r0_mlp'] = self.b0_r0_mlp(x, state['b0_r0_mlp'], pos)  # 'mlp' (specs/titans_lmm.yaml:37)
+        x, state['b0_r1_lmm'] = self.b0_r1_lmm(x, state['b0_r1_lmm'], pos)  # 'lmm' (specs/titans_lmm.yaml:37)
+        x, state['b0_r1_mlp'] = self.b0_r1_mlp(x, state['b0_r1_mlp'], pos)  # 'mlp' (specs/titans_lmm.yaml:37)
         return x, state
 
 

@@ -87,7 +87,7 @@ LEVEL_lmm = rt.MemoryIR(
         retention_kind='l2',
         q=2.0,
         shrink=0.0,
-        grad_clip=None,
+        grad_clip=1.0,
         grad_normalize=False,
     ),
     period=1,
@@ -120,14 +120,14 @@ LEVEL_lmm = rt.MemoryIR(
     output_gate=True,
 )
 
-# level 'mlp' (specs/titans_mac.yaml:30)
+# level 'mlp' (specs/titans_mac.yaml:32)
 LEVEL_mlp = rt.MLPIR(
     name='mlp',
     type='mlp',
     order=2,
     frequency=rt.Fraction(1, 2048),
     outer='outer',
-    origin='specs/titans_mac.yaml:30',
+    origin='specs/titans_mac.yaml:32',
     hidden=512,
     activation='swiglu',
     period=0,
@@ -143,28 +143,28 @@ LEVEL_mlp = rt.MLPIR(
 class TitansMac(rt.NLCModel):
     LAYERS = ('b0_r0_core_lmm', 'b0_r0_mlp', 'b0_r1_core_lmm', 'b0_r1_mlp')
     ORIGINS = {
-        'b0_r0_core_lmm': "level 'core', 'lmm', 'persist' (layer at specs/titans_mac.yaml:36; level at specs/titans_mac.yaml:13)",
-        'b0_r0_mlp': "level 'mlp' (layer at specs/titans_mac.yaml:37; level at specs/titans_mac.yaml:30)",
-        'b0_r1_core_lmm': "level 'core', 'lmm', 'persist' (layer at specs/titans_mac.yaml:36; level at specs/titans_mac.yaml:13)",
-        'b0_r1_mlp': "level 'mlp' (layer at specs/titans_mac.yaml:37; level at specs/titans_mac.yaml:30)",
+        'b0_r0_core_lmm': "level 'core', 'lmm', 'persist' (layer at specs/titans_mac.yaml:38; level at specs/titans_mac.yaml:13)",
+        'b0_r0_mlp': "level 'mlp' (layer at specs/titans_mac.yaml:39; level at specs/titans_mac.yaml:32)",
+        'b0_r1_core_lmm': "level 'core', 'lmm', 'persist' (layer at specs/titans_mac.yaml:38; level at specs/titans_mac.yaml:13)",
+        'b0_r1_mlp': "level 'mlp' (layer at specs/titans_mac.yaml:39; level at specs/titans_mac.yaml:32)",
     }
 
     def __init__(self):
         super().__init__(name='titans_mac', vocab=256, width=128, norm='rms', tie_embeddings=True)
-        # level 'core', 'lmm', 'persist' (layer at specs/titans_mac.yaml:36; level at specs/titans_mac.yaml:13)
+        # level 'core', 'lmm', 'persist' (layer at specs/titans_mac.yaml:38; level at specs/titans_mac.yaml:13)
         self.b0_r0_core_lmm = rt.Context(rt.AttentionMixer(LEVEL_core, width=128, persistent=None), rt.MemoryMixer(LEVEL_lmm, width=128), persistent=LEVEL_persist, segment=None, norm='rms', residual=True, width=128)
-        # level 'mlp' (layer at specs/titans_mac.yaml:37; level at specs/titans_mac.yaml:30)
+        # level 'mlp' (layer at specs/titans_mac.yaml:39; level at specs/titans_mac.yaml:32)
         self.b0_r0_mlp = rt.Residual(rt.MLPMixer(LEVEL_mlp, width=128), norm='rms', residual=True, width=128)
-        # level 'core', 'lmm', 'persist' (layer at specs/titans_mac.yaml:36; level at specs/titans_mac.yaml:13)
+        # level 'core', 'lmm', 'persist' (layer at specs/titans_mac.yaml:38; level at specs/titans_mac.yaml:13)
         self.b0_r1_core_lmm = rt.Context(rt.AttentionMixer(LEVEL_core, width=128, persistent=None), rt.MemoryMixer(LEVEL_lmm, width=128), persistent=LEVEL_persist, segment=None, norm='rms', residual=True, width=128)
-        # level 'mlp' (layer at specs/titans_mac.yaml:37; level at specs/titans_mac.yaml:30)
+        # level 'mlp' (layer at specs/titans_mac.yaml:39; level at specs/titans_mac.yaml:32)
         self.b0_r1_mlp = rt.Residual(rt.MLPMixer(LEVEL_mlp, width=128), norm='rms', residual=True, width=128)
 
     def layers(self, x, state, pos):
-        x, state['b0_r0_core_lmm'] = self.b0_r0_core_lmm(x, state['b0_r0_core_lmm'], pos)  # 'core', 'lmm', 'persist' (specs/titans_mac.yaml:36)
-        x, state['b0_r0_mlp'] = self.b0_r0_mlp(x, state['b0_r0_mlp'], pos)  # 'mlp' (specs/titans_mac.yaml:37)
-        x, state['b0_r1_core_lmm'] = self.b0_r1_core_lmm(x, state['b0_r1_core_lmm'], pos)  # 'core', 'lmm', 'persist' (specs/titans_mac.yaml:36)
-        x, state['b0_r1_mlp'] = self.b0_r1_mlp(x, state['b0_r1_mlp'], pos)  # 'mlp' (specs/titans_mac.yaml:37)
+        x, state['b0_r0_core_lmm'] = self.b0_r0_core_lmm(x, state['b0_r0_core_lmm'], pos)  # 'core', 'lmm', 'persist' (specs/titans_mac.yaml:38)
+        x, state['b0_r0_mlp'] = self.b0_r0_mlp(x, state['b0_r0_mlp'], pos)  # 'mlp' (specs/titans_mac.yaml:39)
+        x, state['b0_r1_core_lmm'] = self.b0_r1_core_lmm(x, state['b0_r1_core_lmm'], pos)  # 'core', 'lmm', 'persist' (specs/titans_mac.yaml:38)
+        x, state['b0_r1_mlp'] = self.b0_r1_mlp(x, state['b0_r1_mlp'], pos)  # 'mlp' (specs/titans_mac.yaml:39)
         return x, state
 
 

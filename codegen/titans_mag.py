@@ -87,7 +87,7 @@ LEVEL_lmm = rt.MemoryIR(
         retention_kind='l2',
         q=2.0,
         shrink=0.0,
-        grad_clip=None,
+        grad_clip=1.0,
         grad_normalize=False,
     ),
     period=1,
@@ -120,14 +120,14 @@ LEVEL_lmm = rt.MemoryIR(
     output_gate=True,
 )
 
-# level 'mlp' (specs/titans_mag.yaml:29)
+# level 'mlp' (specs/titans_mag.yaml:31)
 LEVEL_mlp = rt.MLPIR(
     name='mlp',
     type='mlp',
     order=2,
     frequency=rt.Fraction(1, 2048),
     outer='outer',
-    origin='specs/titans_mag.yaml:29',
+    origin='specs/titans_mag.yaml:31',
     hidden=512,
     activation='swiglu',
     period=0,
@@ -143,28 +143,28 @@ LEVEL_mlp = rt.MLPIR(
 class TitansMag(rt.NLCModel):
     LAYERS = ('b0_r0_swa_lmm', 'b0_r0_mlp', 'b0_r1_swa_lmm', 'b0_r1_mlp')
     ORIGINS = {
-        'b0_r0_swa_lmm': "level 'swa', 'lmm' (layer at specs/titans_mag.yaml:35; level at specs/titans_mag.yaml:13)",
-        'b0_r0_mlp': "level 'mlp' (layer at specs/titans_mag.yaml:36; level at specs/titans_mag.yaml:29)",
-        'b0_r1_swa_lmm': "level 'swa', 'lmm' (layer at specs/titans_mag.yaml:35; level at specs/titans_mag.yaml:13)",
-        'b0_r1_mlp': "level 'mlp' (layer at specs/titans_mag.yaml:36; level at specs/titans_mag.yaml:29)",
+        'b0_r0_swa_lmm': "level 'swa', 'lmm' (layer at specs/titans_mag.yaml:37; level at specs/titans_mag.yaml:13)",
+        'b0_r0_mlp': "level 'mlp' (layer at specs/titans_mag.yaml:38; level at specs/titans_mag.yaml:31)",
+        'b0_r1_swa_lmm': "level 'swa', 'lmm' (layer at specs/titans_mag.yaml:37; level at specs/titans_mag.yaml:13)",
+        'b0_r1_mlp': "level 'mlp' (layer at specs/titans_mag.yaml:38; level at specs/titans_mag.yaml:31)",
     }
 
     def __init__(self):
         super().__init__(name='titans_mag', vocab=256, width=128, norm='rms', tie_embeddings=True)
-        # level 'swa', 'lmm' (layer at specs/titans_mag.yaml:35; level at specs/titans_mag.yaml:13)
+        # level 'swa', 'lmm' (layer at specs/titans_mag.yaml:37; level at specs/titans_mag.yaml:13)
         self.b0_r0_swa_lmm = rt.Parallel([rt.AttentionMixer(LEVEL_swa, width=128, persistent=LEVEL_persist), rt.MemoryMixer(LEVEL_lmm, width=128)], combine='gate', norm='rms', residual=True, width=128)
-        # level 'mlp' (layer at specs/titans_mag.yaml:36; level at specs/titans_mag.yaml:29)
+        # level 'mlp' (layer at specs/titans_mag.yaml:38; level at specs/titans_mag.yaml:31)
         self.b0_r0_mlp = rt.Residual(rt.MLPMixer(LEVEL_mlp, width=128), norm='rms', residual=True, width=128)
-        # level 'swa', 'lmm' (layer at specs/titans_mag.yaml:35; level at specs/titans_mag.yaml:13)
+        # level 'swa', 'lmm' (layer at specs/titans_mag.yaml:37; level at specs/titans_mag.yaml:13)
         self.b0_r1_swa_lmm = rt.Parallel([rt.AttentionMixer(LEVEL_swa, width=128, persistent=LEVEL_persist), rt.MemoryMixer(LEVEL_lmm, width=128)], combine='gate', norm='rms', residual=True, width=128)
-        # level 'mlp' (layer at specs/titans_mag.yaml:36; level at specs/titans_mag.yaml:29)
+        # level 'mlp' (layer at specs/titans_mag.yaml:38; level at specs/titans_mag.yaml:31)
         self.b0_r1_mlp = rt.Residual(rt.MLPMixer(LEVEL_mlp, width=128), norm='rms', residual=True, width=128)
 
     def layers(self, x, state, pos):
-        x, state['b0_r0_swa_lmm'] = self.b0_r0_swa_lmm(x, state['b0_r0_swa_lmm'], pos)  # 'swa', 'lmm' (specs/titans_mag.yaml:35)
-        x, state['b0_r0_mlp'] = self.b0_r0_mlp(x, state['b0_r0_mlp'], pos)  # 'mlp' (specs/titans_mag.yaml:36)
-        x, state['b0_r1_swa_lmm'] = self.b0_r1_swa_lmm(x, state['b0_r1_swa_lmm'], pos)  # 'swa', 'lmm' (specs/titans_mag.yaml:35)
-        x, state['b0_r1_mlp'] = self.b0_r1_mlp(x, state['b0_r1_mlp'], pos)  # 'mlp' (specs/titans_mag.yaml:36)
+        x, state['b0_r0_swa_lmm'] = self.b0_r0_swa_lmm(x, state['b0_r0_swa_lmm'], pos)  # 'swa', 'lmm' (specs/titans_mag.yaml:37)
+        x, state['b0_r0_mlp'] = self.b0_r0_mlp(x, state['b0_r0_mlp'], pos)  # 'mlp' (specs/titans_mag.yaml:38)
+        x, state['b0_r1_swa_lmm'] = self.b0_r1_swa_lmm(x, state['b0_r1_swa_lmm'], pos)  # 'swa', 'lmm' (specs/titans_mag.yaml:37)
+        x, state['b0_r1_mlp'] = self.b0_r1_mlp(x, state['b0_r1_mlp'], pos)  # 'mlp' (specs/titans_mag.yaml:38)
         return x, state
 
 

@@ -60,7 +60,7 @@ LEVEL_lmm = rt.MemoryIR(
         retention_kind='l2',
         q=2.0,
         shrink=0.0,
-        grad_clip=None,
+        grad_clip=1.0,
         grad_normalize=False,
     ),
     period=1,
@@ -93,14 +93,14 @@ LEVEL_lmm = rt.MemoryIR(
     output_gate=True,
 )
 
-# level 'swa' (specs/titans_mal.yaml:26)
+# level 'swa' (specs/titans_mal.yaml:28)
 LEVEL_swa = rt.AttentionIR(
     name='swa',
     type='attention',
     order=0,
     frequency=rt.Fraction(1000000000000000000, 1),
     outer='outer',
-    origin='specs/titans_mal.yaml:26',
+    origin='specs/titans_mal.yaml:28',
     heads=4,
     head_dim=32,
     window=64,
@@ -109,25 +109,25 @@ LEVEL_swa = rt.AttentionIR(
     qk_norm=False,
 )
 
-# level 'persist' (specs/titans_mal.yaml:27)
+# level 'persist' (specs/titans_mal.yaml:29)
 LEVEL_persist = rt.PersistentIR(
     name='persist',
     type='persistent',
     order=2,
     frequency=rt.Fraction(1, 2048),
     outer='outer',
-    origin='specs/titans_mal.yaml:27',
+    origin='specs/titans_mal.yaml:29',
     tokens=16,
 )
 
-# level 'mlp' (specs/titans_mal.yaml:28)
+# level 'mlp' (specs/titans_mal.yaml:30)
 LEVEL_mlp = rt.MLPIR(
     name='mlp',
     type='mlp',
     order=2,
     frequency=rt.Fraction(1, 2048),
     outer='outer',
-    origin='specs/titans_mal.yaml:28',
+    origin='specs/titans_mal.yaml:30',
     hidden=512,
     activation='swiglu',
     period=0,
@@ -143,36 +143,36 @@ LEVEL_mlp = rt.MLPIR(
 class TitansMal(rt.NLCModel):
     LAYERS = ('b0_r0_lmm', 'b0_r0_swa', 'b0_r0_mlp', 'b0_r1_lmm', 'b0_r1_swa', 'b0_r1_mlp')
     ORIGINS = {
-        'b0_r0_lmm': "level 'lmm' (layer at specs/titans_mal.yaml:33; level at specs/titans_mal.yaml:13)",
-        'b0_r0_swa': "level 'swa' (layer at specs/titans_mal.yaml:33; level at specs/titans_mal.yaml:26)",
-        'b0_r0_mlp': "level 'mlp' (layer at specs/titans_mal.yaml:33; level at specs/titans_mal.yaml:28)",
-        'b0_r1_lmm': "level 'lmm' (layer at specs/titans_mal.yaml:33; level at specs/titans_mal.yaml:13)",
-        'b0_r1_swa': "level 'swa' (layer at specs/titans_mal.yaml:33; level at specs/titans_mal.yaml:26)",
-        'b0_r1_mlp': "level 'mlp' (layer at specs/titans_mal.yaml:33; level at specs/titans_mal.yaml:28)",
+        'b0_r0_lmm': "level 'lmm' (layer at specs/titans_mal.yaml:35; level at specs/titans_mal.yaml:13)",
+        'b0_r0_swa': "level 'swa' (layer at specs/titans_mal.yaml:35; level at specs/titans_mal.yaml:28)",
+        'b0_r0_mlp': "level 'mlp' (layer at specs/titans_mal.yaml:35; level at specs/titans_mal.yaml:30)",
+        'b0_r1_lmm': "level 'lmm' (layer at specs/titans_mal.yaml:35; level at specs/titans_mal.yaml:13)",
+        'b0_r1_swa': "level 'swa' (layer at specs/titans_mal.yaml:35; level at specs/titans_mal.yaml:28)",
+        'b0_r1_mlp': "level 'mlp' (layer at specs/titans_mal.yaml:35; level at specs/titans_mal.yaml:30)",
     }
 
     def __init__(self):
         super().__init__(name='titans_mal', vocab=256, width=128, norm='rms', tie_embeddings=True)
-        # level 'lmm' (layer at specs/titans_mal.yaml:33; level at specs/titans_mal.yaml:13)
+        # level 'lmm' (layer at specs/titans_mal.yaml:35; level at specs/titans_mal.yaml:13)
         self.b0_r0_lmm = rt.Residual(rt.MemoryMixer(LEVEL_lmm, width=128), norm='rms', residual=True, width=128)
-        # level 'swa' (layer at specs/titans_mal.yaml:33; level at specs/titans_mal.yaml:26)
+        # level 'swa' (layer at specs/titans_mal.yaml:35; level at specs/titans_mal.yaml:28)
         self.b0_r0_swa = rt.Residual(rt.AttentionMixer(LEVEL_swa, width=128, persistent=LEVEL_persist), norm='rms', residual=True, width=128)
-        # level 'mlp' (layer at specs/titans_mal.yaml:33; level at specs/titans_mal.yaml:28)
+        # level 'mlp' (layer at specs/titans_mal.yaml:35; level at specs/titans_mal.yaml:30)
         self.b0_r0_mlp = rt.Residual(rt.MLPMixer(LEVEL_mlp, width=128), norm='rms', residual=True, width=128)
-        # level 'lmm' (layer at specs/titans_mal.yaml:33; level at specs/titans_mal.yaml:13)
+        # level 'lmm' (layer at specs/titans_mal.yaml:35; level at specs/titans_mal.yaml:13)
         self.b0_r1_lmm = rt.Residual(rt.MemoryMixer(LEVEL_lmm, width=128), norm='rms', residual=True, width=128)
-        # level 'swa' (layer at specs/titans_mal.yaml:33; level at specs/titans_mal.yaml:26)
+        # level 'swa' (layer at specs/titans_mal.yaml:35; level at specs/titans_mal.yaml:28)
         self.b0_r1_swa = rt.Residual(rt.AttentionMixer(LEVEL_swa, width=128, persistent=LEVEL_persist), norm='rms', residual=True, width=128)
-        # level 'mlp' (layer at specs/titans_mal.yaml:33; level at specs/titans_mal.yaml:28)
+        # level 'mlp' (layer at specs/titans_mal.yaml:35; level at specs/titans_mal.yaml:30)
         self.b0_r1_mlp = rt.Residual(rt.MLPMixer(LEVEL_mlp, width=128), norm='rms', residual=True, width=128)
 
     def layers(self, x, state, pos):
-        x, state['b0_r0_lmm'] = self.b0_r0_lmm(x, state['b0_r0_lmm'], pos)  # 'lmm' (specs/titans_mal.yaml:33)
-        x, state['b0_r0_swa'] = self.b0_r0_swa(x, state['b0_r0_swa'], pos)  # 'swa' (specs/titans_mal.yaml:33)
-        x, state['b0_r0_mlp'] = self.b0_r0_mlp(x, state['b0_r0_mlp'], pos)  # 'mlp' (specs/titans_mal.yaml:33)
-        x, state['b0_r1_lmm'] = self.b0_r1_lmm(x, state['b0_r1_lmm'], pos)  # 'lmm' (specs/titans_mal.yaml:33)
-        x, state['b0_r1_swa'] = self.b0_r1_swa(x, state['b0_r1_swa'], pos)  # 'swa' (specs/titans_mal.yaml:33)
-        x, state['b0_r1_mlp'] = self.b0_r1_mlp(x, state['b0_r1_mlp'], pos)  # 'mlp' (specs/titans_mal.yaml:33)
+        x, state['b0_r0_lmm'] = self.b0_r0_lmm(x, state['b0_r0_lmm'], pos)  # 'lmm' (specs/titans_mal.yaml:35)
+        x, state['b0_r0_swa'] = self.b0_r0_swa(x, state['b0_r0_swa'], pos)  # 'swa' (specs/titans_mal.yaml:35)
+        x, state['b0_r0_mlp'] = self.b0_r0_mlp(x, state['b0_r0_mlp'], pos)  # 'mlp' (specs/titans_mal.yaml:35)
+        x, state['b0_r1_lmm'] = self.b0_r1_lmm(x, state['b0_r1_lmm'], pos)  # 'lmm' (specs/titans_mal.yaml:35)
+        x, state['b0_r1_swa'] = self.b0_r1_swa(x, state['b0_r1_swa'], pos)  # 'swa' (specs/titans_mal.yaml:35)
+        x, state['b0_r1_mlp'] = self.b0_r1_mlp(x, state['b0_r1_mlp'], pos)  # 'mlp' (specs/titans_mal.yaml:35)
         return x, state
 
 

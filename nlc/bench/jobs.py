@@ -83,6 +83,31 @@ def _in_worker(fn: Callable[..., dict], args: tuple, threads: int) -> dict:
     return fn(*args, log=_stderr)
 
 
+def _start_ready(waiting: list[Unit], done: dict, running: dict, pool, jobs: int, threads: int, runs: Path,
+                 log: Log) -> None:
+    """Load or start every unit whose needs are met, until none is left to load or start
+    (a saved unit never waits for a free worker; loading one may make others ready)."""
+    progress = True
+    while progress:
+        progress = False
+        for unit in [u for u in waiting if all(n in done for n in u.needs)]:
+            args = unit.args(done)
+            key, path = unit_key(unit, args), unit_path(runs, unit.name)
+            saved = _load(path, key)
+            if saved is not None:
+                log(f"  {unit.name}: loaded from {path}")
+                done[unit.name] = saved
+            elif pool is None:
+                done[unit.name] = unit.fn(*args, log=log)
+                _save(path, key, unit.name, done[unit.name])
+            elif len(running) < jobs:
+                running[pool.submit(_in_worker, unit.fn, args, threads)] = (unit, key, path)
+            else:
+                continue
+            waiting.remove(unit)
+            progress = True
+
+
 def run_units(units: list[Unit], runs: Path, jobs: int = 1, threads: int = 1, log: Log = print) -> dict[str, dict]:
     """Every unit's result by name (loaded when saved with the same key, else run)."""
     done: dict[str, dict] = {}
@@ -95,25 +120,11 @@ def run_units(units: list[Unit], runs: Path, jobs: int = 1, threads: int = 1, lo
     running: dict = {}
     try:
         while waiting or running:
-            for unit in [u for u in waiting if all(n in done for n in u.needs)]:
-                if pool is not None and len(running) >= jobs:
-                    break
-                waiting.remove(unit)
-                args = unit.args(done)
-                key, path = unit_key(unit, args), unit_path(runs, unit.name)
-                saved = _load(path, key)
-                if saved is not None:
-                    log(f"  {unit.name}: loaded from {path}")
-                    done[unit.name] = saved
-                elif pool is None:
-                    done[unit.name] = unit.fn(*args, log=log)
-                    _save(path, key, unit.name, done[unit.name])
-                else:
-                    running[pool.submit(_in_worker, unit.fn, args, threads)] = (unit, key, path)
-            if not running:
-                if waiting and not any(all(n in done for n in u.needs) for u in waiting):
-                    raise RuntimeError("unit dependencies form a cycle")
-                continue
+            _start_ready(waiting, done, running, pool, jobs, threads, runs, log)
+            if not running:  # nothing in flight and nothing startable: the rest wait on each other
+                if waiting:
+                    raise RuntimeError(f"unit dependencies form a cycle: {[u.name for u in waiting]}")
+                break
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
                 unit, key, path = running.pop(future)

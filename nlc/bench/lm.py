@@ -10,6 +10,7 @@ validation bpb at the first seed (ties: the smaller lr); the other seeds reuse i
 from __future__ import annotations
 
 import math
+import shutil
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -41,6 +42,13 @@ def run_dir(runs: Path, model: BenchModel, kind: str, lr: float, seed: int) -> P
     return runs / Path(model.spec).stem / f"{kind}-lr{lr:g}-s{seed}"
 
 
+def fresh(folder: Path) -> Path:
+    """``folder``, emptied: a unit only trains when it has no saved result under its key
+    (:mod:`.jobs`), so whatever a run folder holds is left by another key or a killed run."""
+    shutil.rmtree(folder, ignore_errors=True)
+    return folder
+
+
 def train_lm(model: BenchModel, match: ParamMatch, plan: BenchPlan, lr: float, seed: int, corpus,
              runs: Path, kind: str = "lm", extra: tuple[str, ...] = ()) -> tuple[LMRun, nn.Module]:
     """Train ``model`` at ``lr`` and ``seed`` on ``corpus`` (``extra`` overrides on top of
@@ -48,7 +56,7 @@ def train_lm(model: BenchModel, match: ParamMatch, plan: BenchPlan, lr: float, s
     from ..train import train
 
     start = time.perf_counter()
-    result = train(model.path, data=corpus, out=run_dir(runs, model, kind, lr, seed), steps=plan.steps,
+    result = train(model.path, data=corpus, out=fresh(run_dir(runs, model, kind, lr, seed)), steps=plan.steps,
                    overrides=[*match.overrides, *plan.train_overrides(lr), *extra], seed=seed, progress=False)
     per_step = plan.batch * plan.seq_len
     curve = [[r["step"], r["step"] * per_step, r["bpb"]] for r in result.metrics if r["kind"] == "val"]

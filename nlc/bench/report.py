@@ -52,11 +52,15 @@ def _stat(summary: dict, key: str, label: str) -> Stat:
     return Stat(data["mean"], data["std"], data["n"], data["rank"])
 
 
-def _cell(summary: dict, key: str, label: str, ranks: bool = False) -> str:
+def _cell(summary: dict, key: str, label: str, ranks: bool = False, seeds: int | None = None) -> str:
+    """``mean ± std`` of one metric and model, its rank, and ``[k/n seeds]`` when only k of
+    the ``seeds`` runs gave a finite value (the others diverged)."""
     metric = summary["metrics"][key]
     stat = _stat(summary, key, label)
     text = format_stat(stat, digits=metric.get("digits", 3), percent=metric["percent"])
-    return f"{text} ({stat.rank})" if ranks and stat.rank is not None else text
+    if ranks and stat.rank is not None:
+        text += f" ({stat.rank})"
+    return text + (f" [{stat.n}/{seeds} seeds]" if seeds is not None and 0 < stat.n < seeds else "")
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -183,10 +187,13 @@ def render(results: dict, plots: dict[str, Path], docs: Path) -> str:
             "has one (not comparable in scale; it gives the claimed order).", ""]
     columns = summary["main_columns"]
     header = ["model", *[summary["metrics"][c]["title"] for c in columns], "mean rank", "paper (Wiki ppl)"]
-    rows = [[x, *[_cell(summary, c, x, ranks=True) for c in columns],
+    rows = [[x, *[_cell(summary, c, x, ranks=True, seeds=seeds) for c in columns],
              f"{summary['mean_rank'][x]:.2f}" if summary["mean_rank"][x] is not None else "--", PAPER_LM.get(x, "--")]
             for x in labels]
     out += _table(header, rows) + [""]
+    if any("seeds]" in cell for row in rows for cell in row):
+        out += ["`[k/n seeds]`: only k of the n seeds ended finite; the others diverged (listed under Findings) "
+                "and are left out of the mean and the rank.", ""]
     out += ["## Does the paper's ordering reproduce?", "",
             "Mechanical check of every pair of models the paper orders, per column (ties and reversals listed "
             "with their numbers):", ""]
@@ -196,7 +203,7 @@ def render(results: dict, plots: dict[str, Path], docs: Path) -> str:
     out += _table(["model", *[f"lr {lr:g}" for lr in plan["lrs"]], "chosen", "train tokens/s"],
                   [[x, *[f"{r['val_bpb']:.4f}" for r in models[x]["sweep"]], f"{models[x]['best_lr']:g}",
                     _cell(summary, "tokens_per_s", x)] for x in labels]) + [""]
-    out += _per_task(summary, labels)
+    out += _per_task(summary, labels, seeds)
     out += ["## Figures", ""] + [f"![{name}]({os.path.relpath(path, docs)})" for name, path in plots.items()] + [""]
     out += _reading(results) + [""]
     out += _probes(results)
@@ -226,9 +233,10 @@ def _findings(results: dict) -> list[str]:
                    + (f"; without the CMS HOPE runs at {speed['HOPE w/o CMS']:.0f}"
                       if speed.get("HOPE w/o CMS") else "") + ".")
     lrs = results["plan"]["lrs"]
-    if len(lrs) > 1 and all(entry["best_lr"] == max(lrs) for entry in models.values()):
-        out.append(f"* **Learning rate**: every model chose the largest lr of the grid ({max(lrs):g}); the "
-                   "optimum may lie beyond it, for all models alike.")
+    edge = [m for m, entry in models.items() if entry["best_lr"] == max(lrs)]
+    if len(lrs) > 1 and edge:
+        out.append(f"* **Learning rate at the grid's edge**: {', '.join(edge)} chose the largest lr of the grid "
+                   f"({max(lrs):g}); their optimum may lie beyond it, so their bpb is an upper bound.")
     out.append(_diverged(results))
     floor = [t for t in RETRIEVAL_TASKS if all(_stat(summary, t, m).mean in (0.0, None) for m in models)]
     if floor:
@@ -240,12 +248,17 @@ def _diverged(results: dict) -> str:
     """Every LM run (sweep, seeds, probes) whose final validation bpb is not finite."""
     runs = [(label, run) for label, entry in results["models"].items() for run in entry["sweep"] + entry["lm"][1:]]
     runs += [(label, run) for label, probe in (results.get("probes") or {}).items() for run in probe["lm"]]
-    bad = [f"{label} (lr {run['lr']:g}, seed {run['seed']})" for label, run in runs
+    bad = [f"{label} LM (lr {run['lr']:g}, seed {run['seed']})" for label, run in runs
            if not math.isfinite(run["val_bpb"])]
+    for label, entry in results["models"].items():
+        bad += [f"{label} {task} (seed {seed})" for task in ("mqar", "copy")
+                for seed, run in entry[task].items() if not math.isfinite(run["final_loss"] or 0.0)]
+        bad += [f"{label} continual (seed {run['seed']})" for run in entry["continual"]
+                if not math.isfinite(run["metrics"]["acc"])]
     if not bad:
-        return "* **Divergence**: every LM run ended with a finite validation bpb."
-    return (f"* **Diverged runs** (validation bpb not finite; left out of every mean, counted in no rank): "
-            f"{'; '.join(bad)}.")
+        return "* **Divergence**: every run ended finite (LM validation bpb, task losses, continual ACC)."
+    return (f"* **Diverged runs** (not finite: LM validation bpb, task training loss or continual ACC; left out "
+            f"of every mean, counted in no rank): {'; '.join(bad)}.")
 
 
 def _spread_note(difference: float, *stats: Stat) -> str:
@@ -292,17 +305,19 @@ def _probes(results: dict) -> list[str]:
     return out + [""]
 
 
-def _per_task(summary: dict, labels: list[str]) -> list[str]:
+def _per_task(summary: dict, labels: list[str], seeds: int) -> list[str]:
     out = ["## Per task", ""]
     for task in (*RETRIEVAL_TASKS, "mqar", "copy"):
         lengths = _lengths(summary, task)
         out += [f"### {summary['metrics'][task]['title']}", ""]
         header = ["model", *[f"{'pairs ' + str(int(n) // 16) + ' / ' if task == 'mqar' else ''}length {n}"
                              for n in lengths]]
-        out += _table(header, [[x, *[_cell(summary, f"{task}@{n}", x) for n in lengths]] for x in labels]) + [""]
+        out += _table(header, [[x, *[_cell(summary, f"{task}@{n}", x, seeds=seeds) for n in lengths]]
+                               for x in labels]) + [""]
     out += ["### Continual LM", ""]
     out += _table(["model", "ACC (bpb)", "BWT", "forgetting"],
-                  [[x, *[_cell(summary, k, x) for k in ("cl_acc", "cl_bwt", "cl_forgetting")]] for x in labels]) + [""]
+                  [[x, *[_cell(summary, k, x, seeds=seeds) for k in ("cl_acc", "cl_bwt", "cl_forgetting")]]
+                   for x in labels]) + [""]
     return out
 
 

@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from .lm import best_lr, parameter_count, train_lm
+from .lm import best_lr, fresh, parameter_count, train_lm
 from .params import match_params, spec_params
 from .jobs import Unit
 from .plan import COST_ORDER, MODELS, BenchModel, BenchPlan, bench_model
@@ -179,7 +179,7 @@ def _continual(model: BenchModel, plan: BenchPlan, overrides: list[str], domains
     records = []
     for seed in plan.continual_seeds:
         (run,) = run_continual(model.path, list(plan.continual_stream), plan.continual_tokens,
-                               out=runs / Path(model.spec).stem / f"continual-s{seed}", overrides=overrides,
+                               out=fresh(runs / Path(model.spec).stem / f"continual-s{seed}"), overrides=overrides,
                                seed=seed, eval_batches=plan.eval_batches, baselines=False, progress=False,
                                corpora=domains)
         records.append({"seed": seed, **run.to_json()})
