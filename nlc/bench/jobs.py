@@ -23,7 +23,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable
 
-from ..data.fetch import atomic_write_bytes
+from ..files import atomic_write_bytes
 
 Log = Callable[[str], None]
 

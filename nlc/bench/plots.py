@@ -14,28 +14,20 @@ Matplotlib's Agg backend; every file written to a temporary name and renamed int
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from ..figures import new_figure, save_figure
 from .tasks import RETRIEVAL_TASKS
 
 MQAR_LENGTH_PER_PAIR = 16
 
 
 def _figure(width: float, height: float):
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), dpi=110, layout="constrained")
+    return new_figure(width, height, layout="constrained")
 
 
 def _save(figure, path: Path) -> Path:
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    figure.savefig(tmp, format="png", bbox_inches="tight")
-    os.replace(tmp, path)
-    return path
+    return save_figure(figure, path, bbox_inches="tight")
 
 
 def _mean(values: list) -> float | None:

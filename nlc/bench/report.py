@@ -15,6 +15,7 @@ import os
 import platform
 from pathlib import Path
 
+from ..files import atomic_write_text
 from .aggregate import Stat, format_stat, mean_std
 from .plan import NAIVE_BASELINE
 from .tasks import RETRIEVAL_TASKS
@@ -363,10 +364,6 @@ def write_outputs(results: dict, docs: Path) -> dict[str, Path]:
     from .plots import write_plots
 
     plots = write_plots(results, folder)
-    json_path = folder / "paper.json"
-    tmp = json_path.with_name(".paper.json.tmp")
-    tmp.write_text(json.dumps(results, indent=1, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, json_path)
-    md = docs / "results.md"
-    md.write_text(render(results, plots, docs), encoding="utf-8")
+    json_path = atomic_write_text(folder / "paper.json", json.dumps(results, indent=1, sort_keys=False) + "\n")
+    md = atomic_write_text(docs / "results.md", render(results, plots, docs))
     return {"json": json_path, "markdown": md, **plots}

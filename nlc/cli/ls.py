@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from ..spec.load import BUNDLED_DIR, bundled_specs
+from ..spec.load import bundled_specs
 
 
 def summary(path: Path, limit: int = 100) -> str:

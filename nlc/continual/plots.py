@@ -6,9 +6,10 @@ file and renamed into place.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
+
+from ..figures import new_figure, save_figure
 
 
 def plot_matrices(panels: dict[str, tuple[Sequence[str], Sequence[Sequence[float]]]],
@@ -16,16 +17,11 @@ def plot_matrices(panels: dict[str, tuple[Sequence[str], Sequence[Sequence[float
                   ) -> Path:
     """One heatmap per entry of ``panels`` (title -> (stage labels, R)), sharing one colour
     scale; ``label`` names the value (e.g. ``"validation bpb"``). Returns ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
     path = Path(path)
     values = [v for _, R in panels.values() for row in R for v in row]
     low, high = min(values), max(values)
     cmap = "viridis_r" if lower_is_better else "viridis"  # bright = good in both cases
-    figure = Figure(figsize=(1.5 + 4.8 * len(panels), 4.2), dpi=110, layout="constrained")
+    figure = new_figure(1.5 + 4.8 * len(panels), 4.2, layout="constrained")
     image = None
     for index, (title, (stages, R)) in enumerate(panels.items()):
         axes = figure.add_subplot(1, len(panels), index + 1)
@@ -41,7 +37,4 @@ def plot_matrices(panels: dict[str, tuple[Sequence[str], Sequence[Sequence[float
                 axes.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8,
                           color="white" if dark else "black")
     figure.colorbar(image, ax=figure.axes, label=label, shrink=0.8)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    figure.savefig(tmp, format="png")
-    os.replace(tmp, path)
-    return path
+    return save_figure(figure, path)

@@ -17,7 +17,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .fetch import Artifact, ChecksumError, atomic_write_bytes, cache_root, fetch, verify
+from ..files import atomic_write_bytes
+from .fetch import Artifact, ChecksumError, cache_root, fetch, verify
 from .sources import CorpusSource, Document
 
 INDEX = "index.json"

@@ -22,7 +22,8 @@ import torch
 
 from ..errors import NLCError
 from .archives import read_member
-from .fetch import Artifact, atomic_write_bytes, cache_root, fetch, verify
+from ..files import atomic_write_bytes
+from .fetch import Artifact, cache_root, fetch, verify
 
 WHISPER_SDIST = Artifact("pypi", "openai-whisper", "20250625", "openai_whisper-20250625.tar.gz",
                          "37a91a3921809d9f44748ffc73c0a55c9f366c85a3ef5c2ae0cc09540432eb96")

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 from rich.table import Table
+
+from ..files import atomic_write_text
 
 from .tasks import TaskReport
 
@@ -64,12 +65,7 @@ def lm_json(results: dict[int, dict], train_length: int | None, data: str) -> di
 
 def write_json(path: str | Path, payload: dict) -> Path:
     """Write ``payload`` as indented JSON, atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(Path(path), json.dumps(payload, indent=2) + "\n")
 
 
 def _perplexity(loss: float) -> float:

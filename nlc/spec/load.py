@@ -93,3 +93,9 @@ def bundled_specs() -> dict[str, Path]:
             continue
         found[rel.with_suffix("").as_posix()] = path
     return found
+
+
+def bundled_models() -> dict[str, Path]:
+    """The bundled specs that compile to a model: :func:`bundled_specs` without the bases
+    (``base/``: fragments to extend, no blocks) and the search spaces (``search/``)."""
+    return {name: path for name, path in bundled_specs().items() if not name.startswith(("base/", "search/"))}

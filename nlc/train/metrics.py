@@ -16,8 +16,9 @@ torn last line from a killed process is dropped), so no step appears twice.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from ..files import atomic_write_text
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -47,9 +48,7 @@ class MetricsLog:
                         if resume_step is not None else [])
         if not self.writes:
             return
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records), encoding="utf-8")
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
 
     def log(self, record: dict) -> None:
         self.records.append(record)

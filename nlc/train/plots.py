@@ -5,19 +5,15 @@ renamed into place, so a reader never sees a half-written image.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from ..figures import new_figure, save_figure
 
 
 def plot_curves(records: list[dict], path: str | Path, title: str = "") -> Path:
     """Plot the ``train`` and ``val`` records' bpb; returns ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
     path = Path(path)
-    figure = Figure(figsize=(7, 4), dpi=110)
+    figure = new_figure(7, 4)
     axes = figure.add_subplot()
     for kind, style in (("train", {"lw": 1.0, "alpha": 0.8}), ("val", {"marker": "o", "lw": 1.5})):
         points = [(r["step"], r["bpb"]) for r in records if r.get("kind") == kind]
@@ -31,7 +27,4 @@ def plot_curves(records: list[dict], path: str | Path, title: str = "") -> Path:
     if axes.lines:
         axes.legend()
     figure.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    figure.savefig(tmp, format="png")
-    os.replace(tmp, path)
-    return path
+    return save_figure(figure, path)

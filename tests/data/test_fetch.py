@@ -8,7 +8,8 @@ import shutil
 import pytest
 
 from nlc.data import CORPORA, ChecksumError, DataFetchError, load_corpus
-from nlc.data.fetch import atomic_write_bytes, cache_root, downloads_dir, fetch, sha256_of
+from nlc.data.fetch import cache_root, downloads_dir, fetch, sha256_of
+from nlc.files import atomic_write_bytes
 from nlc.data.sources import CorpusSource, text_files
 
 from .conftest import make_tgz, place_artifact

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import nlc
-from nlc.spec.load import bundled_specs
+from nlc.spec.load import bundled_models, bundled_specs
 
 DEVICE = os.environ.get("NLC_GPU_TEST_DEVICE", "cuda")
 pytestmark = pytest.mark.skipif(DEVICE == "cuda" and not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -65,7 +65,7 @@ def _loss_and_grads(model, tokens):
     return logits, loss, grads
 
 
-MODEL_SPECS = sorted(name for name in bundled_specs() if not name.startswith(("base/", "search/")))
+MODEL_SPECS = sorted(bundled_models())
 
 
 @pytest.mark.parametrize("name", MODEL_SPECS)
