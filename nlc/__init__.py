@@ -19,4 +19,8 @@ def __getattr__(name: str):
         from .train import train
 
         return train
+    if name == "load":  # torch and the compiler load with it
+        from .train.loading import load
+
+        return load
     raise AttributeError(f"module 'nlc' has no attribute {name!r}")

@@ -7,6 +7,7 @@ traceback shows the generated line and its comment naming the spec level), so th
 from __future__ import annotations
 
 import builtins
+import hashlib
 import linecache
 import sys
 import types
@@ -28,10 +29,16 @@ class CompileError(NLCError):
     """Lowering failed; the message names the spec level and YAML line."""
 
 
-def load_source(source: str, name: str) -> types.ModuleType:
-    """Execute generated source as a module named ``nlc_generated_<name>``."""
-    module_name = f"nlc_generated_{name}"
-    filename = f"<nlc generated: {name}>"
+def load_source(source: str) -> types.ModuleType:
+    """Execute generated source as a module named after the sha256 of the source.
+
+    Neither the module name nor the traceback file name comes from the spec (the spec's
+    name is user text); the same source always gets the same module, so recompiling one
+    spec replaces its ``sys.modules`` and ``linecache`` entries instead of adding more.
+    """
+    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+    module_name = f"nlc_generated_{digest}"
+    filename = f"<nlc generated {digest}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     module = types.ModuleType(module_name)
     module.__file__ = filename
@@ -49,7 +56,8 @@ def compile(  # noqa: A001 - the public name the API promises
     dtype: torch.dtype | None = None,
     seed: int | None = None,
 ):
-    """Compile a spec (a :class:`Spec`, a path or YAML text) into a model.
+    """Compile a spec (a :class:`Spec`, a file, a bundled name such as ``"hope"``, or YAML
+    text: :func:`nlc.spec.load.spec_source` tells them apart) into a model.
 
     The model is an :class:`~nlc.runtime.model.NLCModel` with ``.spec``, ``.ir``,
     ``.source`` (the generated Python), ``.schedule`` (:class:`UpdateSchedule`) and
@@ -62,7 +70,7 @@ def compile(  # noqa: A001 - the public name the API promises
         spec = load_spec(spec, overrides)
     ir = resolve(spec)
     source = emit(ir)
-    module = load_source(source, ir.name)
+    module = load_source(source)
     try:
         torch.manual_seed(spec.train.seed if seed is None else seed)
         model = module.Model()

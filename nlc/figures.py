@@ -1,4 +1,9 @@
-"""Matplotlib figures for nlc's plots: a headless (Agg) figure, and an atomic PNG save."""
+"""Matplotlib figures for nlc's plots: a headless (Agg) figure, and an atomic PNG save.
+
+A figure is a ``matplotlib.figure.Figure`` on its own Agg canvas: neither pyplot nor
+``matplotlib.use`` is involved, so importing nlc or drawing a plot never changes the
+backend of the process that uses it (a notebook's inline backend, a GUI, ``svg``).
+"""
 from __future__ import annotations
 
 import io
@@ -10,14 +15,14 @@ DPI = 110
 
 
 def new_figure(width: float, height: float, layout: str | None = None):
-    """A matplotlib ``Figure`` of ``width`` x ``height`` inches on the Agg backend (no
-    display needed; pyplot's global state untouched)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
+    """A matplotlib ``Figure`` of ``width`` x ``height`` inches on an Agg canvas of its own
+    (no display needed; the global backend and pyplot's state untouched)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), dpi=DPI, layout=layout)
+    figure = Figure(figsize=(width, height), dpi=DPI, layout=layout)
+    FigureCanvasAgg(figure)  # attaches itself as figure.canvas
+    return figure
 
 
 def save_figure(figure, path: str | Path, **savefig: object) -> Path:

@@ -19,10 +19,22 @@ draw from a ``torch.Generator`` seeded with ``seed`` (same seed, same text);
 (:func:`nlc.data.get_tokenizer`: UTF-8 bytes by default, or GPT-2 BPE) and the continuation
 decoded with ``errors="replace"`` (a cut inside a UTF-8 character shows U+FFFD).
 
+Non-finite logits (a diverged model) stop the decode before sampling from them with a
+:class:`~nlc.errors.NonFiniteError` naming the level that went non-finite first and the
+token (the sequence so far re-run with hooks,
+:meth:`nlc.runtime.model.NLCModel.diagnose_non_finite`): sampling from NaN probabilities
+would fail inside ``torch.multinomial`` (a device-side assert on CUDA).
+
+Printing: model output is untrusted text. :func:`printable` renders it for a terminal
+(control characters shown as visible escapes such as ``\\x1b``), so a sample cannot move
+the cursor, retitle the window or hide text; ``nlc train`` and ``nlc generate`` print
+through it (``nlc generate --raw`` writes the bytes as they are, for pipes).
+
 Notation: B batch, T prompt tokens, N new tokens, V vocabulary.
 """
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 import torch
@@ -30,11 +42,26 @@ from torch import Tensor
 
 from .errors import NLCError
 
-__all__ = ["GenerateError", "generate", "sample_next", "prompt_targets", "detach_state"]
+__all__ = ["GenerateError", "generate", "sample_next", "prompt_targets", "detach_state", "printable"]
+
+# Bidirectional overrides and isolates reorder what the terminal shows ("Trojan source").
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 class GenerateError(NLCError):
     """Invalid generation settings or a prompt the model cannot read."""
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print on a terminal: printable characters, newlines and tabs as
+    they are; every other control character (C0 such as ESC, BEL and CR, DEL, C1 such as
+    CSI, and the bidirectional overrides) as a visible Python-style escape (``\\x1b``,
+    ``\\x9b``, ``\\u202e``). An escape sequence thus shows as text instead of acting."""
+    return "".join(
+        char if char in "\n\t" or (unicodedata.category(char) != "Cc" and char not in _BIDI_CONTROLS)
+        else (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+        for char in text
+    )
 
 
 def detach_state(state: Any) -> Any:
@@ -108,6 +135,8 @@ def _decode(model, tokens: Tensor, max_new_tokens: int, temperature: float, top_
     logits, state = model(tokens, model.init_state(tokens.shape[0]), targets)
     new = []
     for index in range(max_new_tokens):
+        if not bool(torch.isfinite(logits[:, -1]).all()):
+            raise _non_finite(model, tokens, new)
         token = sample_next(logits[:, -1], temperature, top_k, generator)
         new.append(token)
         if index + 1 < max_new_tokens:  # the last token's logits would go unused
@@ -115,6 +144,18 @@ def _decode(model, tokens: Tensor, max_new_tokens: int, temperature: float, top_
     if not new:
         return tokens.new_zeros((tokens.shape[0], 0))
     return torch.stack(new, dim=1)
+
+
+def _non_finite(model, prompt: Tensor, new: list[Tensor]) -> Exception:
+    """The error for non-finite logits after ``prompt`` and ``new`` tokens: the decode so
+    far re-run as one call (which equals it, see the module doc) to locate the value."""
+    from .runtime.model import non_finite_error
+
+    tokens = torch.cat([prompt, *(t[:, None] for t in new)], dim=1)
+    targets = prompt_targets(prompt, len(new)) if model.teach_period is not None else None
+    where = "the prompt" if not new else f"generated token {len(new)}"
+    return non_finite_error(model, f"non-finite logits after {where} (no sample drawn)",
+                            tokens=tokens, targets=targets)
 
 
 def generate(model, prompt: str | Tensor, max_new_tokens: int = 200, temperature: float = 0.8,

@@ -177,9 +177,9 @@ def _mut_init_from_faster(draw, data: dict) -> Mutation:
     clone.pop("init", None)
     old = lv.get("init")
     if isinstance(old, dict):  # keep the old source reachable, through the clone
-        clone["init"] = {"from": old.get("from", old.get("copy"))}
+        clone["init"] = {"from": old["from"]}
     data["levels"][src] = clone
-    lv["init"] = {"from": src}  # 'copy' starts from any level's initial state: no order needed
+    lv["init"] = {"from": src}
     return data, f"levels.{target}.init", "not slower"
 
 
@@ -211,10 +211,8 @@ def _reference_sites(data: dict) -> list[tuple[tuple, str]]:
             value = lv.get("update", {}).get(knob)
             if isinstance(value, dict) and value.get("from") not in (None, INPUT):
                 out.append(((*base, "update", knob, "from"), f"levels.{name}.update.{knob}"))
-        init = lv.get("init")
-        if isinstance(init, dict):
-            key = "from" if "from" in init else "copy"
-            out.append(((*base, "init", key), f"levels.{name}.init"))
+        if isinstance(lv.get("init"), dict):
+            out.append(((*base, "init", "from"), f"levels.{name}.init"))
         for field in ("persistent", "outer"):
             if field in lv:
                 out.append(((*base, field), f"levels.{name}.{field}"))

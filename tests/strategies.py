@@ -3,9 +3,13 @@
 * :func:`valid_specs` draws spec *data* (plain dicts, as a user writes them in YAML) that
   is valid by construction: periods nest and fit the training sequence, chunks hold whole
   periods, heads divide the width, every same-time edge points forward in one global
-  order (so there is no same-time cycle), initial states come only from strictly slower
-  levels of the same shape, exactly one optimizer is outermost, and every level reaches
-  the output.
+  order (so there is no same-time cycle), nested initial states come only from strictly
+  slower CMS levels of the same shape, exactly one optimizer is outermost, and every level
+  reaches the output. What the runtime builds is read from the capability table
+  (:mod:`nlc.capabilities`): memory update rules are drawn among the combinations it
+  accepts, CMS objectives, lr forms and flush policies among those it does not refuse, so a
+  row added there is drawn without a change here. Memories update every token and read
+  only the input (level sources are HOPE's self-modifying pattern, not drawn here).
 * :mod:`tests.spec_mutations`: one known mistake injected into such a draw, and fuzz inputs;
 * :mod:`tests.runnable_specs`: draws shrunk to sizes the runtime runs in tests.
 
@@ -21,6 +25,15 @@ from typing import Any, Callable
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
+from nlc.capabilities import (
+    CMS_AXES,
+    CMSCase,
+    Refusal,
+    cms_init_refusals,
+    cms_refusals,
+    init_refusals,
+    memory_combinations,
+)
 from nlc.spec import levels as _levels_mod
 from nlc.spec import model as _model_mod
 from nlc.spec import values as _values_mod
@@ -84,6 +97,7 @@ def free_text(max_size: int) -> st.SearchStrategy[str]:
 
 
 small_floats = st.floats(min_value=1e-4, max_value=1.0, allow_nan=False, allow_infinity=False)
+gate_floats = st.floats(min_value=1e-4, max_value=0.99, allow_nan=False)  # momentum, forget: < 1
 unit_open = st.floats(min_value=0.01, max_value=0.99, allow_nan=False)
 
 
@@ -105,107 +119,140 @@ def _maybe(draw: Callable, d: dict, key: str, strategy: Any) -> None:
 # --------------------------------------------------------------------------- knobs, sources
 
 
+KNOB_KINDS = ("constant", "learned", "data")  # as Knob.kind names them
+
+
 @st.composite
-def knobs(draw, sources: list[str], *, allow_level: bool = True, allow_input: bool = True,
-          gate: bool = False):
-    """A knob in any of its forms: a number, ``{learned: x}``, ``{from: input|level, ...}``.
-    A squashed knob (learned, or data-dependent) starts strictly inside (0, max); a ``gate``
-    (momentum, retention, forget) keeps ``max <= 1``."""
-    options = ["const", "const_long", "learned"]
-    if allow_input:
-        options.append("input")
-    if allow_level and sources:
-        options.append("level")
-    kind = _pick(draw, options)
-    if kind == "const":
-        return draw(small_floats)
-    if kind == "const_long":
-        return {"value": draw(small_floats)}
+def knobs(draw, kinds: tuple[str, ...] = KNOB_KINDS, *, gate: bool = False,
+          tops: tuple[float, ...] = (0.5, 1.0, 2.0), pers: tuple[str, ...] = ("token", "chunk")):
+    """A knob of one of ``kinds``: a number (short or long form), ``{learned: x}`` or
+    ``{from: input, ...}`` with a ``max`` among ``tops`` and a ``per`` among ``pers``. A
+    squashed knob (learned, or data-dependent) starts strictly inside (0, max); a ``gate``
+    (momentum, retention, forget) stays below 1."""
+    kind = _pick(draw, kinds)
+    if kind == "constant":
+        value = draw(gate_floats if gate else small_floats)
+        return {"value": value} if draw(_COIN) else value
     if kind == "learned":
         return {"learned": draw(unit_open)}
-    out: dict[str, Any] = {"from": INPUT if kind == "input" else _pick(draw, sources)}
+    out: dict[str, Any] = {"from": INPUT}
     top = 1.0
     if draw(_COIN):
-        top = _pick(draw, [0.5, 1.0] if gate else [0.5, 1.0, 2.0])
+        top = _pick(draw, [t for t in tops if t <= 1] if gate else tops)
         out["max"] = top
     if draw(_COIN):
         out["init"] = draw(unit_open) * top
     if draw(_COIN):
-        out["per"] = _pick(draw, ["token", "chunk"])
+        out["per"] = _pick(draw, pers)
     return out
 
 
 @st.composite
-def sources(draw, levels: list[str]):
-    """Where keys/values/queries come from: the input (short or long form) or a level."""
-    kind = _pick(draw, ["input", "input_long", "level", "level_long"] if levels
-                                else ["input", "input_long"])
-    src = INPUT if kind.startswith("input") else _pick(draw, levels)
-    if not kind.endswith("long"):
-        return src
-    out: dict[str, Any] = {"from": src}
-    if src == INPUT:
-        _maybe(draw, out, "project", _COIN)
+def sources(draw):
+    """Where keys/values/queries come from: the input, in its short or long form."""
+    if draw(_COIN):
+        return INPUT
+    out: dict[str, Any] = {"from": INPUT}
+    _maybe(draw, out, "project", _COIN)
     _maybe(draw, out, "conv", st.integers(0, 4))
     _maybe(draw, out, "norm", ["none", "l2"])
     _maybe(draw, out, "activation", ["none", "silu"])
     return out
 
 
-def _source_name(value: Any) -> str | None:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict):
-        return value.get("from")
-    return None
-
-
 # --------------------------------------------------------------------------- levels
 
 
+MEMORY_CASES: dict[str, list] = {}
+"""The memory update-rule combinations the capability table builds, by primitive family
+(linear_attention, delta_rule, ...): a draw picks a family, then a combination of it."""
+for _case, _primitive in memory_combinations():
+    if not isinstance(_primitive, Refusal):
+        MEMORY_CASES.setdefault(_primitive, []).append(_case)
+
+
+def _cms_case(**fields: Any) -> CMSCase:
+    """A plain CMS level (task objective, rule gd, constant lr, carry) with ``fields`` changed."""
+    plain = dict(objective="task", window=1, self_target=False, rule="gd", momentum=False,
+                 retention=False, weight_decay=0.0, retention_kind="l2", guards="", lr_kind="constant",
+                 lr_source=INPUT, lr_per_chunk=False, flush="carry")
+    return CMSCase(**{**plain, **fields})
+
+
+CMS_LR_KINDS = tuple(k for k in CMS_AXES["lr_kind"] if not cms_refusals(_cms_case(lr_kind=k)))
+CMS_LR_PERS = tuple(p for p in ("token", "chunk")
+                    if not cms_refusals(_cms_case(lr_kind="data", lr_per_chunk=p == "chunk")))
+CMS_FLUSHES = tuple(f for f in typing.get_args(_levels_mod.MLPLevel.model_fields["flush"].annotation)
+                    if not cms_refusals(_cms_case(flush=f)))
+CMS_INITS = tuple(i for i in CMS_AXES["init"] if i != "from" and not cms_init_refusals(i))
+NESTED_RESETS = tuple(r for r in typing.get_args(_values_mod.Init.model_fields["reset"].annotation)
+                      if not init_refusals("from", r, True, None))
+"""What the capability table lets a CMS level say (nested ``from`` states are drawn apart).
+Its objective is ``task``: the table also builds ``l2``, but such a level turns NaN within
+128 tokens at every lr from 1.0 down to 0.01 (width 16 to 64, period 1 to 32) with no
+validation warning, and valid draws must train finitely (tests/security/test_fuzz.py)."""
+
+
 @st.composite
-def objectives(draw):
-    kind = _pick(draw, ["dot", "l2", "l2", "lp", "huber"])
+def objectives(draw, kind: str, window: int):
+    """An objective of ``kind``; ``window`` 2 stands for any Omega window > 1 (as in
+    :data:`nlc.capabilities.MEMORY_AXES`)."""
     out: dict[str, Any] = {"kind": kind}
     if kind == "lp":
         out["p"] = _pick(draw, [1, 1.5, 3, 4.0])
     if kind == "huber":
         out["delta"] = _pick(draw, [0.1, 1.0, 2.5])
-    _maybe(draw, out, "window", st.integers(1, 4))
-    _maybe(draw, out, "self_target", _COIN)
+    if window > 1:
+        out["window"] = draw(st.integers(2, 4))
+    elif draw(st.integers(0, 3)) == 0:
+        out["window"] = 1
     return out
 
 
 @st.composite
-def updates(draw, rules: list[str], knob_sources: list[str], *, level_knobs_only_lr: bool = False):
-    """An update block with a rule from ``rules``. ``level_knobs_only_lr``: only ``lr``
-    may come from another level (an MLP level's other knobs are not graph edges)."""
-    rule = _pick(draw, rules)
-    out: dict[str, Any] = {"rule": rule}
+def memory_updates(draw, case):
+    """The update block of a memory with the update-rule combination ``case``
+    (:class:`nlc.capabilities.RuleCase`). A data-dependent lr keeps ``max <= 1``: a larger one
+    is warned about for gradient rules on a matrix memory's l2 objective."""
+    out: dict[str, Any] = {"rule": case.rule}
     if draw(_COIN):
-        out["lr"] = draw(knobs(knob_sources))
-    other = knobs(knob_sources, allow_level=not level_knobs_only_lr, gate=True)
-    if rule == "momentum":
-        out["momentum"] = draw(other)
-    gate = _pick(draw, [None, "retention", "forget"])
-    if gate:
-        out[gate] = draw(other)
+        out["lr"] = draw(knobs(tops=(0.5, 1.0)))
+    gate = knobs(gate=True)
+    if case.rule == "momentum":
+        out["momentum"] = draw(gate)
+    kind = _pick(draw, [None, "retention", "forget"])
+    if kind:
+        out[kind] = draw(gate)
     _maybe(draw, out, "weight_decay", [0.0, 0.01, 0.5])
-    rk = _pick(draw, [None, "l2", "lq", "elastic"])
-    if rk:
-        out["retention_kind"] = rk
-    if rk == "lq":
-        out["q"] = _pick(draw, [1.5, 2.0, 3.0])
-    if rk == "elastic":
+    if case.retention_kind != "l2" or draw(_COIN):
+        out["retention_kind"] = case.retention_kind
+    if case.retention_kind == "lq":
+        out["q"] = _pick(draw, [2.0, 3.0, 4.0])
+    if case.retention_kind == "elastic":
         out["shrink"] = _pick(draw, [0.0, 0.01, 0.1])
-    _maybe(draw, out, "grad_clip", [0.5, 1.0, 10.0])
-    _maybe(draw, out, "grad_normalize", _COIN)
+    if case.guards:  # grad_clip, grad_normalize or both
+        which = _pick(draw, ["grad_clip", "grad_normalize", "both"])
+        if which != "grad_normalize":
+            out["grad_clip"] = _pick(draw, [0.5, 1.0, 10.0])
+        if which != "grad_clip":
+            out["grad_normalize"] = True
+    elif draw(st.integers(0, 3)) == 0:
+        out["grad_normalize"] = False
     return out
 
 
 @st.composite
-def memory_shapes(draw):
+def cms_updates(draw):
+    """The update block of a CMS level: all the capability table builds (rule gd, an lr)."""
+    out: dict[str, Any] = {"rule": "gd"}
     if draw(_COIN):
+        out["lr"] = draw(knobs(CMS_LR_KINDS, pers=CMS_LR_PERS))
+    return out
+
+
+@st.composite
+def memory_shapes(draw, kind: str):
+    if kind == "matrix":
         return {"kind": "matrix"}
     out: dict[str, Any] = {"kind": "mlp"}
     _maybe(draw, out, "depth", st.integers(1, 3))
@@ -224,16 +271,11 @@ class _Plan:
         self.type: dict[str, str] = {}
         self.period: dict[str, int | None] = {}  # tokens, or None (never / not in context)
         self.after_write: set[str] = set()
-        self.edges: set[tuple[str, str]] = set()  # (used, user): for reachability
+        self.prepends: set[str] = set()  # attention levels with persistent tokens of their own
+        self.edges: set[tuple[str, str]] = set()  # (used, user), initial states apart: for reachability
 
     def lagged(self, name: str) -> bool:
         return self.type[name] == "mlp" or (self.type[name] == "memory" and name not in self.after_write)
-
-    def readable_by(self, owner: str) -> list[str]:
-        """Levels ``owner`` may read keys/values/knobs from without a same-time cycle."""
-        i = self.order.index(owner)
-        return [n for n in self.order if self.type[n] in ("memory", "mlp")
-                and (self.lagged(n) or self.order.index(n) < i)]
 
 
 @st.composite
@@ -241,6 +283,7 @@ def valid_specs(draw, max_levels: int = 6):
     """Spec data (plain dicts) that validates with no error and no warning."""
     width = _pick(draw, [16, 24, 32, 48, 64])
     divisors = [d for d in range(1, 17) if width % d == 0]
+    even_dims = [d for d in divisors if width // d % 2 == 0]  # RoPE rotates pairs of channels
     seq_len = _pick(draw, [32, 64, 128])
     batch = draw(st.integers(1, 8))
     chain = [1]  # token periods: every pair divides (they nest), all shorter than seq_len
@@ -277,10 +320,10 @@ def valid_specs(draw, max_levels: int = 6):
             plan.order.append(opt)
             plan.type[opt] = "optimizer"
 
-    # --- periods and read modes first: what may read what depends on them
+    # --- periods and read modes first: context layers and nested states depend on them
     for name in plan.order:
         if plan.type[name] == "memory":
-            plan.period[name] = _pick(draw, chain)
+            plan.period[name] = 1  # a memory updates every token (nlc.capabilities)
             if draw(st.integers(0, 3)) == 0:
                 plan.after_write.add(name)
         elif plan.type[name] == "mlp":
@@ -295,38 +338,32 @@ def valid_specs(draw, max_levels: int = 6):
     for name in plan.order:
         t = plan.type[name]
         lv: dict[str, Any] = {"type": t}
-        readable = plan.readable_by(name) if t in ("memory", "mlp") else []
         if t == "attention":
-            _maybe(draw, lv, "heads", divisors)
+            _maybe(draw, lv, "heads", even_dims)
             _maybe(draw, lv, "window", [4, 16, 64])
             _maybe(draw, lv, "rope", _COIN)
             _maybe(draw, lv, "qk_norm", _COIN)
             i = attentions.index(name)
             if i < len(persistents):
                 lv["persistent"] = persistents[i]
+                plan.prepends.add(name)
                 plan.edges.add((persistents[i], name))
         elif t == "persistent":
             lv["tokens"] = draw(st.integers(1, 8))
         elif t == "memory":
-            readable = [n for n in readable if plan.type[n] == "memory"]  # a memory reads memories
-            shape = draw(memory_shapes())
+            case = _pick(draw, MEMORY_CASES[_pick(draw, MEMORY_CASES)])
+            shape = draw(memory_shapes(case.memory))
             if shape != {"kind": "matrix"} or draw(_COIN):
                 lv["memory"] = shape
-            objective = draw(objectives())
+            objective = draw(objectives(case.objective, case.window))
             if objective != {"kind": "l2"} or draw(_COIN):
                 lv["objective"] = objective
-            rules = ["gd", "momentum"]
-            if shape["kind"] == "matrix" and objective["kind"] == "l2":
-                rules.append("delta")
-            if objective["kind"] in ("l2", "dot"):
-                rules.append("dgd")
-            update = draw(updates(rules, readable))
+            update = draw(memory_updates(case))
             if update != {"rule": "gd"} or draw(_COIN):
                 lv["update"] = update
-            period = plan.period[name]
-            if period != 1 or draw(_COIN):
-                lv["period"] = period
-            chunk = period * _pick(draw, [1, 2, 4, 16])
+            if draw(st.integers(0, 3)) == 0:
+                lv["period"] = 1
+            chunk = _pick(draw, [1, 2, 4, 16, 64])
             if chunk != 64 or draw(_COIN):  # 64 is the default
                 lv["chunk"] = chunk
             _maybe(draw, lv, "heads", divisors)
@@ -336,10 +373,10 @@ def valid_specs(draw, max_levels: int = 6):
                 lv["read"] = "before_write"
             for field in ("keys", "values", "queries"):
                 if draw(_COIN):
-                    lv[field] = draw(sources(readable))
+                    lv[field] = draw(sources())
             _maybe(draw, lv, "init", ["learned", "zero"])
             _maybe(draw, lv, "output_gate", _COIN)
-            _keep_deep_memory_stable(lv)
+            _keep_memory_stable(lv)
         elif t == "mlp":
             _maybe(draw, lv, "hidden", [16, 32, 64])
             _maybe(draw, lv, "expansion", [1, 2, 2.5, 4])
@@ -351,29 +388,23 @@ def valid_specs(draw, max_levels: int = 6):
             else:
                 lv["period"] = period
                 lv["objective"] = {"kind": "task"}
-                lv["update"] = draw(updates(["gd", "momentum"], readable, level_knobs_only_lr=True))
-                _maybe(draw, lv, "flush", ["carry", "drop", "flush"])
-            _maybe(draw, lv, "init", ["learned", "zero"])
+                lv["update"] = draw(cms_updates())
+                _maybe(draw, lv, "flush", CMS_FLUSHES)
+                _maybe(draw, lv, "init", CMS_INITS)
         elif t == "optimizer":
             _maybe(draw, lv, "rule", ["adamw", "adam", "sgd"])
             _maybe(draw, lv, "lr", [1e-3, 3e-4, 0.01, 1.0e-2])
-            _maybe(draw, lv, "betas", [[0.9, 0.95], [0.9, 0.999]])
+            if lv.get("rule") != "sgd":  # Adam's fields: an error on plain SGD
+                _maybe(draw, lv, "betas", [[0.9, 0.95], [0.9, 0.999]])
             _maybe(draw, lv, "weight_decay", [0.0, 0.1])
-            _maybe(draw, lv, "eps", [1e-8, 1e-6])
+            if lv.get("rule") != "sgd":
+                _maybe(draw, lv, "eps", [1e-8, 1e-6])
             _maybe(draw, lv, "grad_clip", [None, 1.0])
             _maybe(draw, lv, "warmup", st.integers(0, 20))
             _maybe(draw, lv, "schedule", ["cosine", "constant", "linear"])
         if draw(st.integers(0, 4)) == 0:
             lv["description"] = draw(free_text(12))
         levels[name] = lv
-        for field in ("keys", "values", "queries"):
-            src = _source_name(lv.get(field))
-            if src not in (None, INPUT):
-                plan.edges.add((src, name))
-        for knob_name in ("lr", "momentum", "retention", "forget"):
-            src = _source_name(lv.get("update", {}).get(knob_name))
-            if src not in (None, INPUT):
-                plan.edges.add((src, name))
 
     # --- optimizer clocks and which optimizer trains what
     steps_o = draw(st.integers(2 if opt_f else 1, 4))
@@ -392,28 +423,23 @@ def valid_specs(draw, max_levels: int = 6):
             if draw(st.integers(0, 5)) == 0:
                 levels[n]["outer"] = opt_o
 
-    # --- initial states meta-learned by strictly slower levels of the same shape
-    shape_keys = {"memory": ("memory", "heads"), "mlp": ("hidden", "expansion", "activation")}
-    in_context = sorted((n for n in others if plan.period[n] is not None),
-                        key=lambda n: -plan.period[n])  # slowest first: their shape is final
-    for name in in_context:
-        t = plan.type[name]
-        rule = levels[name].get("update", {}).get("rule")
-        slower = [s for s in in_context if plan.type[s] == t and plan.period[s] > plan.period[name]
-                  and not (rule == "delta" and levels[s].get("memory", {"kind": "matrix"})["kind"] != "matrix")]
+    # --- nested initial states (NL-arXiv Eq. 72): only (task-driven) CMS levels have them,
+    # meta-learned by a strictly slower CMS level of the same shape
+    cms = sorted((n for n in others if plan.type[n] == "mlp" and plan.period[n] is not None),
+                 key=lambda n: -plan.period[n])  # slowest first: their shape is final
+    for name in cms:
+        slower = [s for s in cms if plan.period[s] > plan.period[name]]
         if not slower or not draw(_COIN):
             continue
         src = _pick(draw, slower)
-        for key in shape_keys[t]:
+        for key in ("hidden", "expansion", "activation"):
             if key in levels[src]:
                 levels[name][key] = copy.deepcopy(levels[src][key])
             else:
                 levels[name].pop(key, None)
-        # nested ('from') only for task-driven CMS levels; placement is fixed after the blocks
-        init: dict[str, Any] = {_pick(draw, ["from", "copy"]) if t == "mlp" else "copy": src}
-        _maybe(draw, init, "reset", ["never", "context", "slower_chunk"])
+        init: dict[str, Any] = {"from": src}  # placement is fixed after the blocks
+        _maybe(draw, init, "reset", NESTED_RESETS)
         levels[name]["init"] = init
-        plan.edges.add((src, name))
 
     # --- knowledge-transfer edges
     transfer = []
@@ -444,21 +470,21 @@ def valid_specs(draw, max_levels: int = 6):
         blocks.append(block)
     sinks = {n for block in blocks for layer in block["layers"] for n in _layer_levels(layer)}
     while True:  # every level must reach the output: apply the unreached ones too
-        reached = _ancestors(sinks, plan.edges)
+        _drop_misplaced_nested_states(levels, blocks)  # which may leave their sources unreached
+        reached = _ancestors(sinks, plan.edges | _init_edges(levels))
         missing = [n for n in usable if n not in reached]
         if not missing:
             break
         blocks[-1]["layers"].append(missing[0] if draw(_COIN) else {"level": missing[0]})
         sinks.add(missing[0])
 
-    _copy_misplaced_nested_states(levels, blocks)
     model: dict[str, Any] = {"width": width, "blocks": blocks}
-    heads = _pick(draw, divisors)
+    heads = _pick(draw, even_dims if attentions else divisors)
     if heads != 4 or draw(_COIN):  # 4 is the default
         model["heads"] = heads
     if draw(st.integers(0, 3)) == 0:
         model["tokenizer"] = "gpt2"
-        model["vocab"] = _pick(draw, [256, 1000, 50257])
+        model["vocab"] = _pick(draw, [50257, 50304])  # at least the tokenizer's
     _maybe(draw, model, "norm", ["rms", "layer"])
     _maybe(draw, model, "tie_embeddings", _COIN)
 
@@ -481,22 +507,27 @@ def valid_specs(draw, max_levels: int = 6):
     return spec
 
 
-def _keep_deep_memory_stable(lv: dict) -> None:
-    """An MLP memory with a constant lr >= 1 on unnormalised keys (the defaults) diverges
-    and is warned about: give it lr 0.5."""
-    lr = lv.get("update", {}).get("lr", 1.0)
-    value = lr.get("value") if isinstance(lr, dict) else lr
+def _keep_memory_stable(lv: dict) -> None:
+    """A memory whose write steps on its error (l2 / lp / huber objectives, delta and DGD
+    rules) with lr x window x |k|^2 >= 1 on keys that are not l2-normalised (projected keys
+    start with |k|^2 about head_dim / 3) diverges within a few tokens, and validation refuses
+    it: such a memory gets l2-normalised keys (a dot objective keeps any keys)."""
+    update, objective = lv.get("update", {}), lv.get("objective", {})
+    if objective.get("kind", "l2") == "dot" and update.get("rule", "gd") not in ("delta", "dgd"):
+        return
     keys = lv.get("keys", INPUT)
-    normalised = isinstance(keys, dict) and keys.get("norm") == "l2"
-    deep = lv.get("memory", {}).get("kind") == "mlp"
-    if deep and value is not None and value >= 1 and not normalised:
-        lv.setdefault("update", {"rule": "gd"})["lr"] = 0.5
+    lv["keys"] = {**(keys if isinstance(keys, dict) else {"from": keys}), "norm": "l2"}
 
 
-def _copy_misplaced_nested_states(levels: dict, blocks: list) -> None:
+def _init_edges(levels: dict) -> set[tuple[str, str]]:
+    """(X, level) for every nested initial state ``init: {from: X}``."""
+    return {(lv["init"]["from"], n) for n, lv in levels.items() if isinstance(lv.get("init"), dict)}
+
+
+def _drop_misplaced_nested_states(levels: dict, blocks: list) -> None:
     """A nested initial state (``init: {from: X}``) needs its level in a layer of its own in
-    blocks that apply X in a layer of their own (validation rule 9); elsewhere it becomes
-    ``copy: X`` (the same edge)."""
+    blocks that apply X in a layer of their own (validation rule 9); elsewhere it is dropped
+    (the level starts from its learned state): no other cross-level initial state is built."""
     for name, lv in levels.items():
         init = lv.get("init")
         if not (isinstance(init, dict) and "from" in init):
@@ -507,7 +538,7 @@ def _copy_misplaced_nested_states(levels: dict, blocks: list) -> None:
             if name in applied and (name not in own or init["from"] not in own or any(
                     name in _layer_levels(layer) for layer in block["layers"]
                     if isinstance(layer, dict) and "level" not in layer)):
-                lv["init"] = {"copy": init["from"], **{k: v for k, v in init.items() if k != "from"}}
+                del lv["init"]
                 break
 
 
@@ -536,7 +567,7 @@ def _layers(draw, usable, attentions, lagged_memories, persistents, plan: _Plan)
     ctx: dict[str, Any] = {"attention": attn, "memory": mem}
     _maybe(draw, ctx, "segment", [8, 16, 64])
     plan.edges |= {(attn, mem), (mem, attn)}
-    if persistents and draw(_COIN):
+    if persistents and attn not in plan.prepends and draw(_COIN):  # one persistent level per context
         ctx["persistent"] = _pick(draw, persistents)
         plan.edges.add((ctx["persistent"], attn))
     return {"context": ctx, **norm_res}

@@ -57,7 +57,8 @@ def train_lm(model: BenchModel, match: ParamMatch, plan: BenchPlan, lr: float, s
 
     start = time.perf_counter()
     result = train(model.path, data=corpus, out=fresh(run_dir(runs, model, kind, lr, seed)), steps=plan.steps,
-                   overrides=[*match.overrides, *plan.train_overrides(lr), *extra], seed=seed, progress=False)
+                   overrides=[*match.overrides, *plan.train_overrides(lr), *extra], seed=seed, progress=False,
+                   check_finite=False)  # a diverged run is a result: its bpb is reported as nan
     per_step = plan.batch * plan.seq_len
     curve = [[r["step"], r["step"] * per_step, r["bpb"]] for r in result.metrics if r["kind"] == "val"]
     speeds = [r["tokens_per_s"] for r in result.metrics if r["kind"] == "train"]

@@ -181,7 +181,7 @@ def _continual(model: BenchModel, plan: BenchPlan, overrides: list[str], domains
         (run,) = run_continual(model.path, list(plan.continual_stream), plan.continual_tokens,
                                out=fresh(runs / Path(model.spec).stem / f"continual-s{seed}"), overrides=overrides,
                                seed=seed, eval_batches=plan.eval_batches, baselines=False, progress=False,
-                               corpora=domains)
+                               corpora=domains, check_finite=False)
         records.append({"seed": seed, **run.to_json()})
     return records
 

@@ -62,7 +62,7 @@ def task_accuracy(model: nn.Module, task: str, lengths: tuple[int, ...], example
     """Accuracy of ``model`` on ``task`` at each length (:func:`nlc.evaluate.evaluate_task`)."""
     from ..evaluate import evaluate_task
 
-    return dict(evaluate_task(model, task, list(lengths), n=examples, seed=seed).accuracy)
+    return dict(evaluate_task(model, task, list(lengths), n=examples, seed=seed, check_finite=False).accuracy)
 
 
 def retrieval_accuracy(model: nn.Module, task: str, lengths: list[int], examples: int,
@@ -83,7 +83,8 @@ def _retrieval_at(model: nn.Module, task: str, length: int, examples: int, seed:
 
     name, value = {"passkey": ("passkey", "number"), "niah_number": ("niah", "number"),
                    "niah_word": ("niah", "word")}[task]
-    return evaluate_task(model, name, [length], n=examples, seed=seed, niah_value=value).accuracy[length]
+    return evaluate_task(model, name, [length], n=examples, seed=seed, niah_value=value,
+                         check_finite=False).accuracy[length]
 
 
 def fresh_model(spec_path, overrides: list[str], seed: int) -> nn.Module:

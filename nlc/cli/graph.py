@@ -15,6 +15,13 @@ class Format(str, Enum):
     dot = "dot"
 
 
+# The end of `nlc graph --help` (app.py passes it as the epilog): commands that run as written.
+EPILOG = ("Examples:\n"
+          "  nlc graph specs/hope.yaml\n"
+          "  nlc graph specs/titans_mag.yaml --format mermaid\n"
+          "  nlc graph specs/samba.yaml --format dot > samba.dot")
+
+
 def graph(
     args: List[str] = typer.Argument(..., metavar="SPEC_OR_OVERRIDE",
                                      help="one spec file, then overrides: path=value or ~path"),

@@ -32,7 +32,15 @@ def summary(path: Path, limit: int = 100) -> str:
 
 
 def ls() -> None:
-    """List the bundled example specs (copy one with: nlc cp NAME DEST)."""
+    """List the bundled example specs: every verb takes these names in place of a file.
+
+    Examples:
+
+    \b
+      nlc ls
+      nlc validate search/hope_cms && nlc show hope
+      nlc cp ablations/hope_no_cms my_ablation.yaml
+    """
     specs = bundled_specs()
     if not specs:
         typer.echo("no bundled specs found", err=True)

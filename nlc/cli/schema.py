@@ -42,6 +42,12 @@ def schema_text() -> str:
     return json.dumps(build_schema(), indent=2, ensure_ascii=False) + "\n"
 
 
+# The end of `nlc schema --help` (app.py passes it as the epilog): commands that run as written.
+EPILOG = ("Examples:\n"
+          "  nlc schema\n"
+          "  nlc schema -o nlc.schema.json")
+
+
 def schema(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="write to FILE, not stdout"),
 ) -> None:

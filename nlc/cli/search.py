@@ -2,7 +2,10 @@
 and ``nlc search report STUDY_DIR_OR_URL``: architecture search over a spec's ``search:`` block.
 
 ``nlc search SPEC`` is short for ``nlc search run SPEC``. Running the same command again
-resumes the study (a killed worker's trial is retried, finished ones are kept).
+resumes the study (a killed worker's trial is retried, finished ones are kept); a resume
+whose steps, spec or search space differ from the study's is refused (exit 2) unless
+``--allow-changes`` (nlc.search.budget). The run exits 1 when a worker process or any trial
+failed (nlc.status), after the report.
 """
 from __future__ import annotations
 
@@ -12,7 +15,8 @@ from typing import List, Optional
 import typer
 from typer.core import TyperGroup
 
-from ._common import print_issues, split_args
+from ._common import exit_status, fail, print_issues, split_args
+from ..status import BAD_INPUT, FAILED
 
 
 class _RunByDefault(TyperGroup):
@@ -24,12 +28,27 @@ class _RunByDefault(TyperGroup):
         return super().parse_args(ctx, args)
 
 
+# click's help joins single newlines: paragraphs ("\n\n") keep one example per line
+def _examples(*lines: str) -> str:
+    return "Examples:\n\n" + "\n\n".join(lines)
+
+
+RUN_EXAMPLES = _examples("nlc search specs/search/hope_cms.yaml --dry-run 3",
+                         "nlc search specs/search/hope_cms.yaml --workers 2 --out runs/hope_cms",
+                         "nlc search specs/search/hope_cms.yaml --out runs/hope_cms --trials 30")
+REPORT_EXAMPLES = _examples("nlc search report runs/hope_cms",
+                            "nlc train runs/hope_cms/report/best.yaml --out runs/hope_best",
+                            "nlc search report sqlite:///search.db --study hope_cms --out report")
+
 app = typer.Typer(cls=_RunByDefault, no_args_is_help=True, add_completion=False,
                   help="Architecture search over a spec's search: block (Optuna). "
-                  "nlc search SPEC [OVERRIDES] [OPTIONS] is short for nlc search run SPEC ...")
+                  "nlc search SPEC [OVERRIDES] [OPTIONS] is short for nlc search run SPEC ...",
+                  epilog=_examples("nlc search specs/search/hope_cms.yaml --dry-run 3",
+                                   "nlc search specs/search/hope_cms.yaml --workers 2 --out runs/hope_cms",
+                                   "nlc search report runs/hope_cms"))
 
 
-@app.command("run")
+@app.command("run", epilog=RUN_EXAMPLES)
 def run(
     args: List[str] = typer.Argument(..., metavar="SPEC_OR_OVERRIDE",
                                      help="a spec with a search: block, then overrides: path=value or ~path"),
@@ -43,6 +62,9 @@ def run(
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="training steps per trial (default: train.steps)"),
     worker_index: int = typer.Option(0, "--worker-index", min=0,
                                      help="index of the first worker here (give each machine its own range)"),
+    allow_changes: bool = typer.Option(False, "--allow-changes",
+                                       help="resume even though --steps, the spec or the search space changed "
+                                       "(the changes are printed and kept in report.json)"),
 ) -> None:
     """Search: sample trial specs, train each, keep the study in OUT (or --storage)."""
     from ..errors import NLCError, SpecError
@@ -51,10 +73,11 @@ def run(
     paths, overrides = split_args(args)
     if len(paths) != 1:
         typer.echo(f"error: give exactly one spec file (got {len(paths)})", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(BAD_INPUT)
     out = out or Path("runs") / f"search-{Path(paths[0]).stem}"
-    search = SearchRun(spec=paths[0], out=out, overrides=tuple(overrides), storage=storage, trials=trials,
-                       study=study, steps=steps, echo=typer.echo)
+    search = SearchRun(spec=Path(paths[0]), out=out,  # a Path: a file or a bundled name, never YAML text
+                       overrides=tuple(overrides), storage=storage, trials=trials,
+                       study=study, steps=steps, allow_changes=allow_changes, echo=typer.echo)
     try:
         space = search.space()
         if dry_run:
@@ -68,17 +91,34 @@ def run(
         target = search.target(space)
         where = storage or str(out)
         typer.echo(f"search {search.study_name(space)}: {target} trials, {workers} worker(s), study in {where}")
-        run_workers(search, workers, first=worker_index)
-        _report(storage or out, search.study_name(space), out / "report")
+        lost = run_workers(search, workers, first=worker_index)
+        finished = _report(storage or out, search.study_name(space), out / "report")
     except SpecError as err:
         print_issues(err.issues)
-        raise typer.Exit(1) from None
+        raise typer.Exit(exit_status(err)) from None
     except NLCError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
+        fail(err)
+    _exit_on_failures(finished, lost)
 
 
-@app.command("report")
+def _exit_on_failures(study, lost: list[str]) -> None:
+    """Exit 1, saying how many, when trials failed or worker processes died."""
+    from ..search.report import failure_counts, reported_trials
+
+    counts = failure_counts(study)
+    failed = sum(counts.values())
+    if failed:
+        causes = ", ".join(f"{n} {'training error' if cause == 'error' else 'invalid spec'}{'s' if n != 1 else ''}"
+                           for cause, n in counts.items() if n)
+        typer.echo(f"error: {failed} of {len(reported_trials(study))} trials failed ({causes}); "
+                   "their notes are in the report", err=True)
+    if lost:
+        typer.echo(f"error: {len(lost)} worker process(es) exited with an error", err=True)
+    if failed or lost:
+        raise typer.Exit(FAILED)
+
+
+@app.command("report", epilog=REPORT_EXAMPLES)
 def report(
     target: str = typer.Argument(..., metavar="STUDY_DIR_OR_URL", help="a search's --out folder, .journal file or RDB URL"),
     study: Optional[str] = typer.Option(None, "--study", help="study name (needed when the storage has several)"),
@@ -95,17 +135,19 @@ def report(
     try:
         _report(target, study, out)
     except NLCError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
+        fail(err)
 
 
-def _report(target: str | Path, study_name: str | None, folder: Path) -> None:
+def _report(target: str | Path, study_name: str | None, folder: Path):
+    """Write and print the report of a study; the study."""
     from rich.console import Console
 
     from ..search.report import render_table, write_report
     from ..search.study import load_study
 
-    written = write_report(load_study(target, study_name), folder)
+    study = load_study(target, study_name)
+    written = write_report(study, folder)
     Console().print(render_table(written))
     for name, path in written["files"].items():
         typer.echo(f"{name}: {path}")
+    return study

@@ -1,4 +1,5 @@
-"""``nlc validate SPEC... [OVERRIDES] [--json]``: every issue of every spec, exit 1 on error."""
+"""``nlc validate SPEC... [OVERRIDES] [--json]``: every issue of every spec; exit 1 when a
+spec is invalid, 2 when a file cannot be used at all (:mod:`nlc.status`)."""
 from __future__ import annotations
 
 import json
@@ -8,6 +9,14 @@ from typing import List
 import typer
 
 from ._common import print_issues, split_args, validate_path
+from ..status import BAD_INPUT
+
+
+# The end of `nlc validate --help` (app.py passes it as the epilog): commands that run as written.
+EPILOG = ("Examples:\n"
+          "  nlc validate specs/hope.yaml\n"
+          "  nlc validate specs/*.yaml --json\n"
+          "  nlc validate specs/hope.yaml model.width=64 train.seq_len=128")
 
 
 def validate(
@@ -23,11 +32,11 @@ def validate(
     paths, overrides = split_args(args)
     if not paths:
         typer.echo("error: give at least one spec file", err=True)
-        raise typer.Exit(2)
-    reports, failed = [], False
+        raise typer.Exit(BAD_INPUT)
+    reports, worst = [], 0
     for path in paths:
-        spec, issues = validate_path(path, overrides)
-        failed |= spec is None
+        spec, issues, status = validate_path(path, overrides)
+        worst = max(worst, status)
         reports.append({"file": path, "ok": spec is not None,
                         "name": spec.name if spec is not None else None,
                         "issues": [asdict(i) for i in issues]})
@@ -45,5 +54,5 @@ def validate(
             errors = sum(i.severity == "error" for i in issues)
             typer.echo(f"FAILED {path}: {errors} error{'s' if errors != 1 else ''}", err=True)
     if as_json:
-        typer.echo(json.dumps({"ok": not failed, "specs": reports}, indent=2))
-    raise typer.Exit(1 if failed else 0)
+        typer.echo(json.dumps({"ok": not worst, "specs": reports}, indent=2))
+    raise typer.Exit(worst)

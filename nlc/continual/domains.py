@@ -68,11 +68,12 @@ def union_corpus(corpora: dict) -> TokenSplits:
                        val_bytes=sum(c.val_bytes for c in parts))
 
 
-def domain_bpb(model, corpora: dict, batch: int, seq_len: int, batches: int, seed: int
-               ) -> dict[str, float]:
+def domain_bpb(model, corpora: dict, batch: int, seq_len: int, batches: int, seed: int,
+               check_finite: bool = True) -> dict[str, float]:
     """Validation bits per byte of ``model`` on each domain (one row of R)."""
     from ..evaluate import evaluate_lm
 
     return {name: evaluate_lm(model, c.val, batch, seq_len, batches, seed,
-                              bytes_per_token=c.val_bytes / c.val.numel())["bpb"]
+                              bytes_per_token=c.val_bytes / c.val.numel(),
+                              check_finite=check_finite)["bpb"]
             for name, c in corpora.items()}

@@ -69,17 +69,19 @@ def steps_per_stage(tokens_per_stage: int, batch: int, seq_len: int) -> int:
 
 
 def train_in_sequence(model, stages: Sequence[tuple[str, object]], steps: int, out: Path,
-                      seed: int, progress: bool, score: Callable[[object, int], list[float]]
-                      ) -> list[list[float]]:
+                      seed: int, progress: bool, score: Callable[[object, int], list[float]],
+                      check_finite: bool = True) -> list[list[float]]:
     """Train ``model`` on each ``(name, data)`` stage in turn (``steps`` optimizer steps,
     one ``nlc.train`` run each, in ``out/<k>-<name>``); after stage k, ``score(model, k)``
-    is row k of the returned matrix."""
+    is row k of the returned matrix. ``check_finite=False`` lets a diverged stage finish with
+    non-finite scores (the paper benchmark counts such runs) instead of raising
+    :class:`~nlc.errors.NonFiniteError`."""
     from ..train import train
 
     rows = []
     for k, (name, data) in enumerate(stages):
         result = train(model, data=data, out=out / f"{k}-{name}", steps=steps, seed=seed + k,
-                       progress=progress)
+                       progress=progress, check_finite=check_finite)
         model = result.model
         rows.append([float(v) for v in score(model, k)])
     return rows
@@ -116,8 +118,8 @@ class Protocol:
 
 
 def run_protocol(model, spec, protocol: Protocol, steps: int, out: Path, *, overrides: Sequence[str],
-                 seed: int, baselines: bool, extra_baseline_overrides: Sequence[str], progress: bool
-                 ) -> list[ContinualRun]:
+                 seed: int, baselines: bool, extra_baseline_overrides: Sequence[str], progress: bool,
+                 check_finite: bool = True) -> list[ContinualRun]:
     """``model`` (compiled from ``spec`` with ``overrides``) through the stages, then the
     naive and joint baselines (module doc); every run scored by ``protocol.score``."""
     from ..compiler import compile as compile_spec
@@ -125,7 +127,8 @@ def run_protocol(model, spec, protocol: Protocol, steps: int, out: Path, *, over
     score = protocol.score
 
     def sequential(label, m):
-        R = train_in_sequence(m, protocol.stages, steps, out / "stages" / label, seed, progress, score)
+        R = train_in_sequence(m, protocol.stages, steps, out / "stages" / label, seed, progress, score,
+                              check_finite)
         return ContinualRun(label, m.spec.name, [name for name, _ in protocol.stages],
                             protocol.tasks, R, protocol.lower_is_better, protocol.metrics(R))
 
@@ -138,7 +141,8 @@ def run_protocol(model, spec, protocol: Protocol, steps: int, out: Path, *, over
     joint = compile_spec(spec, overrides=tuple(overrides))
     last = len(protocol.stages) - 1  # the joint model has seen every stage's data
     R = train_in_sequence(joint, [("joint", protocol.union)], steps * len(protocol.stages),
-                          out / "stages" / "joint", seed, progress, lambda m, _k: score(m, last))
+                          out / "stages" / "joint", seed, progress, lambda m, _k: score(m, last),
+                          check_finite)
     runs.append(ContinualRun("joint", joint.spec.name, ["joint (all stages)"], protocol.tasks, R,
                              protocol.lower_is_better, {"acc": sum(R[0]) / len(R[0])}))
     return runs
@@ -148,10 +152,11 @@ def run_continual(spec, stream: Sequence[str] = DEFAULT_STREAM, tokens_per_stage
                   *, out: str | Path = "runs/continual", overrides: Sequence[str] = (),
                   seed: int | None = None, eval_batches: int | None = None, baselines: bool = True,
                   extra_baseline_overrides: Sequence[str] = (), progress: bool = False,
-                  corpora: dict | None = None) -> list[ContinualRun]:
+                  corpora: dict | None = None, check_finite: bool = True) -> list[ContinualRun]:
     """Run the protocol of the module doc; returns the runs (``model``, then ``naive`` and
     ``joint`` when ``baselines``). ``corpora`` ({name: Corpus}) skips loading the stream's
-    corpora (they must be the stream's domains, in order)."""
+    corpora (they must be the stream's domains, in order); ``check_finite=False``: see
+    :func:`train_in_sequence`."""
     from ..compiler import compile as compile_spec
 
     overrides = (*overrides, *([f"train.seed={seed}"] if seed is not None else []))
@@ -163,11 +168,12 @@ def run_continual(spec, stream: Sequence[str] = DEFAULT_STREAM, tokens_per_stage
     names = list(domains)
 
     def score(m, _k):
-        row = domain_bpb(m, domains, t.batch, t.seq_len, eval_batches or t.eval_batches, t.seed)
+        row = domain_bpb(m, domains, t.batch, t.seq_len, eval_batches or t.eval_batches, t.seed,
+                         check_finite)
         return [row[name] for name in names]
 
     protocol = Protocol(list(domains.items()), names, union_corpus(domains), True, score)
     steps = steps_per_stage(tokens_per_stage or t.steps * t.batch * t.seq_len, t.batch, t.seq_len)
     return run_protocol(model, spec, protocol, steps, Path(out), overrides=overrides, seed=t.seed,
                         baselines=baselines, extra_baseline_overrides=extra_baseline_overrides,
-                        progress=progress)
+                        progress=progress, check_finite=check_finite)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .lm import evaluate_lm
 from .report import lm_json, lm_table, task_table, write_json
-from .tasks import TASKS, EvaluationError, TaskReport, evaluate_task, task_batch, teach_targets
+from .tasks import TASKS, EvaluationError, TaskReport, accuracy_stderr, evaluate_task, task_batch, teach_targets
 
-__all__ = ["TASKS", "EvaluationError", "TaskReport", "evaluate_lm", "evaluate_task", "lm_json",
+__all__ = ["TASKS", "EvaluationError", "TaskReport", "accuracy_stderr", "evaluate_lm", "evaluate_task", "lm_json",
            "lm_table", "task_batch", "task_table", "teach_targets", "write_json"]

@@ -6,12 +6,22 @@ cross-entropy in nats over the K·B·T scored tokens, ρ the bytes per token of 
 
     bpb = L / (ln 2 · ρ)
 
+Spread: every batch has B·T tokens, so L is the mean of the K per-batch losses L_k, and
+its standard error is ``stdev(L_1..L_K) / √K`` (the batches are independent random
+windows); ``bpb_stderr`` is that divided by ln 2 · ρ. With one batch there is no spread
+to measure: both are None.
+
 The K batches are drawn by :func:`nlc.data.sample_batch` from a generator seeded with
 ``seed``, so the same call scores the same windows every time. Each window starts from
 ``model.init_state(B)`` and is run with its targets: in-context levels update as the spec
 says, and CMS levels driven by the task loss learn from the losses of tokens already
 scored (causal: the update after token t uses targets up to t, and only later tokens see
 it). No parameter changes; the model is in eval mode for the call.
+
+``check_finite`` (default): a batch whose loss is NaN or inf (read anyway, one sync per
+batch) stops the evaluation with a :class:`~nlc.errors.NonFiniteError` naming the batch, the
+level that went non-finite first and the token (the batch re-run with hooks,
+:meth:`nlc.runtime.model.NLCModel.diagnose_non_finite`); without it the mean is NaN/inf.
 """
 from __future__ import annotations
 
@@ -24,27 +34,41 @@ from torch import Tensor, nn
 
 
 def evaluate_lm(model: nn.Module, tokens: Tensor, batch: int, seq_len: int, batches: int, seed: int, *,
-                bytes_per_token: float = 1.0, autocast_dtype: torch.dtype | None = None) -> dict[str, float]:
-    """``{"loss": L, "bpb": bits per byte, "tokens": tokens scored}`` on ``tokens`` (1-D)."""
+                bytes_per_token: float = 1.0, autocast_dtype: torch.dtype | None = None,
+                check_finite: bool = True) -> dict[str, float]:
+    """``{"loss": L, "bpb": bits per byte, "tokens": tokens scored, "loss_stderr",
+    "bpb_stderr": their standard errors over the batches (None for one batch)}`` on
+    ``tokens`` (1-D)."""
     from ..data import sample_batch
+    from ..runtime.model import non_finite_error
 
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
-    total, count = 0.0, 0
+    losses, count = [], 0
     was_training = model.training
     model.eval()
     try:
-        for _ in range(batches):
+        for index in range(batches):
             x, y = sample_batch(tokens, batch, seq_len, generator)
             x, y = x.to(device), y.to(device)
             with torch.no_grad(), autocast(device, autocast_dtype):
                 logits, _ = model(x, model.init_state(batch), targets=y)
-            total += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum").item()
+            summed = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum").item()
+            if check_finite and not math.isfinite(summed):
+                with autocast(device, autocast_dtype):
+                    raise non_finite_error(model, f"non-finite loss ({summed}) on evaluation batch {index + 1} of "
+                                                  f"{batches} ({batch} windows of {seq_len} tokens)",
+                                           step=index + 1, tokens=x, targets=y)
+            losses.append(summed / y.numel())
             count += y.numel()
     finally:
         model.train(was_training)
-    loss = total / count
-    return {"loss": loss, "bpb": loss / (math.log(2) * bytes_per_token), "tokens": count}
+    loss, k = sum(losses) / len(losses), len(losses)
+    # not statistics.stdev: it converts to fractions, which fails on an unchecked inf or NaN
+    stderr = math.sqrt(sum((x - loss) ** 2 for x in losses) / (k - 1) / k) if k > 1 else None
+    per_bit = math.log(2) * bytes_per_token
+    return {"loss": loss, "bpb": loss / per_bit, "tokens": count, "loss_stderr": stderr,
+            "bpb_stderr": None if stderr is None else stderr / per_bit}
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

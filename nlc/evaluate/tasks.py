@@ -27,24 +27,38 @@ Task settings (fixed so that lengths are comparable):
   adjective-noun, "uuid"), ``length`` bytes; the noise haystack, or prose from
   ``haystack_text`` (RULER's essay haystack).
 
+A NaN or inf in the logits stops the evaluation (``check_finite``, default) with a
+:class:`~nlc.errors.NonFiniteError` naming the task, length, examples, the level that went
+non-finite first and the token (:meth:`nlc.runtime.model.NLCModel.diagnose_non_finite`);
+scoring NaN logits would give a meaningless accuracy.
+
 The examples at a length come from a generator seeded with ``(seed, length)``, so a
 length's numbers do not depend on which other lengths were evaluated.
+
+Spread (``TaskReport.stderr``, :func:`accuracy_stderr`): the examples are the independent
+draws. Per-example accuracy p over N examples is a binomial proportion, standard error
+``sqrt(p (1 - p) / N)`` (0 when every answer is right or every one wrong: more examples,
+not certainty). Per-token accuracy pools c_i right of m_i scored tokens of example i,
+p = Σc / Σm; tokens of one example are not independent, so its standard error is the
+ratio estimator's over examples, ``sqrt(Σ(c_i - p m_i)² / (N (N - 1))) / mean(m)``
+(None for one example).
 
 Notation: N examples, T tokens per example (the length), V vocabulary.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import Tensor
 
-from ..errors import NLCError
+from ..errors import NLCError, NonFiniteError
 from ..tasks import IGNORE, TaskBatch, mqar, niah, passkey, score, selective_copy
 from ..tasks.needle_values import KINDS as NEEDLE_KINDS
 
-__all__ = ["TASKS", "TaskReport", "EvaluationError", "evaluate_task", "task_batch", "task_logits",
-           "teach_targets"]
+__all__ = ["TASKS", "TaskReport", "EvaluationError", "accuracy_stderr", "evaluate_task", "task_batch",
+           "task_logits", "teach_targets"]
 
 TASKS = ("mqar", "copy", "passkey", "niah")
 COPY_TOKENS, COPY_ALPHABET = 16, 16
@@ -68,6 +82,7 @@ class TaskReport:
     train_length: int | None          # the model's training seq_len, when it has a spec
     accuracy: dict[int, float] = field(default_factory=dict)
     niah_value: str | None = None     # niah: the needle's value kind
+    stderr: dict[int, float | None] = field(default_factory=dict)  # of each accuracy (module doc)
 
     def beyond_training(self, length: int) -> bool:
         return self.train_length is not None and length > self.train_length
@@ -75,6 +90,7 @@ class TaskReport:
     def to_json(self) -> dict:
         data = asdict(self)
         data["accuracy"] = {str(k): v for k, v in self.accuracy.items()}
+        data["stderr"] = {str(k): v for k, v in self.stderr.items()}
         data["beyond_training"] = {str(k): self.beyond_training(k) for k in self.accuracy}
         return data
 
@@ -113,15 +129,33 @@ def teach_targets(batch: TaskBatch) -> Tensor:
     return targets.masked_fill(batch.answer_mask, IGNORE)
 
 
+def accuracy_stderr(batch: TaskBatch, logits: Tensor, accuracy: float) -> float | None:
+    """The standard error of ``accuracy`` (:func:`nlc.tasks.score` of ``logits`` on
+    ``batch``) over its examples; the module doc gives the formulas."""
+    n = batch.tokens.shape[0]
+    if batch.scoring == "per_example":
+        return math.sqrt(accuracy * (1.0 - accuracy) / n)
+    if n < 2:
+        return None
+    predictions = logits.argmax(dim=-1).to(batch.targets.device)
+    right = ((predictions == batch.targets) & batch.answer_mask).sum(dim=1).double()
+    scored = batch.answer_mask.sum(dim=1).double()
+    spread = (right - accuracy * scored).square().sum() / (n * (n - 1))
+    return float(spread.sqrt() / scored.mean())
+
+
 def _device(model) -> torch.device:
     param = next(iter(model.parameters()), None)
     return param.device if param is not None else torch.device("cpu")
 
 
 @torch.no_grad()
-def task_logits(model, batch: TaskBatch, batch_size: int) -> Tensor:
+def task_logits(model, batch: TaskBatch, batch_size: int, *, check_finite: bool = True) -> Tensor:
     """The model's logits (N, T, V) on ``batch``, each example from a fresh state, in
-    mini-batches of ``batch_size`` examples (CPU, float32)."""
+    mini-batches of ``batch_size`` examples (CPU, float32); with ``check_finite`` a
+    mini-batch with a NaN or inf logit raises :class:`~nlc.errors.NonFiniteError`."""
+    from ..runtime.model import non_finite_error
+
     device = _device(model)
     teach = getattr(model, "teach_period", None) is not None
     targets = teach_targets(batch) if teach else None
@@ -130,16 +164,21 @@ def task_logits(model, batch: TaskBatch, batch_size: int) -> Tensor:
         tokens = batch.tokens[start:start + batch_size].to(device)
         part = None if targets is None else targets[start:start + batch_size].to(device)
         logits, _ = model(tokens, model.init_state(tokens.shape[0]), part)
+        if check_finite and not bool(torch.isfinite(logits).all()):
+            raise non_finite_error(model, f"non-finite logits on examples {start + 1}-{start + tokens.shape[0]} "
+                                          f"({tokens.shape[1]} tokens)", step=start // batch_size + 1,
+                                   tokens=tokens, targets=part)
         pieces.append(logits.float().cpu())
     return torch.cat(pieces, dim=0)
 
 
 def evaluate_task(model, task: str, lengths: list[int] | tuple[int, ...], n: int = 50,
                   seed: int = 0, haystack_text: str | None = None,
-                  batch_size: int = 16, niah_value: str = "number") -> TaskReport:
+                  batch_size: int = 16, niah_value: str = "number", check_finite: bool = True) -> TaskReport:
     """Accuracy of ``model`` on ``n`` examples of ``task`` at each of ``lengths``.
 
     The model is put in eval mode for the call and its mode restored afterwards.
+    ``check_finite``: stop at the first non-finite logits (see the module doc).
     """
     if task not in TASKS:
         raise EvaluationError(f"unknown task {task!r}: choose one of {', '.join(TASKS)}")
@@ -148,14 +187,19 @@ def evaluate_task(model, task: str, lengths: list[int] | tuple[int, ...], n: int
     spec = getattr(model, "spec", None)
     was_training = model.training
     model.eval()
-    accuracy, scoring = {}, ""
+    accuracy, stderr, scoring = {}, {}, ""
     try:
         for length in lengths:
             batch = task_batch(task, n, length, model.vocab, seed, haystack_text, niah_value)
-            accuracy[length] = score(batch, task_logits(model, batch, batch_size))
+            try:
+                logits = task_logits(model, batch, batch_size, check_finite=check_finite)
+            except NonFiniteError as err:
+                raise err.reworded(prefix=f"{task} at length {length}: ") from None
+            accuracy[length] = score(batch, logits)
+            stderr[length] = accuracy_stderr(batch, logits, accuracy[length])
             scoring = batch.scoring
     finally:
         model.train(was_training)
     return TaskReport(task=task, scoring=scoring, examples=n, seed=seed,
                       train_length=spec.train.seq_len if spec is not None else None,
-                      accuracy=accuracy, niah_value=niah_value if task == "niah" else None)
+                      accuracy=accuracy, niah_value=niah_value if task == "niah" else None, stderr=stderr)

@@ -10,17 +10,20 @@ The rules (docs/design.md, "Validation rules", states them for users):
 5. every level reaches the output (is used by a layer, or feeds a level that does);
 6. chunks hold whole periods; periods that do not nest, or exceed the training
    sequence, are warned about;
-7. dimensions agree: heads divide the width, a state copied or meta-learned from
-   another level has the same shape;
-8. update rules fit their memory and objective (delta rule: matrix + L2; DGD: L2 or dot;
-   the task objective only drives MLP (CMS) levels; a CMS level steps by gd or momentum);
+7. dimensions agree: heads divide the width, attention with RoPE has an even head dim, a
+   state copied or meta-learned from another level has the same shape;
+8. the runtime builds what the spec says (:mod:`nlc.capabilities`, the table the lowering
+   asserts): memory update rules, memory periods (1), CMS objectives / rules / lr / flush,
+   initial states and resets, and couplings of memories (only HOPE's self-modifying pattern);
 9. a nested initial state (``init: {from: X}``, NL-arXiv Eq. 72) belongs to a task-driven
    CMS level applied in a layer of its own, in a block that applies X in a layer of its own
    (the model re-initialises it from that layer's state when X updates);
 10. a knob squashed by a sigmoid (data-dependent, or a memory's learned knob) starts strictly
-    inside (0, max), and a retention / momentum / forget gate keeps max <= 1. *Warning*: a
+    inside (0, max) (a gate's max <= 1 is a range of the spec model). *Warning*: a
     deep (MLP) memory stepping with a constant lr >= 1 on keys that are not l2-normalised
     (the language's defaults) diverges within a few chunks.
+11. *Warning*: an optimizer level's ``warmup`` is shorter than the updates it makes in the
+    run (``train.steps // period.steps``); otherwise its lr never leaves the warm-up ramp.
 """
 from __future__ import annotations
 
@@ -29,9 +32,27 @@ import math
 
 import networkx as nx
 
+from ..capabilities import (
+    CMSCase,
+    KnobFacts,
+    MemoryFacts,
+    Refusal,
+    RuleCase,
+    SourceFacts,
+    cms_init_refusals,
+    cms_refusals,
+    coupled,
+    guards,
+    frozen_mlp_refusals,
+    hope_refusals,
+    init_refusals,
+    memory_primitive,
+    memory_refusals,
+)
 from ..errors import Issue
-from ..spec.levels import MemoryLevel, MLPLevel, OptimizerLevel
-from ..spec.model import LevelLayer, Spec
+from ..spec.levels import AttentionLevel, MemoryLevel, MLPLevel, OptimizerLevel
+from ..spec.model import ContextLayer, LevelLayer, Spec
+from ..spec.values import Knob, Source
 from .build import block_levels, build_graph, frequency, outermost, references
 
 
@@ -41,7 +62,8 @@ def check_spec(spec: Spec) -> list[Issue]:
         return issues
     graph = build_graph(spec)
     for check in (_check_cycles, _check_initialisation, _check_outermost, _check_reaches_output,
-                  _check_periods, _check_dimensions, _check_rules, _check_nesting, _check_knobs):
+                  _check_periods, _check_dimensions, _check_capabilities, _check_nesting, _check_knobs,
+                  _check_warmup):
         issues += check(spec, graph)
     return issues
 
@@ -163,6 +185,11 @@ def _check_dimensions(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
         if heads is not None and width % heads:
             issues.append(Issue(f"levels.{name}.heads", f"{heads} heads do not divide the width {width}",
                                 hint=f"use a divisor of {width}"))
+        elif isinstance(level, AttentionLevel) and level.rope and (width // (heads or spec.model.heads)) % 2:
+            where = f"levels.{name}.heads" if heads is not None else "model.heads"
+            issues.append(Issue(where, f"RoPE rotates pairs of channels, and attention level '{name}' has "
+                                f"an odd head dim {width // (heads or spec.model.heads)}",
+                                hint="choose heads so that width / heads is even, or set rope: false"))
         init = getattr(level, "init", None)
         if init is not None and init.level is not None and init.level in spec.levels:
             if _state_shape(spec.levels[init.level]) != _state_shape(level):
@@ -172,29 +199,90 @@ def _check_dimensions(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
     return issues
 
 
-def _check_rules(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
-    issues = []
+def _check_capabilities(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
+    """Rule 8: what the runtime builds (:mod:`nlc.capabilities`, the table lowering asserts)."""
+    memories = {n: _memory_facts(spec, n, lv) for n, lv in spec.levels.items() if isinstance(lv, MemoryLevel)}
+    sources = {n: f.level_sources() for n, f in memories.items()}
+    mains = [n for n in dict.fromkeys(block_levels(spec)) if n in memories and sources[n]]
+    hope = set(mains) | {c for n in mains for c in coupled(n, sources)}
+    found: list[tuple[str, Refusal]] = []
     for name, level in spec.levels.items():
-        if isinstance(level, MLPLevel) and level.update is not None and level.update.rule not in ("gd", "momentum"):
-            issues.append(Issue(f"levels.{name}.update.rule", f"a CMS level steps by the summed chunk gradient "
-                                f"(NL Eqs. 70-71), not by rule '{level.update.rule}'", hint="use rule gd or momentum"))
-        if not isinstance(level, MemoryLevel):
-            continue
-        base, rule, objective = f"levels.{name}", level.update.rule, level.objective.kind
-        if rule == "delta" and level.memory.kind != "matrix":
-            issues.append(Issue(f"{base}.update.rule", "the exact delta rule needs a matrix memory",
-                                hint="use rule 'gd' or 'momentum' for an MLP memory"))
-        elif rule == "delta" and objective != "l2":
-            issues.append(Issue(f"{base}.update.rule", f"the delta rule minimises the l2 objective, not "
-                                f"'{objective}'", hint="set objective: {kind: l2} or use rule 'gd'"))
-        if rule == "dgd" and objective not in ("l2", "dot"):
-            issues.append(Issue(f"{base}.update.rule", "DGD (HOPE Eq. 88) is defined for the l2 and "
-                                "dot objectives"))
-        if objective == "task":
-            issues.append(Issue(f"{base}.objective.kind", "the 'task' objective drives MLP (CMS) levels; "
-                                "a memory needs an associative objective",
-                                hint="use l2, lp, huber or dot"))
-    return issues
+        refusals: list[Refusal] = []
+        if isinstance(level, MemoryLevel):
+            f = memories[name]
+            rule = memory_primitive(RuleCase(f.memory, f.objective, f.rule, f.window, f.retention_kind,
+                                             f.guards))
+            if isinstance(rule, Refusal) and (name not in hope or f.objective == "task"):
+                refusals.append(rule)
+            refusals += memory_refusals(level.period.tokens or 0, f.self_target, f.init, name in hope)
+        elif isinstance(level, MLPLevel) and level.period.tokens is None:
+            refusals += frozen_mlp_refusals(level.init.kind, level.flush)
+        elif isinstance(level, MLPLevel):
+            refusals += cms_refusals(_cms_case(level)) + cms_init_refusals(level.init.kind)
+        init = getattr(level, "init", None)
+        if init is not None:
+            refusals += init_refusals(init.kind, init.reset, "reset" in init.model_fields_set, init.level)
+        found += [(name, r) for r in refusals]
+    for main in mains:
+        found += hope_refusals(memories[main], memories)
+    issues = [Issue(f"levels.{name}.{r.field}", r.message, hint=r.hint) for name, r in found]
+    for b, block in enumerate(spec.model.blocks):
+        for i, layer in enumerate(block.layers):
+            if isinstance(layer, ContextLayer) and layer.context.memory in mains:
+                issues.append(Issue(f"model.blocks.{b}.layers.{i}.context.memory", f"a context (MAC) layer "
+                                    f"reads a memory with static sources; '{layer.context.memory}' is a "
+                                    "self-modifying (HOPE) memory", hint="apply it in a layer of its own"))
+            attention = spec.levels.get(layer.context.attention) if isinstance(layer, ContextLayer) else None
+            if getattr(attention, "persistent", None) and layer.context.persistent:
+                issues.append(Issue(f"model.blocks.{b}.layers.{i}.context.persistent", f"attention level "
+                                    f"'{layer.context.attention}' already prepends the persistent tokens of "
+                                    f"'{attention.persistent}'; a context layer prepends one persistent level",
+                                    hint="give persistent tokens in one place: the attention level or the layer"))
+    return list({(i.path, i.message): i for i in issues}.values())
+
+
+def _source_facts(source: Source) -> SourceFacts:
+    return SourceFacts(source.source, source.project, source.conv, source.norm == "l2",
+                       source.activation == "silu")
+
+
+def _knob_facts(knob: Knob) -> KnobFacts:
+    return KnobFacts(knob.kind, knob.source, knob.per == "chunk", knob.max)
+
+
+def _memory_facts(spec: Spec, name: str, level: MemoryLevel) -> MemoryFacts:
+    """The capability table's view of a memory level (sizes resolved as the IR does)."""
+    shape, update, objective = level.memory, level.update, level.objective
+    heads = level.heads or spec.model.heads
+    mlp = shape.kind == "mlp"
+    retention = update.forget if update.forget is not None else update.retention
+    return MemoryFacts(
+        name=name, memory=shape.kind, depth=shape.depth if mlp else 1,
+        residual=mlp and shape.residual, heads=heads,
+        hidden=(shape.hidden or shape.expansion * (spec.model.width // heads)) if mlp else 0,
+        activation=shape.activation if mlp else "identity", objective=objective.kind,
+        window=objective.window, self_target=objective.self_target, rule=update.rule,
+        lr=_knob_facts(update.lr), momentum=_knob_facts(update.momentum) if update.momentum else None,
+        retention=_knob_facts(retention) if retention is not None else None,
+        forget=update.forget is not None, weight_decay=update.weight_decay,
+        retention_kind=update.retention_kind, guards=guards(update.grad_clip, update.grad_normalize),
+        update=update, chunk=level.chunk, read_after_write=level.read == "after_write",
+        keys=_source_facts(level.keys), values=_source_facts(level.values),
+        queries=_source_facts(level.queries), init=level.init.kind, output_gate=level.output_gate)
+
+
+def _cms_case(level: MLPLevel) -> CMSCase:
+    update, objective = level.update, level.objective
+    kind = objective.kind if objective is not None else "task"
+    return CMSCase(
+        objective=kind, window=objective.window if objective else 1,
+        self_target=bool(objective and objective.self_target), rule=update.rule,
+        momentum=update.momentum is not None,
+        retention=update.retention is not None or update.forget is not None,
+        weight_decay=update.weight_decay, retention_kind=update.retention_kind,
+        guards=guards(update.grad_clip, update.grad_normalize), lr_kind=update.lr.kind,
+        lr_source=update.lr.source, lr_per_chunk=update.lr.per == "chunk",
+        flush=level.flush)
 
 
 def _is_task_cms(level: object) -> bool:
@@ -249,19 +337,61 @@ def _check_knobs(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
             knob, path = getattr(update, role), f"levels.{name}.update.{role}"
             if knob is None or knob.kind == "constant":
                 continue
-            if role != "lr" and knob.max > 1:
-                issues.append(Issue(f"{path}.max", f"a {role} gate stays in (0, 1); max {knob.max} lets it "
-                                    "leave", hint="use max <= 1: the gate is max * sigmoid(.)"))
             squashed = knob.kind == "data" or isinstance(level, MemoryLevel)  # a CMS learned lr: softplus
             if squashed and not 0 < knob.initial < knob.max:
                 where, hint = ("init", "give an init below max, or a larger max") if knob.kind == "data" \
                     else ("learned", "use a value below 1, or {from: input, init: ..., max: ...}")
                 issues.append(Issue(f"{path}.{where}", f"the {role} knob is {knob.max} * sigmoid(.): it "
                                     f"starts strictly inside (0, {knob.max}), not at {knob.initial}", hint=hint))
-        if isinstance(level, MemoryLevel) and level.memory.kind == "mlp" and update.lr.kind == "constant" \
-                and update.lr.value >= 1 and level.keys.norm != "l2":
-            issues.append(Issue(f"levels.{name}.update.lr", f"a deep (MLP) memory stepping with the constant lr "
-                                f"{update.lr.value} on keys that are not l2-normalised diverges within a few "
-                                "chunks", hint="use lr: 0.1 or less, a data-dependent lr, or keys: {from: input, "
-                                "norm: l2}", severity="warning"))
+        if isinstance(level, MemoryLevel) and _feeds_error_back(level) and level.keys.norm != "l2" \
+                and level.keys.source == "input" and level.keys.project:  # the estimate holds for projections
+            head_dim = spec.model.width // (level.heads or spec.model.heads)
+            step = update.lr.initial * level.objective.window * head_dim / 3
+            if step >= 1:
+                issues.append(Issue(f"levels.{name}.update.lr", f"the memory starts stepping with lr "
+                                    f"{update.lr.initial} on keys that are not l2-normalised: a projected key "
+                                    f"starts with |k|^2 about head_dim / 3 = {head_dim / 3:.3g}, and a write over "
+                                    f"a window of {level.objective.window} multiplies the memory's error by about "
+                                    f"(1 - 2 lr window |k|^2), so it diverges within a few tokens",
+                                    hint="use keys: {from: input, norm: l2}, or lr < "
+                                    f"{3 / (level.objective.window * head_dim):.2g}"))
+        if isinstance(level, MLPLevel) and level.objective is not None and level.objective.kind == "l2":
+            step = update.lr.initial * level.period.tokens * spec.model.width
+            if step >= CMS_L2_STEP_LIMIT:
+                issues.append(Issue(f"levels.{name}.update.lr", f"a CMS level on the l2 objective sums "
+                                    f"{level.period.tokens} tokens' gradients of ||MLP(x) - x||^2, and its input "
+                                    f"has |x|^2 about the width {spec.model.width} after the norm: lr "
+                                    f"{update.lr.initial} x period x width = {step:.3g} makes each update "
+                                    "overshoot, and the level diverges within a few periods",
+                                    hint=f"use lr < {CMS_L2_STEP_LIMIT / (level.period.tokens * spec.model.width):.2g}"))
+    return issues
+
+
+# lr x period x width below which an l2 CMS level stays finite (measured: 1,024 tokens at
+# widths 16-128, periods 1-32, every activation, at 0.2; NaN within 128 tokens at 0.64)
+CMS_L2_STEP_LIMIT = 0.25
+
+
+def _feeds_error_back(level: MemoryLevel) -> bool:
+    """Whether a memory's write is a step on its error ``M(k) - v`` (the l2 / lp / huber
+    objectives, the delta and DGD rules), whose size scales with lr |k|^2; a dot objective
+    writes ``lr v k^T`` and grows linearly at worst."""
+    return level.objective.kind in ("l2", "lp", "huber") or level.update.rule in ("delta", "dgd")
+
+
+def _check_warmup(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
+    """Rule 11: a warm-up (in the level's own updates, :mod:`nlc.train.lr`) that lasts the
+    whole run is almost always a forgotten edit after lowering ``train.steps``."""
+    issues = []
+    for name, level in spec.levels.items():
+        if not isinstance(level, OptimizerLevel) or not level.warmup:
+            continue
+        updates = spec.train.steps // level.period.steps
+        if level.warmup >= updates:
+            clock = "" if level.period.steps == 1 else f" (one every {level.period.steps} steps)"
+            issues.append(Issue(f"levels.{name}.warmup", f"warmup {level.warmup} is not shorter than the "
+                                f"{updates} updates '{name}' makes in train.steps {spec.train.steps}{clock}: "
+                                "the lr never leaves its warm-up ramp",
+                                hint=f"use a warmup below {updates} (often a tenth of it), or more train.steps",
+                                severity="warning"))
     return issues

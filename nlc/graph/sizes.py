@@ -23,6 +23,11 @@ No torch: the counts are analytic, so ``nlc graph`` can print them instantly. Co
 An initial state ``from: <level>`` belongs to that level and ``zero`` is not learned, so
 neither counts as parameters.
 
+*Budget*: :func:`check_model_bytes` refuses a spec whose fp32 parameters plus in-context
+state of one training batch (``train.batch`` sequences) exceed ``nlc.limits`` ``model_bytes``,
+before anything is allocated: an extra digit in a width or repeat fails at validation, not
+as an out-of-memory kill (activations and optimizer buffers come on top of the estimate).
+
 *Instances*: every repetition of a block has its own parameters. A level named by ``k``
 layers of a block has ``k`` instances per repetition; a level the block only reaches
 through references (keys/values/gates from another level, an ``init: {from: ...}``
@@ -35,6 +40,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 
+from ..errors import Issue
 from ..spec.levels import AttentionLevel, MemoryLevel, MLPLevel, OptimizerLevel, PersistentLevel
 from ..spec.model import ContextLayer, LevelLayer, ParallelLayer, Spec
 from ..spec.values import INPUT, Knob
@@ -178,3 +184,44 @@ def model_params(spec: Spec) -> dict[str, int]:
 
 def total_params(spec: Spec) -> int:
     return sum(s.total_params for s in level_sizes(spec).values()) + sum(model_params(spec).values())
+
+
+FLOAT_BYTES = 4  # fp32
+
+
+def model_bytes(spec: Spec) -> dict[str, tuple[int, int]]:
+    """``part -> (parameter bytes, state bytes of one training batch)``; a part is a level
+    (all its instances) or ``""`` for the embedding, head, norms and combine weights."""
+    batch = spec.train.batch
+    parts = {name: (s.total_params * FLOAT_BYTES, s.total_state * batch * FLOAT_BYTES)
+             for name, s in level_sizes(spec).items()}
+    parts[""] = (sum(model_params(spec).values()) * FLOAT_BYTES, 0)
+    return parts
+
+
+def check_model_bytes(spec: Spec, limit: int) -> list[Issue]:
+    """An error at the largest part when the estimate exceeds ``limit`` bytes, saying the
+    estimate and how to raise the limit."""
+    parts = model_bytes(spec)
+    params, state = (sum(p[i] for p in parts.values()) for i in (0, 1))
+    if params + state <= limit:
+        return []
+    name = max(parts, key=lambda n: sum(parts[n]))
+    copies = level_sizes(spec)[name].instances if name else 0
+    largest = (f"level '{name}' ({copies} {'copy' if copies == 1 else 'copies'}) takes {_size(sum(parts[name]))}"
+               if name else f"the embedding and head take {_size(parts[''][0])}")
+    return [Issue(
+        f"levels.{name}" if name else "model.width",
+        f"the model needs about {_size(params + state)} (parameters {_size(params)} + in-context state "
+        f"{_size(state)} for train.batch {spec.train.batch}, fp32), above the limit of {_size(limit)}; "
+        f"{largest}",
+        hint=f"shrink model.width, repeat, train.batch or train.seq_len, or raise the limit: "
+             f"nlc --max-model-bytes {params + state} ... or nlc.limits.raised(model_bytes={params + state})",
+    )]
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"

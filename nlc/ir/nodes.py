@@ -164,3 +164,4 @@ class ModelIR:
     layers: tuple[LayerIR, ...]
     ordered: tuple[tuple[str, ...], ...]  # ordered levels, fastest first
     source_file: str
+    overrides: tuple[str, ...] = ()  # the a.b=v / ~a.b overrides applied to source_file, in order

@@ -1,6 +1,7 @@
 """Spec -> IR: fill defaults, normalise gate conventions, order levels, unroll blocks."""
 from __future__ import annotations
 
+from ..capabilities import CMSCase, KnobFacts, MemoryFacts, RuleCase, SourceFacts, coupled, guards
 from ..graph.build import frequency, ordered_levels, outer_of
 from ..spec.levels import (
     AttentionLevel,
@@ -84,6 +85,7 @@ def resolve(spec: Spec) -> ModelIR:
         width=width, norm=spec.model.norm, tie_embeddings=spec.model.tie_embeddings,
         levels=levels, layers=tuple(layers), ordered=tuple(tuple(g) for g in ordered),
         source_file=getattr(spec._raw, "file", "<spec>"),
+        overrides=tuple(getattr(spec._raw, "overrides", ())),
     )
 
 
@@ -156,31 +158,81 @@ def _layer_ir(layer, b: int, r: int, i: int, spec: Spec) -> LayerIR:
         ctx = layer.context
         kind, combine = "context", ""
         levels = (ctx.attention, ctx.memory) + ((ctx.persistent,) if ctx.persistent else ())
-    used = [lv for other in spec.model.blocks[b].layers for lv in _layer_levels(other)]
-    suffix = "_".join(levels[:2])
-    name = f"b{b}_r{r}_{suffix}" if used.count(levels[0]) == 1 else f"b{b}_r{r}_l{i}_{suffix}"
+    name = _layer_names(spec.model.blocks[b].layers, b, r)[i]
     segment = layer.context.segment if isinstance(layer, ContextLayer) else None
     return LayerIR(name=name, kind=kind, levels=levels, combine=combine, norm=layer.norm,
                    residual=layer.residual, segment=segment, block=b, repeat=r, origin=origin)
 
 
-def level_sources(level: MemoryIR) -> list[str]:
-    """Levels whose outputs this memory uses as keys, values, queries or gates."""
-    knobs = [level.rule.lr, level.rule.momentum, level.rule.retention]
-    names = [s.source for s in (level.keys, level.values, level.queries)]
-    names += [k.source for k in knobs if k is not None and k.source is not None]
-    return [n for n in names if n != "input"]
+def _layer_names(layers, b: int, r: int) -> list[str]:
+    """The names of one repetition of a block's layers, distinct: a layer's name is its state
+    key (and its attribute in the emitted model), so two layers of one name would share one
+    state and one set of weights.
+
+    A layer is ``b{b}_r{r}_{first two levels}``, or ``b{b}_r{r}_l{i}_{...}`` (``i``: its index
+    in the block) when its first level is used by another layer of the block, or when the short
+    name is another layer's name too: ``[a, b_c]`` and ``[a_b, c]`` both join to ``a_b_c``, a
+    level called ``l1_x`` meets layer 1's indexed name. Indexed names never meet each other
+    (a level name does not start with a digit, so ``l{i}_`` ends at the first ``_``), so
+    indexing every short name that meets another leaves all names distinct."""
+    used = [lv for layer in layers for lv in _layer_levels(layer)]
+    suffixes = ["_".join(_layer_levels(layer)[:2]) for layer in layers]
+    indexed = [f"b{b}_r{r}_l{i}_{suffix}" for i, suffix in enumerate(suffixes)]
+    names = [f"b{b}_r{r}_{suffix}" if used.count(_layer_levels(layer)[0]) == 1 else indexed[i]
+             for i, (layer, suffix) in enumerate(zip(layers, suffixes))]
+    while True:
+        clashes = [i for i, name in enumerate(names) if names.count(name) > 1 and name != indexed[i]]
+        if not clashes:
+            return names
+        for i in clashes:
+            names[i] = indexed[i]
+
+
+def source_facts(source: SourceIR) -> SourceFacts:
+    return SourceFacts(source.source, source.project, source.conv, source.l2_norm, source.silu)
+
+
+def knob_facts(knob: KnobIR) -> KnobFacts:
+    return KnobFacts(knob.kind, knob.source, knob.per_chunk, knob.max)
+
+
+def rule_case(level: MemoryIR) -> RuleCase:
+    """A memory's update rule as the capability table reads it."""
+    r, o = level.rule, level.objective
+    return RuleCase(level.memory, o.kind, r.kind, o.window, r.retention_kind,
+                    guards(r.grad_clip, r.grad_normalize))
+
+
+def memory_facts(level: MemoryIR) -> MemoryFacts:
+    """The capability table's view of a memory level (the validator builds it from the spec)."""
+    r, o = level.rule, level.objective
+    return MemoryFacts(
+        name=level.name, memory=level.memory, depth=level.depth, residual=level.residual,
+        heads=level.heads, hidden=level.hidden if level.memory == "mlp" else 0,
+        activation=level.activation, objective=o.kind, window=o.window, self_target=o.self_target,
+        rule=r.kind, lr=knob_facts(r.lr), momentum=knob_facts(r.momentum) if r.momentum else None,
+        retention=knob_facts(r.retention) if r.retention else None,
+        forget=bool(r.retention and r.retention.complement), weight_decay=r.weight_decay,
+        retention_kind=r.retention_kind, guards=guards(r.grad_clip, r.grad_normalize),
+        update=r, chunk=level.chunk, read_after_write=level.read_after_write,
+        keys=source_facts(level.keys), values=source_facts(level.values),
+        queries=source_facts(level.queries), init=level.init, output_gate=level.output_gate)
+
+
+def cms_case(level: MLPIR) -> CMSCase:
+    """A CMS level as the capability table reads it."""
+    r, o = level.rule, level.objective
+    return CMSCase(
+        objective=o.kind, window=o.window, self_target=o.self_target, rule=r.kind,
+        momentum=r.momentum is not None, retention=r.retention is not None,
+        weight_decay=r.weight_decay, retention_kind=r.retention_kind,
+        guards=guards(r.grad_clip, r.grad_normalize), lr_kind=r.lr.kind, lr_source=r.lr.source,
+        lr_per_chunk=r.lr.per_chunk, flush=level.flush)
 
 
 def coupled_components(ir: ModelIR, name: str) -> tuple[str, ...]:
     """The other memories a memory is coupled with through its sources (HOPE's k, v, eta,
     alpha memories), transitively, in spec order."""
-    seen, todo = set(), [name]
-    while todo:
-        level = ir.levels[todo.pop()]
-        if isinstance(level, MemoryIR):
-            for src in level_sources(level):
-                if src not in seen and src != name:
-                    seen.add(src)
-                    todo.append(src)
-    return tuple(n for n in ir.levels if n in seen)
+    sources = {n: memory_facts(lv).level_sources() for n, lv in ir.levels.items()
+               if isinstance(lv, MemoryIR)}
+    return coupled(name, sources)

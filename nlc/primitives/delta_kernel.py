@@ -152,6 +152,9 @@ def _ut_solve(k: Tensor, a: Tensor, P: Tensor, D: Tensor, b: Optional[Tensor],
     if b is None:
         return w
     L = b.unsqueeze(-1) * D[..., :C, :] * (k @ k.transpose(-1, -2))  # strictly lower
+    if w.dtype in (torch.float16, torch.bfloat16):  # CPU has no half-precision triangular solve,
+        L, w, low = L.float(), w.float(), w.dtype  # and bfloat16 autocast hands it one
+        return torch.linalg.solve_triangular(L, w, upper=False, unitriangular=True).to(low)
     return torch.linalg.solve_triangular(L, w, upper=False, unitriangular=True)
 
 

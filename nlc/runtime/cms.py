@@ -49,29 +49,33 @@ Learning rate (``ir.rule.lr``): constant; ``learned`` -- one positive scalar per
 ``b = logit(init / max)`` so it starts at ``init``). Parameters of the lr belong to this level.
 
 Flush policy (``ir.flush``): ``forward`` / ``learn`` always keep chunk boundaries at absolute
-multiples of C (``carry``), so streaming equals one call. ``flush`` / ``drop`` act where the
-*sequence* ends: the model calls ``finish(state)`` at the end of its forward, which applies
-(``flush``) or discards (``drop``) the pending partial-chunk sums (``carry``: unchanged).
-Boundaries stay at absolute multiples of C afterwards.
+multiples of C (``carry``), so streaming equals one call. ``flush`` / ``drop`` would act where the
+*sequence* ends: ``finish(state)`` applies (``flush``) or discards (``drop``) the pending
+partial-chunk sums (``carry``: unchanged), boundaries staying at absolute multiples of C.
+The model never calls it (a streamed sequence has no end it can see), so the spec refuses
+``flush`` / ``drop`` (:mod:`nlc.capabilities`); ``finish`` serves direct callers.
 
-Not supported here (``NotImplementedError`` naming the level): ``init: {from: LEVEL}``
-(nested CMS, Eq. 72: the mixer cannot see the other level; the model wires it -- see
-:meth:`CMSMixer.state_from`), lr produced by another level, ``per: chunk`` lr, rules other
-than ``gd``, retention / weight decay / gradient clipping or normalisation, objectives other
-than ``task`` and ``l2`` (and ``l2`` with ``window > 1`` or ``self_target``).
-``init: {copy: LEVEL}`` gets its own meta-learned parameters like ``learned``; copying the
-source's values into ``mixer.init`` is the model's job.
+What this mixer builds is the CMS part of the capability table (:mod:`nlc.capabilities`):
+objectives ``task`` and ``l2`` (no window, no ``self_target``), rule ``gd`` without momentum,
+retention, weight decay or gradient guards, an lr that is constant, learned or
+``from: input`` per token; initial states ``learned``, ``zero`` and ``from`` (nested CMS,
+Eq. 72: the mixer cannot see the other level, so the model wires it with
+:meth:`CMSMixer.state_from`; ``init_state`` raises). Validation refuses everything else, so
+the constructor's check is an assertion of that table. ``init: {copy: LEVEL}`` is refused too.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..capabilities import assert_capable, cms_init_refusals, cms_refusals
 from ..ir.nodes import MLPIR
+from ..ir.resolve import cms_case
 from ..primitives.cms import (
     cms_apply_update,
     cms_block_chunked,
@@ -149,7 +153,7 @@ class CMSMixer(nn.Module):
             raise ValueError(f"CMS level {name!r}: unknown lr kind {lr.kind!r}")
 
         # meta-learned initial weights
-        if ir.init in ("learned", "copy"):
+        if ir.init == "learned":
             params = cms_init_params(width, ir.hidden, width, kind=ir.activation, bias=False)
             self.init = nn.ParameterDict({k: nn.Parameter(v) for k, v in params.items()})
         else:  # zero, from: not parameters of this level
@@ -160,44 +164,21 @@ class CMSMixer(nn.Module):
 
     @staticmethod
     def _check_supported(ir: MLPIR) -> None:
-        name, rule, obj = ir.name, ir.rule, ir.objective
+        """The capability table's CMS rows (validation refuses the rest). ``flush`` is left
+        out: this mixer applies every policy in :meth:`finish`; the table refuses the
+        policies the model never triggers."""
         if ir.init not in ("learned", "zero", "copy", "from"):
-            raise ValueError(f"CMS level {name!r}: unknown init {ir.init!r}")
-        if obj.kind not in ("task", "l2"):
-            raise NotImplementedError(
-                f"CMS level {name!r}: objective {obj.kind!r} is not supported by the runtime "
-                "(CMS levels support 'task' and 'l2')")
-        if obj.kind == "l2" and (obj.window != 1 or obj.self_target):
-            raise NotImplementedError(
-                f"CMS level {name!r}: the l2 objective with window > 1 or self_target is not "
-                "supported for CMS levels")
-        if rule.kind != "gd":
-            raise NotImplementedError(
-                f"CMS level {name!r}: update rule {rule.kind!r} is not supported for CMS levels "
-                "(the CMS primitives implement 'gd': summed gradients every C tokens)")
-        if rule.retention is not None or rule.weight_decay or rule.momentum is not None:
-            raise NotImplementedError(
-                f"CMS level {name!r}: retention / weight_decay / momentum are not supported for "
-                "CMS levels (rule 'gd' only)")
-        if rule.grad_clip is not None or rule.grad_normalize:
-            raise NotImplementedError(
-                f"CMS level {name!r}: grad_clip / grad_normalize are not supported for CMS levels")
-        lr = rule.lr
-        if lr.complement:
-            raise ValueError(f"CMS level {name!r}: the lr knob cannot be a complement (forget) gate")
-        if lr.kind == "data" and lr.source != "input":
-            raise NotImplementedError(
-                f"CMS level {name!r}: an lr produced by another level ({lr.source!r}) is not "
-                "supported for CMS levels (only 'from: input')")
-        if lr.kind == "data" and lr.per_chunk:
-            raise NotImplementedError(
-                f"CMS level {name!r}: a per-chunk data-dependent lr is not supported for CMS "
-                "levels (use per: token)")
+            raise ValueError(f"CMS level {ir.name!r}: unknown init {ir.init!r}")
+        if ir.rule.lr.complement:
+            raise ValueError(f"CMS level {ir.name!r}: the lr knob cannot be a complement (forget) gate")
+        case = replace(cms_case(ir), flush="carry")
+        assert_capable(f"CMS level {ir.name!r} ({ir.origin})",
+                       cms_refusals(case) + cms_init_refusals(ir.init))
 
     # ------------------------------------------------------------------ state
     def init_state(self, batch: int) -> dict[str, Tensor]:
         if self.init_kind == "from":
-            raise NotImplementedError(
+            raise RuntimeError(
                 f"CMS level {self.level!r}: 'init: {{from: {self.init_level}}}' (nested CMS, "
                 f"NL-arXiv Eq. 72) needs level {self.init_level!r}'s state, which this mixer "
                 "cannot see; the model builds it with CMSMixer.state_from(source_state)")

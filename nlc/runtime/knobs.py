@@ -32,7 +32,8 @@ of its chunk). A call that starts inside a chunk uses the carried value of that 
 first token: the knob then has a streaming state ``(B, H)``, so any split streams exactly.
 
 Knobs produced by another level (HOPE's ``M_eta``, ``M_alpha``) are the business of the
-self-modifying mixer: asking this module for one raises ``NotImplementedError`` naming it.
+self-modifying mixer (:mod:`nlc.capabilities` routes them there): asking this module for one
+is a bug, a ``RuntimeError`` naming the level.
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..capabilities import TABLE
 from ..ir.nodes import KnobIR
 
 __all__ = ["Knob", "EDGE"]
@@ -70,9 +72,8 @@ class Knob(nn.Module):
             raise ValueError(f"level {owner!r}: unknown knob role {role!r} (one of {ROLES})")
         what = f"level {owner!r}: {role} knob"
         if ir.kind == "data" and ir.source not in (None, "input"):
-            raise NotImplementedError(
-                f"{what} comes from level {ir.source!r}; knobs produced by another level are "
-                f"handled by the self-modifying (HOPE) mixer, not by Knob")
+            raise RuntimeError(f"{what} comes from level {ir.source!r}: a knob produced by another "
+                               f"level makes the memory a HOPE one ({TABLE}), never a Knob: a bug")
         if ir.kind not in ("constant", "learned", "data"):
             raise ValueError(f"{what}: unknown kind {ir.kind!r}")
         self.kind, self.role, self.heads, self.width = ir.kind, role, heads, width

@@ -34,13 +34,15 @@ State layout (all batch-leading; :meth:`MemoryMixer.init_state`):
 Initial memory (``ir.init``): ``learned`` -> ``nn.Parameter`` (H, ...) expanded over the
 batch in ``init_state`` (gradients reach it through the unrolled updates); a matrix memory
 starts at zero, an MLP memory at ``init_deep_params`` (N(0, 1/fan_in)); ``zero`` -> zeros.
-``from`` / ``copy`` (cross-level initial states) raise ``NotImplementedError``.
+``from`` / ``copy`` (cross-level initial states) are refused at validation
+(:mod:`nlc.capabilities`); reaching them here is a bug.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
+from ..capabilities import TABLE
 from ..ir.nodes import MemoryIR
 from ..primitives.deep_common import init_deep_params, init_deep_state, lq_norm_scale, mlp_forward
 from .aligned import TAIL, aligned_forward, init_tail, materialise
@@ -75,12 +77,9 @@ class MemoryMixer(nn.Module):
         self.phase = ir.chunk if self.plan.chunk_frozen and ir.chunk > 1 else 1
         # a boundary map (lq / elastic) read after write: see nlc.runtime.aligned
         self.pad_end = ir.read_after_write and ir.rule.retention_kind in ("lq", "elastic")
-        if ir.init in ("from", "copy"):
-            raise NotImplementedError(
-                f"level {ir.name!r}: init {{{ir.init}: {ir.init_level}}} (an initial state "
-                f"taken from level {ir.init_level!r}) is wired by the model, not MemoryMixer")
-        if ir.init not in ("learned", "zero"):
-            raise ValueError(f"level {ir.name!r}: unknown init {ir.init!r}")
+        if ir.init not in ("learned", "zero"):  # copy: refused by plan_memory; from: rule 9
+            raise RuntimeError(f"level {ir.name!r}: init {ir.init!r} reached MemoryMixer, but "
+                               f"validation refuses it ({TABLE}, design rule 9): a bug")
         self.sources = Sources({short: getattr(ir, field) for short, field in SOURCES},
                                width, ir.heads, owner=ir.name)
         r = ir.rule

@@ -26,11 +26,11 @@ any      l2 | lp |  gd |         any     any any     ``deep.deep_memory``       
          dot
 =======  =========  ===========  ======  ==  ======  ================================  ======
 
-Anything else (delta / dgd on an MLP memory, delta or dgd with a window, lq / elastic
-retention or gradient guards on delta / dgd, the ``task`` objective, ``self_target``,
-``period`` other than 1) raises ``NotImplementedError`` naming the level and the
-combination. Sources or knobs produced by another level are refused earlier, by
-:class:`~nlc.runtime.projections.Sources` / :class:`~nlc.runtime.knobs.Knob`.
+The rows are :func:`nlc.capabilities.memory_primitive` (which the validator reads too);
+anything else, and a ``period`` other than 1 or ``self_target`` (HOPE's mixer), is refused at
+validation, so reaching it here raises the table's bug error
+(:func:`~nlc.capabilities.assert_capable`). Sources or knobs produced by another level make
+the memory a HOPE one (:class:`~nlc.runtime.selfmod.SelfModifyingMemory`).
 
 Scale conventions are the primitives': ``delta`` and ``dgd`` take the gradient of
 ``1/2 ||S k - v||^2`` (NL-arXiv Eqs. 65, 88); ``gd`` / ``momentum`` on the ``l2`` objective
@@ -48,7 +48,9 @@ from typing import Optional
 
 from torch import Tensor
 
+from ..capabilities import Refusal, assert_capable, memory_primitive, memory_refusals
 from ..ir.nodes import MemoryIR
+from ..ir.resolve import rule_case
 from ..primitives import deep as D
 from ..primitives import matrix as M
 
@@ -89,49 +91,26 @@ def combination(ir: MemoryIR) -> str:
 def plan_memory(ir: MemoryIR) -> Plan:
     """The row of the dispatch table for ``ir`` (see the module docstring)."""
     r, o = ir.rule, ir.objective
-    where = f"level {ir.name!r} ({ir.origin})"
-    if o.self_target:
-        raise NotImplementedError(f"{where}: self-generated targets (self_target) are handled "
-                                  f"by the self-modifying (HOPE) mixer")
-    if o.kind == "task":
-        raise NotImplementedError(f"{where}: the 'task' objective drives CMS (mlp) levels only")
-    if ir.period != 1:
-        raise NotImplementedError(f"{where}: a memory level with period {ir.period} (updates "
-                                  f"every C tokens) is not supported by MemoryMixer; use period 1")
-    guards = r.grad_clip is not None or r.grad_normalize
+    family = memory_primitive(rule_case(ir))
+    refusals = [family] if isinstance(family, Refusal) else []
+    refusals += memory_refusals(ir.period, o.self_target, ir.init, coupled=False)
+    assert_capable(f"level {ir.name!r} ({ir.origin}): {combination(ir)}", refusals)
     retained = r.retention is not None or r.weight_decay > 0
-    matrix = ir.memory == "matrix"
-    plain = o.window == 1 and r.retention_kind == "l2" and not guards
     hd = ir.head_dim
-    if matrix:
+    if ir.memory == "matrix":
         depth, dims, act, res = 1, (hd, hd), "identity", False
     else:
         depth = ir.depth
         dims = (hd,) + (ir.hidden,) * (depth - 1) + (hd,)
         act, res = ir.activation, ir.residual
-
-    def plan(primitive: str, state: str, chunk_frozen: bool = True) -> Plan:
-        return Plan(primitive, state, depth, dims, act, res, o.window, chunk_frozen)
-
-    if matrix and plain and r.kind == "gd" and o.kind == "dot":
-        return plan("gated_linear_attention" if retained else "linear_attention", "matrix",
-                    chunk_frozen=False)
-    if matrix and plain and r.kind == "delta" and o.kind == "l2":
-        return plan("gated_delta_rule" if retained else "delta_rule", "matrix",
-                    chunk_frozen=False)
-    if matrix and plain and r.kind == "dgd" and o.kind in ("l2", "dot"):
-        return plan("dgd", "matrix", chunk_frozen=o.kind == "l2")
-    if (matrix and r.kind == "gd" and o.kind == "l2" and o.window > 1
-            and r.retention_kind == "l2" and not guards):
-        return plan("omega_rule", "matrix")
-    if r.kind in ("gd", "momentum") and o.kind in ("l2", "lp", "huber", "dot"):
-        return plan("deep_memory", "deep")
-    hint = ""
-    if r.kind in ("delta", "dgd") and guards:
-        hint = "; grad_clip / grad_normalize are supported by the gd / momentum rules only"
-    elif r.kind in ("delta", "dgd") and not matrix:
-        hint = f"; '{r.kind}' needs a matrix memory here"
-    raise NotImplementedError(f"{where}: no primitive implements {combination(ir)}{hint}")
+    primitive, state, frozen = {
+        "linear_attention": ("gated_linear_attention" if retained else "linear_attention", "matrix", False),
+        "delta_rule": ("gated_delta_rule" if retained else "delta_rule", "matrix", False),
+        "dgd": ("dgd", "matrix", o.kind == "l2"),
+        "omega_rule": ("omega_rule", "matrix", True),
+        "deep_memory": ("deep_memory", "deep", True),
+    }[family]
+    return Plan(primitive, state, depth, dims, act, res, o.window, frozen)
 
 
 def run_plan(plan: Plan, ir: MemoryIR, state: dict[str, Tensor], q: Tensor, k: Tensor,

@@ -27,7 +27,8 @@ seed gives the same initial values fused or not. :class:`Source` is the one-role
 self-modifying mixer's component input).
 
 Sources naming another level (HOPE: ``keys: mem_k``) are handled by the self-modifying
-mixer; building one here raises ``NotImplementedError`` naming that level.
+mixer (:mod:`nlc.capabilities` routes them there); building one here is a bug, a
+``RuntimeError`` naming that level.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..capabilities import TABLE
 from ..ir.nodes import SourceIR
 from ..primitives.layers import causal_conv1d, init_conv_weight_, init_linear_, l2_normalize
 
@@ -70,9 +72,9 @@ class Sources(nn.Module):
         super().__init__()
         for role, ir in irs.items():
             if ir.source != "input":
-                raise NotImplementedError(
-                    f"level {owner!r}: {role} come from level {ir.source!r}; sources produced "
-                    f"by another level are handled by the self-modifying (HOPE) mixer")
+                raise RuntimeError(f"level {owner!r}: {role} come from level {ir.source!r}: a source "
+                                   f"produced by another level makes the memory a HOPE one ({TABLE}), "
+                                   "whose queries come from the input: a bug")
         if width % heads:
             raise ValueError(f"level {owner!r}: {heads} heads do not divide width {width}")
         self.irs, self.width, self.heads = dict(irs), width, heads

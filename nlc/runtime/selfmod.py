@@ -6,9 +6,9 @@ In the spec HOPE is five memory levels that read each other before their writes:
 main memory takes its keys from ``k``, values from ``v``, learning rate from ``eta`` and
 retention from ``alpha``, and so does every component (each with its own self-generated
 target). This mixer recognises that pattern, maps the levels onto the roles of
-:mod:`nlc.primitives.selfmod` and checks everything the primitive assumes; any other
-coupling of memories is rejected with a message naming the level (the spec language can
-express more couplings than the runtime executes yet).
+:mod:`nlc.primitives.selfmod` and asserts the capability table's HOPE pattern
+(:func:`nlc.capabilities.hope_refusals`); validation refuses every other coupling of
+memories with a message at the offending field, so an assertion here is a bug.
 
 Per call::
 
@@ -36,7 +36,9 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ..capabilities import assert_capable, hope_refusals
 from ..ir.nodes import MemoryIR
+from ..ir.resolve import memory_facts
 from ..primitives.selfmod import ROLES, init_selfmod_params, init_selfmod_state, selfmod_chunked
 from .aligned import TAIL, aligned_forward, init_tail
 from .projections import Source, merge_heads
@@ -128,39 +130,10 @@ def _logit(p: float) -> float:
 
 
 def _roles(ir: MemoryIR, components: dict[str, MemoryIR]) -> dict[str, str]:
-    """Map the levels onto HOPE's roles, or say what does not fit."""
-    lr, retention = ir.rule.lr, ir.rule.retention
-    roles = {"k": ir.keys.source, "v": ir.values.source, "eta": lr.source,
-             "alpha": retention.source if retention is not None else None, "memory": ir.name}
-    problems = []
-    if len(set(roles.values())) != 5 or not set(roles.values()) - {ir.name} <= set(components):
-        problems.append("keys, values, lr and retention must each come from a different memory level")
-        components = {}  # the checks below compare the components with the roles: none to compare
-    for name in (ir.name, *components):
-        level = ir if name == ir.name else components[name]
-        if (level.memory, level.depth, level.residual, level.rule.kind, level.objective.kind) != \
-                ("mlp", 2, True, "dgd", "l2") or not level.objective.self_target:
-            problems.append(f"'{name}' must be a residual depth-2 MLP memory with rule dgd and an l2 "
-                            "objective with self_target (HOPE Eqs. 86-89)")
-        if (level.hidden, level.head_dim, level.heads, level.activation) != \
-                (ir.hidden, ir.head_dim, ir.heads, ir.activation):
-            problems.append(f"'{name}' must have the main memory's heads, hidden width and activation")
-        if name != ir.name:
-            srcs = (level.keys.source, level.values.source, level.rule.lr.source,
-                    level.rule.retention.source if level.rule.retention else None)
-            if srcs != (roles["k"], roles["v"], roles["eta"], roles["alpha"]):
-                problems.append(f"'{name}' must read keys/values/lr/retention from the same memories as "
-                                f"'{ir.name}'")
-            first = components[roles["k"]].queries
-            if level.queries.project or level.queries.conv or level.queries != first:
-                problems.append(f"'{name}' must read its input unprojected and unconvolved, like the "
-                                "other components (queries: {from: input, project: false})")
-            if level.chunk != components[roles["k"]].chunk or ir.chunk % level.chunk:
-                problems.append(f"'{name}' must share one chunk with the other components, dividing "
-                                f"the main memory's chunk {ir.chunk}")
-            if level.read_after_write:
-                problems.append(f"'{name}' must read before its write")
-    if problems:
-        raise ValueError(f"level '{ir.name}' couples memories in a way the runtime does not execute: "
-                         + "; ".join(dict.fromkeys(problems)))
-    return roles
+    """Map the levels onto HOPE's roles; anything but that pattern is refused at validation
+    (:func:`nlc.capabilities.hope_refusals`), so a refusal here is a bug."""
+    levels = {name: memory_facts(level) for name, level in {ir.name: ir, **components}.items()}
+    refusals = [r for name, r in hope_refusals(levels[ir.name], levels)]
+    assert_capable(f"level {ir.name!r} ({ir.origin}), a self-modifying (HOPE) memory", refusals)
+    return {"k": ir.keys.source, "v": ir.values.source, "eta": ir.rule.lr.source,
+            "alpha": ir.rule.retention.source, "memory": ir.name}

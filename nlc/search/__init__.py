@@ -2,8 +2,9 @@
 
 ``SearchSpace`` samples plain trial specs (space.py); ``open_storage``/``make_study`` hold
 the study in a journal file or an RDB (study.py); workers train trials and survive killed
-peers (worker.py, resume.py); ``write_report`` writes the table, best spec, plots and JSON
-(report.py). Imports no torch until a trial trains.
+peers (worker.py, resume.py); a resumed study keeps its trials comparable (budget.py);
+``write_report`` writes the table, best spec, plots and JSON (report.py). Imports no torch
+until a trial trains.
 """
 from .report import write_report as write_report
 from .space import SearchSpace as SearchSpace, TrialSpec as TrialSpec

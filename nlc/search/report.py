@@ -2,12 +2,14 @@
 
 Files written into the report folder:
 
-* ``best.yaml``: the best trial's spec (single objective: lowest val_bpb; multi-objective:
-  the Pareto-optimal trial with the lowest val_bpb), resolved by ``spec_to_yaml``; it
-  validates and trains as it is (``nlc train best.yaml``);
-* ``pareto/trial-NNNN.yaml`` (multi-objective): every Pareto-optimal spec;
+* ``best.yaml``: the spec the best trial trained (single objective: lowest val_bpb;
+  multi-objective: the Pareto-optimal trial with the lowest val_bpb), byte for byte its
+  user attr ``run_spec`` (resolved, with the trial's ``train.steps`` and ``train.seed``):
+  ``nlc train best.yaml`` repeats that trial, with the spec hash of its checkpoint;
+* ``pareto/trial-NNNN.yaml`` (multi-objective): every Pareto-optimal trial's run spec;
 * ``history.png``, ``pareto.png`` (multi-objective), ``importances.png``;
-* ``report.json``: the study, its trials (state, values, sampled values, seconds, notes),
+* ``report.json``: the study, its budget and any changes of it allowed on resume
+  (:mod:`nlc.search.budget`), its trials (state, values, sampled values, seconds, notes),
   the best trial(s) and the files written.
 
 Surplus trials (claimed beyond the budget by concurrent workers, never run) are left out.
@@ -21,9 +23,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..spec import load_spec, spec_to_yaml
+from .budget import BUDGET_ATTR, CHANGES_ATTR
 from .resume import RETRY_ATTR, SURPLUS_ATTR
-from .study import SearchError
 
 
 def objectives_of(study: optuna.Study) -> list[str]:
@@ -33,6 +34,15 @@ def objectives_of(study: optuna.Study) -> list[str]:
 
 def reported_trials(study: optuna.Study) -> list[FrozenTrial]:
     return [t for t in study.get_trials() if not t.system_attrs.get(SURPLUS_ATTR)]
+
+
+def failure_counts(study: optuna.Study) -> dict[str, int]:
+    """Reported trials that failed, by cause: ``error`` (training raised or diverged) and
+    ``invalid`` (the sampled spec did not validate). A trial failed only because its worker
+    was lost is not counted: it was retried. ``nlc search`` exits 1 when any count is > 0."""
+    failed = [t for t in reported_trials(study) if t.state == TrialState.FAIL]
+    return {"error": sum("error" in t.user_attrs for t in failed),
+            "invalid": sum("invalid" in t.user_attrs for t in failed)}
 
 
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
@@ -72,23 +82,20 @@ def best_trials(study: optuna.Study) -> list[FrozenTrial]:
     return sorted(front, key=lambda t: t.values[index])
 
 
-def export_spec(trial: FrozenTrial, path: Path) -> Path:
-    """The trial's spec, validated and resolved, as YAML at ``path``."""
-    text = trial.user_attrs.get("spec")
+def export_spec(trial: FrozenTrial, path: Path) -> str:
+    """Write the spec the trial trained (its ``run_spec``, unchanged) at ``path``; the path,
+    or why it was skipped (a study made before run specs were recorded)."""
+    text = trial.user_attrs.get("run_spec")
     if text is None:
-        raise SearchError(f"trial {trial.number} has no stored spec (was it written by nlc search?)")
-    spec = load_spec(text)
+        return (f"skipped: trial {trial.number} has no recorded run spec (its study predates them; "
+                "the sampled spec is its user attr 'spec', without the trial's steps and seed)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    header = f"# Trial {trial.number} of an nlc search: values {list(trial.values)}\n"
-    path.write_text(header + spec_to_yaml(spec), encoding="utf-8")
-    return path
+    path.write_text(text, encoding="utf-8")
+    return str(path)
 
 
 def write_plots(study: optuna.Study, out: Path) -> dict[str, str]:
     """PNG plots; a plot that needs more trials than the study has is skipped with the reason."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as ovm
 
@@ -102,6 +109,18 @@ def write_plots(study: optuna.Study, out: Path) -> dict[str, str]:
     if multi:
         plots["pareto.png"] = lambda: ovm.plot_pareto_front(study, target_names=objectives)
     written: dict[str, str] = {}
+    backend = plt.get_backend()
+    plt.switch_backend("Agg")  # headless for these figures only; the user's backend comes back
+    try:
+        _draw_plots(plots, out, written)
+    finally:
+        plt.switch_backend(backend)
+    return written
+
+
+def _draw_plots(plots: dict, out: Path, written: dict[str, str]) -> None:
+    import matplotlib.pyplot as plt
+
     for name, draw in plots.items():
         try:
             axes = draw()
@@ -113,7 +132,6 @@ def write_plots(study: optuna.Study, out: Path) -> dict[str, str]:
         figure.savefig(out / name, dpi=110)
         plt.close(figure)
         written[name] = str(out / name)
-    return written
 
 
 def write_report(study: optuna.Study, out: Path) -> dict[str, Any]:
@@ -125,10 +143,10 @@ def write_report(study: optuna.Study, out: Path) -> dict[str, Any]:
     best = best_trials(study)
     files: dict[str, str] = {}
     if best:
-        files["best.yaml"] = str(export_spec(best[0], out / "best.yaml"))
+        files["best.yaml"] = export_spec(best[0], out / "best.yaml")
     if len(study.directions) > 1:
         for t in best:
-            files[f"pareto/trial-{t.number:04d}.yaml"] = str(export_spec(t, out / "pareto" / f"trial-{t.number:04d}.yaml"))
+            files[f"pareto/trial-{t.number:04d}.yaml"] = export_spec(t, out / "pareto" / f"trial-{t.number:04d}.yaml")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
         files.update(write_plots(study, out))
@@ -138,6 +156,8 @@ def write_report(study: optuna.Study, out: Path) -> dict[str, Any]:
         "objectives": objectives_of(study),
         "directions": [d.name.lower() for d in study.directions],
         "target_trials": study.user_attrs.get("trials"),
+        "budget": study.user_attrs.get(BUDGET_ATTR),
+        "budget_changes": study.user_attrs.get(CHANGES_ATTR, []),
         "counts": {s: states.count(s) for s in sorted(set(states))},
         "best": [{"number": t.number, "values": dict(zip(objectives_of(study), t.values)),
                   "params": dict(t.params)} for t in best],

@@ -114,6 +114,7 @@ def make_study(storage: optuna.storages.BaseStorage, name: str, objectives: list
                           "folder or study, or the same search.objectives")
     if stored is None:
         study.set_user_attr("objectives", objectives)
+    if study.user_attrs.get("trials") != target:  # more (or fewer) trials compare the same: the latest target
         study.set_user_attr("trials", target)
     return study
 

@@ -6,11 +6,20 @@ join from other machines through an RDB URL. A trial:
 1. is claimed against the budget (``resume.claim``) before anything is sampled;
 2. samples its spec (``space.SearchSpace.sample``), stored as the user attr ``spec``; an
    invalid sample is failed with the validation errors as the user attr ``invalid``;
-3. trains with ``nlc.train.train`` under a heartbeat, seeded by ``trial_seed`` from the
-   spec's ``train.seed`` and the number of the trial (the first of a retry chain, so a
-   retried trial repeats the same run), its run folder ``OUT/trials/NNNN``; each validation
-   bpb is recorded as an intermediate value (single objective only);
-4. is told its objective values; a training error fails it with the user attr ``error``.
+3. resolves its *run spec*: the sampled spec with the search's ``--steps`` and the trial's
+   seed (``trial_seed`` of the spec's ``train.seed`` and the number of the trial, the
+   first of a retry chain, so a retried trial repeats the same run) written in, as the
+   canonical YAML (``spec_to_yaml``) stored as the user attr ``run_spec``. That text is
+   what trains and what the report writes as ``best.yaml``: ``nlc train best.yaml``
+   repeats the best trial exactly (the same spec hash as its checkpoint);
+4. trains that text with ``nlc.train.train`` under a heartbeat into ``OUT/trials/NNNN``;
+   each validation bpb is recorded as an intermediate value (single objective only), and
+   the pruner is asked at every validation but the last: a trial that reached its final
+   step is always complete;
+5. is told its objective values; a training error fails it with the user attr ``error``.
+
+Before the first trial, the study's budget (:mod:`nlc.search.budget`) is checked: a resumed
+search with other steps, spec or space is refused unless ``allow_changes``.
 """
 from __future__ import annotations
 
@@ -27,6 +36,7 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
+from .budget import check_budget, search_budget
 from .resume import Heartbeat, budget_left, claim, fail_stale_trials, original_number
 from .space import SearchSpace, TrialSpec
 from .study import make_study, open_storage
@@ -46,6 +56,7 @@ class SearchRun:
     study: str | None = None  # default: the spec's name
     steps: int | None = None  # training steps per trial; default: the spec's train.steps
     heartbeat_s: float | None = None  # tests shorten the heartbeat; default: study.HEARTBEAT_S
+    allow_changes: bool = False  # resume even when the budget differs (budget.check_budget)
     echo: Callable[[str], None] = field(default=print, compare=False)
 
     def space(self) -> SearchSpace:
@@ -64,9 +75,15 @@ def trial_seed(base: int, number: int) -> int:
 
 
 def open_run_study(run: SearchRun, space: SearchSpace, worker: int = 0) -> optuna.Study:
+    """Create or join the run's study, its budget checked (printing the changes allowed)."""
     storage = open_storage(run.storage if run.storage is not None else run.out)
-    return make_study(storage, run.study_name(space), list(space.search.objectives), space.search.prune,
-                      run.target(space), seed=space.spec.train.seed, worker=worker)
+    study = make_study(storage, run.study_name(space), list(space.search.objectives), space.search.prune,
+                       run.target(space), seed=space.spec.train.seed, worker=worker)
+    changes = check_budget(study, search_budget(space, run.steps), allow_changes=run.allow_changes)
+    if changes:
+        run.echo(f"study '{study.study_name}': continuing with changed settings (--allow-changes) from "
+                 f"trial {len(study.get_trials(deepcopy=False))} on:\n  " + "\n  ".join(changes))
+    return study
 
 
 def run_worker(run: SearchRun, worker: int = 0) -> list[int]:
@@ -99,18 +116,22 @@ def run_trial(run: SearchRun, space: SearchSpace, study: optuna.Study, trial: op
     trial.set_user_attr("spec", sampled.yaml())
     if sampled.dropped:
         trial.set_user_attr("dropped", list(sampled.dropped))
-    if not sampled.valid:
-        trial.set_user_attr("invalid", sampled.error)
+    text, error, seed = None, sampled.error, None
+    if sampled.valid:  # its run spec, with --steps and the seed, is validated again
+        seed = trial_seed(sampled.spec.train.seed, original_number(frozen))
+        text, error = run_spec_text(sampled, run.steps, seed)
+    if text is None:
+        trial.set_user_attr("invalid", error)
         _tell(study, trial, state=TrialState.FAIL)
-        run.echo(f"trial {trial.number}: invalid spec\n{sampled.error}")
+        run.echo(f"trial {trial.number}: invalid spec\n{error}")
         return
-    seed = trial_seed(sampled.spec.train.seed, original_number(frozen))
     trial.set_user_attr("seed", seed)
+    trial.set_user_attr("run_spec", text)
     beat = {} if run.heartbeat_s is None else {"interval": run.heartbeat_s}
     start = time.perf_counter()
     with Heartbeat(study, trial, **beat):
         try:
-            measured = _train(run, sampled, trial, seed, single=len(space.search.objectives) == 1)
+            measured = _train(run, trial, text, single=len(space.search.objectives) == 1)
         except optuna.TrialPruned as pruned:
             _tell(study, trial, state=TrialState.PRUNED)
             run.echo(f"trial {trial.number}: {pruned}")
@@ -140,22 +161,40 @@ def _tell(study: optuna.Study, trial: optuna.Trial, **result: Any) -> None:
         pass
 
 
-def _train(run: SearchRun, sampled: TrialSpec, trial: optuna.Trial, seed: int, *, single: bool) -> dict[str, float]:
-    """Train one trial spec; its val_bpb, tokens_per_s and params. A single-objective trial
-    reports each validation bpb as an intermediate value as it is measured and is pruned
-    (``optuna.TrialPruned``) when the study's pruner says so; Optuna prunes no
+def run_spec_text(sampled: TrialSpec, steps: int | None, seed: int) -> tuple[str | None, str]:
+    """``(text, "")``: the canonical YAML of the spec a trial trains, ``sampled`` with
+    ``train.steps`` (when the search sets ``--steps``) and the trial's ``train.seed``
+    written in; ``(None, errors)`` when that spec does not validate."""
+    from ..spec import validate
+    from ..spec.load import spec_to_yaml
+
+    settings = [f"train.seed={seed}"] + ([f"train.steps={steps}"] if steps is not None else [])
+    spec, issues = validate(spec_to_yaml(sampled.spec), settings)
+    if spec is None:
+        return None, "\n".join(i.format() for i in issues if i.severity == "error")
+    return spec_to_yaml(spec), ""
+
+
+def _train(run: SearchRun, trial: optuna.Trial, text: str, *, single: bool) -> dict[str, float]:
+    """Train the trial's run spec; its val_bpb, tokens_per_s and params. A single-objective
+    trial reports each validation bpb as an intermediate value as it is measured and is
+    pruned (``optuna.TrialPruned``) when the study's pruner says so at any validation before
+    the last step (a trial that trained all its steps is complete); Optuna prunes no
     multi-objective trial."""
+    from ..spec import load_spec
     from ..train import train
+
+    spec = load_spec(text)
 
     def report(step: int, val: dict) -> None:
         if not math.isfinite(val["bpb"]):  # diverged: a failed trial, not a pruned one
             raise FloatingPointError(f"validation bpb is {val['bpb']} at step {step} (diverged)")
         trial.report(float(val["bpb"]), step)
-        if trial.should_prune():
+        if step < spec.train.steps and trial.should_prune():
             raise optuna.TrialPruned(f"pruned at step {step} (val bpb {val['bpb']:.4f})")
 
-    result = train(sampled.spec, data=sampled.spec.train.data, out=run.out / "trials" / f"{trial.number:04d}",
-                   steps=run.steps, seed=seed, progress=False, on_eval=report if single else None)
+    result = train(spec, out=run.out / "trials" / f"{trial.number:04d}", progress=False,
+                   on_eval=report if single else None)
     rates = [r["tokens_per_s"] for r in result.metrics if "tokens_per_s" in r]
     return {
         "val_bpb": float(result.val_bpb),
@@ -164,11 +203,13 @@ def _train(run: SearchRun, sampled: TrialSpec, trial: optuna.Trial, seed: int, *
     }
 
 
-def run_workers(run: SearchRun, workers: int, first: int = 0) -> None:
-    """``workers`` worker processes on this machine (one runs in this process)."""
+def run_workers(run: SearchRun, workers: int, first: int = 0) -> list[str]:
+    """``workers`` worker processes on this machine (one runs in this process); the names
+    of those that exited with an error (their trials are retried by the next run)."""
     if workers <= 1:
         run_worker(run, first)
-        return
+        return []
+    open_run_study(run, run.space(), first)  # the budget is checked (and changes printed) once, here
     context = multiprocessing.get_context("spawn")  # torch is not fork-safe
     processes = [context.Process(target=run_worker, args=(run, first + i), name=f"nlc-search-{first + i}")
                  for i in range(workers)]
@@ -185,6 +226,7 @@ def run_workers(run: SearchRun, workers: int, first: int = 0) -> None:
     if failed:
         print(f"workers {', '.join(failed)} exited with an error; run the same command again "
               "to resume", file=sys.stderr)
+    return failed
 
 
 def dry_run(space: SearchSpace, count: int, seed: int = 0) -> list[TrialSpec]:

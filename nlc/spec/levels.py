@@ -16,13 +16,19 @@ optimizer      the outer optimizer of a group of slow parameters              ``
 """
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import Discriminator, Field, PositiveInt, Tag, model_validator
+from pydantic import Discriminator, Field, PositiveInt, Tag, model_serializer, model_validator
 
-from ..errors import FieldError
+from ..errors import FieldError, Issue
 
-from .values import Init, Knob, Period, Source, Strict
+from .values import (MAX_STEPS, MAX_TOKENS, ForgetKnob, Init, LrKnob, MomentumKnob, Period, RetentionKnob,
+                     Source, Strict)
+
+MAX_WIDTH = 2**16  # hidden sizes of MLPs and memories (the model width has the same bound)
+MAX_HEADS = 4096
+MAX_CHUNK = 4096  # a chunk materialises chunk x chunk matrices per head
+MAX_POWER = 8  # exponents p (lp objective) and q (lq retention): |e|^8 is finite in fp32 up to |e| ~ 6e4
 
 
 class MatrixMemory(Strict):
@@ -35,9 +41,9 @@ class MLPMemory(Strict):
     """An MLP memory per head (Titans LMM; HOPE Eq. 89 uses ``x + W1 act(W2 x)``)."""
 
     kind: Literal["mlp"] = "mlp"
-    depth: PositiveInt = 2
-    hidden: PositiveInt | None = None
-    expansion: PositiveInt = 4
+    depth: PositiveInt = Field(default=2, le=16)
+    hidden: PositiveInt | None = Field(default=None, le=MAX_WIDTH)
+    expansion: PositiveInt = Field(default=4, le=64)
     residual: bool = False
     activation: Literal["gelu", "silu", "relu", "identity"] = "gelu"
 
@@ -65,9 +71,9 @@ class Objective(Strict):
     """
 
     kind: Literal["dot", "l2", "lp", "huber", "task"] = "l2"
-    p: float | None = Field(default=None, ge=1)
+    p: float | None = Field(default=None, ge=1, le=MAX_POWER)
     delta: float | None = Field(default=None, gt=0)
-    window: PositiveInt = 1
+    window: PositiveInt = Field(default=1, le=MAX_CHUNK)
     self_target: bool = False
 
     @model_validator(mode="after")
@@ -97,13 +103,14 @@ class Update(Strict):
     """
 
     rule: Literal["gd", "momentum", "delta", "dgd"] = "gd"
-    lr: Knob = Knob(value=1.0)
-    momentum: Knob | None = None
-    retention: Knob | None = None
-    forget: Knob | None = None
+    lr: LrKnob = LrKnob(value=1.0)
+    momentum: MomentumKnob | None = None
+    retention: RetentionKnob | None = None
+    forget: ForgetKnob | None = None
     weight_decay: float = Field(default=0.0, ge=0, lt=1)
     retention_kind: Literal["l2", "lq", "elastic"] = "l2"
-    q: float | None = Field(default=None, gt=1)
+    # q < 2 makes W = A ||A||_q^(2-q) grow faster than A: the memory runs away (MIRAS uses q >= 2)
+    q: float | None = Field(default=None, ge=2, le=MAX_POWER)
     shrink: float | None = Field(default=None, ge=0)
     grad_clip: float | None = Field(default=None, gt=0)
     grad_normalize: bool = False
@@ -142,8 +149,8 @@ class AttentionLevel(LevelBase):
     """Softmax attention: the non-parametric level, recomputed every token."""
 
     type: Literal["attention"]
-    heads: PositiveInt | None = None
-    window: PositiveInt | None = Field(default=None, description="sliding window; null = full causal")
+    heads: PositiveInt | None = Field(default=None, le=MAX_HEADS)
+    window: PositiveInt | None = Field(default=None, le=MAX_TOKENS, description="sliding window; null = full causal")
     rope: bool = True
     persistent: str | None = Field(default=None, description="a persistent level to prepend")
     qk_norm: bool = False
@@ -157,8 +164,8 @@ class MemoryLevel(LevelBase):
     objective: Objective = Objective()
     update: Update = Update()
     period: Period = Period(tokens=1)
-    chunk: PositiveInt = 64
-    heads: PositiveInt | None = None
+    chunk: PositiveInt = Field(default=64, le=MAX_CHUNK)
+    heads: PositiveInt | None = Field(default=None, le=MAX_HEADS)
     read: Literal["before_write", "after_write"] = "before_write"
     keys: Source = Source()
     values: Source = Source()
@@ -180,8 +187,8 @@ class MLPLevel(LevelBase):
     tokens by the sum of per-token gradients at the frozen chunk-start parameters."""
 
     type: Literal["mlp"]
-    hidden: PositiveInt | None = None
-    expansion: float = Field(default=4, gt=0)
+    hidden: PositiveInt | None = Field(default=None, le=4 * MAX_WIDTH)
+    expansion: float = Field(default=4, gt=0, le=64)
     activation: Literal["swiglu", "gelu", "silu", "relu"] = "swiglu"
     period: Period = Period(never=True)
     objective: Objective | None = None
@@ -209,32 +216,47 @@ class PersistentLevel(LevelBase):
     """Learned, input-independent tokens (Titans Eq. 19); only the outer optimizer changes them."""
 
     type: Literal["persistent"]
-    tokens: PositiveInt
+    tokens: PositiveInt = Field(le=MAX_WIDTH)
+
+
+Beta = Annotated[float, Field(ge=0, lt=1)]  # Adam's moment decay: 1 or more never forgets
+ADAM_ONLY = ("betas", "eps")  # plain SGD has neither
 
 
 class OptimizerLevel(Strict):
     """An outer level: an optimiser on the optimizer-step clock (pre-training is the
     outermost level, NL-arXiv section 6). ``period: {steps: k}`` steps its parameter
-    group every k optimizer steps, accumulating gradients in between."""
+    group every k optimizer steps, accumulating gradients in between. ``betas`` and
+    ``eps`` are Adam's: giving them to ``sgd`` (plain SGD, which would ignore them) is an
+    error, and an sgd level dumps without them."""
 
     type: Literal["optimizer"]
     description: str | None = None
     rule: Literal["adamw", "adam", "sgd"] = "adamw"
-    lr: float = Field(default=3e-4, gt=0)
-    betas: tuple[float, float] = Field(default=(0.9, 0.95), strict=False)  # YAML gives a list
-    weight_decay: float = Field(default=0.1, ge=0)
-    eps: float = Field(default=1e-8, gt=0)
+    lr: float = Field(default=3e-4, gt=0, le=10)  # a typo guard; lr_warnings flags Adam above 0.1
+    betas: tuple[Beta, Beta] = Field(default=(0.9, 0.95), strict=False)  # YAML gives a list
+    weight_decay: float = Field(default=0.1, ge=0, lt=1)
+    eps: float = Field(default=1e-8, gt=0, le=1)
     grad_clip: float | None = Field(default=1.0, gt=0)
-    warmup: int = Field(default=0, ge=0)
+    warmup: int = Field(default=0, ge=0, le=MAX_STEPS)
     schedule: Literal["cosine", "constant", "linear"] = "cosine"
     period: Period = Period(steps=1)
 
     @model_validator(mode="after")
-    def _steps_clock(self) -> "OptimizerLevel":
+    def _consistent(self) -> "OptimizerLevel":
         if self.period.steps is None:
             raise FieldError("period", "an optimizer level runs on the optimizer-step clock",
                              hint="write period: {steps: k}")
+        ignored = [f for f in ADAM_ONLY if f in self.model_fields_set]
+        if self.rule == "sgd" and ignored:
+            raise FieldError(ignored[0], f"'{ignored[0]}' is Adam's; rule 'sgd' (plain SGD) has none",
+                             hint=f"remove '{ignored[0]}', or use rule: adamw")
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> Any:
+        out = handler(self)
+        return {k: v for k, v in out.items() if k not in ADAM_ONLY} if self.rule == "sgd" else out
 
 
 Level = Annotated[
@@ -243,3 +265,36 @@ Level = Annotated[
 ]
 
 LEVEL_TYPES = ("attention", "memory", "mlp", "persistent", "optimizer")
+
+
+# --------------------------------------------------------------------------- stable ranges
+ADAM_LR_LIMIT = 0.1
+# The largest constant lr at which a matrix memory's write still shrinks its error on a
+# unit-norm key k. The delta rule steps on 1/2 ||S k - v||^2, multiplying that error by
+# (1 - lr); DGD multiplies the old state along k by (retention - lr), the same bound; gd and
+# momentum on the l2 objective step on ||S k - v||^2, twice the gradient: (1 - 2 lr).
+MATRIX_LR_LIMIT = {"delta": 2.0, "dgd": 2.0, "gd": 1.0, "momentum": 1.0}
+
+
+def lr_warnings(name: str, level: object) -> list[Issue]:
+    """Warnings (never errors: a researcher may mean them) for learning rates far outside the
+    range in which a level's rule is stable, each saying why."""
+    if isinstance(level, OptimizerLevel) and level.rule != "sgd" and level.lr > ADAM_LR_LIMIT:
+        return [Issue(f"levels.{name}.lr", f"Adam moves every weight by about lr per step whatever the "
+                      f"gradient's scale; lr {level.lr} overwrites weights initialised near 1/sqrt(width) "
+                      "at every step (these models train at 1e-4 to 1e-2)", hint="use lr: 1.0e-3",
+                      severity="warning")]
+    if not isinstance(level, MemoryLevel) or level.memory.kind != "matrix":
+        return []
+    rule, lr = level.update.rule, level.update.lr
+    if rule not in ("delta", "dgd") and level.objective.kind != "l2":
+        return []  # no error feedback (dot: Hebbian), or a bounded gradient (lp, huber)
+    limit, top = MATRIX_LR_LIMIT[rule], lr.value if lr.kind == "constant" else lr.max
+    if lr.kind == "learned" or top <= limit:
+        return []
+    factor = "1 - 2 lr" if rule in ("gd", "momentum") else "retention - lr" if rule == "dgd" else "1 - lr"
+    reaches = f"lr {top}" if lr.kind == "constant" else f"a data-dependent lr up to max {top}"
+    return [Issue(f"levels.{name}.update.lr", f"rule '{rule}' multiplies the memory's error on a unit-norm "
+                  f"key by ({factor}) at every write: {reaches} makes it grow instead of shrink; "
+                  f"it shrinks for lr <= {limit}, less for longer keys",
+                  hint=f"use lr <= {limit} with keys: {{from: input, norm: l2}}", severity="warning")]

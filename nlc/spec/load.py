@@ -1,4 +1,5 @@
-"""Load and validate a spec: YAML -> extends -> overrides -> pydantic -> level graph.
+"""Load and validate a spec: YAML -> extends -> overrides -> pydantic -> level graph ->
+learning-rate warnings -> the model-size budget (``nlc.limits``).
 
 Every problem from every stage is collected and raised together as one
 :class:`~nlc.errors.SpecError`; warnings are returned by :func:`validate` and never
@@ -6,29 +7,92 @@ stop a load.
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from ..errors import Issue, SpecError
+from .. import limits
+from ..errors import Issue, SpecError, one_line
+from .levels import lr_warnings
 from .locate import issues_from_validation, sort_issues
 from .model import Spec
 from .overrides import apply_overrides, split_path
-from .source import RawSpec, SpecDumper, read_spec
+from .source import RawSpec, SpecDumper, SpecInputError, read_spec
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "bundled"
 
 
-def load_raw(source: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RawSpec:
-    """Read a spec (file path or YAML text), resolve ``extends`` and apply overrides."""
-    raw = read_spec(source, bundled_dir=BUNDLED_DIR)
+def spec_source(source: str | Path, *, allow_text: bool = True) -> tuple[Path | str, str]:
+    """Where a spec comes from, as ``(file or YAML text, name for messages)``: the one rule
+    of every API function and verb that takes a spec.
+
+    1. A :class:`Path` (any name), or a one-line string, naming an existing regular file:
+       that file. A file in the working directory named like a bundled spec (``hope``)
+       wins over it.
+    2. Else a name in :func:`bundled_specs` (``hope``, ``search/hope_cms``; one line, no
+       ``:``): that bundled file, named by its real path (so its relative ``extends`` and
+       every message point at the file that is read). A *directory* of that name (a run
+       folder ``hope/``) does not hide the bundled spec.
+    3. Else, where ``allow_text`` (the Python API; never on the command line), a blank
+       string or one with a newline or a ``:``, unless it is one line ending in
+       ``.yaml``/``.yml``: YAML text, named ``<text>``. A :class:`Path` is never text.
+    4. Else :class:`SpecInputError` (exit 2): ``no such file or bundled spec 'x' (nlc ls
+       lists them; did you mean 'y'?)``, or ``no such spec file`` for a ``.yaml`` name.
+    """
+    text = source.as_posix() if isinstance(source, Path) else source
+    name_like = "\x00" not in text and text.strip() != "" and (isinstance(source, Path) or "\n" not in text)
+    if name_like and _is_file_or_odd(Path(text)) and not (text in bundled_specs() and Path(text).is_dir()):
+        return Path(text), str(source)
+    if name_like and ":" not in text and text in bundled_specs():
+        path = bundled_specs()[text]
+        return path, str(path)
+    file_name = name_like and text.endswith((".yaml", ".yml"))
+    if allow_text and not isinstance(source, Path) and not file_name and (
+            not text.strip() or "\n" in text or ":" in text):
+        return text, "<text>"
+    shown = one_line(text)
+    if file_name:
+        bundled = text.rsplit(".", 1)[0]
+        hint = "nlc ls lists the bundled specs" + (
+            f"; did you mean the bundled spec '{bundled}'?" if bundled in bundled_specs() else "")
+        raise SpecInputError([Issue("", f"no such spec file: {shown}", shown, hint=hint)])
+    close = closest_bundled(text)
+    raise SpecInputError([Issue("", f"no such file or bundled spec '{shown}'", shown,
+                                hint="nlc ls lists them" + (f"; did you mean '{close}'?" if close else ""))])
+
+
+def _is_file_or_odd(path: Path) -> bool:
+    """True when ``path`` exists as anything (reading it says what is wrong with a
+    directory or a FIFO); False when it is missing or cannot be a name (too long, ...)."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
+
+
+def closest_bundled(name: str) -> str | None:
+    """The bundled spec name closest to ``name`` (``.yaml`` ignored), if any is close."""
+    import difflib
+
+    key = name.rsplit(".", 1)[0] if name.endswith((".yaml", ".yml")) else name
+    close = difflib.get_close_matches(key, list(bundled_specs()), n=1)
+    return close[0] if close else None
+
+
+def load_raw(source: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
+             allow_text: bool = True) -> RawSpec:
+    """Read a spec (see :func:`spec_source`), resolve ``extends`` and apply overrides."""
+    found, name = spec_source(source, allow_text=allow_text)
+    raw = read_spec(found, name=name, bundled_dir=BUNDLED_DIR)
     return apply_overrides(raw, list(overrides))
 
 
 def validate(source: str | Path | RawSpec, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Spec | None, list[Issue]]:
-    """All issues of a spec, errors and warnings, in file order; the spec if it has no error."""
+    """All issues of a spec (a file, a bundled name, YAML text: :func:`spec_source`; or a
+    :class:`RawSpec`), errors and warnings, in file order; the spec if it has no error."""
     try:
         raw = source if isinstance(source, RawSpec) else load_raw(source, overrides)
     except SpecError as err:
@@ -38,8 +102,12 @@ def validate(source: str | Path | RawSpec, overrides: list[str] | tuple[str, ...
     except ValidationError as err:
         return None, issues_from_validation(err, raw, Spec)
     from ..graph.checks import check_spec  # the graph package imports the spec package
+    from ..graph.sizes import check_model_bytes
 
-    issues = [locate_issue(issue, raw) for issue in check_spec(spec)]
+    found = check_spec(spec) + [w for name, level in spec.levels.items() for w in lr_warnings(name, level)]
+    if not any(i.severity == "error" for i in found):  # sizes assume a sound graph
+        found += check_model_bytes(spec, limits.current().model_bytes)
+    issues = [locate_issue(issue, raw) for issue in found]
     spec._raw = raw
     errors = [i for i in issues if i.severity == "error"]
     return (None if errors else spec), sort_issues(issues)
@@ -48,10 +116,12 @@ def validate(source: str | Path | RawSpec, overrides: list[str] | tuple[str, ...
 def load_spec(source: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
     """Load a valid spec or raise :class:`SpecError` listing every problem.
 
-    ``source`` is a path to a YAML file or YAML text; ``overrides`` are ``a.b=v`` /
-    ``~a.b`` strings applied after ``extends``.
+    ``source`` is a spec file, a bundled spec name (``"hope"``) or YAML text, told apart by
+    :func:`spec_source`; ``overrides`` are ``a.b=v`` / ``~a.b`` strings applied after
+    ``extends``. A spec that cannot be read at all raises the reader's
+    :class:`~nlc.spec.source.SpecInputError` (exit status 2), not a plain :class:`SpecError`.
     """
-    spec, issues = validate(source, overrides)
+    spec, issues = validate(load_raw(source, overrides))
     if spec is None:
         raise SpecError([i for i in issues if i.severity == "error"])
     return spec
@@ -84,15 +154,21 @@ def source_line(spec: Spec, path: str) -> str:
     return f"{mark.file}:{mark.line}" if mark else "<spec>"
 
 
-def bundled_specs() -> dict[str, Path]:
-    """``name -> path`` of every bundled spec (``invalid/`` holds error fixtures: skipped)."""
-    found = {}
+@functools.lru_cache(maxsize=1)
+def _bundled() -> tuple[tuple[str, Path], ...]:
+    found = []
     for path in sorted(BUNDLED_DIR.rglob("*.y*ml")):
         rel = path.relative_to(BUNDLED_DIR)
-        if rel.parts[0] == "invalid" or path.suffix not in (".yaml", ".yml"):
-            continue
-        found[rel.with_suffix("").as_posix()] = path
-    return found
+        if rel.parts[0] != "invalid" and path.suffix in (".yaml", ".yml"):
+            found.append((rel.with_suffix("").as_posix(), path.resolve()))
+    return tuple(found)
+
+
+def bundled_specs() -> dict[str, Path]:
+    """``name -> real path`` of every bundled spec, the names ``nlc ls`` lists and every spec
+    argument accepts (``invalid/`` holds the error fixtures of the tests: skipped). Read
+    once per process: the bundled folder is part of the installed package."""
+    return dict(_bundled())
 
 
 def bundled_models() -> dict[str, Path]:

@@ -117,6 +117,7 @@ _EXPECTED = {
     "float_parsing": "a number", "float_type": "a number", "bool_parsing": "true or false",
     "bool_type": "true or false", "string_type": "a string", "dict_type": "a mapping",
     "model_type": "a mapping", "list_type": "a list", "tuple_type": "a list",
+    "finite_number": "a finite number",
 }
 
 

@@ -16,8 +16,8 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import AfterValidator, Discriminator, Field, PrivateAttr, NonNegativeInt, PositiveInt, Tag, model_validator
 
 from ..errors import FieldError
-from .levels import Level
-from .values import INPUT, Strict
+from .levels import MAX_HEADS, MAX_WIDTH, Level
+from .values import INPUT, MAX_STEPS, MAX_TOKENS, Strict
 
 SPEC_VERSION = 1
 
@@ -54,7 +54,7 @@ class ContextSpec(Strict):
     attention: str
     memory: str
     persistent: str | None = None
-    segment: PositiveInt | None = None
+    segment: PositiveInt | None = Field(default=None, le=MAX_TOKENS)
 
 
 class ContextLayer(Strict):
@@ -91,7 +91,7 @@ class Block(Strict):
     """A list of layers, repeated ``repeat`` times; each repetition has its own parameters.
     A bare level name is short for ``{level: name}``."""
 
-    repeat: PositiveInt = 1
+    repeat: PositiveInt = Field(default=1, le=1024)
     layers: list[Layer] = Field(min_length=1)
 
     @model_validator(mode="before")
@@ -110,14 +110,30 @@ class Block(Strict):
         return schema
 
 
+# Each tokenizer's vocabulary (nlc.data.tokenizers; kept here so validating a spec does not
+# import torch): the default ``vocab``, and its least value (a larger one pads the table).
+TOKENIZER_VOCAB = {"bytes": 256, "gpt2": 50257}
+
+
 class ModelSpec(Strict):
+    """``vocab`` defaults to the tokenizer's vocabulary; a smaller one is refused (a token
+    id would index past the embedding), a larger one pads it (e.g. 50304 for gpt2)."""
+
     tokenizer: Literal["bytes", "gpt2"] = "bytes"
-    vocab: PositiveInt = 256
-    width: PositiveInt = 128
-    heads: PositiveInt = 4
+    vocab: PositiveInt = Field(default=256, le=2**20)
+    width: PositiveInt = Field(default=128, le=MAX_WIDTH)
+    heads: PositiveInt = Field(default=4, le=MAX_HEADS)
     blocks: list[Block] = Field(min_length=1)
     norm: Literal["rms", "layer"] = "rms"
     tie_embeddings: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tokenizer_vocab(cls, data: Any) -> Any:
+        """No ``vocab`` given: the tokenizer's (the field's 256 is the byte tokenizer's)."""
+        if isinstance(data, dict) and "vocab" not in data and data.get("tokenizer") in TOKENIZER_VOCAB:
+            data = {**data, "vocab": TOKENIZER_VOCAB[data["tokenizer"]]}
+        return data
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "ModelSpec":
@@ -126,6 +142,12 @@ class ModelSpec(Strict):
                              hint=f"use a divisor of {self.width}")
         if self.tokenizer == "bytes" and self.vocab != 256:
             raise FieldError("vocab", "the byte tokenizer has a vocabulary of 256", hint="vocab: 256")
+        least = TOKENIZER_VOCAB[self.tokenizer]
+        if self.vocab < least:
+            raise FieldError("vocab", f"the {self.tokenizer} tokenizer has {least} tokens: a vocab of "
+                                      f"{self.vocab} leaves token ids without an embedding",
+                             hint=f"leave vocab out (it defaults to the tokenizer's {least}), "
+                                  f"or give at least {least}")
         return self
 
 
@@ -139,12 +161,12 @@ class Transfer(Strict):
 
 class TrainSpec(Strict):
     data: str = "shakespeare"
-    steps: PositiveInt = 200
-    batch: PositiveInt = 8
-    seq_len: PositiveInt = 256
-    seed: NonNegativeInt = 0
-    eval_every: PositiveInt = 50
-    eval_batches: PositiveInt = 8
+    steps: PositiveInt = Field(default=200, le=MAX_STEPS)
+    batch: PositiveInt = Field(default=8, le=65536)
+    seq_len: PositiveInt = Field(default=256, le=MAX_TOKENS)
+    seed: NonNegativeInt = Field(default=0, le=2**63 - 1)  # a torch generator seed
+    eval_every: PositiveInt = Field(default=50, le=MAX_STEPS)
+    eval_batches: PositiveInt = Field(default=8, le=65536)
     dtype: Literal["float32", "bfloat16"] = "float32"
 
 
@@ -174,7 +196,7 @@ class SearchDim(Strict):
 
 
 class SearchSpec(Strict):
-    trials: PositiveInt = 20
+    trials: PositiveInt = Field(default=20, le=100_000)
     objectives: list[Literal["val_bpb", "tokens_per_s", "params"]] = ["val_bpb"]
     prune: Literal["none", "median", "halving"] = "median"
     space: dict[str, SearchDim] = Field(min_length=1)
@@ -184,7 +206,7 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def _level_name(name: str) -> str:
-    if not _IDENTIFIER.match(name):
+    if not _IDENTIFIER.fullmatch(name):  # match() would accept a trailing newline
         raise ValueError(f"level name {name!r} is not an identifier (letters, digits and _, "
                          "not starting with a digit)")
     if name == INPUT:

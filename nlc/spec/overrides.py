@@ -41,6 +41,7 @@ def apply_overrides(raw: RawSpec, overrides: list[str] | tuple[str, ...]) -> Raw
                                 hint="nlc show SPEC prints every path"))
     if issues:
         raise SpecError(issues)
+    raw.overrides = (*raw.overrides, *overrides)
     return raw
 
 

@@ -4,6 +4,11 @@ The result is a :class:`RawSpec`: the merged plain data plus a *provenance* map 
 every dotted path to the file, line and column it came from, so any later error can
 point at the YAML that caused it. Only ``yaml.SafeLoader`` is used: a ``!!python/...``
 tag is an error, never an object, so a spec can never run code.
+
+Spec text is untrusted, so it is bounded before it costs anything (:mod:`nlc.limits`): a
+file's size is checked before it is read, and the composer counts nesting depth and nodes
+*as if every alias were expanded* while it composes, so a huge, deep or "billion laughs"
+document is refused after at most ``yaml_nodes`` nodes, never expanded.
 """
 from __future__ import annotations
 
@@ -16,9 +21,19 @@ from typing import Any
 
 import yaml
 
+from .. import limits
+from ..status import BAD_INPUT
 from ..errors import Issue, SpecError
 
 PathKey = tuple  # a dotted path as a tuple of str keys and int list indices
+RAISE_HINT = "raise it with nlc --max-spec-bytes N"
+
+
+class SpecInputError(SpecError):
+    """The spec text cannot be used at all: a missing or unreadable file, not UTF-8, or over
+    :mod:`nlc.limits`. Bad input rather than an invalid spec, so the CLI exits 2, not 1."""
+
+    exit_status = BAD_INPUT
 
 
 @dataclass(frozen=True)
@@ -36,6 +51,7 @@ class RawSpec:
     key_marks: dict[PathKey, Mark] = field(default_factory=dict)
     value_marks: dict[PathKey, Mark] = field(default_factory=dict)
     file: str = "<spec>"
+    overrides: tuple[str, ...] = ()  # applied so far, in order (the generated code's REGENERATE)
 
     def mark(self, path: PathKey, *, key: bool = False) -> Mark | None:
         """The mark of ``path`` or of its closest ancestor that has one."""
@@ -51,25 +67,18 @@ def _mark(file: str, node: yaml.Node) -> Mark:
     return Mark(file, node.start_mark.line + 1, node.start_mark.column + 1)
 
 
-MAX_DEPTH = 64  # nesting levels of a spec
-MAX_VALUES = 20_000  # values after expanding YAML aliases (a few hundred in any real spec)
-
-
-def _construct(node: yaml.Node, file: str, path: PathKey, raw: RawSpec, budget: list[int] | None = None,
+def _construct(node: yaml.Node, file: str, path: PathKey, raw: RawSpec,
                active: frozenset[int] = frozenset()) -> Any:
     """Plain data from a composed node, recording marks on the way down.
 
-    Guards against what plain YAML allows but a spec never needs: recursive aliases,
-    absurd nesting, and alias "bombs" (an alias expands to a copy each time it is used)."""
-    budget = [MAX_VALUES] if budget is None else budget
-    budget[0] -= 1
+    The composer has bounded the expanded size (:class:`_SafeSpecLoader`); what it cannot
+    see is nesting that grows only when aliases expand (an anchor holding an alias of the
+    previous one), and aliases that refer to themselves: both are refused here."""
     where = ".".join(map(str, path))
-    if budget[0] < 0:
-        raise SpecError([Issue(where, f"the spec expands to more than {MAX_VALUES} values",
-                               file, *_line_col(node), hint="YAML aliases repeat their anchor; use fewer")])
-    if len(path) > MAX_DEPTH or id(node) in active:
-        problem = "a YAML alias refers to itself" if id(node) in active else f"nested deeper than {MAX_DEPTH} levels"
-        raise SpecError([Issue(where, problem, file, *_line_col(node))])
+    depth = limits.current().yaml_depth
+    if len(path) > depth or id(node) in active:
+        problem = "a YAML alias refers to itself" if id(node) in active else f"nested deeper than {depth} levels"
+        raise SpecInputError([Issue(where, problem, file, *_line_col(node))])
     active = active | {id(node)}
     raw.value_marks[path] = _mark(file, node)
     if not isinstance(node, yaml.ScalarNode) and node.tag not in _PLAIN_TAGS:
@@ -81,7 +90,7 @@ def _construct(node: yaml.Node, file: str, path: PathKey, raw: RawSpec, budget: 
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":  # YAML merge key: ``<<: *anchor``
                 for source in _merge_sources(value_node, file):
-                    for key, value in _construct(source, file, path, raw, budget, active).items():
+                    for key, value in _construct(source, file, path, raw, active).items():
                         merged.setdefault(key, value)
                 raw.value_marks[path] = _mark(file, node)
                 continue
@@ -96,10 +105,10 @@ def _construct(node: yaml.Node, file: str, path: PathKey, raw: RawSpec, budget: 
                                        f"duplicate key '{key}', first given at line {first.line}",
                                        file, *_line_col(key_node), hint="each key may appear once")])
             raw.key_marks[(*path, key)] = _mark(file, key_node)
-            out[key] = _construct(value_node, file, (*path, key), raw, budget, active)
+            out[key] = _construct(value_node, file, (*path, key), raw, active)
         return {**merged, **out}
     if isinstance(node, yaml.SequenceNode):
-        return [_construct(item, file, (*path, i), raw, budget, active) for i, item in enumerate(node.value)]
+        return [_construct(item, file, (*path, i), raw, active) for i, item in enumerate(node.value)]
     return _construct_scalar(node, file, path)
 
 
@@ -133,10 +142,66 @@ def _construct_scalar(node: yaml.Node, file: str, path: PathKey) -> Any:
                                *_line_col(node), hint="quote it to make it a string")]) from None
 
 
+class _TooLarge(ValueError):
+    """Raised inside the composer; :func:`parse_yaml` turns it into a located issue (a
+    ValueError, so an override value over the limits is reported like any bad value)."""
+
+    def __init__(self, message: str, mark: yaml.Mark, hint: str | None) -> None:
+        super().__init__(message)
+        self.message, self.mark, self.hint = message, mark, hint
+
+
 class _SafeSpecLoader(yaml.SafeLoader):
-    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.1 would keep a string)."""
+    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.1 would keep a string), and
+    refuses text over the nesting and node limits before composing it (:func:`_check_limits`)."""
+
+    def __init__(self, stream: str) -> None:
+        _check_limits(stream)
+        super().__init__(stream)
 
 
+def _check_limits(text: str) -> None:
+    """Raise :class:`_TooLarge` past ``yaml_depth`` nesting levels or ``yaml_nodes`` nodes.
+
+    One pass over the parser's events, an alias counting as the nodes its anchor expands
+    to, so it stops early and never expands anything. libyaml makes the pass (the
+    pure-Python composer manages some 20k nodes a second, too slow to be the guard); where
+    it finds a syntax error, or is not installed, the pure-Python parser counts again and
+    raises the syntax error in the words the composer would use."""
+    if yaml.__with_libyaml__:
+        try:
+            return _count_events(yaml.CSafeLoader(text))
+        except yaml.YAMLError:
+            pass
+    _count_events(yaml.SafeLoader(text))
+
+
+def _count_events(parser: Any) -> None:
+    most = limits.current()
+    nodes, weights, open_ = 0, {}, []  # open_: (anchor, nodes before) of each open collection
+    try:
+        while not isinstance(event := parser.get_event(), yaml.StreamEndEvent):
+            if isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+                anchor, before = open_.pop()
+                if anchor is not None:
+                    weights[anchor] = nodes - before
+                continue
+            if not isinstance(event, yaml.NodeEvent):
+                continue
+            grown = weights.get(event.anchor, 1) if isinstance(event, yaml.AliasEvent) else 1
+            if isinstance(event, yaml.CollectionStartEvent):
+                open_.append((event.anchor, nodes))
+                if len(open_) > most.yaml_depth:
+                    raise _TooLarge(f"the YAML is nested deeper than {most.yaml_depth} levels", event.start_mark,
+                                    "a spec needs a few levels; flatten it")
+            elif isinstance(event, yaml.ScalarEvent) and event.anchor is not None:
+                weights[event.anchor] = 1
+            nodes += grown
+            if nodes > most.yaml_nodes:
+                raise _TooLarge(f"the YAML has more than {most.yaml_nodes:,} nodes (aliases counted as expanded)",
+                                event.start_mark, f"a spec has a few hundred; {RAISE_HINT}")
+    finally:
+        parser.dispose()
 
 
 class SpecDumper(yaml.SafeDumper):
@@ -155,8 +220,15 @@ _SCALARS = _SafeSpecLoader("")
 def parse_yaml(text: str, file: str) -> RawSpec:
     """Parse one YAML document into a :class:`RawSpec` (no extends, no overrides)."""
     raw = RawSpec(data={}, file=file)
+    size, most = len(text.encode("utf-8", "surrogatepass")), limits.current().spec_bytes
+    if size > most:
+        raise SpecInputError([Issue("", f"the spec is {size:,} bytes, over the limit of {most:,}", file,
+                                    hint=RAISE_HINT)])
     try:
         node = yaml.compose(text, Loader=_SafeSpecLoader)
+    except _TooLarge as err:
+        raise SpecInputError([Issue("", err.message, file, err.mark.line + 1, err.mark.column + 1,
+                                    hint=err.hint)]) from None
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
@@ -168,8 +240,6 @@ def parse_yaml(text: str, file: str) -> RawSpec:
                                hint="check brackets, indentation and quoting")]) from None
     except yaml.YAMLError as err:
         raise SpecError([Issue("", f"YAML: {err}", file)]) from None
-    except RecursionError:
-        raise SpecError([Issue("", f"the YAML is nested deeper than {MAX_DEPTH} levels", file)]) from None
     if node is None:
         raise SpecError([Issue("", "the spec is empty", file, 1, 1, hint="start with 'nlc: 1'")])
     data = _construct(node, file, (), raw)
@@ -207,16 +277,22 @@ def drop_marks(raw: RawSpec, path: PathKey) -> None:
             del marks[key]
 
 
-def read_spec(source: str | Path, *, bundled_dir: Path | None = None, _seen: tuple = ()) -> RawSpec:
-    """Read a spec file or text, resolving ``extends`` (a path relative to the file, or
-    the name of a bundled spec). Cycles in ``extends`` are reported."""
-    path, text, name = _text_of(source)
-    if path is not None:
+def read_spec(source: str | Path, *, name: str | None = None, bundled_dir: Path | None = None,
+              _seen: tuple = ()) -> RawSpec:
+    """Read a spec file (a :class:`Path`) or YAML text (a ``str``), resolving ``extends`` (a
+    path relative to the file, or the name of a bundled spec). Cycles in ``extends`` are
+    reported. ``name`` is the file name messages show (default: the path as given); which
+    of file, bundled spec or text a user meant is :func:`nlc.spec.load.spec_source`'s call."""
+    if isinstance(source, Path):
+        path, name = source, name or str(source)
         resolved = path.resolve()
         if resolved in _seen:
             chain = " -> ".join(str(p.name) for p in (*_seen, resolved))
             raise SpecError([Issue("extends", f"'extends' forms a cycle: {chain}", name, 1, 1)])
         _seen = (*_seen, resolved)
+        text = _read_file(path, name)
+    else:
+        path, text, name = None, source, name or "<text>"
     raw = parse_yaml(text, name)
     parent = raw.data.pop("extends", None)
     if parent is None:
@@ -239,30 +315,35 @@ def read_spec(source: str | Path, *, bundled_dir: Path | None = None, _seen: tup
     return deep_merge(base, raw) if base is not None else raw
 
 
-def _text_of(source: str | Path) -> tuple[Path | None, str, str]:
-    """(path, text, display name): a Path, or a one-line string naming an existing file or
-    ending in .yaml/.yml, is read from disk; any other string is YAML text."""
-    text = str(source)
-    if "\x00" in text and "\n" not in text:
-        raise SpecError([Issue("", "a file name cannot contain a NUL character", repr(text))])
-    is_path = isinstance(source, Path) or ("\n" not in text and (
-        text.endswith((".yaml", ".yml")) or Path(text).is_file()))
-    if not is_path:
-        return None, text, "<text>"
-    path = Path(source)
+def _read_file(path: Path, name: str) -> str:
+    """The text of a spec file. A file over ``spec_bytes`` is refused before it is read (and
+    never more than that is read, in case it grows), and anything but a regular file (a
+    directory, a FIFO that would block, a device) before it is opened."""
+    most = limits.current().spec_bytes
     try:
-        return path, path.read_text(encoding="utf-8"), text
+        if path.exists() and not path.is_file():
+            problem = "is a directory, not a spec file" if path.is_dir() else "is not a regular file"
+            raise SpecInputError([Issue("", f"{name} {problem}", name, hint="give a .yaml file")])
+        size = path.stat().st_size
+        if size <= most:
+            with path.open("rb") as stream:
+                data = stream.read(most + 1)
+            size = len(data)
+        if size > most:
+            raise SpecInputError([Issue("", f"the spec file is {size:,} bytes, over the limit of {most:,}", name,
+                                        hint=RAISE_HINT)])
+        return data.decode("utf-8")
     except FileNotFoundError:
-        problem, hint = f"no such spec file: {text}", "nlc ls lists the bundled specs"
+        problem, hint = f"no such spec file: {name}", "nlc ls lists the bundled specs"
     except IsADirectoryError:
-        problem, hint = f"{text} is a directory, not a spec file", "give a .yaml file"
+        problem, hint = f"{name} is a directory, not a spec file", "give a .yaml file"
     except PermissionError:
-        problem, hint = f"no permission to read {text}", None
+        problem, hint = f"no permission to read {name}", None
     except UnicodeDecodeError:
         problem, hint = "the spec is not UTF-8 text", None
-    except OSError as err:
-        problem, hint = f"cannot read {text}: {err.strerror}", None
-    raise SpecError([Issue("", problem, text, hint=hint)])
+    except (OSError, ValueError) as err:  # ValueError: a NUL in the name
+        problem, hint = f"cannot read {name}: {getattr(err, 'strerror', None) or err}", None
+    raise SpecInputError([Issue("", problem, name, hint=hint)])
 
 
 def _resolve_extends(item: str, path: Path | None, bundled_dir: Path | None) -> Path | None:

@@ -6,7 +6,8 @@ same model, and dumping writes the short form back where one exists.
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+import math
+from typing import Any, ClassVar, Literal
 
 from ..errors import FieldError
 from pydantic import (
@@ -20,11 +21,18 @@ from pydantic import (
 
 INPUT = "input"  # the source name of a level's own input (the residual stream)
 
+# Generous upper bounds of sizes: far above any model this compiler is meant for, low enough
+# that a typo (an extra digit, 1e30) is refused at its line instead of exhausting memory.
+MAX_TOKENS = 2**20  # sequence lengths, windows, periods in tokens
+MAX_STEPS = 100_000_000  # optimizer steps (and periods on that clock)
+
 
 class Strict(BaseModel):
-    """Base of every spec model: unknown keys are errors, values are immutable."""
+    """Base of every spec model: unknown keys are errors, values are immutable, and no
+    number is NaN or infinite (``.nan`` / ``.inf`` in YAML; nothing in a spec means them)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True,
+                              allow_inf_nan=False)
 
 
 def _short_form_schema(handler: Any, core_schema: Any, *short: dict) -> dict:
@@ -47,7 +55,15 @@ class Knob(Strict):
       (the projection is squashed as ``max * sigmoid(.)``).
 
     ``per`` chooses whether a data-dependent gate changes every token or once per chunk.
+
+    Each role is its own subclass (:class:`LrKnob`, :class:`MomentumKnob`, ...) with the
+    range its meaning allows (``bounds``, JSON Schema keywords), checked on ``value``,
+    ``learned`` and ``init`` and written into the JSON Schema; a gate's ``max`` is at most 1.
     """
+
+    role: ClassVar[str] = "knob"
+    bounds: ClassVar[dict[str, float]] = {}
+    example: ClassVar[str] = ""
 
     value: float | None = None
     learned: float | None = None
@@ -60,6 +76,8 @@ class Knob(Strict):
     @classmethod
     def _short(cls, data: Any) -> Any:
         if isinstance(data, (int, float)) and not isinstance(data, bool):
+            if not math.isfinite(data):
+                raise ValueError(f"got {data!r}; {cls.role} must be a finite number")
             return {"value": float(data)}
         return data
 
@@ -75,7 +93,28 @@ class Knob(Strict):
             field = "init" if self.init is not None else "per" if self.per != "token" else "max"
             raise FieldError(field, f"'{field}' only applies to a data-dependent knob",
                              hint="add 'from: input' or remove it")
+        self._check_range()
         return self
+
+    def _check_range(self) -> None:
+        for field in ("value", "learned", "init"):
+            number = getattr(self, field)
+            if number is not None and not _within(number, self.bounds):
+                message = f"{self.role} must be in {_interval(self.bounds)}; got {number!r}"
+                if field == "value":  # the short form: the error belongs to the knob itself
+                    raise ValueError(f"{message} ({self.example})")
+                raise FieldError(field, message, hint=self.example)
+        top = self._top()
+        if self.max > top:
+            if top <= 1:  # a gate: max * sigmoid(.)
+                raise FieldError("max", f"a {self.role} gate stays in (0, 1); max {self.max} lets it leave",
+                                 hint="use max <= 1: the gate is max * sigmoid(.)")
+            raise FieldError("max", f"{self.role} max must be <= {top}; got {self.max!r}", hint=self.example)
+
+    @classmethod
+    def _top(cls) -> float:
+        """The largest value the role allows: the bound of a data-dependent knob's ``max``."""
+        return cls.bounds.get("maximum", cls.bounds.get("exclusiveMaximum", math.inf))
 
     @property
     def kind(self) -> str:
@@ -100,7 +139,56 @@ class Knob(Strict):
 
     @classmethod
     def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> dict:
-        return _short_form_schema(handler, core_schema, {"type": "number"})
+        schema = handler.resolve_ref_schema(handler(core_schema))
+        for field in ("value", "learned", "init"):
+            for option in schema["properties"][field]["anyOf"]:
+                if option.get("type") == "number":
+                    option.update(cls.bounds)
+        if math.isfinite(cls._top()):
+            schema["properties"]["max"]["maximum"] = cls._top()
+        return {"anyOf": [{"type": "number", **cls.bounds}, schema]}
+
+
+class LrKnob(Knob):
+    """A step size: positive (0 would never learn) and at most 100, far beyond any stable
+    inner step (:func:`nlc.spec.levels.lr_warnings` names the stable ranges)."""
+
+    role, bounds, example = "lr", {"exclusiveMinimum": 0, "maximum": 100}, "e.g. lr: 0.1"
+
+
+class MomentumKnob(Knob):
+    """The fraction of the previous update kept (Titans' eta): 1 or more never forgets it and
+    the state grows without bound."""
+
+    role, bounds = "momentum", {"minimum": 0, "exclusiveMaximum": 1}
+    example = "the fraction of the previous update kept, e.g. momentum: 0.9"
+
+
+class RetentionKnob(Knob):
+    """The factor on the old state: 1 keeps it, 0 would erase it every token, above 1 grows it."""
+
+    role, bounds = "retention", {"exclusiveMinimum": 0, "maximum": 1}
+    example = "the factor on the old state, e.g. retention: 0.99"
+
+
+class ForgetKnob(Knob):
+    """Titans' forget gate, ``retention = 1 - forget``: in [0, 1) for the same reasons."""
+
+    role, bounds = "forget", {"minimum": 0, "exclusiveMaximum": 1}
+    example = "the fraction of the old state erased, e.g. forget: 0.01"
+
+
+def _within(number: float, bounds: dict[str, float]) -> bool:
+    """Whether ``number`` satisfies JSON-Schema-style ``bounds``."""
+    return (number >= bounds.get("minimum", -math.inf) and number > bounds.get("exclusiveMinimum", -math.inf)
+            and number <= bounds.get("maximum", math.inf) and number < bounds.get("exclusiveMaximum", math.inf))
+
+
+def _interval(bounds: dict[str, float]) -> str:
+    """A role's ``bounds`` (a lower and an upper one) as an interval: ``[0, 1)``, ``(0, 1]``."""
+    low = f"[{bounds['minimum']}" if "minimum" in bounds else f"({bounds['exclusiveMinimum']}"
+    high = f"{bounds['maximum']}]" if "maximum" in bounds else f"{bounds['exclusiveMaximum']})"
+    return f"{low}, {high}"
 
 
 class Period(Strict):
@@ -112,9 +200,9 @@ class Period(Strict):
     * ``steps: k`` - an outer (optimizer) level's own clock: every k optimizer steps.
     """
 
-    tokens: PositiveInt | None = None
+    tokens: PositiveInt | None = Field(default=None, le=MAX_TOKENS)
     never: bool = False
-    steps: PositiveInt | None = None
+    steps: PositiveInt | None = Field(default=None, le=MAX_STEPS)
 
     @model_validator(mode="before")
     @classmethod
@@ -123,6 +211,8 @@ class Period(Strict):
             raise ValueError("a period is a number of tokens, 'never' or {steps: k}, not a boolean")
         if isinstance(data, int):
             return {"tokens": data}
+        if isinstance(data, float):
+            raise ValueError(f"got {data!r}; a period is a whole number of tokens, 'never' or {{steps: k}}")
         if isinstance(data, str):
             if data == "never":
                 return {"never": True}
@@ -146,7 +236,7 @@ class Period(Strict):
     @classmethod
     def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> dict:
         return _short_form_schema(
-            handler, core_schema, {"type": "integer", "minimum": 1}, {"const": "never"}
+            handler, core_schema, {"type": "integer", "minimum": 1, "maximum": MAX_TOKENS}, {"const": "never"}
         )
 
 

@@ -2,7 +2,8 @@
 
 ``nlc.train(spec, data, out=...)`` trains a spec on a corpus (:mod:`.loop`);
 :mod:`.optim` holds one torch optimizer per optimizer level, stepped by the update
-schedule; :mod:`.checkpoint` writes and reads atomic safetensors + JSON checkpoints;
+schedule; :mod:`.checkpoint` writes and reads atomic safetensors + JSON checkpoints
+(:func:`.loading.load` is ``nlc.load``);
 :mod:`.distributed` runs data parallel under ``torchrun``; :mod:`.metrics`,
 :mod:`.progress` and :mod:`.plots` report. Contract: docs/training-contract.md.
 """
@@ -12,11 +13,12 @@ import sys
 import types
 
 from .checkpoint import CheckpointError, load_checkpoint, read_meta, save_checkpoint, spec_hash
-from .config import TrainConfig, TrainResult
+from .config import TrainConfig, TrainResult, spec_identity
+from .loading import load
 from .loop import train
 
-__all__ = ["CheckpointError", "TrainConfig", "TrainResult", "load_checkpoint", "read_meta", "save_checkpoint",
-           "spec_hash", "train"]
+__all__ = ["CheckpointError", "TrainConfig", "TrainResult", "load", "load_checkpoint", "read_meta",
+           "save_checkpoint", "spec_hash", "spec_identity", "train"]
 
 
 class _CallablePackage(types.ModuleType):

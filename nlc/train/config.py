@@ -4,6 +4,9 @@
 validation cadence, dtype) with the run's own options (output folder, checkpoint cadence,
 device). :class:`TrainResult` is what :func:`nlc.train` returns.
 
+Resume: a run may be continued with another ``train.steps`` or ``train.eval_every``
+(:data:`RESUMABLE`), nothing else; :func:`spec_identity` is what a resume compares.
+
 Seeds: the batch of optimizer step ``s`` comes from a generator seeded with
 ``step_seed(seed, s)``, a 63-bit hash of the pair, so any step's batch is known without
 replaying the ones before it (this is what makes resume exact). Validation batches use
@@ -18,6 +21,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .checkpoint import spec_hash
+
 if TYPE_CHECKING:  # pragma: no cover
     from ..spec import Spec
 
@@ -27,6 +32,24 @@ def step_seed(seed: int, step: int) -> int:
     platforms and Python versions; distinct pairs give unrelated seeds)."""
     digest = hashlib.sha256(f"nlc-train:{seed}:{step}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
+
+
+RESUMABLE = ("steps", "eval_every")
+"""The ``train:`` fields a resume may change: the budget and the validation cadence. Every
+other field changes the model, its initialisation, its numerics, its data stream or what
+the logged validation bpb measures (``eval_batches``), so a resume refuses it."""
+
+
+def with_budget(spec: "Spec", steps: int, eval_every: int) -> "Spec":
+    """``spec`` with its :data:`RESUMABLE` fields set to ``steps`` and ``eval_every``."""
+    return spec.model_copy(update={"train": spec.train.model_copy(update={"steps": steps, "eval_every": eval_every})})
+
+
+def spec_identity(spec: "Spec") -> str:
+    """sha256 of the spec with the :data:`RESUMABLE` fields left out (set to 1): two runs of
+    the same identity train the same model on the same data stream, and differ at most in
+    how far they go and how often they validate. ``nlc train --resume`` compares it."""
+    return spec_hash(with_budget(spec, 1, 1))
 
 
 def default_device() -> torch.device:

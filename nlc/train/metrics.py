@@ -8,7 +8,14 @@ Records (every value a plain number or a string):
   with ``{steps: k}`` that is accumulating, for its next update), ``tokens_per_s`` the
   global tokens of the step over its wall time, ``elapsed`` seconds of training since the
   run began (resumed runs continue the count);
-* ``{"kind": "val", "step", "loss", "bpb", "tokens", "elapsed"}``.
+* ``{"kind": "val", "step", "loss", "bpb", "tokens", "elapsed"}``;
+* ``{"kind": "non_finite", "step", "level", "position", "message"}``: the last record of a
+  run stopped by a NaN or inf (:class:`~nlc.errors.NonFiniteError`: the level blamed, or
+  null; the token position, or null; the whole message).
+
+Every record written here also goes to the run's experiment trackers
+(:mod:`nlc.train.trackers`, ``loggers=``); :meth:`MetricsLog.track` sends the records that
+only the trackers get (the per-level parameter norms of each validation).
 
 On resume the file is cut back to the records of steps up to the checkpoint's step (a
 torn last line from a killed process is dropped), so no step appears twice.
@@ -17,8 +24,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Sequence
 
 from ..files import atomic_write_text
+from .trackers import Tracker
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -36,10 +45,12 @@ def read_metrics(path: str | Path) -> list[dict]:
 
 
 class MetricsLog:
-    """Appends records to ``path`` (when ``write`` is true: rank 0) and keeps them all."""
+    """Appends records to ``path`` and sends them to ``trackers`` (when ``write`` is true:
+    rank 0) and keeps them all."""
 
-    def __init__(self, path: Path, *, write: bool = True) -> None:
+    def __init__(self, path: Path, *, write: bool = True, trackers: Sequence[Tracker] = ()) -> None:
         self.path, self.writes = path, write
+        self.trackers = list(trackers) if write else []
         self.records: list[dict] = []
 
     def start(self, resume_step: int | None) -> None:
@@ -55,6 +66,28 @@ class MetricsLog:
         if self.writes:
             with self.path.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
+        self.track(record)
+
+    def track(self, record: dict) -> None:
+        """Send ``record`` to the trackers only (not to the file)."""
+        for tracker in self.trackers:
+            tracker.log(record)
+
+    def start_trackers(self, spec_yaml: str, config: dict) -> None:
+        for tracker in self.trackers:
+            tracker.start(self.path.parent, spec_yaml, config)
+
+    def close(self) -> None:
+        """Close the trackers (each one, even if another fails)."""
+        trackers, self.trackers = self.trackers, []
+        errors = []
+        for tracker in trackers:
+            try:
+                tracker.close()
+            except Exception as err:  # noqa: BLE001 - re-raised below after the others closed
+                errors.append(err)
+        if errors:
+            raise errors[0]
 
     def of_kind(self, kind: str) -> list[dict]:
         return [r for r in self.records if r.get("kind") == kind]

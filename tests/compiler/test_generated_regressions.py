@@ -13,7 +13,8 @@ import yaml
 
 import nlc
 from nlc.errors import SpecError
-from nlc.spec import validate
+from nlc.spec import Spec, validate
+from nlc.spec.load import load_raw
 from tests.compiler.generated_helpers import (
     CMS,
     check_logits,
@@ -142,21 +143,20 @@ def test_memory_reading_a_non_memory_level_is_refused_by_validation(case):
 
 def test_memory_reading_values_from_another_memory_is_refused_clearly():
     """Keys from the input, values from a memory: not HOPE's coupling. _roles used to raise
-    KeyError 'input'; now its ValueError, located at the layer, says what does not fit."""
+    KeyError 'input'; validation now refuses it at the field (nlc.capabilities)."""
     text = spec("""
         nlc: 1
         levels:
-          src: {type: memory}
-          m: {type: memory, values: src}
+          src: {type: memory, keys: {from: input, norm: l2}}
+          m: {type: memory, values: src, keys: {from: input, norm: l2}}
           opt: {type: optimizer}
         model: {width: 16, blocks: [{layers: [m]}]}
         """)
-    with pytest.raises(nlc.compiler.CompileError) as info:
+    with pytest.raises(SpecError) as info:
         nlc.compile(text, seed=0)
-    assert type(info.value.__cause__) is ValueError
-    assert "level 'm' couples memories in a way the runtime does not execute" in str(info.value)
-    assert "<text>:" in str(info.value)
-    runs_or_is_refused_clearly(text)
+    [issue] = info.value.issues
+    assert (issue.path, issue.line) == ("levels.m.values.from", 5)  # text starts with a newline
+    assert "'m' takes its keys, lr, retention from elsewhere" in issue.message
 
 
 CASE_COLLISIONS = {
@@ -210,10 +210,11 @@ def test_lq_retention_of_a_zero_memory_is_finite(memory, q):
         """))
 
 
-def test_default_deep_memory_is_warned_about():
+def test_default_deep_memory_is_refused():
     """An MLP memory with the language's defaults (rule gd, lr 1.0, keys not l2-normalised)
-    diverges to NaN within a few chunks: validation warns, located at the lr, and the
-    warned-about model does produce non-finite logits (the warning is not a false alarm)."""
+    diverges to NaN within a few chunks: validation refuses it, located at the lr (it used to
+    warn; a spec that validates must run finitely), and the refused model does produce
+    non-finite logits when built without validation (the refusal is not a false alarm)."""
     text = spec("""
         nlc: 1
         levels:
@@ -222,11 +223,13 @@ def test_default_deep_memory_is_warned_about():
         model: {width: 16, heads: 1, blocks: [{layers: [m]}]}
         """)
     spec_, issues = validate(text)
-    assert spec_ is not None
-    (warning,) = issues
-    assert (warning.severity, warning.path, warning.line) == ("warning", "levels.m.update.lr", 4)
-    assert "diverges" in warning.message and "norm: l2" in warning.hint
-    model = nlc.compile(text, seed=0)
+    assert spec_ is None
+    (error,) = issues
+    assert (error.severity, error.path, error.line) == ("error", "levels.m.update.lr", 4)
+    assert "diverges" in error.message and "norm: l2" in error.hint
+    unchecked = Spec.model_validate(load_raw(text).data)
+    unchecked._raw = load_raw(text)
+    model = nlc.compile(unchecked, seed=0)
     x = tokens(32, 0)
     assert not model(x)[0].isfinite().all()
     for fix in ("levels.m.update={rule: gd, lr: 0.1}", "levels.m.keys={from: input, norm: l2}"):

@@ -6,7 +6,8 @@ import re
 import pytest
 
 from nlc.graph import draw, sizes
-from nlc.spec import load_spec
+from nlc.spec import Spec, load_spec
+from nlc.spec.load import load_raw
 
 TINY = """
 nlc: 1
@@ -48,7 +49,10 @@ D = 16
 
 @pytest.fixture(scope="module")
 def tiny():
-    return load_spec(TINY)
+    """Schema-valid, not buildable: the counts and drawings only need the schema, and they
+    cover a memory reading another memory's output and a momentum CMS, which validation
+    refuses (the capability table, rule 8)."""
+    return Spec.model_validate(load_raw(TINY).data)
 
 
 def test_per_instance_params_and_state(tiny):
@@ -95,7 +99,7 @@ def test_swiglu_default_hidden_and_matrix_memory():
     spec = load_spec("""
 nlc: 1
 levels:
-  m: {type: memory, keys: {from: input, conv: 4}}
+  m: {type: memory, keys: {from: input, conv: 4}, update: {lr: 0.1}}
   f: {type: mlp}
   o: {type: optimizer}
 model: {width: 32, heads: 2, blocks: [{layers: [m, f]}]}
@@ -120,7 +124,7 @@ def test_table_rows(tiny):
     assert rows["mlp"]["period"] == "never" and rows["outer"]["period"] == "1 step"
     assert rows["mem"]["params"] == 3 * 1492 and rows["mem"]["state"] == 3 * (2 * 384 + 32)
     assert rows["mem"]["outer"] == "outer" and rows["outer"]["outer"] == "(outermost)"
-    slow = load_spec(TINY, ["levels.outer.period={steps: 4}"])
+    slow = Spec.model_validate(load_raw(TINY, ["levels.outer.period={steps: 4}"]).data)
     assert {r["level"]: r["frequency"] for r in draw.table_rows(slow)}["outer"] == "every 4 optimizer steps"
 
 

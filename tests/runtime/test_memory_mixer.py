@@ -376,8 +376,10 @@ UNSUPPORTED = {
 
 @pytest.mark.parametrize("name", sorted(UNSUPPORTED))
 def test_unsupported_combinations_name_the_level(name):
-    with pytest.raises(NotImplementedError, match="'mem'") as err:
+    """Validation refuses these (nlc.capabilities); reaching the runtime is a bug it names."""
+    with pytest.raises(RuntimeError, match="'mem'") as err:
         MemoryMixer(UNSUPPORTED[name], WIDTH)
+    assert "capabilit" in str(err.value) or "rule 9" in str(err.value)
     if name.endswith("from_level"):
         assert "mem_k" in str(err.value) or "mem_lr" in str(err.value)
     if name in ("delta_on_mlp", "dgd_lq"):
@@ -412,7 +414,7 @@ def test_knob_refusals():
         Knob(data(0.5, max=2.0), WIDTH, HEADS, role="retention", owner="lvl")
     with pytest.raises(ValueError, match="init 3.0"):
         Knob(learned(3.0), WIDTH, HEADS, owner="lvl")
-    with pytest.raises(NotImplementedError, match="'mem_lr'"):
+    with pytest.raises(RuntimeError, match="'mem_lr'"):
         Knob(KnobIR("data", 0.1, source="mem_lr"), WIDTH, HEADS, owner="lvl")
 
 
@@ -521,5 +523,5 @@ def test_hope_memory_is_refused_with_its_source_level():
     from nlc.spec import load_spec
 
     ir = resolve(load_spec(Path(__file__).resolve().parents[2] / "specs" / "hope.yaml"))
-    with pytest.raises(NotImplementedError, match="'memory'.*(mem_k|mem_v|mem_lr|mem_alpha|self)"):
+    with pytest.raises(RuntimeError, match="'memory'.*(mem_k|mem_v|mem_lr|mem_alpha|self)"):
         MemoryMixer(ir.levels["memory"], ir.width)

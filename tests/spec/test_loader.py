@@ -340,12 +340,12 @@ def test_merge_keys():
     type: mlp""").replace("  outer:", """\
   cms_slow: {<<: *cms, period: 16}
   cms_two:
-    <<: [*cms, {flush: drop}]
+    <<: [*cms, {activation: gelu}]
     hidden: 64
   outer:""").replace("[cms]", "[cms, cms_slow, cms_two]")
     spec = load_spec(text)
     assert spec.levels["cms_slow"].period.tokens == 16 and spec.levels["cms_slow"].update.lr.value == 1e-3
-    assert spec.levels["cms_two"].flush == "drop" and spec.levels["cms_two"].hidden == 64
+    assert spec.levels["cms_two"].activation == "gelu" and spec.levels["cms_two"].hidden == 64
     assert spec.levels["cms_two"].period.tokens == 4
 
 

@@ -94,7 +94,7 @@ def test_an_existing_checkpoint_is_not_overwritten_without_resume(tmp_path, text
 def test_sidecar_is_json_and_nothing_is_pickled(tmp_path, text_data):
     nlc.train(TINY, data=text_data, out=tmp_path, steps=1, progress=False)
     files = sorted(p.name for p in (tmp_path / "checkpoint").iterdir())
-    assert files == ["meta.json", "model.safetensors", "optimizer.safetensors"]
+    assert files == ["meta.json", "model.safetensors", "optimizer.safetensors", "spec.yaml"]
     meta = json.loads((tmp_path / "checkpoint" / "meta.json").read_text())
     assert meta["schedule"] == {"updates": {"fast": 1, "outer": 0}, "accumulated_steps": {"fast": 0, "outer": 1},
                                 "next_lr": {"fast": pytest.approx(3e-3), "outer": pytest.approx(1.5e-3)}}

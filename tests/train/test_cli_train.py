@@ -27,7 +27,7 @@ def test_train_reports_bpb_checkpoint_and_a_sample_then_refuses_another_spec(tmp
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     stored = read_meta(tmp_path)["spec_sha256"]
     second = _train(TINY, "model.width=64", "--out", str(tmp_path), "--steps", "2", "--resume")
-    assert second.exit_code == 1
+    assert second.exit_code == 2  # bad input: the run folder holds another spec's checkpoint
     assert f"spec sha256 {stored}" in second.stderr and "another --out" in second.stderr
     assert read_meta(tmp_path)["spec_sha256"] == stored  # untouched
 
