@@ -23,6 +23,7 @@ import shutil
 from pathlib import Path
 
 from .errors import NLCError
+from .files import fsync_path
 from .status import BAD_INPUT
 from .version import __version__
 
@@ -81,23 +82,15 @@ def _write_folder(out: Path, fill) -> None:
     try:
         fill(tmp)
         for path in (*tmp.iterdir(), tmp):
-            _fsync(path)
+            fsync_path(path)
         if out.exists():
             os.rename(out, old)
         os.rename(tmp, out)
-        _fsync(out.parent)
+        fsync_path(out.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     shutil.rmtree(old, ignore_errors=True)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def readme(name: str, meta: dict) -> str:

@@ -32,6 +32,15 @@ def umask() -> int:
     return mask
 
 
+def fsync_path(path: Path) -> None:
+    """fsync a file or a folder by path (a folder: so a rename inside it is durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename;
     the file gets the umask's permissions (``0o666 & ~umask``), like any other new file."""

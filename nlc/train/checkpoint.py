@@ -49,6 +49,7 @@ from torch import nn
 from .. import limits
 from ..status import BAD_INPUT
 from ..errors import NLCError
+from ..files import fsync_path
 from ..spec import Spec
 from ..spec.load import spec_to_yaml
 from ..version import __version__
@@ -99,14 +100,6 @@ def set_rng_state(state: dict) -> None:
 
 
 # -- writing ---------------------------------------------------------------------------
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_meta(folder: Path, meta: dict) -> None:
     (folder / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
@@ -131,8 +124,8 @@ def _write_folder(out: Path, fill: Callable[[Path], None]) -> Path:
     try:
         fill(tmp)
         for file in tmp.iterdir():
-            _fsync(file)
-        _fsync(tmp)
+            fsync_path(file)
+        fsync_path(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -145,7 +138,7 @@ def _install(out: Path, tmp: Path, name: str) -> Path:
     if target.exists():
         os.rename(target, old)
     os.rename(tmp, target)
-    _fsync(out)
+    fsync_path(out)
     shutil.rmtree(old, ignore_errors=True)
     return target
 
