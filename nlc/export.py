@@ -36,6 +36,9 @@ class ExportError(NLCError):
     exit_status = BAD_INPUT
 
 
+EXPORTED = ("model.py", "model.safetensors", "spec.yaml", "README.md")  # all an export folder holds
+
+
 def export(run: str | Path, out: str | Path, *, force: bool = False) -> Path:
     """Write the export folder of the checkpoint at ``run`` (a run or checkpoint folder)
     to ``out``; returns ``out``. Raises :class:`nlc.train.CheckpointError` for a checkpoint
@@ -47,8 +50,15 @@ def export(run: str | Path, out: str | Path, *, force: bool = False) -> Path:
     if out.exists() and not (out.is_dir() and force):
         raise ExportError(f"{out}: already exists" + (" (use --force to replace it)" if out.is_dir()
                                                       else " and is not a folder"))
+    source = find_checkpoint(run).resolve()
+    target = out.resolve()
+    if target == source or target in source.parents or source in target.parents:
+        raise ExportError(f"{out}: holds or lies inside the checkpoint being exported; choose another --out")
+    if out.exists() and not {p.name for p in out.iterdir()} <= set(EXPORTED):
+        raise ExportError(f"{out}: holds files that no export writes; --force replaces only an earlier "
+                          "export (choose another --out)")
     model, meta = load_checkpoint(run, device="cpu")
-    weights = find_checkpoint(run) / "model.safetensors"
+    weights = source / "model.safetensors"
 
     def fill(folder: Path) -> None:
         shutil.copyfile(weights, folder / "model.safetensors")

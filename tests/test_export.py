@@ -91,6 +91,21 @@ def test_an_existing_folder_is_kept_unless_forced(run, exported):
     assert not [p for p in run.parent.iterdir() if p.name.startswith(".")]
 
 
+def test_force_never_replaces_the_run_or_a_folder_that_is_no_export(run, tmp_path):
+    """--out RUN --force used to replace the run folder itself (metrics, checkpoint, all)."""
+    for out in (run, run.parent):
+        refused = CliRunner().invoke(app, ["export", str(run), "--out", str(out), "--force"])
+        assert refused.exit_code == 2
+        assert "holds or lies inside the checkpoint being exported" in refused.stderr
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "thesis.tex").write_text("keep me")
+    refused = CliRunner().invoke(app, ["export", str(run), "--out", str(other), "--force"])
+    assert refused.exit_code == 2 and "holds files that no export writes" in refused.stderr
+    assert (other / "thesis.tex").read_text() == "keep me"
+    assert (run / "checkpoint" / "meta.json").exists() or (run / "meta.json").exists()
+
+
 def test_a_checkpoint_saved_during_the_export_leaves_nothing_behind(run, tmp_path, monkeypatch):
     import nlc.export as export_module
 

@@ -8,6 +8,7 @@ from typing import List
 
 import typer
 
+from ..errors import one_line
 from ._common import print_issues, split_args, validate_path
 from ..status import BAD_INPUT
 
@@ -48,7 +49,7 @@ def validate(
 
             warnings = len(issues)
             note = f", {warnings} warning{'s' if warnings != 1 else ''}" if warnings else ""
-            typer.echo(f"OK {path}: {spec.name or 'spec'}, {len(spec.levels)} levels in "
+            typer.echo(f"OK {one_line(str(path))}: {one_line(spec.name or 'spec')}, {len(spec.levels)} levels in "
                        f"{len(ordered_levels(spec))} ordered levels{note}")
         else:
             errors = sum(i.severity == "error" for i in issues)

@@ -190,6 +190,9 @@ def _check_dimensions(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
             issues.append(Issue(where, f"RoPE rotates pairs of channels, and attention level '{name}' has "
                                 f"an odd head dim {width // (heads or spec.model.heads)}",
                                 hint="choose heads so that width / heads is even, or set rope: false"))
+        if isinstance(level, MLPLevel) and level.hidden is None and round(level.expansion * width) < 1:
+            issues.append(Issue(f"levels.{name}.expansion", f"expansion {level.expansion} x width {width} "
+                                "rounds to a hidden width of 0", hint=f"use expansion >= {1 / width:.3g} or hidden: N"))
         init = getattr(level, "init", None)
         if init is not None and init.level is not None and init.level in spec.levels:
             if _state_shape(spec.levels[init.level]) != _state_shape(level):

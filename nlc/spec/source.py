@@ -277,12 +277,19 @@ def drop_marks(raw: RawSpec, path: PathKey) -> None:
             del marks[key]
 
 
+EXTENDS_FILES = 64  # files one load may read through `extends` (a repeated list fans out)
+EXTENDS_DEPTH = 32  # the longest chain of `extends`
+
+
 def read_spec(source: str | Path, *, name: str | None = None, bundled_dir: Path | None = None,
-              _seen: tuple = ()) -> RawSpec:
+              _seen: tuple = (), _reads: list[int] | None = None) -> RawSpec:
     """Read a spec file (a :class:`Path`) or YAML text (a ``str``), resolving ``extends`` (a
     path relative to the file, or the name of a bundled spec). Cycles in ``extends`` are
     reported. ``name`` is the file name messages show (default: the path as given); which
-    of file, bundled spec or text a user meant is :func:`nlc.spec.load.spec_source`'s call."""
+    of file, bundled spec or text a user meant is :func:`nlc.spec.load.spec_source`'s call.
+    One load reads at most :data:`EXTENDS_FILES` files along chains of at most
+    :data:`EXTENDS_DEPTH` (``_reads`` counts them across the recursion)."""
+    _reads = [0] if _reads is None else _reads
     if isinstance(source, Path):
         path, name = source, name or str(source)
         resolved = path.resolve()
@@ -290,6 +297,12 @@ def read_spec(source: str | Path, *, name: str | None = None, bundled_dir: Path 
             chain = " -> ".join(str(p.name) for p in (*_seen, resolved))
             raise SpecError([Issue("extends", f"'extends' forms a cycle: {chain}", name, 1, 1)])
         _seen = (*_seen, resolved)
+        _reads[0] += 1
+        if _reads[0] > EXTENDS_FILES or len(_seen) > EXTENDS_DEPTH:
+            what = f"more than {EXTENDS_FILES} files" if _reads[0] > EXTENDS_FILES else \
+                f"a chain longer than {EXTENDS_DEPTH}"
+            raise SpecInputError([Issue("extends", f"'extends' reaches {what}", name, 1, 1,
+                                        hint="extend each file once, from a shallower hierarchy")])
         text = _read_file(path, name)
     else:
         path, text, name = None, source, name or "<text>"
@@ -309,7 +322,7 @@ def read_spec(source: str | Path, *, name: str | None = None, bundled_dir: Path 
             mark = raw.value_marks[("extends",)]
             raise SpecError([Issue("extends", f"cannot find spec {item!r} to extend", mark.file,
                                    mark.line, mark.column, hint="give a path relative to this file or a bundled spec name (nlc ls)")])
-        loaded = read_spec(target, bundled_dir=bundled_dir, _seen=_seen)
+        loaded = read_spec(target, bundled_dir=bundled_dir, _seen=_seen, _reads=_reads)
         base = loaded if base is None else deep_merge(base, loaded)
     drop_marks(raw, ("extends",))
     return deep_merge(base, raw) if base is not None else raw

@@ -143,10 +143,11 @@ class _Run:
                 f"cannot resume {self.config.out / ckpt.LATEST}: it is at step {meta['step']}, past "
                 f"train.steps={self.config.steps} (a run can be continued to more steps, not cut back: give "
                 f"train.steps >= {meta['step']}, or train into another --out)")
-        if meta["data"]["sha256"] and self.data.sha256 and meta["data"]["sha256"] != self.data.sha256:
+        stored = meta["data"].get("sha256")  # the checks let a checkpoint of unhashed data pass
+        if stored and self.data.sha256 and stored != self.data.sha256:
             raise ckpt.CheckpointError(
-                f"cannot resume {self.config.out}: its data {meta['data']['name']!r} had sha256 "
-                f"{meta['data']['sha256']}, the data given has {self.data.sha256} "
+                f"cannot resume {self.config.out}: its data {meta['data'].get('name')!r} had sha256 "
+                f"{stored}, the data given has {self.data.sha256} "
                 "(use the same corpus or another --out)")
         ckpt.load_weights(self.model, self.config.out)
         self.outer.load_state_tensors(ckpt.load_optimizer_state(self.config.out, self.model))

@@ -352,3 +352,12 @@ def test_momentum_is_accepted_iff_in_the_unit_interval(x: float):
         assert spec.levels["mem"].update.momentum.value == x and not math.isnan(x)
     else:
         assert [e.path for e in _errors(issues)] == ["levels.mem.update.momentum"]
+
+
+def test_an_expansion_that_rounds_to_no_hidden_width_is_refused_at_its_line():
+    """expansion 1e-9 x width 128 rounded to a hidden width of 0: it validated, then training
+    failed inside the MLP."""
+    spec, issues = validate("transformer", ["levels.mlp.expansion=1e-9"])
+    assert spec is None
+    (issue,) = [i for i in issues if i.severity == "error"]
+    assert issue.path == "levels.mlp.expansion" and "rounds to a hidden width of 0" in issue.message

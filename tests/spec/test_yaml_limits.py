@@ -100,3 +100,16 @@ def test_an_override_value_over_the_limits_is_a_bad_value():
         load_spec(HOPE, ["model.width=" + "[" * 100 + "]" * 100])
     assert ("<override 1: model.width=" in str(err.value)
             and "cannot parse the value: the YAML is nested deeper than 64 levels" in str(err.value))
+
+
+def test_extends_that_fans_out_is_refused_before_reading_thousands_of_files(tmp_path):
+    """A list of 60 repeated parents, twice nested, used to read 3,600 files (one more level:
+    216,000); one load now reads at most EXTENDS_FILES files."""
+    from nlc.spec.source import EXTENDS_FILES, SpecInputError
+
+    (tmp_path / "c.yaml").write_text("nlc: 1\n")
+    (tmp_path / "b.yaml").write_text("nlc: 1\nextends: [" + ", ".join(["c.yaml"] * 60) + "]\n")
+    (tmp_path / "a.yaml").write_text("nlc: 1\nextends: [" + ", ".join(["b.yaml"] * 60) + "]\n")
+    with pytest.raises(SpecInputError) as err:
+        load_spec(tmp_path / "a.yaml")
+    assert f"'extends' reaches more than {EXTENDS_FILES} files" in str(err.value)

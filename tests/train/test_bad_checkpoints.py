@@ -150,6 +150,12 @@ def spec_names_a_file(c: Path) -> str:
             "(nlc, levels, model, ...)")
 
 
+def rng_state_invalid(c: Path) -> str:
+    """The right length, but content mt19937 refuses (it used to reach torch as a traceback)."""
+    meta = _rewrite_meta(c, lambda m: m["rng"].update(torch="00" * (len(m["rng"]["torch"]) // 2)))
+    return f"{meta}: 'rng' holds no valid CPU generator state (Invalid mt19937 state)"
+
+
 def folder_is_a_file(c: Path) -> str:
     shutil.rmtree(c)
     c.write_text("not a folder")
@@ -159,7 +165,7 @@ def folder_is_a_file(c: Path) -> str:
 
 CASES = [empty_model, truncated_header, truncated_data, wrong_shape, wrong_dtype, missing_tensor, extra_tensor,
          missing_meta, meta_not_json, meta_not_an_object, meta_wrong_type, meta_without_spec, spec_edited,
-         spec_not_yaml, spec_invalid, spec_names_a_file]
+         spec_not_yaml, spec_invalid, spec_names_a_file, rng_state_invalid]
 
 
 def _one_line_error(result) -> str:
