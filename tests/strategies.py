@@ -517,6 +517,12 @@ def _keep_memory_stable(lv: dict) -> None:
         return
     keys = lv.get("keys", INPUT)
     lv["keys"] = {**(keys if isinstance(keys, dict) else {"from": keys}), "norm": "l2"}
+    window = objective.get("window", 1)
+    lr = update.get("lr", 1.0)
+    initial = lr if not isinstance(lr, dict) else lr.get("learned", lr.get("init", 0.5 * lr.get("max", 1.0)))
+    if objective.get("kind", "l2") == "l2" and update.get("rule", "gd") in ("gd", "momentum") \
+            and initial * window > 1:  # unit-norm keys: the error grows as (1 - 2 lr window)
+        lv.setdefault("update", {"rule": "gd"})["lr"] = 0.5 / window
 
 
 def _init_edges(levels: dict) -> set[tuple[str, str]]:

@@ -358,6 +358,14 @@ def _check_knobs(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
                                     f"(1 - 2 lr window |k|^2), so it diverges within a few tokens",
                                     hint="use keys: {from: input, norm: l2}, or lr < "
                                     f"{3 / (level.objective.window * head_dim):.2g}"))
+        if isinstance(level, MemoryLevel) and level.memory.kind == "matrix" and level.keys.norm == "l2" \
+                and level.objective.kind == "l2" and level.update.rule in ("gd", "momentum") \
+                and update.lr.initial * level.objective.window > 1:
+            issues.append(Issue(f"levels.{name}.update.lr", f"a matrix memory stepping on ||S k - v||^2 over a "
+                                f"window of {level.objective.window} unit-norm keys multiplies its error along them "
+                                f"by about (1 - 2 lr window) = {1 - 2 * update.lr.initial * level.objective.window:.3g}"
+                                ": beyond -1 it grows at every write and diverges",
+                                hint=f"use lr <= {1 / level.objective.window:.3g}"))
         if isinstance(level, MLPLevel) and level.objective is not None and level.objective.kind == "l2":
             step = update.lr.initial * level.period.tokens * spec.model.width
             if step >= CMS_L2_STEP_LIMIT:

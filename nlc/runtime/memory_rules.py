@@ -46,6 +46,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+import torch
 from torch import Tensor
 
 from ..capabilities import Refusal, assert_capable, memory_primitive, memory_refusals
@@ -116,7 +117,22 @@ def plan_memory(ir: MemoryIR) -> Plan:
 def run_plan(plan: Plan, ir: MemoryIR, state: dict[str, Tensor], q: Tensor, k: Tensor,
              v: Tensor, lr: Tensor, momentum: Optional[Tensor],
              retention: Optional[Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-    """Call the chunked primitive of ``plan``: ``(o (B, H, T, Dh), new memory state)``."""
+    """Call the chunked primitive of ``plan``: ``(o (B, H, T, Dh), new memory state)``.
+
+    Under autocast (``train.dtype: bfloat16``) the memory still runs in its state's dtype
+    with autocast off: the inner recurrences accumulate over a whole sequence, and the
+    hand-written backward of the deep kernels expects one dtype throughout."""
+    if not torch.is_autocast_enabled(q.device.type):
+        return _run_plan(plan, ir, state, q, k, v, lr, momentum, retention)
+    dtype = next(iter(state.values())).dtype if state else torch.float32
+    up = lambda t: None if t is None else t.to(dtype)  # noqa: E731
+    with torch.autocast(q.device.type, enabled=False):
+        return _run_plan(plan, ir, state, up(q), up(k), up(v), up(lr), up(momentum), up(retention))
+
+
+def _run_plan(plan: Plan, ir: MemoryIR, state: dict[str, Tensor], q: Tensor, k: Tensor,
+              v: Tensor, lr: Tensor, momentum: Optional[Tensor],
+              retention: Optional[Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
     kw = dict(chunk=ir.chunk, read_after_write=ir.read_after_write)
     name = plan.primitive
     if name == "linear_attention":
