@@ -289,7 +289,8 @@ def test_the_budget_waits_for_other_errors():
      "rule 'delta' multiplies the memory's error on a unit-norm key by (1 - lr) at every write: lr 3.0"),
     ("{rule: delta, lr: 1.0}", "{rule: dgd, lr: {from: input, init: 0.5, max: 4}}", "levels.mem.update.lr",
      "(retention - lr) at every write: a data-dependent lr up to max 4.0"),
-    ("{rule: delta, lr: 1.0}", "{rule: gd, lr: 1.5}", "levels.mem.update.lr", "by (1 - 2 lr) at every write"),
+    ("{rule: delta, lr: 1.0}", "{rule: gd, lr: {from: input, init: 0.5, max: 1.5}}", "levels.mem.update.lr",
+     "by (1 - 2 lr) at every write: a data-dependent lr up to max 1.5"),
 ])
 def test_unstable_learning_rates_warn_with_their_location(old: str, new: str, path: str, fragment: str):
     text = _edit(MATRIX, old, new)
@@ -298,6 +299,15 @@ def test_unstable_learning_rates_warn_with_their_location(old: str, new: str, pa
     warning, = issues
     assert (warning.severity, warning.path, warning.line) == ("warning", path, _at(text, new)[0])
     assert fragment in warning.message
+
+
+def test_a_constant_lr_that_grows_the_error_from_the_start_is_an_error():
+    """gd on l2 with unit-norm keys multiplies the error by (1 - 2 lr window): lr 1.5 was a
+    warning, and such a spec can reach inf within one sequence; a valid spec must run
+    finitely, so a constant (or initial) lr past the edge is refused."""
+    text = _edit(MATRIX, "{rule: delta, lr: 1.0}", "{rule: gd, lr: 1.5}")
+    error = _only_error(text)
+    assert error.path == "levels.mem.update.lr" and "(1 - 2 lr window) = -2" in error.message
 
 
 @pytest.mark.parametrize("old, new", [
