@@ -233,3 +233,20 @@ def lq_norm_scale(a: Tensor, q: Tensor) -> Tensor:
 def soft_threshold(w: Tensor, lam: Tensor) -> Tensor:
     """Elastic-net proximal map sign(w) max(|w| - lam, 0) (MIRAS global retention)."""
     return torch.sign(w) * torch.relu(w.abs() - lam)
+
+
+def autocast_off(backward):
+    """A hand-written ``backward`` run with autocast off and its incoming gradients in the
+    saved tensors' dtype: the memory mixers run these kernels' forward outside autocast
+    (``train.dtype: bfloat16``), but autograd may call the backward inside it (the teach
+    signal's ``autograd.grad`` in the model's forward), where bmm would turn bfloat16."""
+    import functools
+
+    @functools.wraps(backward)
+    def wrapped(ctx, *grads):
+        saved = next(t for t in ctx.saved_tensors if isinstance(t, Tensor) and t.is_floating_point())
+        grads = tuple(g.to(saved.dtype) if isinstance(g, Tensor) and g.is_floating_point() else g
+                      for g in grads)
+        with torch.autocast(saved.device.type, enabled=False):
+            return backward(ctx, *grads)
+    return wrapped

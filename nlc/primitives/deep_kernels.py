@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from nlc.primitives.deep_common import act_and_grad
+from nlc.primitives.deep_common import act_and_grad, autocast_off
 from nlc.primitives.deep_derivatives import act_dd, obj_d, obj_dd
 
 __all__ = ["KeyPath", "ReadEnd", "key_path", "read_end"]
@@ -115,6 +115,7 @@ class KeyPath(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
+    @autocast_off
     def backward(ctx, *grads):  # noqa: D102
         L, activation, objective, residual, layouts = ctx.cfg
         sv = list(ctx.saved_tensors)
@@ -272,6 +273,7 @@ class ReadEnd(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
+    @autocast_off
     def backward(ctx, gu, *gWSn):  # noqa: D102
         L, activation, layouts, shared = ctx.cfg
         sv = list(ctx.saved_tensors)
