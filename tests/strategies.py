@@ -37,6 +37,7 @@ from nlc.capabilities import (
 from nlc.spec import levels as _levels_mod
 from nlc.spec import model as _model_mod
 from nlc.spec import values as _values_mod
+from nlc.graph.stability import DEEP_STEP_LIMIT
 
 INPUT = "input"
 USABLE = ("attention", "memory", "mlp")  # level types a model layer may apply
@@ -482,6 +483,7 @@ def valid_specs(draw, max_levels: int = 6):
     heads = _pick(draw, even_dims if attentions else divisors)
     if heads != 4 or draw(_COIN):  # 4 is the default
         model["heads"] = heads
+    _guard_fast_mlp_memories(levels, width, heads)
     if draw(st.integers(0, 3)) == 0:
         model["tokenizer"] = "gpt2"
         model["vocab"] = _pick(draw, [50257, 50304])  # at least the tokenizer's
@@ -523,6 +525,26 @@ def _keep_memory_stable(lv: dict) -> None:
     if objective.get("kind", "l2") == "l2" and update.get("rule", "gd") in ("gd", "momentum") \
             and initial * window > 1:  # unit-norm keys: the error grows as (1 - 2 lr window)
         lv.setdefault("update", {"rule": "gd"})["lr"] = 0.5 / window
+
+
+def _guard_fast_mlp_memories(levels: dict, width: int, heads: int) -> None:
+    """An MLP memory on unit-norm keys that steps on its error with ``lr x window x (1 +
+    (depth - 1) hidden / head_dim) >= DEEP_STEP_LIMIT`` and no gradient guard, from
+    N(0, 1/fan_in) weights, is refused (rule 10, nlc/graph/stability.py): such a memory gets ``grad_clip: 1.0``."""
+    for lv in levels.values():
+        memory, update, objective = lv.get("memory", {}), lv.get("update", {"rule": "gd"}), lv.get("objective", {})
+        keys = lv.get("keys")
+        if lv["type"] != "memory" or memory.get("kind") != "mlp" or "grad_clip" in update or lv.get("init") == "zero" \
+                or update.get("grad_normalize") or not (isinstance(keys, dict) and keys.get("norm") == "l2"):
+            continue
+        if objective.get("kind", "l2") == "dot" and update.get("rule", "gd") not in ("delta", "dgd"):
+            continue
+        d = width // lv.get("heads", heads)
+        kernel = 1 + (memory.get("depth", 2) - 1) * memory.get("hidden", memory.get("expansion", 4) * d) / d
+        lr = update.get("lr", 1.0)
+        initial = lr if not isinstance(lr, dict) else lr.get("value", lr.get("learned", lr.get("init", 0.5 * lr.get("max", 1.0))))
+        if initial * objective.get("window", 1) * kernel >= DEEP_STEP_LIMIT:
+            lv["update"] = {**update, "grad_clip": 1.0}
 
 
 def _init_edges(levels: dict) -> set[tuple[str, str]]:

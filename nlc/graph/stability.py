@@ -3,7 +3,10 @@ the memory's error from the first writes are refused, each message deriving its 
 
 Notation: ``lr`` the level's initial inner step, ``window`` its objective's window, ``|k|^2``
 a key's squared norm (1 when l2-normalised, about head_dim / 3 for a fresh projection of an
-RMS-normed input), ``C`` a CMS period, ``D`` the width.
+RMS-normed input), ``C`` a CMS period, ``D`` the width; for an MLP memory of depth ``L`` on
+head dim ``d`` with hidden width ``h``, ``(1 + (L - 1) h / d) |k|^2`` estimates its tangent
+kernel at the N(0, 1/fan_in) initial weights (each layer's input has ``|x_l|^2`` about
+``|k|^2 D_(l-1) / d`` and the backward pass keeps the error's norm).
 """
 from __future__ import annotations
 
@@ -30,8 +33,8 @@ def check_stability(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
                                     f"starts with |k|^2 about head_dim / 3 = {head_dim / 3:.3g}, and a write over "
                                     f"a window of {level.objective.window} multiplies the memory's error by about "
                                     f"(1 - 2 lr window |k|^2), so it diverges within a few tokens",
-                                    hint="use keys: {from: input, norm: l2}, or lr < "
-                                    f"{3 / (level.objective.window * head_dim):.2g}"))
+                                    hint="use keys: {from: input, norm: l2}" + _deep_bound(level, head_dim)
+                                    + f", or lr < {3 / (level.objective.window * head_dim):.2g}"))
         if isinstance(level, MemoryLevel) and level.memory.kind == "matrix" and level.keys.norm == "l2" \
                 and level.objective.kind == "l2" and level.update.rule in ("gd", "momentum") \
                 and update.lr.initial * level.objective.window > 1:
@@ -40,6 +43,21 @@ def check_stability(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
                                 f"by about (1 - 2 lr window) = {1 - 2 * update.lr.initial * level.objective.window:.3g}"
                                 ": beyond -1 it grows at every write and diverges",
                                 hint=f"use lr <= {1 / level.objective.window:.3g}"))
+        if isinstance(level, MemoryLevel) and level.memory.kind == "mlp" and level.keys.norm == "l2" \
+                and level.init.kind != "zero" and _feeds_error_back(level) and update.grad_clip is None and not update.grad_normalize:
+            d = spec.model.width // (level.heads or spec.model.heads)
+            shape = level.memory
+            kernel = _kernel(shape, d)
+            step = update.lr.initial * level.objective.window * kernel
+            if step >= DEEP_STEP_LIMIT:
+                issues.append(Issue(f"levels.{name}.update.lr", f"an MLP memory of depth {shape.depth} on head "
+                                    f"dim {d} with hidden width {shape.hidden or shape.expansion * d} starts with "
+                                    f"a tangent kernel of about 1 + (depth - 1) hidden / head_dim = {kernel:.3g} "
+                                    f"on unit-norm keys: lr {update.lr.initial} x window "
+                                    f"{level.objective.window} x {kernel:.3g} = {step:.3g} overshoots its error "
+                                    "from the first writes, and with no gradient guard it diverges",
+                                    hint=f"use lr < {DEEP_STEP_LIMIT / (level.objective.window * kernel):.2g}, "
+                                    "or bound the step with update.grad_clip (e.g. 1.0) or grad_normalize: true"))
         if isinstance(level, MLPLevel) and level.objective is not None and level.objective.kind == "l2":
             step = update.lr.initial * level.period.tokens * spec.model.width
             if step >= CMS_L2_STEP_LIMIT:
@@ -55,6 +73,22 @@ def check_stability(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
 # lr x period x width below which an l2 CMS level stays finite (measured: 1,024 tokens at
 # widths 16-128, periods 1-32, every activation, at 0.2; NaN within 128 tokens at 0.64)
 CMS_L2_STEP_LIMIT = 0.25
+# lr x window x kernel below which an unguarded MLP memory on unit-norm keys stays finite
+# (tests/graph/test_stability.py: depth 2 and 3, relu / gelu / silu / identity, head dims
+# 2-16, hidden 16-64; the first NaN within one 32-token sequence at 0.7, identity, depth 2)
+DEEP_STEP_LIMIT = 0.5
+
+
+def _kernel(shape, head_dim: int) -> float:
+    """The tangent-kernel estimate ``1 + (L - 1) h / d`` of an MLP memory on unit-norm keys."""
+    return 1 + (shape.depth - 1) * (shape.hidden or shape.expansion * head_dim) / head_dim
+
+
+def _deep_bound(level: MemoryLevel, head_dim: int) -> str:
+    """The lr bound an MLP memory still needs once its keys are unit-norm (none for a matrix)."""
+    if level.memory.kind != "mlp" or level.init.kind == "zero":
+        return ""
+    return f" with lr < {DEEP_STEP_LIMIT / (level.objective.window * _kernel(level.memory, head_dim)):.2g}"
 
 
 def _feeds_error_back(level: MemoryLevel) -> bool:

@@ -232,8 +232,10 @@ def test_default_deep_memory_is_refused():
     model = nlc.compile(unchecked, seed=0)
     x = tokens(32, 0)
     assert not model(x)[0].isfinite().all()
-    for fix in ("levels.m.update={rule: gd, lr: 0.1}", "levels.m.keys={from: input, norm: l2}"):
-        assert validate(text, [fix])[1] == []
+    assert "norm: l2} with lr < 0.1," in error.hint  # an MLP memory's bound on unit-norm keys
+    for fix in (["levels.m.update={rule: gd, lr: 0.1}"],
+                ["levels.m.keys={from: input, norm: l2}", "levels.m.update={rule: gd, lr: 0.09}"]):
+        assert validate(text, fix)[1] == []
 
 
 def test_teach_segments_keep_a_longer_memory_chunk_whole():

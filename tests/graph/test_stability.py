@@ -1,0 +1,88 @@
+"""Validation rule 10's bound for MLP memories (nlc/graph/stability.py, ``DEEP_STEP_LIMIT``):
+an unguarded MLP memory on unit-norm keys whose ``lr x window x (1 + (depth - 1) hidden /
+head_dim)`` reaches the limit is refused at its lr's line; below it, and above it with a
+gradient guard, it trains finitely. The whole-schema fuzz found this class (a deep memory on
+head dim 2 at the default lr 1 was NaN at the first step)."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import nlc
+from nlc.graph.stability import DEEP_STEP_LIMIT
+
+
+def deep_spec(head_dim: int, heads: int, hidden: int, depth: int, activation: str, lr: float,
+              window: int, guard: dict) -> str:
+    level = {"type": "memory", "heads": heads, "chunk": 1,
+             "memory": {"kind": "mlp", "hidden": hidden, "depth": depth, "activation": activation},
+             "objective": {"kind": "l2", "window": window}, "keys": {"from": "input", "norm": "l2"},
+             "update": {"rule": "gd", "lr": lr, **guard}}
+    return yaml.safe_dump({"nlc": 1, "levels": {"m": level, "opt": {"type": "optimizer"}},
+                           "model": {"width": head_dim * heads, "heads": heads, "blocks": [{"layers": ["m"]}]},
+                           "train": {"seq_len": 32, "batch": 2}}, sort_keys=False)
+
+
+def losses(spec, steps: int = 3) -> list[float]:
+    from nlc.train.optim import OuterLevels
+
+    model = nlc.compile(spec, seed=0)
+    outer = OuterLevels(model, steps)
+    out = []
+    for step in range(steps):
+        x = torch.randint(0, spec.model.vocab, (2, 33), generator=torch.Generator().manual_seed(step))
+        logits, _ = model(x[:, :-1], model.init_state(2), targets=x[:, 1:])
+        loss = F.cross_entropy(logits.flatten(0, 1), x[:, 1:].flatten())
+        loss.backward()
+        outer.step(step + 1)
+        out.append(loss.item())
+    return out
+
+
+shapes = st.tuples(st.sampled_from([2, 4, 8, 16]), st.sampled_from([1, 2]), st.sampled_from([16, 32, 64]),
+                   st.sampled_from([2, 3]), st.sampled_from(["gelu", "silu", "relu", "identity"]),
+                   st.sampled_from([1, 2]))
+
+
+def kernel(head_dim: int, hidden: int, depth: int) -> float:
+    return 1 + (depth - 1) * hidden / head_dim
+
+
+@settings(max_examples=12)
+@given(shapes, st.floats(0.05, 0.95))
+def test_below_the_bound_an_mlp_memory_trains_finitely(shape, fraction):
+    head_dim, heads, hidden, depth, activation, window = shape
+    lr = fraction * DEEP_STEP_LIMIT / (window * kernel(head_dim, hidden, depth))
+    spec, issues = nlc.validate(deep_spec(head_dim, heads, hidden, depth, activation, lr, window, {}))
+    assert spec is not None, [i.format() for i in issues]
+    assert all(math.isfinite(v) for v in losses(spec))
+
+
+@settings(max_examples=12)
+@given(shapes, st.floats(1.0, 40.0))
+def test_past_the_bound_it_is_refused_at_its_lr_unless_guarded(shape, factor):
+    head_dim, heads, hidden, depth, activation, window = shape
+    lr = min(100.0, factor * DEEP_STEP_LIMIT / (window * kernel(head_dim, hidden, depth)))
+    text = deep_spec(head_dim, heads, hidden, depth, activation, lr, window, {})
+    spec, issues = nlc.validate(text)
+    error, = [i for i in issues if i.severity == "error"]
+    assert spec is None and error.path == "levels.m.update.lr" and "tangent kernel" in error.message
+    assert text.splitlines()[error.line - 1].strip().startswith("lr:")
+    guarded, issues = nlc.validate(deep_spec(head_dim, heads, hidden, depth, activation, lr, window,
+                                             {"grad_clip": 1.0}))
+    assert guarded is not None, [i.format() for i in issues]
+    assert all(math.isfinite(v) for v in losses(guarded))
+
+
+def test_the_fuzz_finding_is_refused_and_its_hint_trains():
+    """Head dim 2, hidden 32, depth 2 at lr 1: kernel 17, NaN at the first step before the rule."""
+    spec, issues = nlc.validate(deep_spec(2, 4, 32, 2, "gelu", 1.0, 1, {}))
+    error, = issues
+    assert spec is None and "= 17" in error.message and "use lr < 0.029" in error.hint
+    spec, _ = nlc.validate(deep_spec(2, 4, 32, 2, "gelu", 0.028, 1, {}))
+    assert all(math.isfinite(v) for v in losses(spec))
