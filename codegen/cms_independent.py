@@ -68,6 +68,7 @@ LEVEL_cms_fast = rt.MLPIR(
     init_level=None,
     reset='never',
     flush='carry',
+    lifetime='sequence',
 )
 
 # level 'cms_mid' (specs/cms_independent.yaml:20)
@@ -111,6 +112,7 @@ LEVEL_cms_mid = rt.MLPIR(
     init_level=None,
     reset='never',
     flush='carry',
+    lifetime='sequence',
 )
 
 # level 'cms_slow' (specs/cms_independent.yaml:21)
@@ -154,6 +156,7 @@ LEVEL_cms_slow = rt.MLPIR(
     init_level=None,
     reset='never',
     flush='carry',
+    lifetime='sequence',
 )
 
 

@@ -80,6 +80,7 @@ LEVEL_delta = rt.MemoryIR(
     init_level=None,
     reset='never',
     output_gate=False,
+    lifetime='sequence',
 )
 
 # level 'mlp' (specs/deltanet.yaml:23)
@@ -99,6 +100,7 @@ LEVEL_mlp = rt.MLPIR(
     init_level=None,
     reset='never',
     flush='carry',
+    lifetime='sequence',
 )
 
 

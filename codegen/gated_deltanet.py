@@ -87,6 +87,7 @@ LEVEL_gdn = rt.MemoryIR(
     init_level=None,
     reset='never',
     output_gate=False,
+    lifetime='sequence',
 )
 
 # level 'mlp' (specs/gated_deltanet.yaml:25)
@@ -106,6 +107,7 @@ LEVEL_mlp = rt.MLPIR(
     init_level=None,
     reset='never',
     flush='carry',
+    lifetime='sequence',
 )
 
 

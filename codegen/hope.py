@@ -87,6 +87,7 @@ LEVEL_mem_k = rt.MemoryIR(
     init_level=None,
     reset='never',
     output_gate=False,
+    lifetime='sequence',
 )
 
 # level 'mem_v' (specs/hope.yaml:13)
@@ -165,6 +166,7 @@ LEVEL_mem_v = rt.MemoryIR(
     init_level=None,
     reset='never',
     output_gate=False,
+    lifetime='sequence',
 )
 
 # level 'mem_lr' (specs/hope.yaml:13)
@@ -243,6 +245,7 @@ LEVEL_mem_lr = rt.MemoryIR(
     init_level=None,
     reset='never',
     output_gate=False,
+    lifetime='sequence',
 )
 
 # level 'mem_alpha' (specs/hope.yaml:13)
@@ -321,6 +324,7 @@ LEVEL_mem_alpha = rt.MemoryIR(
     init_level=None,
     reset='never',
     output_gate=False,
+    lifetime='sequence',
 )
 
 # level 'memory' (specs/hope.yaml:27)
@@ -399,6 +403,7 @@ LEVEL_memory = rt.MemoryIR(
     init_level=None,
     reset='never',
     output_gate=False,
+    lifetime='sequence',
 )
 
 # level 'cms_fast' (specs/hope.yaml:38)
@@ -442,6 +447,7 @@ LEVEL_cms_fast = rt.MLPIR(
     init_level=None,
     reset='never',
     flush='carry',
+    lifetime='sequence',
 )
 
 # level 'cms_mid' (specs/hope.yaml:43)
@@ -485,6 +491,7 @@ LEVEL_cms_mid = rt.MLPIR(
     init_level=None,
     reset='never',
     flush='carry',
+    lifetime='sequence',
 )
 
 # level 'cms_slow' (specs/hope.yaml:48)
@@ -528,6 +535,7 @@ LEVEL_cms_slow = rt.MLPIR(
     init_level=None,
     reset='never',
     flush='carry',
+    lifetime='sequence',
 )
 
 

@@ -80,6 +80,7 @@ LEVEL_linattn = rt.MemoryIR(
     init_level=None,
     reset='never',
     output_gate=False,
+    lifetime='sequence',
 )
 
 # level 'mlp' (specs/linear_attention.yaml:19)
@@ -99,6 +100,7 @@ LEVEL_mlp = rt.MLPIR(
     init_level=None,
     reset='never',
     flush='carry',
+    lifetime='sequence',
 )
 
 

@@ -87,6 +87,7 @@ LEVEL_ssm = rt.MemoryIR(
     init_level=None,
     reset='never',
     output_gate=True,
+    lifetime='sequence',
 )
 
 # level 'mlp1' (specs/samba.yaml:30)
@@ -106,6 +107,7 @@ LEVEL_mlp1 = rt.MLPIR(
     init_level=None,
     reset='never',
     flush='carry',
+    lifetime='sequence',
 )
 
 # level 'mlp2' (specs/samba.yaml:30)
@@ -125,6 +127,7 @@ LEVEL_mlp2 = rt.MLPIR(
     init_level=None,
     reset='never',
     flush='carry',
+    lifetime='sequence',
 )
 
 # level 'swa' (specs/samba.yaml:32)

@@ -94,6 +94,7 @@ LEVEL_lmm = rt.MemoryIR(
     init_level=None,
     reset='never',
     output_gate=True,
+    lifetime='sequence',
 )
 
 # level 'mlp' (specs/titans_lmm.yaml:32)
@@ -113,6 +114,7 @@ LEVEL_mlp = rt.MLPIR(
     init_level=None,
     reset='never',
     flush='carry',
+    lifetime='sequence',
 )
 
 

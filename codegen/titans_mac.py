@@ -121,6 +121,7 @@ LEVEL_lmm = rt.MemoryIR(
     init_level=None,
     reset='never',
     output_gate=True,
+    lifetime='sequence',
 )
 
 # level 'mlp' (specs/titans_mac.yaml:32)
@@ -140,6 +141,7 @@ LEVEL_mlp = rt.MLPIR(
     init_level=None,
     reset='never',
     flush='carry',
+    lifetime='sequence',
 )
 
 

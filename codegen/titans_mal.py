@@ -94,6 +94,7 @@ LEVEL_lmm = rt.MemoryIR(
     init_level=None,
     reset='never',
     output_gate=True,
+    lifetime='sequence',
 )
 
 # level 'swa' (specs/titans_mal.yaml:28)
@@ -140,6 +141,7 @@ LEVEL_mlp = rt.MLPIR(
     init_level=None,
     reset='never',
     flush='carry',
+    lifetime='sequence',
 )
 
 

@@ -227,8 +227,8 @@ def memory_updates(draw, case):
     _maybe(draw, out, "weight_decay", [0.0, 0.01, 0.5])
     if case.retention_kind != "l2" or draw(_COIN):
         out["retention_kind"] = case.retention_kind
-    if case.retention_kind == "lq":
-        out["q"] = _pick(draw, [2.0, 3.0, 4.0])
+    if case.retention_kind == "lq":  # q > 2 needs a memory that does not start at zero (rule 10)
+        out["q"] = _pick(draw, [2.0, 3.0, 4.0] if case.memory == "mlp" else [2.0])
     if case.retention_kind == "elastic":
         out["shrink"] = _pick(draw, [0.0, 0.01, 0.1])
     if case.guards:  # grad_clip, grad_normalize or both
@@ -513,9 +513,13 @@ def _keep_memory_stable(lv: dict) -> None:
     """A memory whose write steps on its error (l2 / lp / huber objectives, delta and DGD
     rules) with lr x window x |k|^2 >= 1 on keys that are not l2-normalised (projected keys
     start with |k|^2 about head_dim / 3) diverges within a few tokens, and validation refuses
-    it: such a memory gets l2-normalised keys (a dot objective keeps any keys)."""
+    it, and so is an MLP memory on the dot objective (its layers feed each other's growth): such
+    a memory gets l2-normalised keys (a matrix memory on the dot objective keeps any keys)."""
     update, objective = lv.get("update", {}), lv.get("objective", {})
-    if objective.get("kind", "l2") == "dot" and update.get("rule", "gd") not in ("delta", "dgd"):
+    if update.get("q", 2.0) > 2 and lv.get("init") == "zero":  # lq on a zero start blows up (rule 10)
+        update["q"] = 2.0
+    if objective.get("kind", "l2") == "dot" and update.get("rule", "gd") not in ("delta", "dgd") \
+            and lv.get("memory", {}).get("kind") != "mlp":
         return
     keys = lv.get("keys", INPUT)
     lv["keys"] = {**(keys if isinstance(keys, dict) else {"from": keys}), "norm": "l2"}

@@ -1,7 +1,10 @@
 """``nlc eval CKPT --task lm|niah|passkey|mqar|copy [--lengths ...] [--n N] [--json FILE]``.
 
 ``lm``: loss, bits per byte and perplexity on the validation split of ``--data`` (default:
-the corpus the model was trained on) with windows of each length. The synthetic tasks:
+the corpus the model was trained on) with windows of each length, then, on consecutive
+segments of the training length, bits per byte with the state carried from segment to
+segment beside a fresh state per segment (``lifetime: stream`` levels keep learning from the
+text being scored; :func:`nlc.evaluate.evaluate_stream`). The synthetic tasks:
 accuracy on ``--n`` examples per length (:func:`nlc.evaluate.evaluate_task`; the module
 doc there says how test-time learning and the teach signal are handled). Lengths default
 to 1, 2 and 4 times the training length; lengths beyond it are marked ``*``. Prints a
@@ -104,7 +107,9 @@ def eval_verb(
 def _lm(model, data: str, lengths: list[int], batches: int, seed: int, check_finite: bool):
     from ..data import load_corpus
     from ..errors import NonFiniteError
-    from ..evaluate import evaluate_lm, lm_json, lm_table
+    from rich.console import Group
+
+    from ..evaluate import evaluate_lm, evaluate_stream, lm_json, lm_table, stream_table
 
     corpus = load_corpus(data, tokenizer=model.spec.model.tokenizer)
     batch = model.spec.train.batch
@@ -117,5 +122,14 @@ def _lm(model, data: str, lengths: list[int], batches: int, seed: int, check_fin
         except NonFiniteError as err:
             raise err.reworded(prefix=f"lm at length {length}: ") from None
     train_length = model.spec.train.seq_len
+    try:
+        stream = evaluate_stream(model, corpus.val, batch, train_length, batches, seed, bytes_per_token=per_token,
+                                 check_finite=check_finite)
+    except NonFiniteError as err:
+        raise err.reworded(prefix=f"lm on consecutive segments of {train_length} tokens: ") from None
+    streams = sorted({lv for lv, level in model.spec.levels.items() if getattr(level, "lifetime", "") == "stream"})
     title = f"{data} validation (batch {batch}, {batches} batches per length)"
-    return lm_table(results, train_length, title), lm_json(results, train_length, data)
+    tables = Group(lm_table(results, train_length, title),
+                   stream_table(stream, streams, f"{data} validation, {batch} streams x {batches} consecutive "
+                                f"segments of {train_length} tokens"))
+    return tables, {**lm_json(results, train_length, data), "stream": {**stream, "levels": streams}}

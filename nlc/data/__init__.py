@@ -20,7 +20,7 @@ from .split import split_point as split_point
 
 _TORCH_BACKED = {
     "Corpus": "corpus", "LabelledDocument": "corpus", "load_corpus": "corpus",
-    "sample_batch": "batching",
+    "sample_batch": "batching", "stream_batch": "batching",
     "ByteTokenizer": "tokenizers", "GPT2Tokenizer": "tokenizers", "Tokenizer": "tokenizers",
     "get_tokenizer": "tokenizers",
 }

@@ -4,6 +4,13 @@ Notation: N tokens in the stream, B windows per batch, T tokens per window. A wi
 starts at s ~ Uniform{0, ..., N - T - 1} (independently per row, drawn from ``generator``)
 and covers tokens s .. s+T; the inputs are x = tokens[s : s+T] and the targets the next
 tokens y = tokens[s+1 : s+T+1], so y[:, t] == x[:, t+1] for t < T-1.
+
+Streams (:func:`stream_batch`, for models with ``lifetime: stream`` levels): the tokens are
+cut into B lanes of L = (N - 1) // B tokens, row b reads lane b from an offset
+o = seed mod (L - T) onward, and step s (1-based) reads the window starting at
+``b L + (o + (s - 1) T) mod (L - T)``: consecutive steps give each row consecutive text,
+so a carried state sees one continuing stream; at the lane's end the stream wraps to the
+lane's start (one discontinuity per L / T steps, the stream's epoch).
 """
 from __future__ import annotations
 
@@ -26,5 +33,22 @@ def sample_batch(tokens: torch.Tensor, batch: int, seq_len: int,
     device = generator.device if generator is not None else torch.device("cpu")
     starts = torch.randint(0, tokens.numel() - seq_len, (batch,), generator=generator, device=device)
     index = starts.to(tokens.device)[:, None] + torch.arange(seq_len + 1, device=tokens.device)
+    window = tokens[index].long()
+    return window[:, :-1], window[:, 1:]
+
+
+def stream_batch(tokens: torch.Tensor, batch: int, seq_len: int, step: int, seed: int = 0
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, y)`` of step ``step`` (1-based) of ``batch`` continuing streams (module doc)."""
+    if tokens.dim() != 1:
+        raise NLCError(f"stream_batch needs a 1-D token tensor; got shape {tuple(tokens.shape)}")
+    lane = (tokens.numel() - 1) // batch
+    if lane <= seq_len:
+        raise NLCError(f"{batch} streams of windows of seq_len={seq_len} need more than {batch * (seq_len + 1)} "
+                       f"tokens; the split has {tokens.numel()} (use a smaller batch or seq_len)")
+    span = lane - seq_len
+    start = (seed % span + (step - 1) * seq_len) % span
+    index = (torch.arange(batch, device=tokens.device)[:, None] * lane + start
+             + torch.arange(seq_len + 1, device=tokens.device))
     window = tokens[index].long()
     return window[:, :-1], window[:, 1:]

@@ -18,6 +18,10 @@ says, and CMS levels driven by the task loss learn from the losses of tokens alr
 scored (causal: the update after token t uses targets up to t, and only later tokens see
 it). No parameter changes; the model is in eval mode for the call.
 
+:func:`evaluate_stream` scores consecutive segments of the split instead (B streams, one
+per row) with the state carried from segment to segment and, on the same text, with a
+fresh state per segment: ``lifetime: stream`` levels make the two differ.
+
 ``check_finite`` (default): a batch whose loss is NaN or inf (read anyway, one sync per
 batch) stops the evaluation with a :class:`~nlc.errors.NonFiniteError` naming the batch, the
 level that went non-finite first and the token (the batch re-run with hooks,
@@ -40,34 +44,64 @@ def evaluate_lm(model: nn.Module, tokens: Tensor, batch: int, seq_len: int, batc
     "bpb_stderr": their standard errors over the batches (None for one batch)}`` on
     ``tokens`` (1-D)."""
     from ..data import sample_batch
+
+    generator = torch.Generator().manual_seed(seed)
+    windows = (sample_batch(tokens, batch, seq_len, generator) for _ in range(batches))
+    return _scored(model, windows, batches, f"({batch} windows of {seq_len} tokens)", bytes_per_token,
+                   autocast_dtype, check_finite, carry=False)
+
+
+def evaluate_stream(model: nn.Module, tokens: Tensor, batch: int, seq_len: int, segments: int, seed: int, *,
+                    bytes_per_token: float = 1.0, autocast_dtype: torch.dtype | None = None,
+                    check_finite: bool = True) -> dict[str, dict[str, float]]:
+    """Bits per byte on ``segments`` consecutive segments of ``batch`` streams of ``tokens``
+    (:func:`nlc.data.stream_batch`), twice over the same text: ``carried`` hands each
+    segment the state the previous one left (``model.next_sequence``: ``lifetime: stream``
+    levels keep what they learned, the others start afresh), ``fresh`` starts every segment
+    from ``model.init_state``. Without stream levels the two are equal; with them, their
+    difference is what test-time learning across segments gains (every token is still
+    scored before any level learns from it)."""
+    from ..data import stream_batch
+
+    out = {}
+    for mode in ("carried", "fresh"):
+        windows = (stream_batch(tokens, batch, seq_len, step, seed) for step in range(1, segments + 1))
+        out[mode] = _scored(model, windows, segments, f"({batch} streams of segments of {seq_len} tokens)",
+                            bytes_per_token, autocast_dtype, check_finite, carry=mode == "carried")
+    return out
+
+
+def _scored(model: nn.Module, windows, count: int, what: str, bytes_per_token: float,
+            autocast_dtype: torch.dtype | None, check_finite: bool, *, carry: bool) -> dict[str, float]:
     from ..runtime.model import non_finite_error
 
     device = next(model.parameters()).device
-    generator = torch.Generator().manual_seed(seed)
-    losses, count = [], 0
+    losses, scored, state = [], 0, None
     was_training = model.training
     model.eval()
     try:
-        for index in range(batches):
-            x, y = sample_batch(tokens, batch, seq_len, generator)
+        for index, (x, y) in enumerate(windows):
             x, y = x.to(device), y.to(device)
+            if state is None or not carry:
+                state = model.init_state(x.shape[0])
             with torch.no_grad(), autocast(device, autocast_dtype):
-                logits, _ = model(x, model.init_state(batch), targets=y)
+                logits, state = model(x, state, targets=y)
+            if carry:
+                state = model.next_sequence(state, x.shape[0])
             summed = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum").item()
             if check_finite and not math.isfinite(summed):
                 with autocast(device, autocast_dtype):
                     raise non_finite_error(model, f"non-finite loss ({summed}) on evaluation batch {index + 1} of "
-                                                  f"{batches} ({batch} windows of {seq_len} tokens)",
-                                           step=index + 1, tokens=x, targets=y)
+                                                  f"{count} {what}", step=index + 1, tokens=x, targets=y)
             losses.append(summed / y.numel())
-            count += y.numel()
+            scored += y.numel()
     finally:
         model.train(was_training)
     loss, k = sum(losses) / len(losses), len(losses)
     # not statistics.stdev: it converts to fractions, which fails on an unchecked inf or NaN
     stderr = math.sqrt(sum((x - loss) ** 2 for x in losses) / (k - 1) / k) if k > 1 else None
     per_bit = math.log(2) * bytes_per_token
-    return {"loss": loss, "bpb": loss / per_bit, "tokens": count, "loss_stderr": stderr,
+    return {"loss": loss, "bpb": loss / per_bit, "tokens": scored, "loss_stderr": stderr,
             "bpb_stderr": None if stderr is None else stderr / per_bit}
 
 

@@ -20,7 +20,7 @@ from ..files import atomic_write_text
 
 from .tasks import TaskReport
 
-__all__ = ["lm_table", "lm_json", "task_table", "write_json"]
+__all__ = ["lm_table", "lm_json", "stream_table", "task_table", "write_json"]
 
 
 def _length_label(length: int, train_length: int | None) -> str:
@@ -60,6 +60,21 @@ def lm_table(results: dict[int, dict], train_length: int | None, title: str) -> 
                       f"{_perplexity(result['loss']):.3f}", f"{int(result['tokens']):,}")
     if train_length is not None:
         table.caption = f"* beyond the training length {train_length}"
+    return table
+
+
+def stream_table(results: dict[str, dict], streams: list[str], title: str) -> Table:
+    """Carried-state against fresh-state bits per byte on the same consecutive segments
+    (:func:`nlc.evaluate.evaluate_stream`), the difference in the caption."""
+    table = Table(title=title)
+    for name in ("state", "loss ± stderr", "bpb ± stderr", "tokens"):
+        table.add_column(name, justify="right")
+    for mode, result in results.items():
+        table.add_row(mode, _plus_minus(result["loss"], result["loss_stderr"], 4),
+                      _plus_minus(result["bpb"], result["bpb_stderr"], 4), f"{int(result['tokens']):,}")
+    gain = results["fresh"]["bpb"] - results["carried"]["bpb"]
+    table.caption = (f"carried - fresh: {-gain:+.4f} bpb; levels carried across segments: {', '.join(streams)}"
+                     if streams else "no level has lifetime: stream, so both start every segment afresh")
     return table
 
 

@@ -9,7 +9,7 @@ The rules (docs/design.md, "Validation rules", states them for users):
 4. exactly one outermost level (an optimizer level on the slowest step clock);
 5. every level reaches the output (is used by a layer, or feeds a level that does);
 6. chunks hold whole periods; periods that do not nest, or exceed the training
-   sequence, are warned about;
+   sequence (of a level that lives for one sequence), are warned about;
 7. dimensions agree: heads divide the width, attention with RoPE has an even head dim, a
    state copied or meta-learned from another level has the same shape;
 8. the runtime builds what the spec says (:mod:`nlc.capabilities`, the table the lowering
@@ -24,6 +24,8 @@ The rules (docs/design.md, "Validation rules", states them for users):
     (the language's defaults) diverges within a few chunks.
 11. *Warning*: an optimizer level's ``warmup`` is shorter than the updates it makes in the
     run (``train.steps // period.steps``); otherwise its lr never leaves the warm-up ramp.
+12. ``lifetime: stream`` (:mod:`nlc.graph.lifetimes`): on a level with in-context state that
+    a layer applies, shared by the levels of its layer and by a nested state's source.
 """
 from __future__ import annotations
 
@@ -54,6 +56,7 @@ from ..spec.levels import AttentionLevel, MemoryLevel, MLPLevel, OptimizerLevel
 from ..spec.model import ContextLayer, LevelLayer, Spec
 from ..spec.values import Knob, Source
 from .build import block_levels, build_graph, frequency, outermost, references
+from .lifetimes import check_lifetimes
 from .stability import check_stability
 
 
@@ -64,7 +67,7 @@ def check_spec(spec: Spec) -> list[Issue]:
     graph = build_graph(spec)
     for check in (_check_cycles, _check_initialisation, _check_outermost, _check_reaches_output,
                   _check_periods, _check_dimensions, _check_capabilities, _check_nesting, _check_knobs,
-                  check_stability, _check_warmup):
+                  check_stability, _check_warmup, check_lifetimes):
         issues += check(spec, graph)
     return issues
 
@@ -156,10 +159,11 @@ def _check_periods(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
         if isinstance(level, MemoryLevel) and level.chunk % tokens:
             issues.append(Issue(f"levels.{name}.chunk", f"chunk {level.chunk} does not hold whole "
                                 f"periods of {tokens} tokens", hint=f"use a multiple of {tokens}"))
-        if tokens >= spec.train.seq_len and tokens > 1:
+        if tokens >= spec.train.seq_len and tokens > 1 and getattr(level, "lifetime", "") != "stream":
             issues.append(Issue(f"levels.{name}.period", f"period {tokens} is not shorter than train.seq_len "
                                 f"{spec.train.seq_len}: no update reaches an output inside a training sequence",
-                                hint="use a shorter period or longer sequences", severity="warning"))
+                                hint="use a shorter period or longer sequences, or lifetime: stream to carry "
+                                "the level's state across sequences", severity="warning"))
     ordered = sorted(periods)
     for fast, slow in zip(ordered, ordered[1:]):
         if slow % fast:
@@ -306,6 +310,13 @@ def _check_nesting(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
                                 "those (NL-arXiv Eq. 72)",
                                 hint="use init: learned or zero, or make it an mlp level with a period "
                                 "and objective: {kind: task}"))
+            continue
+        source = spec.levels.get(init.level)
+        if not (isinstance(source, MLPLevel) and source.period.tokens is not None):
+            issues.append(Issue(f"levels.{name}.init", f"'{init.level}' has no in-context state for '{name}' to be "
+                                "re-initialised from: a nested initial state comes from a slower CMS level (an mlp "
+                                "level with a period in tokens)",
+                                hint=f"give '{init.level}' a period, objective and update, or use init: learned"))
             continue
         for b, block in enumerate(spec.model.blocks):
             own = {layer.level for layer in block.layers if isinstance(layer, LevelLayer)}

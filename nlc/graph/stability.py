@@ -3,7 +3,7 @@ the memory's error from the first writes are refused, each message deriving its 
 
 Notation: ``lr`` the level's initial inner step, ``window`` its objective's window, ``|k|^2``
 a key's squared norm (1 when l2-normalised, about head_dim / 3 for a fresh projection of an
-RMS-normed input), ``C`` a CMS period, ``D`` the width; for an MLP memory of depth ``L`` on
+RMS-normed input), ``A`` an lq memory's accumulator, ``C`` a CMS period, ``D`` the width; for an MLP memory of depth ``L`` on
 head dim ``d`` with hidden width ``h``, ``(1 + (L - 1) h / d) |k|^2`` estimates its tangent
 kernel at the N(0, 1/fan_in) initial weights (each layer's input has ``|x_l|^2`` about
 ``|k|^2 D_(l-1) / d`` and the backward pass keeps the error's norm).
@@ -23,11 +23,19 @@ def check_stability(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
         update = getattr(level, "update", None)
         if update is None:
             continue
-        if isinstance(level, MemoryLevel) and _feeds_error_back(level) and level.keys.norm != "l2" \
-                and level.keys.source == "input" and level.keys.project:  # the estimate holds for projections
-            head_dim = spec.model.width // (level.heads or spec.model.heads)
+        if isinstance(level, MemoryLevel) and (_feeds_error_back(level) or level.memory.kind == "mlp") \
+                and level.keys.norm != "l2" and level.keys.source == "input" and level.keys.project:
+            head_dim = spec.model.width // (level.heads or spec.model.heads)  # the estimate holds for projections
             step = update.lr.initial * level.objective.window * head_dim / 3
-            if step >= 1:
+            if step >= 1 and not _feeds_error_back(level):
+                issues.append(Issue(f"levels.{name}.update.lr", f"an MLP memory on the dot objective reinforces "
+                                    f"itself: each write grows one layer in proportion to the other, by about lr "
+                                    f"|k| |v|, and projected keys and values start with |k|^2 about head_dim / 3 = "
+                                    f"{head_dim / 3:.3g}: lr {update.lr.initial} x window {level.objective.window} "
+                                    f"x {head_dim / 3:.3g} = {step:.3g} grows it exponentially",
+                                    hint="use keys: {from: input, norm: l2}, or lr < "
+                                    f"{3 / (level.objective.window * head_dim):.2g}"))
+            elif step >= 1:
                 issues.append(Issue(f"levels.{name}.update.lr", f"the memory starts stepping with lr "
                                     f"{update.lr.initial} on keys that are not l2-normalised: a projected key "
                                     f"starts with |k|^2 about head_dim / 3 = {head_dim / 3:.3g}, and a write over "
@@ -58,6 +66,14 @@ def check_stability(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
                                     "from the first writes, and with no gradient guard it diverges",
                                     hint=f"use lr < {DEEP_STEP_LIMIT / (level.objective.window * kernel):.2g}, "
                                     "or bound the step with update.grad_clip (e.g. 1.0) or grad_normalize: true"))
+        if isinstance(level, MemoryLevel) and update.retention_kind == "lq" and update.q > 2 \
+                and (level.memory.kind == "matrix" or level.init.kind == "zero"):
+            issues.append(Issue(f"levels.{name}.update.q", f"lq retention reads the memory as A / ||A||_q^(q-2) "
+                                f"(Moneta), and this memory's accumulator A starts at zero ("
+                                f"{'a matrix memory' if level.memory.kind == 'matrix' else 'init: zero'}): with q "
+                                f"{update.q:g} > 2 its first small writes are divided by a vanishing norm and the "
+                                "weights blow up (q 4 reached 1e18 within 32 tokens)",
+                                hint="use q: 2, another retention_kind, or an MLP memory with init: learned"))
         if isinstance(level, MLPLevel) and level.objective is not None and level.objective.kind == "l2":
             step = update.lr.initial * level.period.tokens * spec.model.width
             if step >= CMS_L2_STEP_LIMIT:
@@ -94,7 +110,8 @@ def _deep_bound(level: MemoryLevel, head_dim: int) -> str:
 def _feeds_error_back(level: MemoryLevel) -> bool:
     """Whether a memory's write is a step on its error ``M(k) - v`` (the l2 / lp / huber
     objectives, the delta and DGD rules), whose size scales with lr |k|^2; a dot objective
-    writes ``lr v k^T`` and grows linearly at worst."""
+    writes ``lr v k^T``: a matrix memory grows linearly at worst, an MLP memory's layers feed
+    each other's growth (the raw-key rule covers it too)."""
     return level.objective.kind in ("l2", "lp", "huber") or level.update.rule in ("delta", "dgd")
 
 

@@ -103,6 +103,7 @@ class MemoryIR(LevelIR):
     init_level: str | None
     reset: str
     output_gate: bool
+    lifetime: str = "sequence"  # sequence | stream
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ class MLPIR(LevelIR):
     init_level: str | None
     reset: str
     flush: str
+    lifetime: str = "sequence"  # sequence | stream
 
 
 @dataclass(frozen=True)

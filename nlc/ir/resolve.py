@@ -111,7 +111,7 @@ def _level_ir(level, common: dict, width: int, heads: int):
             read_after_write=level.read == "after_write",
             keys=source_ir(level.keys), values=source_ir(level.values), queries=source_ir(level.queries),
             init=level.init.kind, init_level=level.init.level, reset=level.init.reset,
-            output_gate=level.output_gate,
+            output_gate=level.output_gate, lifetime=level.lifetime,
         )
     if isinstance(level, MLPLevel):
         return MLPIR(
@@ -121,7 +121,7 @@ def _level_ir(level, common: dict, width: int, heads: int):
                        else ObjectiveIR("task") if level.period.tokens else None),
             rule=rule_ir(level.update) if level.update else None,
             init=level.init.kind, init_level=level.init.level, reset=level.init.reset,
-            flush=level.flush,
+            flush=level.flush, lifetime=level.lifetime,
         )
     if isinstance(level, PersistentLevel):
         return PersistentIR(**common, tokens=level.tokens)

@@ -130,6 +130,7 @@ class CMSMixer(nn.Module):
         self.objective = ir.objective.kind
         self.teach = self.objective == "task"
         self.init_kind, self.init_level = ir.init, ir.init_level
+        self.lifetime = ir.lifetime  # sequence | stream (nlc.runtime.lifetime)
 
         # learning rate (module docstring)
         lr = ir.rule.lr

@@ -40,6 +40,9 @@ holds ``"out"`` (the layer's output *before* the residual add, in the autograd g
   ``w_l delta``), and for ``gate`` the vector-Jacobian product through the gate
   (``autograd.grad`` of ``o`` with ``retain_graph``; the forward's graph must still exist).
 
+A layer of ``lifetime: stream`` levels holds its stream clock in its state
+(:mod:`nlc.runtime.lifetime`) and runs its mixers at ``pos`` plus that clock.
+
 ``layer.finish(state)`` applies every mixer's end-of-sequence flush policy (mixers without a
 ``finish`` method: unchanged; see :meth:`nlc.runtime.cms.CMSMixer.finish`).
 """
@@ -52,6 +55,7 @@ import torch
 from torch import Tensor, nn
 
 from ..primitives.layers import RMSNorm
+from .lifetime import split_clock, with_clock
 
 __all__ = ["Residual", "Parallel", "make_norm", "NORMS", "COMBINES"]
 
@@ -94,8 +98,9 @@ class Residual(nn.Module):
 
     def forward(self, x: Tensor, state: dict[str, Tensor], pos: int
                 ) -> tuple[Tensor, dict[str, Tensor]]:
-        y, state = self.mixer(self.norm(x), state, pos)
-        return (x + y if self.residual else y), state
+        state, clock = split_clock(state)
+        y, state = self.mixer(self.norm(x), state, pos + (clock or 0))
+        return (x + y if self.residual else y), with_clock(state, clock)
 
     @property
     def period(self) -> int:
@@ -159,6 +164,12 @@ class Parallel(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, x: Tensor, state: dict[str, Tensor], pos: int
                 ) -> tuple[Tensor, dict[str, Tensor]]:
+        state, clock = split_clock(state)
+        y, state = self._forward(x, state, pos + (clock or 0))
+        return y, with_clock(state, clock)
+
+    def _forward(self, x: Tensor, state: dict[str, Tensor], pos: int
+                 ) -> tuple[Tensor, dict[str, Tensor]]:
         u = self.norm(x)
         ys = []
         new: dict[str, Tensor] = {}

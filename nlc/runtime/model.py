@@ -5,6 +5,8 @@ builds one mixer per layer and its ``layers(x, state, pos)`` calls them in order
 class supplies the rest:
 
 * ``init_state(batch)`` -> ``{"pos": 0, <layer>: <mixer state>, ...}``;
+  ``next_sequence(state, batch)`` -> the state the next sequence of the same streams starts
+  from (``lifetime: stream`` layers carried, the others fresh; :mod:`nlc.runtime.lifetime`);
 * ``forward(tokens, state=None, targets=None)`` -> ``(logits, state)``: calling it on
   consecutive segments with the returned state equals one call on the whole sequence;
 * the teach signal of CMS levels driven by the task objective (paper notes section 2.2):
@@ -39,6 +41,7 @@ from torch import Tensor, nn
 
 from ..errors import NLCError, NonFiniteError
 from ..primitives.layers import RMSNorm
+from .lifetime import CLOCK, carried, is_stream, phase_period, split_clock, with_clock
 
 
 class LayerError(NLCError):
@@ -84,10 +87,29 @@ class NLCModel(nn.Module):
         while pending:
             for name in [n for n in pending if self.NESTED.get(n, "") not in pending]:
                 source = self.NESTED.get(name)
-                state[name] = (self._mixer(name).state_from(state[source]) if source
+                state[name] = (self._mixer(name).state_from(split_clock(state[source])[0]) if source
                                else getattr(self, name).init_state(batch))
+                if name in self.stream_layers:
+                    state[name][CLOCK] = 0
                 pending.remove(name)
         return state
+
+    @property
+    def stream_layers(self) -> tuple[str, ...]:
+        """Layers whose levels have ``lifetime: stream`` (:mod:`nlc.runtime.lifetime`)."""
+        found = self.__dict__.get("_stream_layers")
+        if found is None:
+            found = self.__dict__["_stream_layers"] = tuple(n for n in self.LAYERS if is_stream(getattr(self, n)))
+        return found
+
+    def next_sequence(self, state: dict, batch: int) -> dict:
+        """The state the next sequence of the same streams starts from: ``stream`` layers
+        carry theirs (detached: gradients stop at the boundary), every other layer starts
+        afresh, positions count from 0 again."""
+        fresh = self.init_state(batch)
+        for name in self.stream_layers:
+            fresh[name] = carried(state[name], state["pos"], phase_period(getattr(self, name)))
+        return fresh
 
     @property
     def teach_layers(self) -> tuple[str, ...]:
@@ -109,13 +131,12 @@ class NLCModel(nn.Module):
         is only needed by CMS levels that learn from the task loss."""
         if state is None:
             state = self.init_state(tokens.shape[0])
-        period = self.teach_period
-        if period is None or targets is None:
+        if self.teach_period is None or targets is None:
             return self._step(tokens, state)
         pieces, start = [], 0
         while start < tokens.shape[1]:
             pos = state["pos"]
-            stop = min(tokens.shape[1], start + period - pos % period)
+            stop = min(tokens.shape[1], start + self._until_boundary(state, pos))
             with torch.enable_grad():
                 logits, state = self._step(tokens[:, start:stop], state)
                 state = self._teach(logits, targets[:, start:stop], state, pos)
@@ -143,6 +164,16 @@ class NLCModel(nn.Module):
         x = self.final_norm(x)
         return x @ self.embed.weight.T if self.head is None else self.head(x)
 
+    def _until_boundary(self, state: dict, pos: int) -> int:
+        """Tokens to the next teach boundary: segments of the gcd ``g`` of the teaching
+        layers' periods, on the grid of each layer's clock (0 for a sequence layer, so a
+        model without stream layers cuts every ``g`` tokens from the sequence start)."""
+        grids: dict[int, int] = {}
+        for name in self.teach_layers:
+            clock = state[name].get(CLOCK, 0)
+            grids[clock] = math.gcd(grids.get(clock, 0), self._mixer(name).period)
+        return min(g - (pos + clock) % g for clock, g in grids.items())
+
     def _teach(self, logits: Tensor, targets: Tensor, state: dict, pos: int) -> dict:
         names = self.teach_layers
         loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100,
@@ -151,12 +182,14 @@ class NLCModel(nn.Module):
         deltas = torch.autograd.grad(loss, outs, retain_graph=True, allow_unused=True)
         for name, out, delta in zip(names, outs, deltas):
             delta = torch.zeros_like(out) if delta is None else delta.detach()
-            state[name] = self._mixer(name).learn(state[name], delta, pos)
+            inner, clock = split_clock(state[name])
+            state[name] = with_clock(self._mixer(name).learn(inner, delta, pos + (clock or 0)), clock)
         end = pos + logits.shape[1]
         for name in sorted(self.NESTED, key=self._nesting_depth):  # slowest first: resets cascade
-            source = self.NESTED[name]
-            if end % self._mixer(source).period == 0:  # the slower level just updated
-                state[name] = self._mixer(name).state_from(state[source])
+            source, clock = self.NESTED[name], state[name].get(CLOCK)
+            inner, source_clock = split_clock(state[source])
+            if (end + (source_clock or 0)) % self._mixer(source).period == 0:  # the slower level just updated
+                state[name] = with_clock(self._mixer(name).state_from(inner), clock)
         return state
 
     def _nesting_depth(self, name: str) -> int:

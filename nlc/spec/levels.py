@@ -31,6 +31,12 @@ MAX_CHUNK = 4096  # a chunk materialises chunk x chunk matrices per head
 MAX_POWER = 8  # exponents p (lp objective) and q (lq retention): |e|^8 is finite in fp32 up to |e| ~ 6e4
 
 
+Lifetime = Annotated[Literal["sequence", "stream"], Field(description=(
+    "how long the level's in-context state lives: 'sequence' starts it afresh at every training "
+    "sequence, evaluation segment and generation; 'stream' carries it across consecutive sequences of "
+    "one stream (each batch row), gradients truncated at the sequence boundary"))]
+
+
 class MatrixMemory(Strict):
     """A matrix memory per head, ``M: R^Dk -> R^Dv`` (linear attention, DeltaNet, ...)."""
 
@@ -172,6 +178,7 @@ class MemoryLevel(LevelBase):
     queries: Source = Source()
     init: Init = Init()
     output_gate: bool = False
+    lifetime: Lifetime = "sequence"
 
     @model_validator(mode="after")
     def _token_clock(self) -> "MemoryLevel":
@@ -195,6 +202,7 @@ class MLPLevel(LevelBase):
     update: Update | None = None
     init: Init = Init()
     flush: Literal["carry", "drop", "flush"] = "carry"
+    lifetime: Lifetime = "sequence"
 
     @model_validator(mode="after")
     def _update_iff_in_context(self) -> "MLPLevel":

@@ -51,6 +51,7 @@ from ..files import fsync_path
 from ..spec import Spec
 from ..spec.load import spec_to_yaml
 from ..version import __version__
+from ..runtime.lifetime import CLOCK
 from .checkpoint_checks import (FILES, FORMAT, CheckpointError, Meta, NoCheckpointError, check_meta, match_model,
                                 match_optimizer, tensor_index)
 
@@ -242,6 +243,44 @@ def load_optimizer_state(path: str | Path, model: nn.Module | None = None) -> di
     if model is not None:
         match_optimizer(file, index, dict(model.named_parameters()))
     return _loading(file, lambda: load_file(file))
+
+
+def stream_tensors(model: nn.Module, carried: dict) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+    """The carried state of ``lifetime: stream`` layers as ``stream/<layer>/<key>`` tensors
+    (saved beside the optimizer state) and each layer's clock (for ``meta.json``)."""
+    tensors, clocks = {}, {}
+    for layer in model.stream_layers:
+        for key, value in carried[layer].items():
+            if key == CLOCK:
+                clocks[layer] = int(value)
+            else:
+                tensors[f"stream/{layer}/{key}"] = value.detach().contiguous()
+    return tensors, clocks
+
+
+def carried_state(model: nn.Module, flat: dict[str, torch.Tensor], meta: Meta, path: Path, batch: int) -> dict:
+    """The state a resumed run's next step continues from: what :func:`stream_tensors`
+    saved, checked against a fresh state of ``batch`` rows (keys, shapes but a carried
+    tail's length, dtypes), or a fresh state when the checkpoint has none (step 0)."""
+    state = model.init_state(batch)
+    clocks = meta.get("stream_clocks")
+    if clocks is None:
+        return state
+    for layer in model.stream_layers:
+        fresh = state[layer]
+        saved = {k.split("/", 2)[2]: v for k, v in flat.items() if k.startswith(f"stream/{layer}/")}
+        want = {k for k in fresh if k != CLOCK}
+        clock = clocks.get(layer)
+        if set(saved) != want or not isinstance(clock, int) or isinstance(clock, bool) or clock < 0:
+            raise CheckpointError(f"{path}: the carried state of layer {layer!r} does not match the model "
+                                  f"(saved {sorted(saved)}, clock {clock!r}; the model needs {sorted(want)})")
+        for key, value in saved.items():
+            ref = fresh[key]
+            if value.dtype != ref.dtype or value.dim() != ref.dim() or value.shape[0] != ref.shape[0]:
+                raise CheckpointError(f"{path}: carried state {layer}/{key} is {tuple(value.shape)} "
+                                      f"{value.dtype}, the model needs {tuple(ref.shape)} {ref.dtype}")
+        state[layer] = {**{k: v.to(ref.device) for k, v in saved.items()}, CLOCK: clock}
+    return state
 
 
 def load_checkpoint(path: str | Path, *, device: str | torch.device | None = None) -> tuple[nn.Module, dict]:

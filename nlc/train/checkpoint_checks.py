@@ -58,7 +58,8 @@ _INT, _NUMBER, _STR, _OBJECT = ((int,), "an integer"), ((int, float), "a number"
     ((dict,), "an object")
 _ENTRIES = {  # the types of the entries readers use
     "step": _INT, "steps": _INT, "seed": _INT, "elapsed": _NUMBER, "world_size": _INT, "spec_yaml": _STR,
-    "spec_sha256": _STR, "rng": _OBJECT, "data": _OBJECT, "schedule": _OBJECT, "versions": _OBJECT}
+    "spec_sha256": _STR, "rng": _OBJECT, "data": _OBJECT, "schedule": _OBJECT, "versions": _OBJECT,
+    "stream_clocks": _OBJECT}
 
 
 def check_meta(data: Any, file: Path) -> Meta:
@@ -208,9 +209,12 @@ def _storage(tensor: torch.Tensor) -> tuple:
 
 def match_optimizer(file: Path, index: dict[str, tuple[torch.dtype, list[int]]],
                     params: dict[str, nn.Parameter]) -> None:
-    """``grad/<param>`` has the parameter's shape; ``opt/<param>/<key>`` its shape or none (a step count)."""
+    """``grad/<param>`` has the parameter's shape; ``opt/<param>/<key>`` its shape or none (a step
+    count); ``stream/<layer>/<key>`` (a carried state) is checked by ``checkpoint.carried_state``."""
     for name, (dtype, shape) in index.items():
         kind, _, rest = name.partition("/")
+        if kind == "stream":  # a carried stream state: checked against the model when it is loaded
+            continue
         param = rest if kind == "grad" else rest.rpartition("/")[0]
         if kind not in ("grad", "opt") or param not in params:
             raise CheckpointError(f"{file}: holds {name!r}, which belongs to no parameter of the model")

@@ -7,7 +7,11 @@ Optimizer step s (1-based) of a run seeded with ``seed``:
    under ``torchrun`` each rank keeps its B/N rows (:mod:`nlc.train.distributed`);
 2. every sequence starts from ``model.init_state``; ``logits, _ = model(x, state, y)``:
    in-context and CMS levels update inside this forward (under autocast when
-   ``train.dtype`` is bfloat16);
+   ``train.dtype`` is bfloat16). A model with ``lifetime: stream`` levels reads
+   ``nlc.data.stream_batch`` instead (row b continues its stream from step to step) and
+   starts each step from ``model.next_sequence`` of the previous step's final state: those
+   levels carry what they learned, detached (gradients stop at the step boundary); the
+   carried state is saved with the optimizer state, so a resumed run goes on exactly;
 3. ``loss = CE(logits, y)`` (mean next-token cross-entropy, nats), ``loss.backward()``;
 4. the optimizer levels due at s step (:class:`nlc.train.optim.OuterLevels`), the
    others keep accumulating;
@@ -54,14 +58,14 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from ..data import sample_batch
+from ..data import sample_batch, stream_batch
 from ..errors import NonFiniteError
 from ..evaluate.lm import autocast, evaluate_lm
 from ..spec.load import spec_to_yaml
 from . import checkpoint as ckpt
 from .config import RESUMABLE, TrainConfig, TrainResult, spec_identity, step_seed, with_budget
 from .distributed import World, join_world
-from .inputs import TrainData, build_model, data_name, run_spec, train_data
+from .inputs import TrainData, TrainInputError, build_model, data_name, run_spec, train_data
 from .metrics import MetricsLog
 from .optim import OuterLevels
 from .plots import plot_curves
@@ -115,6 +119,10 @@ class _Run:
             ckpt.recover(config.out)  # finish what a killed save left
         self.log = MetricsLog(config.out / "metrics.jsonl", write=world.is_main, trackers=trackers)
         self.step, self.elapsed = 0, 0.0
+        self.carried: dict | None = None  # the state the next step's streams continue from
+        if self.model.stream_layers and world.size > 1:
+            raise TrainInputError("levels with lifetime: stream carry each batch row's state from step to step, "
+                                  "and a checkpoint holds rank 0's rows only: train them in one process")
         resumed = resume and self._resume()
         if not resumed:
             self._refuse_overwrite()
@@ -150,7 +158,10 @@ class _Run:
                 f"{stored}, the data given has {self.data.sha256} "
                 "(use the same corpus or another --out)")
         ckpt.load_weights(self.model, self.config.out)
-        self.outer.load_state_tensors(ckpt.load_optimizer_state(self.config.out, self.model))
+        flat = ckpt.load_optimizer_state(self.config.out, self.model)
+        self.outer.load_state_tensors(flat)
+        if self.model.stream_layers:
+            self.carried = ckpt.carried_state(self.model, flat, meta, self.config.out, self.config.batch)
         ckpt.set_rng_state(meta["rng"])
         self.step, self.elapsed = meta["step"], meta["elapsed"]
         return True
@@ -223,12 +234,18 @@ class _Run:
 
     def _train_step(self) -> dict:
         config, start = self.config, time.perf_counter()
-        generator = torch.Generator().manual_seed(step_seed(config.seed, self.step))
-        batch = sample_batch(self.data.train, config.batch, config.seq_len, generator)
+        if self.model.stream_layers:  # each row continues its stream (nlc.data.stream_batch)
+            batch = stream_batch(self.data.train, config.batch, config.seq_len, self.step, config.seed)
+        else:
+            generator = torch.Generator().manual_seed(step_seed(config.seed, self.step))
+            batch = sample_batch(self.data.train, config.batch, config.seq_len, generator)
         device = self.model.embed.weight.device
         x, y = (self.world.shard(t).to(device) for t in batch)
+        state = self.carried if self.carried is not None else self.model.init_state(x.shape[0])
         with autocast(x.device, config.autocast_dtype):
-            logits, _ = self.net(x, self.model.init_state(x.shape[0]), targets=y)
+            logits, state = self.net(x, state, targets=y)
+        if self.model.stream_layers:
+            self.carried = self.model.next_sequence(state, x.shape[0])
         loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
         loss.backward()
         loss = self.world.mean(loss.detach())
@@ -313,8 +330,11 @@ class _Run:
             "data": {"name": self.data.name, "sha256": self.data.sha256},
             "world_size": self.world.size, "versions": ckpt.versions(),
         }
-        ckpt.save_checkpoint(self.config.out, self.model, self.outer.state_tensors(), meta,
-                             keep=self.config.keep_checkpoints)
+        tensors = self.outer.state_tensors()
+        if self.carried is not None:
+            stream, meta["stream_clocks"] = ckpt.stream_tensors(self.model, self.carried)
+            tensors.update(stream)
+        ckpt.save_checkpoint(self.config.out, self.model, tensors, meta, keep=self.config.keep_checkpoints)
 
 
 def _spec_diff(stored: str, given: str, limit: int = 20) -> str:

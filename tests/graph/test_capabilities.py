@@ -84,7 +84,8 @@ def memory_level(name: str, case: RuleCase, mark: str = "") -> list[str]:
         ("update.lr", "  lr: 0.01"),
         ("update.momentum", "  momentum: 0.9" if case.rule == "momentum" else ""),
         ("update.retention_kind", f"  retention_kind: {case.retention_kind}"),
-        ("update.q", f"  {_RK.get(case.retention_kind, '')}"),
+        ("update.q", "  q: 2" if case.memory == "matrix" and case.retention_kind == "lq"  # rule 10: a zero
+         else f"  {_RK.get(case.retention_kind, '')}"),  # start with q > 2 blows up
         (f"update.{case.guards}", f"  {case.guards}: 1.0" if case.guards else ""),
         ("chunk", "chunk: 8"),
         ("keys", "keys: {from: input, norm: l2}"),
@@ -326,3 +327,17 @@ def test_hope_memory_in_a_context_layer_refused(tmp_path):
     text = HOPE.replace("  blocks: [{layers: [memory, attn]}]",
                         "  blocks:\n    - layers:\n        - context: {attention: attn, memory: memory}  # <-")
     assert_refused(tmp_path, text, "model.blocks.0.layers.0.context.memory", "self-modifying (HOPE) memory")
+
+
+def test_a_nested_state_from_a_frozen_mlp_is_refused_at_its_init(tmp_path):
+    """Fuzz finding: ``init: {from: X}`` with X a Transformer MLP (period never) validated and
+    then failed in ``state_from`` (X has no in-context state)."""
+    text = """nlc: 1
+levels:
+  attn: {type: attention}
+  fast: {type: mlp, period: 16, objective: {kind: task}, update: {rule: gd, lr: 0.001}, init: {from: slow}}  # <-
+  slow: {type: mlp}
+  outer: {type: optimizer}
+model: {width: 32, blocks: [{layers: [attn, fast, slow]}]}
+"""
+    assert_refused(tmp_path, text, "levels.fast.init", "'slow' has no in-context state")

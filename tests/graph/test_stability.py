@@ -86,3 +86,13 @@ def test_the_fuzz_finding_is_refused_and_its_hint_trains():
     assert spec is None and "= 17" in error.message and "use lr < 0.029" in error.hint
     spec, _ = nlc.validate(deep_spec(2, 4, 32, 2, "gelu", 0.028, 1, {}))
     assert all(math.isfinite(v) for v in losses(spec))
+
+
+def test_an_mlp_memory_on_the_dot_objective_with_raw_keys_is_refused():
+    """Fuzz finding: a Hebbian (dot) MLP memory's two layers feed each other's growth; on
+    projected keys (|k|^2 about head_dim / 3) at lr 1 it was NaN within 16 tokens."""
+    text = deep_spec(32, 1, 8, 2, "gelu", 1.0, 1, {}).replace("kind: l2", "kind: dot").replace("norm: l2", "norm: none")
+    spec, issues = nlc.validate(text)
+    error, = issues
+    assert spec is None and error.path == "levels.m.update.lr" and "reinforces itself" in error.message
+    assert nlc.validate(text.replace("norm: none", "norm: l2"))[0] is not None  # the hint's fix

@@ -22,7 +22,7 @@ from nlc.runtime.memory import MemoryMixer
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = sorted(p.stem for p in (ROOT / "specs").glob("*.yaml"))
 SMALL = ("model.width=16", "model.heads=2", "model.blocks.0.repeat=1")
-SMALL_PERIOD = {16: 4, 64: 8, 128: 16}  # bundled CMS period -> test period
+SMALL_PERIOD = {16: 4, 64: 8, 128: 16, 512: 32}  # bundled CMS period -> test period
 T, B, STEPWISE = 40, 2, 20  # sequence length, batch, tokens decoded one at a time first
 TOL = dict(rtol=1e-9, atol=1e-10)
 

@@ -1,0 +1,76 @@
+"""Validation rule 12, level lifetimes: what ``lifetime: stream`` may be given to.
+
+A level's lifetime is how long its in-context state lives (docs/design.md, "Level
+semantics"): ``sequence`` (the default) starts it afresh with every sequence; ``stream``
+carries it from one sequence to the next of the same stream. The runtime carries a *layer's*
+state, so:
+
+* a ``stream`` level has in-context state (a memory, or an MLP with a period in tokens: a
+  Transformer MLP, ``period: never``, has none);
+* it is applied in a layer (a HOPE component lives inside its memory's state and takes that
+  memory's lifetime);
+* the levels of one layer (``parallel`` or a MAC ``context``) share one lifetime;
+* a nested initial state (``init: {from: X}``) has X's lifetime (the level is re-initialised
+  from X's state whenever X updates, which must then exist in the same stream).
+"""
+from __future__ import annotations
+
+import networkx as nx
+
+from ..errors import Issue
+from ..spec.levels import MemoryLevel, MLPLevel
+from ..spec.model import LevelLayer, Spec
+
+
+def check_lifetimes(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
+    issues = []
+    applied: set[str] = set()
+    for b, block in enumerate(spec.model.blocks):
+        for i, layer in enumerate(block.layers):
+            names = _layer_levels(layer)
+            applied |= set(names)
+            kinds = {_lifetime(spec, n) for n in names}
+            if len(kinds) > 1:
+                streamed = [n for n in names if _lifetime(spec, n) == "stream"]
+                issues.append(Issue(f"model.blocks.{b}.layers.{i}", f"the levels of one layer share a lifetime, "
+                                    f"but {', '.join(map(repr, streamed))} live for the stream and the others "
+                                    "for one sequence", hint="give them the same lifetime, or apply them in "
+                                    "layers of their own"))
+    for name, level in spec.levels.items():
+        if getattr(level, "lifetime", "sequence") != "stream":
+            continue
+        if isinstance(level, MLPLevel) and level.period.tokens is None:
+            issues.append(Issue(f"levels.{name}.lifetime", f"'{name}' is an MLP with period 'never': it has no "
+                                "in-context state for a stream to carry", hint="give it a period in tokens "
+                                "(a CMS level), or remove 'lifetime'"))
+        elif name not in applied:
+            issues.append(Issue(f"levels.{name}.lifetime", f"'{name}' is not applied in a layer, so it has no "
+                                "state of its own to carry: a level read by another one lives in that "
+                                "level's state", hint="set lifetime on the level a layer applies, or remove it"))
+        init = getattr(level, "init", None)
+        if init is not None and init.kind == "from" and _lifetime(spec, init.level) != "stream":
+            issues.append(Issue(f"levels.{name}.lifetime", f"'{name}' is re-initialised from '{init.level}', "
+                                f"which lives for one sequence: a nested state has its source's lifetime",
+                                hint=f"give '{init.level}' lifetime: stream too, or remove it here"))
+    for name, level in spec.levels.items():
+        init = getattr(level, "init", None)
+        if init is not None and init.kind == "from" and _lifetime(spec, name) == "sequence" \
+                and _lifetime(spec, init.level) == "stream":
+            issues.append(Issue(f"levels.{name}.init", f"'{name}' lives for one sequence but is re-initialised "
+                                f"from '{init.level}', which lives for the stream",
+                                hint=f"give '{name}' lifetime: stream too"))
+    return issues
+
+
+def _lifetime(spec: Spec, name: str) -> str:
+    level = spec.levels.get(name)
+    return getattr(level, "lifetime", "sequence") if isinstance(level, (MemoryLevel, MLPLevel)) else "sequence"
+
+
+def _layer_levels(layer: object) -> list[str]:
+    if isinstance(layer, LevelLayer):
+        return [layer.level]
+    parallel = getattr(layer, "parallel", None)
+    if parallel is not None:
+        return list(parallel)
+    return [layer.context.attention, layer.context.memory]

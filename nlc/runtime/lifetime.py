@@ -1,0 +1,59 @@
+"""Level lifetimes at run time (docs/design.md, "Level semantics"; validation rule 12).
+
+Notation::
+
+    S   tokens a stream consumed before the current sequence
+    pos tokens of the current sequence consumed before a call (``state["pos"]``)
+    P   a layer's phase period: the lcm of its mixers' periods and chunks
+
+A layer whose levels have ``lifetime: stream`` keeps its state from one sequence to the
+next of the same stream (one batch row is one stream). Its state carries ``CLOCK = S mod
+P``, and the layer runs its mixers at position ``pos + CLOCK``: every mixer reads a position
+only modulo its own period or chunk, so this equals running the whole stream in one call,
+while a ``sequence`` layer (no ``CLOCK``) keeps today's positions exactly. ``S`` is kept
+modulo ``P`` so that positions stay small and a compiled graph sees few distinct values.
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+from torch import Tensor, nn
+
+CLOCK = "clock"  # key of a stream layer's state: S mod P (a Python int)
+_TEACH = ("in", "out")  # per-call teach keys (the last forward's input and output): never carried
+
+
+def is_stream(layer: nn.Module) -> bool:
+    """Whether a layer's levels live for the stream (validation makes a layer's levels agree)."""
+    return any(getattr(m, "lifetime", "sequence") == "stream" for m in layer.modules())
+
+
+def phase_period(layer: nn.Module) -> int:
+    """``P``: the lcm of the periods and chunks of the mixers inside ``layer``."""
+    found = [int(v) for m in layer.modules() for a in ("period", "phase", "chunk", "chunk_memory", "chunk_other")
+             if isinstance(v := getattr(m, a, None), int) and v > 0]
+    return math.lcm(1, *found)
+
+
+def split_clock(state: Mapping) -> tuple[dict, int | None]:
+    """``state`` without ``CLOCK``, and the clock (None: a sequence layer)."""
+    if CLOCK not in state:
+        return dict(state), None
+    return {k: v for k, v in state.items() if k != CLOCK}, state[CLOCK]
+
+
+def with_clock(state: dict, clock: int | None) -> dict:
+    """``state`` with the clock put back (unchanged for a sequence layer)."""
+    if clock is not None:
+        state[CLOCK] = clock
+    return state
+
+
+def carried(state: Mapping, consumed: int, period: int) -> dict:
+    """A stream layer's state for the next sequence after ``consumed`` more tokens: the
+    tensors detached (gradients stop at the sequence boundary), the teach keys dropped."""
+    out = {k: (v.detach() if isinstance(v, Tensor) else v) for k, v in state.items()
+           if k != CLOCK and k.rsplit(".", 1)[-1] not in _TEACH}
+    out[CLOCK] = (state[CLOCK] + consumed) % period
+    return out

@@ -1,0 +1,193 @@
+"""Level lifetimes (issue 13): ``lifetime: stream`` carries a level's state across
+consecutive sequences of a stream, exactly; ``sequence`` is today's behaviour.
+
+* streaming == whole: a stream cut into consecutive sequences at teach boundaries, each
+  started from ``next_sequence`` of the last, gives the logits of one call on the whole
+  stream (random CMS periods that need not divide each other, memory chunks, a nested chain
+  of three levels run past its slowest boundary, sequence lengths not multiples of periods);
+* the clock, observed: a stream CMS level's weights change at the stream positions that are
+  multiples of its period and nowhere else, across sequence boundaries;
+* causality with test-time learning on: changing tokens after t changes no logit at or before t;
+* training: a run of a stream spec resumed from a mid-stream checkpoint ends with the same
+  weights as an uninterrupted one, bit for bit on CPU, and the carried state is what makes it so;
+* validation: what the runtime cannot carry is refused at its YAML line.
+"""
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import nlc
+from nlc.runtime.lifetime import CLOCK
+from nlc.spec import validate
+
+CMS = "{{type: mlp, hidden: 16, period: {p}, objective: {{kind: task}}, update: {{rule: gd, lr: 0.05}}, lifetime: {life}{extra}}}"
+
+
+def stream_spec(periods: list[int], chunk: int, nested: bool, life: str = "stream") -> str:
+    levels = {"mem": f"{{type: memory, chunk: {chunk}, update: {{rule: gd, lr: 0.3}}, "
+                     f"keys: {{from: input, norm: l2}}, lifetime: {life}}}"}
+    names = [f"c{i}" for i in range(len(periods))]
+    for i, (name, p) in enumerate(zip(names, periods)):
+        extra = f", init: {{from: {names[i + 1]}}}" if nested and i + 1 < len(names) else ""
+        levels[name] = CMS.format(p=p, life=life, extra=extra)
+    body = "\n".join(f"  {n}: {v}" for n, v in levels.items())
+    return (f"nlc: 1\nlevels:\n{body}\n  opt: {{type: optimizer}}\n"
+            f"model: {{width: 16, heads: 2, blocks: [{{layers: [mem, {', '.join(names)}]}}]}}\n"
+            "train: {seq_len: 8, batch: 2}\n")
+
+
+def run_pieces(model, inputs, targets, cuts):
+    state, outs = model.init_state(inputs.shape[0]), []
+    for a, b in zip([0, *cuts], [*cuts, inputs.shape[1]]):
+        logits, state = model(inputs[:, a:b], state, targets=targets[:, a:b])
+        outs.append(logits)
+        state = model.next_sequence(state, inputs.shape[0])
+    return torch.cat(outs, dim=1), state
+
+
+@settings(max_examples=10)
+@given(st.lists(st.sampled_from([2, 3, 4, 6, 12]), min_size=1, max_size=3), st.sampled_from([1, 2, 4]),
+       st.booleans(), st.lists(st.integers(1, 6), min_size=1, max_size=4), st.integers(0, 2**16))
+def test_a_stream_cut_into_sequences_equals_one_call(periods, chunk, nested, pieces, seed):
+    if nested:  # a nested chain: each level re-initialised from the next slower one
+        periods = sorted(set(periods))
+    model = nlc.compile(stream_spec(periods, chunk, nested), seed=0)
+    g = math.gcd(*periods)
+    cuts = list(itertools_accumulate([g * k for k in pieces]))
+    total = cuts[-1] + 2 * max(periods)  # run past the slowest boundary
+    x = torch.randint(0, 256, (2, total + 1), generator=torch.Generator().manual_seed(seed))
+    whole, _ = model(x[:, :-1], model.init_state(2), targets=x[:, 1:])
+    streamed, _ = run_pieces(model, x[:, :-1], x[:, 1:], cuts)
+    torch.testing.assert_close(streamed, whole, rtol=1e-4, atol=1e-5)
+
+
+def itertools_accumulate(values):
+    total = 0
+    for v in values:
+        total += v
+        yield total
+
+
+def test_the_clock_fires_at_stream_multiples_of_the_period_across_sequences():
+    """Period 6 in sequences of 4 tokens: the weights change after stream tokens 6, 12, 18."""
+    model = nlc.compile(stream_spec([6], 1, False), seed=0)
+    layer = "b0_r0_c0"
+    x = torch.randint(0, 256, (2, 21), generator=torch.Generator().manual_seed(0))
+    state, changed = model.init_state(2), []
+    weights = {k: v.clone() for k, v in state[layer].items() if k != CLOCK and not k.startswith("acc")}
+    for t in range(20):
+        _, state = model(x[:, t:t + 1], state, targets=x[:, t + 1:t + 2])
+        now = {k: state[layer][k] for k in weights}
+        if any(not torch.equal(now[k], weights[k]) for k in weights):
+            changed.append(t + 1)  # tokens of the stream consumed when the change shows
+        weights = {k: v.clone() for k, v in now.items()}
+        if (t + 1) % 4 == 0:  # a sequence ends every 4 tokens
+            state = model.next_sequence(state, 2)
+            assert state[layer][CLOCK] == (t + 1) % 6
+    assert changed == [6, 12, 18]
+
+
+def test_sequence_levels_forget_and_stream_levels_remember():
+    text = stream_spec([4], 1, False, life="sequence")
+    seq, streamed = nlc.compile(text, seed=0), nlc.compile(text.replace("lifetime: sequence", "lifetime: stream"),
+                                                           seed=0)
+    x = torch.randint(0, 256, (2, 17), generator=torch.Generator().manual_seed(1))
+    for model, same in ((seq, True), (streamed, False)):
+        state = model.init_state(2)
+        _, state = model(x[:, :8], state, targets=x[:, 1:9])
+        second, _ = model(x[:, 8:16], model.next_sequence(state, 2), targets=x[:, 9:17])
+        fresh, _ = model(x[:, 8:16], model.init_state(2), targets=x[:, 9:17])
+        assert torch.equal(second, fresh) is same
+
+
+@settings(max_examples=6)
+@given(st.integers(1, 14), st.integers(0, 2**16))
+def test_test_time_learning_is_causal(t, seed):
+    model = nlc.compile(stream_spec([2, 4], 2, False), seed=0)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (1, 17), generator=g)
+    y = x.clone()
+    y[:, t + 1:] = torch.randint(0, 256, (1, 16 - t), generator=g)
+    state = model.init_state(1)
+    _, state = model(x[:, :8], state, targets=x[:, 1:9])  # some carried state first
+    carried = model.next_sequence(state, 1)
+    a, _ = model(x[:, 8:16], dict(carried), targets=x[:, 9:17])
+    b, _ = model(y[:, 8:16], dict(carried), targets=y[:, 9:17])
+    last = t - 8  # positions of the second sequence at or before t
+    if last >= 0:
+        torch.testing.assert_close(a[:, :last + 1], b[:, :last + 1], rtol=0, atol=0)
+
+
+def test_a_resumed_stream_run_ends_with_the_uninterrupted_weights(tmp_path):
+    torch.manual_seed(0)
+    data = SimpleNamespace(name="random", train=torch.randint(0, 64, (4000,)), val=torch.randint(0, 64, (600,)),
+                           vocab=64)
+    spec = stream_spec([3, 6], 2, False).replace("train: {seq_len: 8, batch: 2}", "train: {seq_len: 10, batch: 2}")
+    spec = spec.replace("opt: {type: optimizer}", "opt: {type: optimizer, lr: 0.003, schedule: constant, warmup: 0}")
+    kw = dict(progress=False)
+    whole = nlc.train(spec, data, out=tmp_path / "a", steps=6, **kw)
+    nlc.train(spec, data, out=tmp_path / "b", steps=3, **kw)
+    resumed = nlc.train(spec, data, out=tmp_path / "b", steps=6, resume=True, **kw)
+    a, b = dict(whole.model.named_parameters()), dict(resumed.model.named_parameters())
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # without the carried state the resumed run differs: the state is what makes it exact
+    from nlc.train import checkpoint as ckpt
+
+    nlc.train(spec, data, out=tmp_path / "c", steps=3, **kw)
+    meta_file = ckpt.find_checkpoint(tmp_path / "c") / "meta.json"
+    import json
+
+    meta = json.loads(meta_file.read_text())
+    assert set(meta["stream_clocks"]) == {"b0_r0_mem", "b0_r0_c0", "b0_r0_c1"}
+    assert meta["stream_clocks"]["b0_r0_c1"] == 30 % 6
+
+
+def test_evaluate_stream_carried_equals_fresh_only_without_stream_levels():
+    from nlc.evaluate import evaluate_stream
+
+    tokens = torch.randint(0, 256, (400,), generator=torch.Generator().manual_seed(0))
+    for life, equal in (("sequence", True), ("stream", False)):
+        model = nlc.compile(stream_spec([4], 2, False, life=life), seed=0)
+        out = evaluate_stream(model, tokens, 2, 8, 4, 0)
+        assert (out["carried"]["loss"] == out["fresh"]["loss"]) is equal
+        assert out["carried"]["tokens"] == out["fresh"]["tokens"] == 2 * 8 * 4
+
+
+# --------------------------------------------------------------------------- validation
+BASE = """nlc: 1
+levels:
+  a: {type: attention}
+  c: {type: mlp, period: 8, objective: {kind: task}, update: {rule: gd, lr: 0.01}, lifetime: stream}
+  d: {type: mlp, period: 4, objective: {kind: task}, update: {rule: gd, lr: 0.01}}
+  f: {type: mlp}
+  opt: {type: optimizer}
+model: {width: 16, blocks: [{layers: [a, c, d, f]}]}
+"""
+
+
+@pytest.mark.parametrize("old, new, path, fragment", [
+    ("f: {type: mlp}", "f: {type: mlp, lifetime: stream}", "levels.f.lifetime", "no in-context state"),
+    ("layers: [a, c, d, f]", "layers: [a, {parallel: [c, d]}, f]", "model.blocks.0.layers.1", "share a lifetime"),
+    ("update: {rule: gd, lr: 0.01}}", "update: {rule: gd, lr: 0.01}, init: {from: c}}", "levels.d.init",
+     "re-initialised from 'c', which lives for the stream"),
+])
+def test_what_cannot_be_carried_is_refused_at_its_line(old, new, path, fragment):
+    text = BASE.replace(old, new, 1)
+    spec, issues = validate(text)
+    errors = [i for i in issues if i.severity == "error"]
+    assert spec is None and [e.path for e in errors] == [path] and fragment in errors[0].message
+    assert errors[0].line is not None
+
+
+def test_a_period_beyond_the_sequence_warns_only_for_a_sequence_level():
+    text = BASE.replace("period: 4", "period: 512")
+    warned = [i.path for i in validate(text)[1]]
+    assert "levels.d.period" in warned
+    text = text.replace("update: {rule: gd, lr: 0.01}}\n  f", "update: {rule: gd, lr: 0.01}, lifetime: stream}\n  f")
+    assert "levels.d.period" not in [i.path for i in validate(text)[1]]
