@@ -14,6 +14,7 @@ consecutive sequences of a stream, exactly; ``sequence`` is today's behaviour.
 """
 from __future__ import annotations
 
+import json
 import math
 from types import SimpleNamespace
 
@@ -141,11 +142,15 @@ def test_a_resumed_stream_run_ends_with_the_uninterrupted_weights(tmp_path):
 
     nlc.train(spec, data, out=tmp_path / "c", steps=3, **kw)
     meta_file = ckpt.find_checkpoint(tmp_path / "c") / "meta.json"
-    import json
-
     meta = json.loads(meta_file.read_text())
     assert set(meta["stream_clocks"]) == {"b0_r0_mem", "b0_r0_c0", "b0_r0_c1"}
     assert meta["stream_clocks"]["b0_r0_c1"] == 30 % 6
+    # a checkpoint whose carried state is dropped resumes from fresh state: other weights
+    del meta["stream_clocks"]
+    meta_file.write_text(json.dumps(meta))
+    forgetful = nlc.train(spec, data, out=tmp_path / "c", steps=6, resume=True, **kw)
+    c = dict(forgetful.model.named_parameters())
+    assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
 def test_evaluate_stream_carried_equals_fresh_only_without_stream_levels():
@@ -191,3 +196,26 @@ def test_a_period_beyond_the_sequence_warns_only_for_a_sequence_level():
     assert "levels.d.period" in warned
     text = text.replace("update: {rule: gd, lr: 0.01}}\n  f", "update: {rule: gd, lr: 0.01}, lifetime: stream}\n  f")
     assert "levels.d.period" not in [i.path for i in validate(text)[1]]
+
+
+def test_nlc_eval_prints_carried_beside_fresh_bpb(tmp_path):
+    from typer.testing import CliRunner
+
+    from nlc.cli.app import app
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(stream_spec([4, 8], 2, False).replace("train: {seq_len: 8, batch: 2}",
+                                                         "train: {seq_len: 16, batch: 2, eval_batches: 2}"))
+    run = tmp_path / "run"
+    trained = CliRunner().invoke(app, ["train", str(spec), "--out", str(run), "--steps", "2", "--no-progress",
+                                       "--sample-tokens", "0"])
+    assert trained.exit_code == 0, trained.output
+    out = tmp_path / "lm.json"
+    result = CliRunner().invoke(app, ["eval", str(run / "checkpoint"), "--task", "lm", "--lengths", "16",
+                                      "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    words = " ".join(result.stdout.split())
+    assert "carried" in words and "fresh" in words and "levels carried across segments: c0, c1, mem" in words
+    stream = json.loads(out.read_text())["stream"]
+    assert stream["levels"] == ["c0", "c1", "mem"] and stream["carried"]["tokens"] == 2 * 16 * 2
+    assert stream["carried"]["bpb"] != stream["fresh"]["bpb"]
