@@ -518,6 +518,8 @@ def _keep_memory_stable(lv: dict) -> None:
     update, objective = lv.get("update", {}), lv.get("objective", {})
     if update.get("q", 2.0) > 2 and lv.get("init") == "zero":  # lq on a zero start blows up (rule 10)
         update["q"] = 2.0
+    if objective.get("p", 2) > 2 and "grad_clip" not in update and not update.get("grad_normalize"):
+        lv["update"] = update = {"rule": "gd", **update, "grad_clip": 1.0}  # lp, p > 2: a guard (rule 10)
     if objective.get("kind", "l2") == "dot" and update.get("rule", "gd") not in ("delta", "dgd") \
             and lv.get("memory", {}).get("kind") != "mlp":
         return

@@ -66,6 +66,13 @@ def check_stability(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
                                     "from the first writes, and with no gradient guard it diverges",
                                     hint=f"use lr < {DEEP_STEP_LIMIT / (level.objective.window * kernel):.2g}, "
                                     "or bound the step with update.grad_clip (e.g. 1.0) or grad_normalize: true"))
+        if isinstance(level, MemoryLevel) and level.objective.kind == "lp" and level.objective.p > 2 \
+                and update.grad_clip is None and not update.grad_normalize:
+            issues.append(Issue(f"levels.{name}.objective.p", f"the lp objective with p {level.objective.p:g} > 2 "
+                                f"steps by p |e|^(p-1) per error component: its step grows faster than the error, "
+                                "so one large error overshoots and the memory diverges (p 3 at lr 1 was NaN within "
+                                "24 tokens), whatever the lr; a gradient guard bounds the step",
+                                hint="set update.grad_clip (e.g. 1.0) or grad_normalize: true, or use p <= 2"))
         if isinstance(level, MemoryLevel) and update.retention_kind == "lq" and update.q > 2 \
                 and (level.memory.kind == "matrix" or level.init.kind == "zero"):
             issues.append(Issue(f"levels.{name}.update.q", f"lq retention reads the memory as A / ||A||_q^(q-2) "

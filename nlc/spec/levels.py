@@ -244,7 +244,9 @@ class OptimizerLevel(Strict):
     lr: float = Field(default=3e-4, gt=0, le=10)  # a typo guard; lr_warnings flags Adam above 0.1
     betas: tuple[Beta, Beta] = Field(default=(0.9, 0.95), strict=False)  # YAML gives a list
     weight_decay: float = Field(default=0.1, ge=0, lt=1)
-    eps: float = Field(default=1e-8, gt=0, le=1)
+    # Adam divides by sqrt(v) + eps, and v underflows to 0 in fp32 for gradients below ~1e-21:
+    # an eps below 1e-12 then turns a tiny gradient into a huge step (1e-323 gave NaN weights)
+    eps: float = Field(default=1e-8, ge=1e-12, le=1)
     grad_clip: float | None = Field(default=1.0, gt=0)
     warmup: int = Field(default=0, ge=0, le=MAX_STEPS)
     schedule: Literal["cosine", "constant", "linear"] = "cosine"

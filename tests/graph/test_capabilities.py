@@ -66,7 +66,7 @@ def train_step(source: str | Path, overrides: list[str] = ()) -> float:
 
 # ------------------------------------------------------------------ memory update rules
 
-_PARAMS = {"lp": "p: 3", "huber": "delta: 1.0"}
+_PARAMS = {"lp": "p: 1.5", "huber": "delta: 1.0"}  # p > 2 needs a gradient guard (rule 10)
 _RK = {"lq": "q: 3", "elastic": "shrink: 0.01"}
 
 

@@ -96,3 +96,16 @@ def test_an_mlp_memory_on_the_dot_objective_with_raw_keys_is_refused():
     error, = issues
     assert spec is None and error.path == "levels.m.update.lr" and "reinforces itself" in error.message
     assert nlc.validate(text.replace("norm: none", "norm: l2"))[0] is not None  # the hint's fix
+
+
+def test_lp_above_two_needs_a_gradient_guard():
+    """Fuzz finding: matrix memories on lp, p 3, at the default lr went NaN within 24 tokens."""
+    text = deep_spec(8, 2, 16, 2, "gelu", 0.01, 1, {}).replace("kind: l2", "kind: lp\n      p: 3")
+    text = text.replace("kind: mlp", "kind: matrix").replace("      hidden: 16\n      depth: 2\n      activation: gelu\n", "")
+    spec, issues = nlc.validate(text)
+    error, = issues
+    assert spec is None and error.path == "levels.m.objective.p" and "grows faster than the error" in error.message
+    guarded = text.replace("lr: 0.01", "lr: 1.0\n      grad_clip: 1.0")
+    spec, issues = nlc.validate(guarded)
+    assert spec is not None, [i.format() for i in issues]
+    assert all(math.isfinite(v) for v in losses(spec))

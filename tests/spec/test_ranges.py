@@ -138,7 +138,9 @@ BAD = [
     ("betas: [0.9, 0.95]", "betas: [0.9, 1.5]", "1.5", "levels.outer.betas.1", "got 1.5; input should be less than 1"),
     ("betas: [0.9, 0.95]", "betas: [-0.1, 0.95]", "-0.1", "levels.outer.betas.0",
      "got -0.1; input should be greater than or equal to 0"),
-    ("eps: 1.0e-8", "eps: 0", "0", "levels.outer.eps", "got 0; input should be greater than 0"),
+    ("eps: 1.0e-8", "eps: 0", "0", "levels.outer.eps", "got 0; input should be greater than or equal to 0.000000000001"),
+    ("eps: 1.0e-8", "eps: 1.0e-323", "1.0e-323", "levels.outer.eps",
+     "got 1e-323; input should be greater than or equal to 0.000000000001"),  # fuzz: NaN weights after one step
     ("rule: adamw", "rule: sgd", "[0.9, 0.95]", "levels.outer.betas",
      "'betas' is Adam's; rule 'sgd' (plain SGD) has none"),
     ("repeat: 2", "repeat: 2000000", "2000000", "model.blocks.0.repeat",
