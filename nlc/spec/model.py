@@ -131,7 +131,8 @@ class ModelSpec(Strict):
     @classmethod
     def _tokenizer_vocab(cls, data: Any) -> Any:
         """No ``vocab`` given: the tokenizer's (the field's 256 is the byte tokenizer's)."""
-        if isinstance(data, dict) and "vocab" not in data and data.get("tokenizer") in TOKENIZER_VOCAB:
+        tokenizer = data.get("tokenizer") if isinstance(data, dict) else None
+        if "vocab" not in data and isinstance(tokenizer, str) and tokenizer in TOKENIZER_VOCAB:
             data = {**data, "vocab": TOKENIZER_VOCAB[data["tokenizer"]]}
         return data
 

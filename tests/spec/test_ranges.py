@@ -373,3 +373,11 @@ def test_an_expansion_that_rounds_to_no_hidden_width_is_refused_at_its_line():
     assert spec is None
     (issue,) = [i for i in issues if i.severity == "error"]
     assert issue.path == "levels.mlp.expansion" and "rounds to a hidden width of 0" in issue.message
+
+
+def test_a_tokenizer_that_is_not_a_name_is_refused_at_its_line():
+    """Fuzz finding: a list as ``model.tokenizer`` raised TypeError (unhashable) inside validation."""
+    text = "nlc: 1\nlevels: {a: {type: attention}, o: {type: optimizer}}\n" \
+           "model: {tokenizer: [a, b], width: 16, blocks: [{layers: [a]}]}\n"
+    error = _only_error(text)
+    assert (error.path, error.line) == ("model.tokenizer", 3) and "expected 'bytes' or 'gpt2'" in error.message
