@@ -484,6 +484,7 @@ def valid_specs(draw, max_levels: int = 6):
     if heads != 4 or draw(_COIN):  # 4 is the default
         model["heads"] = heads
     _guard_fast_mlp_memories(levels, width, heads)
+    _normalise_learners(levels, blocks)
     if draw(st.integers(0, 3)) == 0:
         model["tokenizer"] = "gpt2"
         model["vocab"] = _pick(draw, [50257, 50304])  # at least the tokenizer's
@@ -551,6 +552,19 @@ def _guard_fast_mlp_memories(levels: dict, width: int, heads: int) -> None:
         initial = lr if not isinstance(lr, dict) else lr.get("value", lr.get("learned", lr.get("init", 0.5 * lr.get("max", 1.0))))
         if initial * objective.get("window", 1) * kernel >= DEEP_STEP_LIMIT:
             lv["update"] = {**update, "grad_clip": 1.0}
+
+
+def _normalise_learners(levels: dict, blocks: list) -> None:
+    """A layer with ``norm: none`` that applies a memory or CMS level is refused (rule 10:
+    nothing bounds a learner's step on the raw residual stream): such a layer keeps rms."""
+    def learns(name: str) -> bool:
+        lv = levels[name]
+        return lv["type"] == "memory" or (lv["type"] == "mlp" and isinstance(lv.get("period"), int))
+
+    for block in blocks:
+        for layer in block["layers"]:
+            if isinstance(layer, dict) and layer.get("norm") == "none" and any(map(learns, _layer_levels(layer))):
+                del layer["norm"]
 
 
 def _init_edges(levels: dict) -> set[tuple[str, str]]:

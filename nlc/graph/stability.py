@@ -90,6 +90,28 @@ def check_stability(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
                                     f"{update.lr.initial} x period x width = {step:.3g} makes each update "
                                     "overshoot, and the level diverges within a few periods",
                                     hint=f"use lr < {CMS_L2_STEP_LIMIT / (level.period.tokens * spec.model.width):.2g}"))
+    return issues + _check_unnormalised_learners(spec)
+
+
+def _check_unnormalised_learners(spec: Spec) -> list[Issue]:
+    """A level that learns in context steps by about ``lr |x|^2`` on its input x; with
+    ``norm: none`` x is the raw residual stream, which the level's own writes grow."""
+    issues = []
+    for b, block in enumerate(spec.model.blocks):
+        for i, layer in enumerate(block.layers):
+            if layer.norm != "none":
+                continue
+            names = [layer.level] if hasattr(layer, "level") else list(getattr(layer, "parallel", None) or
+                                                                      (layer.context.attention, layer.context.memory))
+            learners = [n for n in names if isinstance(spec.levels.get(n), MemoryLevel)
+                        or (isinstance(spec.levels.get(n), MLPLevel) and spec.levels[n].period.tokens is not None)]
+            if learners:
+                issues.append(Issue(f"model.blocks.{b}.layers.{i}.norm", f"norm: none hands "
+                                    f"{', '.join(map(repr, learners))} the raw residual stream: a level that learns "
+                                    "in context steps by about lr |x|^2 on its input, and its own writes grow |x| "
+                                    "further, so nothing bounds it (a fuzzed spec went NaN within 5 tokens; the same "
+                                    "spec with rms norms stayed finite at lr 10)",
+                                    hint="use norm: rms or norm: layer on this layer"))
     return issues
 
 

@@ -109,3 +109,15 @@ def test_lp_above_two_needs_a_gradient_guard():
     spec, issues = nlc.validate(guarded)
     assert spec is not None, [i.format() for i in issues]
     assert all(math.isfinite(v) for v in losses(spec))
+
+
+def test_a_learning_level_in_a_layer_without_norm_is_refused_at_the_norm():
+    """Fuzz finding: CMS levels applied in ``norm: none`` layers went NaN within 5 tokens; the
+    same spec with rms norms stayed finite even at lr 10."""
+    text = deep_spec(8, 2, 16, 2, "gelu", 0.01, 1, {}).replace("  - layers:\n    - m\n", "  - layers:\n    - {level: m, norm: none}\n")
+    assert "norm: none}" in text
+    spec, issues = nlc.validate(text)
+    error, = issues
+    assert spec is None and error.path == "model.blocks.0.layers.0.norm" and "raw residual stream" in error.message
+    assert text.splitlines()[error.line - 1].strip().startswith("- {level: m, norm: none}")
+    assert nlc.validate(text.replace("norm: none", "norm: layer"))[0] is not None
