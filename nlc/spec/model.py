@@ -132,7 +132,7 @@ class ModelSpec(Strict):
     def _tokenizer_vocab(cls, data: Any) -> Any:
         """No ``vocab`` given: the tokenizer's (the field's 256 is the byte tokenizer's)."""
         tokenizer = data.get("tokenizer") if isinstance(data, dict) else None
-        if "vocab" not in data and isinstance(tokenizer, str) and tokenizer in TOKENIZER_VOCAB:
+        if isinstance(tokenizer, str) and tokenizer in TOKENIZER_VOCAB and "vocab" not in data:
             data = {**data, "vocab": TOKENIZER_VOCAB[data["tokenizer"]]}
         return data
 

@@ -381,3 +381,9 @@ def test_a_tokenizer_that_is_not_a_name_is_refused_at_its_line():
            "model: {tokenizer: [a, b], width: 16, blocks: [{layers: [a]}]}\n"
     error = _only_error(text)
     assert (error.path, error.line) == ("model.tokenizer", 3) and "expected 'bytes' or 'gpt2'" in error.message
+
+
+def test_a_model_that_is_not_a_mapping_is_refused_at_its_line():
+    """Fuzz finding (a regression of the tokenizer check): ``model: -.inf`` raised TypeError."""
+    error = _only_error("nlc: 1\nlevels: {a: {type: attention}, o: {type: optimizer}}\nmodel: -.inf\n")
+    assert (error.path, error.line) == ("model", 3)
