@@ -57,6 +57,7 @@ from ..spec.model import ContextLayer, LevelLayer, Spec
 from ..spec.values import Knob, Source
 from .build import block_levels, build_graph, frequency, outermost, references
 from .lifetimes import check_lifetimes
+from .sizes import layer_levels
 from .stability import check_stability
 
 
@@ -321,7 +322,7 @@ def _check_nesting(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
         for b, block in enumerate(spec.model.blocks):
             own = {layer.level for layer in block.layers if isinstance(layer, LevelLayer)}
             shared = [(i, layer) for i, layer in enumerate(block.layers) if not isinstance(layer, LevelLayer)
-                      and name in _layer_names(layer)]
+                      and name in set(layer_levels(layer))]
             for i, _ in shared:
                 issues.append(Issue(f"model.blocks.{b}.layers.{i}", f"level '{name}' has a nested initial "
                                     f"state (from '{init.level}') and cannot share a layer",
@@ -332,14 +333,6 @@ def _check_nesting(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
                                     f"'{init.level}' in a layer of its own",
                                     hint=f"add '{init.level}' as a layer of block {b}"))
     return issues
-
-
-def _layer_names(layer: object) -> set[str]:
-    parallel = getattr(layer, "parallel", None)
-    if parallel is not None:
-        return set(parallel)
-    context = layer.context
-    return {context.attention, context.memory}
 
 
 def _check_knobs(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:

@@ -19,7 +19,8 @@ import networkx as nx
 
 from ..errors import Issue
 from ..spec.levels import MemoryLevel, MLPLevel
-from ..spec.model import LevelLayer, Spec
+from ..spec.model import Spec
+from .sizes import layer_levels
 
 
 def check_lifetimes(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
@@ -27,7 +28,7 @@ def check_lifetimes(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
     applied: set[str] = set()
     for b, block in enumerate(spec.model.blocks):
         for i, layer in enumerate(block.layers):
-            names = _layer_levels(layer)
+            names = layer_levels(layer)
             applied |= set(names)
             kinds = {_lifetime(spec, n) for n in names}
             if len(kinds) > 1:
@@ -65,12 +66,3 @@ def check_lifetimes(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
 def _lifetime(spec: Spec, name: str) -> str:
     level = spec.levels.get(name)
     return getattr(level, "lifetime", "sequence") if isinstance(level, (MemoryLevel, MLPLevel)) else "sequence"
-
-
-def _layer_levels(layer: object) -> list[str]:
-    if isinstance(layer, LevelLayer):
-        return [layer.level]
-    parallel = getattr(layer, "parallel", None)
-    if parallel is not None:
-        return list(parallel)
-    return [layer.context.attention, layer.context.memory]

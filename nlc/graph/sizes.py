@@ -130,7 +130,8 @@ def level_params_and_state(spec: Spec, name: str) -> tuple[int, int]:
     return 0, 0
 
 
-def _layer_levels(layer: object) -> list[str]:
+def layer_levels(layer: object) -> list[str]:
+    """The levels a layer applies (a MAC layer's persistent tokens included)."""
     if isinstance(layer, LevelLayer):
         return [layer.level]
     if isinstance(layer, ParallelLayer):
@@ -146,7 +147,7 @@ def instances(spec: Spec, graph: nx.MultiDiGraph | None = None) -> Counter:
     graph = build_graph(spec) if graph is None else graph
     count: Counter = Counter()
     for block in spec.model.blocks:
-        direct = Counter(n for layer in block.layers for n in _layer_levels(layer) if n in spec.levels)
+        direct = Counter(n for layer in block.layers for n in layer_levels(layer) if n in spec.levels)
         used = set(direct)
         for name in direct:
             used |= nx.ancestors(graph, name)

@@ -15,6 +15,7 @@ import networkx as nx
 from ..errors import Issue
 from ..spec.levels import MemoryLevel, MLPLevel
 from ..spec.model import Spec
+from .sizes import layer_levels
 
 
 def check_stability(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
@@ -101,9 +102,7 @@ def _check_unnormalised_learners(spec: Spec) -> list[Issue]:
         for i, layer in enumerate(block.layers):
             if layer.norm != "none":
                 continue
-            names = [layer.level] if hasattr(layer, "level") else list(getattr(layer, "parallel", None) or
-                                                                      (layer.context.attention, layer.context.memory))
-            learners = [n for n in names if isinstance(spec.levels.get(n), MemoryLevel)
+            learners = [n for n in layer_levels(layer) if isinstance(spec.levels.get(n), MemoryLevel)
                         or (isinstance(spec.levels.get(n), MLPLevel) and spec.levels[n].period.tokens is not None)]
             if learners:
                 issues.append(Issue(f"model.blocks.{b}.layers.{i}.norm", f"norm: none hands "
