@@ -57,3 +57,13 @@ def carried(state: Mapping, consumed: int, period: int) -> dict:
            if k != CLOCK and k.rsplit(".", 1)[-1] not in _TEACH}
     out[CLOCK] = (state[CLOCK] + consumed) % period
     return out
+
+
+def until_boundary(teaching: list[tuple[int, int]], pos: int) -> int:
+    """Tokens from ``pos`` to the next teach boundary, given each teaching layer's (clock,
+    period): segments of the gcd ``g`` of the periods on the grid of each clock (0 for a
+    sequence layer, so a model without stream layers cuts every ``g`` tokens from the start)."""
+    grids: dict[int, int] = {}
+    for clock, period in teaching:
+        grids[clock] = math.gcd(grids.get(clock, 0), period)
+    return min(g - (pos + clock) % g for clock, g in grids.items())

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from ..errors import NLCError, NonFiniteError
 from ..primitives.layers import RMSNorm
-from .lifetime import CLOCK, carried, is_stream, phase_period, split_clock, with_clock
+from .lifetime import CLOCK, carried, is_stream, phase_period, split_clock, until_boundary, with_clock
 
 
 class LayerError(NLCError):
@@ -165,14 +165,7 @@ class NLCModel(nn.Module):
         return x @ self.embed.weight.T if self.head is None else self.head(x)
 
     def _until_boundary(self, state: dict, pos: int) -> int:
-        """Tokens to the next teach boundary: segments of the gcd ``g`` of the teaching
-        layers' periods, on the grid of each layer's clock (0 for a sequence layer, so a
-        model without stream layers cuts every ``g`` tokens from the sequence start)."""
-        grids: dict[int, int] = {}
-        for name in self.teach_layers:
-            clock = state[name].get(CLOCK, 0)
-            grids[clock] = math.gcd(grids.get(clock, 0), self._mixer(name).period)
-        return min(g - (pos + clock) % g for clock, g in grids.items())
+        return until_boundary([(state[n].get(CLOCK, 0), self._mixer(n).period) for n in self.teach_layers], pos)
 
     def _teach(self, logits: Tensor, targets: Tensor, state: dict, pos: int) -> dict:
         names = self.teach_layers
