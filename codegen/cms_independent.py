@@ -168,6 +168,28 @@ class Model(rt.NLCModel):
         'b0_r1_attn': "level 'attn' (layer at specs/cms_independent.yaml:27; level at specs/cms_independent.yaml:13)",
         'b0_r1_cms_fast_cms_mid': "level 'cms_fast', 'cms_mid', 'cms_slow' (layer at specs/cms_independent.yaml:28; level at specs/cms_independent.yaml:14)",
     }
+    # the update schedule (nlc.schedule): the one clock of the levels and optimizer levels
+    SCHEDULE = rt.UpdateSchedule(
+        token_periods={
+            'attn': 1,
+            'cms_fast': 16,
+            'cms_mid': 64,
+            'cms_slow': 128,
+        },
+        step_periods={
+            'outer': 1,
+        },
+        groups={
+            'attn': 'outer',
+            'cms_fast': 'outer',
+            'cms_mid': 'outer',
+            'cms_slow': 'outer',
+        },
+        resets={
+
+        },
+        teach=('cms_fast', 'cms_mid', 'cms_slow'),
+    )
 
     def __init__(self):
         super().__init__(name='cms_independent', vocab=256, width=128, norm='rms', tie_embeddings=True)

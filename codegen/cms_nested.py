@@ -172,6 +172,29 @@ class Model(rt.NLCModel):
         'b0_r1_cms_mid': "level 'cms_mid' (layer at specs/cms_nested.yaml:27; level at specs/cms_nested.yaml:21)",
         'b0_r1_cms_slow': "level 'cms_slow' (layer at specs/cms_nested.yaml:27; level at specs/cms_nested.yaml:22)",
     }
+    # the update schedule (nlc.schedule): the one clock of the levels and optimizer levels
+    SCHEDULE = rt.UpdateSchedule(
+        token_periods={
+            'attn': 1,
+            'cms_fast': 16,
+            'cms_mid': 64,
+            'cms_slow': 128,
+        },
+        step_periods={
+            'outer': 1,
+        },
+        groups={
+            'attn': 'outer',
+            'cms_fast': 'outer',
+            'cms_mid': 'outer',
+            'cms_slow': 'outer',
+        },
+        resets={
+            'cms_fast': 'cms_mid',
+            'cms_mid': 'cms_slow',
+        },
+        teach=('cms_fast', 'cms_mid', 'cms_slow'),
+    )
     NESTED = {
         'b0_r0_cms_fast': 'b0_r0_cms_mid',
         'b0_r0_cms_mid': 'b0_r0_cms_slow',

@@ -112,6 +112,23 @@ class Model(rt.NLCModel):
         'b0_r1_delta': "level 'delta' (layer at specs/deltanet.yaml:28; level at specs/deltanet.yaml:13)",
         'b0_r1_mlp': "level 'mlp' (layer at specs/deltanet.yaml:28; level at specs/deltanet.yaml:23)",
     }
+    # the update schedule (nlc.schedule): the one clock of the levels and optimizer levels
+    SCHEDULE = rt.UpdateSchedule(
+        token_periods={
+            'delta': 1,
+        },
+        step_periods={
+            'outer': 1,
+        },
+        groups={
+            'delta': 'outer',
+            'mlp': 'outer',
+        },
+        resets={
+
+        },
+        teach=(),
+    )
 
     def __init__(self):
         super().__init__(name='deltanet', vocab=256, width=128, norm='rms', tie_embeddings=True)

@@ -119,6 +119,23 @@ class Model(rt.NLCModel):
         'b0_r1_gdn': "level 'gdn' (layer at specs/gated_deltanet.yaml:30; level at specs/gated_deltanet.yaml:14)",
         'b0_r1_mlp': "level 'mlp' (layer at specs/gated_deltanet.yaml:30; level at specs/gated_deltanet.yaml:25)",
     }
+    # the update schedule (nlc.schedule): the one clock of the levels and optimizer levels
+    SCHEDULE = rt.UpdateSchedule(
+        token_periods={
+            'gdn': 1,
+        },
+        step_periods={
+            'outer': 1,
+        },
+        groups={
+            'gdn': 'outer',
+            'mlp': 'outer',
+        },
+        resets={
+
+        },
+        teach=(),
+    )
 
     def __init__(self):
         super().__init__(name='gated_deltanet', vocab=256, width=128, norm='rms', tie_embeddings=True)

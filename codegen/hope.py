@@ -551,6 +551,36 @@ class Model(rt.NLCModel):
         'b0_r1_cms_mid': "level 'cms_mid' (layer at specs/hope.yaml:63; level at specs/hope.yaml:43)",
         'b0_r1_cms_slow': "level 'cms_slow' (layer at specs/hope.yaml:63; level at specs/hope.yaml:48)",
     }
+    # the update schedule (nlc.schedule): the one clock of the levels and optimizer levels
+    SCHEDULE = rt.UpdateSchedule(
+        token_periods={
+            'mem_k': 1,
+            'mem_v': 1,
+            'mem_lr': 1,
+            'mem_alpha': 1,
+            'memory': 1,
+            'cms_fast': 16,
+            'cms_mid': 64,
+            'cms_slow': 128,
+        },
+        step_periods={
+            'outer': 1,
+        },
+        groups={
+            'mem_k': 'outer',
+            'mem_v': 'outer',
+            'mem_lr': 'outer',
+            'mem_alpha': 'outer',
+            'memory': 'outer',
+            'cms_fast': 'outer',
+            'cms_mid': 'outer',
+            'cms_slow': 'outer',
+        },
+        resets={
+
+        },
+        teach=('cms_fast', 'cms_mid', 'cms_slow'),
+    )
 
     def __init__(self):
         super().__init__(name='hope', vocab=256, width=128, norm='rms', tie_embeddings=True)

@@ -172,6 +172,28 @@ class Model(rt.NLCModel):
         'b0_r1_cms_mid': "level 'cms_mid' (layer at specs/hope_attention.yaml:25; level at specs/hope_attention.yaml:19)",
         'b0_r1_cms_slow': "level 'cms_slow' (layer at specs/hope_attention.yaml:25; level at specs/hope_attention.yaml:20)",
     }
+    # the update schedule (nlc.schedule): the one clock of the levels and optimizer levels
+    SCHEDULE = rt.UpdateSchedule(
+        token_periods={
+            'attn': 1,
+            'cms_fast': 16,
+            'cms_mid': 64,
+            'cms_slow': 128,
+        },
+        step_periods={
+            'outer': 1,
+        },
+        groups={
+            'attn': 'outer',
+            'cms_fast': 'outer',
+            'cms_mid': 'outer',
+            'cms_slow': 'outer',
+        },
+        resets={
+
+        },
+        teach=('cms_fast', 'cms_mid', 'cms_slow'),
+    )
 
     def __init__(self):
         super().__init__(name='hope_attention', vocab=256, width=128, norm='rms', tie_embeddings=True)

@@ -112,6 +112,23 @@ class Model(rt.NLCModel):
         'b0_r1_linattn': "level 'linattn' (layer at specs/linear_attention.yaml:24; level at specs/linear_attention.yaml:13)",
         'b0_r1_mlp': "level 'mlp' (layer at specs/linear_attention.yaml:24; level at specs/linear_attention.yaml:19)",
     }
+    # the update schedule (nlc.schedule): the one clock of the levels and optimizer levels
+    SCHEDULE = rt.UpdateSchedule(
+        token_periods={
+            'linattn': 1,
+        },
+        step_periods={
+            'outer': 1,
+        },
+        groups={
+            'linattn': 'outer',
+            'mlp': 'outer',
+        },
+        resets={
+
+        },
+        teach=(),
+    )
 
     def __init__(self):
         super().__init__(name='linear_attention', vocab=256, width=128, norm='rms', tie_embeddings=True)

@@ -159,6 +159,26 @@ class Model(rt.NLCModel):
         'b0_r1_swa': "level 'swa' (layer at specs/samba.yaml:37; level at specs/samba.yaml:32)",
         'b0_r1_mlp2': "level 'mlp2' (layer at specs/samba.yaml:37; level at specs/samba.yaml:30)",
     }
+    # the update schedule (nlc.schedule): the one clock of the levels and optimizer levels
+    SCHEDULE = rt.UpdateSchedule(
+        token_periods={
+            'ssm': 1,
+            'swa': 1,
+        },
+        step_periods={
+            'outer': 1,
+        },
+        groups={
+            'ssm': 'outer',
+            'mlp1': 'outer',
+            'mlp2': 'outer',
+            'swa': 'outer',
+        },
+        resets={
+
+        },
+        teach=(),
+    )
 
     def __init__(self):
         super().__init__(name='samba', vocab=256, width=128, norm='rms', tie_embeddings=True)

@@ -56,6 +56,23 @@ class Model(rt.NLCModel):
         'b0_r1_swa': "level 'swa' (layer at specs/swa_transformer.yaml:18; level at specs/swa_transformer.yaml:12)",
         'b0_r1_mlp': "level 'mlp' (layer at specs/swa_transformer.yaml:18; level at specs/swa_transformer.yaml:13)",
     }
+    # the update schedule (nlc.schedule): the one clock of the levels and optimizer levels
+    SCHEDULE = rt.UpdateSchedule(
+        token_periods={
+            'swa': 1,
+        },
+        step_periods={
+            'outer': 1,
+        },
+        groups={
+            'swa': 'outer',
+            'mlp': 'outer',
+        },
+        resets={
+
+        },
+        teach=(),
+    )
 
     def __init__(self):
         super().__init__(name='swa_transformer', vocab=256, width=128, norm='rms', tie_embeddings=True)

@@ -126,6 +126,23 @@ class Model(rt.NLCModel):
         'b0_r1_lmm': "level 'lmm' (layer at specs/titans_lmm.yaml:37; level at specs/titans_lmm.yaml:15)",
         'b0_r1_mlp': "level 'mlp' (layer at specs/titans_lmm.yaml:37; level at specs/titans_lmm.yaml:32)",
     }
+    # the update schedule (nlc.schedule): the one clock of the levels and optimizer levels
+    SCHEDULE = rt.UpdateSchedule(
+        token_periods={
+            'lmm': 1,
+        },
+        step_periods={
+            'outer': 1,
+        },
+        groups={
+            'lmm': 'outer',
+            'mlp': 'outer',
+        },
+        resets={
+
+        },
+        teach=(),
+    )
 
     def __init__(self):
         super().__init__(name='titans_lmm', vocab=256, width=128, norm='rms', tie_embeddings=True)

@@ -153,6 +153,26 @@ class Model(rt.NLCModel):
         'b0_r1_core_lmm': "level 'core', 'lmm', 'persist' (layer at specs/titans_mac.yaml:38; level at specs/titans_mac.yaml:13)",
         'b0_r1_mlp': "level 'mlp' (layer at specs/titans_mac.yaml:39; level at specs/titans_mac.yaml:32)",
     }
+    # the update schedule (nlc.schedule): the one clock of the levels and optimizer levels
+    SCHEDULE = rt.UpdateSchedule(
+        token_periods={
+            'core': 1,
+            'lmm': 1,
+        },
+        step_periods={
+            'outer': 1,
+        },
+        groups={
+            'core': 'outer',
+            'persist': 'outer',
+            'lmm': 'outer',
+            'mlp': 'outer',
+        },
+        resets={
+
+        },
+        teach=(),
+    )
 
     def __init__(self):
         super().__init__(name='titans_mac', vocab=256, width=128, norm='rms', tie_embeddings=True)

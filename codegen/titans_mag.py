@@ -153,6 +153,26 @@ class Model(rt.NLCModel):
         'b0_r1_swa_lmm': "level 'swa', 'lmm' (layer at specs/titans_mag.yaml:37; level at specs/titans_mag.yaml:13)",
         'b0_r1_mlp': "level 'mlp' (layer at specs/titans_mag.yaml:38; level at specs/titans_mag.yaml:31)",
     }
+    # the update schedule (nlc.schedule): the one clock of the levels and optimizer levels
+    SCHEDULE = rt.UpdateSchedule(
+        token_periods={
+            'swa': 1,
+            'lmm': 1,
+        },
+        step_periods={
+            'outer': 1,
+        },
+        groups={
+            'swa': 'outer',
+            'persist': 'outer',
+            'lmm': 'outer',
+            'mlp': 'outer',
+        },
+        resets={
+
+        },
+        teach=(),
+    )
 
     def __init__(self):
         super().__init__(name='titans_mag', vocab=256, width=128, norm='rms', tie_embeddings=True)

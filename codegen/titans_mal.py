@@ -155,6 +155,26 @@ class Model(rt.NLCModel):
         'b0_r1_swa': "level 'swa' (layer at specs/titans_mal.yaml:35; level at specs/titans_mal.yaml:28)",
         'b0_r1_mlp': "level 'mlp' (layer at specs/titans_mal.yaml:35; level at specs/titans_mal.yaml:30)",
     }
+    # the update schedule (nlc.schedule): the one clock of the levels and optimizer levels
+    SCHEDULE = rt.UpdateSchedule(
+        token_periods={
+            'lmm': 1,
+            'swa': 1,
+        },
+        step_periods={
+            'outer': 1,
+        },
+        groups={
+            'lmm': 'outer',
+            'swa': 'outer',
+            'persist': 'outer',
+            'mlp': 'outer',
+        },
+        resets={
+
+        },
+        teach=(),
+    )
 
     def __init__(self):
         super().__init__(name='titans_mal', vocab=256, width=128, norm='rms', tie_embeddings=True)

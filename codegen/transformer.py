@@ -56,6 +56,23 @@ class Model(rt.NLCModel):
         'b0_r1_attn': "level 'attn' (layer at specs/transformer.yaml:21; level at specs/transformer.yaml:13)",
         'b0_r1_mlp': "level 'mlp' (layer at specs/transformer.yaml:22; level at specs/transformer.yaml:14)",
     }
+    # the update schedule (nlc.schedule): the one clock of the levels and optimizer levels
+    SCHEDULE = rt.UpdateSchedule(
+        token_periods={
+            'attn': 1,
+        },
+        step_periods={
+            'outer': 1,
+        },
+        groups={
+            'attn': 'outer',
+            'mlp': 'outer',
+        },
+        resets={
+
+        },
+        teach=(),
+    )
 
     def __init__(self):
         super().__init__(name='transformer', vocab=256, width=128, norm='rms', tie_embeddings=True)

@@ -21,7 +21,6 @@ from .errors import NLCError
 from .graph.build import build_graph
 from .ir.resolve import resolve
 from .runtime.model import locate_error
-from .schedule import UpdateSchedule
 from .spec import Spec, load_spec
 
 
@@ -60,7 +59,8 @@ def compile(  # noqa: A001 - the public name the API promises
     text: :func:`nlc.spec.load.spec_source` tells them apart) into a model.
 
     The model is an :class:`~nlc.runtime.model.NLCModel` with ``.spec``, ``.ir``,
-    ``.source`` (the generated Python), ``.schedule`` (:class:`UpdateSchedule`) and
+    ``.source`` (the generated Python), ``.schedule`` (:class:`~nlc.schedule.UpdateSchedule`, the generated
+    ``Model.SCHEDULE``) and
     ``.graph`` (the level graph). ``compile="default"`` wraps the model's ``run`` (one
     pass over a segment; the teach-signal loop stays in Python) with ``torch.compile``;
     ``"fullgraph"`` also forbids graph breaks. Parameters are
@@ -79,7 +79,6 @@ def compile(  # noqa: A001 - the public name the API promises
     except Exception as err:  # noqa: BLE001 - lowering errors are re-raised with the spec location
         raise CompileError(f"cannot lower spec '{ir.name}': {locate_error(module.Model, err)}") from err
     model.spec, model.ir, model.source = spec, ir, source
-    model.schedule = UpdateSchedule.from_ir(ir)
     model.graph = build_graph(spec)
     if device is not None or dtype is not None:
         model = model.to(device=device, dtype=dtype)

@@ -17,6 +17,7 @@ from fractions import Fraction
 
 from ..ir.nodes import LayerIR, MemoryIR, ModelIR
 from ..ir.resolve import coupled_components
+from ..schedule import UpdateSchedule
 from ..version import __version__
 from .names import comment, identifier
 
@@ -76,6 +77,8 @@ def emit(ir: ModelIR) -> str:
               "    ORIGINS = {"]
     lines += [f"        {attrs[layer.name]!r}: {_origin(ir, layer)!r}," for layer in ir.layers]
     lines += ["    }"]
+    lines += ["    # the update schedule (nlc.schedule): the one clock of the levels and optimizer levels",
+              f"    SCHEDULE = {literal(UpdateSchedule.from_ir(ir), 4)}"]
     nested = _nested_layers(ir)
     if nested:
         lines += ["    NESTED = {"] + [f"        {attrs[a]!r}: {attrs[b]!r}," for a, b in nested.items()] + ["    }"]

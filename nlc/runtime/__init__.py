@@ -15,6 +15,7 @@ from ..ir.nodes import (
     RuleIR as RuleIR,
     SourceIR as SourceIR,
 )
+from ..schedule import UpdateSchedule as UpdateSchedule
 from .attention import AttentionMixer as AttentionMixer
 from .cms import CMSMixer as CMSMixer
 from .context import Context as Context

@@ -30,11 +30,11 @@ Objectives (``ir.objective.kind``):
 * ``task`` (the LM-loss gradient at the block output, paper notes §2.2): ``teach = True``.
   ``forward`` only *reads* (``y = MLP(theta; x)`` with the current weights, no update) and
   records ``"in"``/``"out"``; the model then computes ``delta = dLoss/d out`` (a stop-gradient
-  signal) and calls ``learn(state, delta, pos)``, which adds
+  signal) and calls ``learn(state, delta, pos, due)``, which adds
   ``sum_t eta_t J_theta(x_t)^T delta_t`` (:func:`~nlc.primitives.cms.cms_chunk_grad`) to the
-  pending sums and applies them (:func:`~nlc.primitives.cms.cms_apply_update`) when the call
-  ends a chunk. The segment of one forward/learn call must not cross a chunk boundary
-  (``pos % C + T <= C``): the read used the weights of the chunk it started in. The model
+  pending sums and applies them (:func:`~nlc.primitives.cms.cms_apply_update`) when the
+  update schedule says the level is ``due`` (the call ends a chunk). The segment of one
+  forward/learn call must not cross a chunk boundary (``pos % C + T <= C``): the read used the weights of the chunk it started in. The model
   guarantees that by running in segments of the gcd of the task periods; ``learn`` raises
   otherwise. ``forward`` alone (no ``learn``, e.g. frozen evaluation) is valid at any length.
 * ``l2`` (local associative loss, NL-arXiv Eq. 70 with ``l_t = ||MLP(theta; x_t) - x_t||^2``):
@@ -223,9 +223,11 @@ class CMSMixer(nn.Module):
         return cms_block_chunked(core, x, chunk=self.period, lr=self.lr(x), signal="local",
                                  target=None, pos=pos, policy="carry", kind=self.kind)
 
-    def learn(self, state: dict[str, Tensor], delta: Tensor, pos: int) -> dict[str, Tensor]:
+    def learn(self, state: dict[str, Tensor], delta: Tensor, pos: int, due: bool) -> dict[str, Tensor]:
         """Teach step of a ``task`` level (module docstring): ``delta = dLoss/d state["out"]``
-        for the tokens of the last forward call, which started after ``pos`` tokens."""
+        for the tokens of the last forward call, which started after ``pos`` tokens; ``due``:
+        the update schedule fires this level after the call's last token
+        (:meth:`nlc.schedule.UpdateSchedule.fired`), so the pending sums are applied."""
         if not self.teach:
             raise RuntimeError(f"CMS level {self.level!r} has objective {self.objective!r}; "
                                "only 'task' levels learn from a teach signal")
@@ -248,7 +250,7 @@ class CMSMixer(nn.Module):
         new = dict(core)
         for k, gk in g.items():
             new[_ACC + k] = core[_ACC + k] + gk
-        if phase + T == self.period:  # the call ends the chunk: theta <- theta - sum
+        if due:  # the schedule fires the level: theta <- theta - sum
             new = cms_apply_update(new, {k: new[_ACC + k] for k in g})
             for k in g:
                 new[_ACC + k] = torch.zeros_like(new[_ACC + k])

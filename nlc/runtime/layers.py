@@ -28,10 +28,11 @@ Layers own no level: their norms and combine weights are model parameters (no ``
 attribute), the mixers inside carry theirs.
 
 Teach protocol (CMS levels with the ``task`` objective, docs/runtime-contract.md) at the layer
-level, as ``NLCModel`` drives it: ``layer.teach`` is True when a mixer inside teaches and
-``layer.period`` is then the gcd of those mixers' periods; after a forward the layer's state
+level, as ``NLCModel`` drives it: ``layer.teach`` is True when a mixer inside teaches (the model runs it in segments of the
+gcd of those levels' periods, :meth:`nlc.schedule.UpdateSchedule.segment`); after a forward the layer's state
 holds ``"out"`` (the layer's output *before* the residual add, in the autograd graph), and
-``layer.learn(state, delta, pos)`` takes ``delta = dLoss/d state["out"]``.
+``layer.learn(state, delta, pos, due)`` takes ``delta = dLoss/d state["out"]`` and ``due``, the
+levels the update schedule fires after the segment (:meth:`nlc.schedule.UpdateSchedule.fired`).
 
 * Residual: the state is the mixer's, so ``"out"``/``learn`` are the mixer's own.
 * Parallel: ``state["out"]`` is the combined output ``o``; ``learn`` hands mixer ``i`` the
@@ -102,12 +103,9 @@ class Residual(nn.Module):
         y, state = self.mixer(self.norm(x), state, pos + (clock or 0))
         return (x + y if self.residual else y), with_clock(state, clock)
 
-    @property
-    def period(self) -> int:
-        return self.mixer.period
-
-    def learn(self, state: dict[str, Tensor], delta: Tensor, pos: int) -> dict[str, Tensor]:
-        return self.mixer.learn(state, delta, pos) if self.teach else dict(state)
+    def learn(self, state: dict[str, Tensor], delta: Tensor, pos: int, due: frozenset[str]
+              ) -> dict[str, Tensor]:
+        return self.mixer.learn(state, delta, pos, self.mixer.level in due) if self.teach else dict(state)
 
     def finish(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
         return _finish(self.mixer, state)
@@ -198,16 +196,10 @@ class Parallel(nn.Module):
         return (x + o if self.residual else o), new
 
     # ------------------------------------------------------------------ teach protocol
-    @property
-    def period(self) -> int:
-        """The gcd of the teaching mixers' periods (the segment the model must run in)."""
-        periods = [m.period for m in self.mixers if _teaches(m)]
-        if not periods:
-            raise AttributeError("this parallel layer has no teaching mixer (no period)")
-        return math.gcd(*periods)
-
-    def learn(self, state: dict[str, Tensor], delta: Tensor, pos: int) -> dict[str, Tensor]:
-        """``delta = dLoss/d state["out"]``; each teaching mixer learns from its share."""
+    def learn(self, state: dict[str, Tensor], delta: Tensor, pos: int, due: frozenset[str]
+              ) -> dict[str, Tensor]:
+        """``delta = dLoss/d state["out"]``; each teaching mixer learns from its share and
+        applies its pending update when the schedule names its level in ``due``."""
         teach = [i for i, m in enumerate(self.mixers) if _teaches(m)]
         subs = [self._sub(state, i) for i in range(len(self.mixers))]
         delta = delta.detach()
@@ -225,7 +217,7 @@ class Parallel(nn.Module):
             shares = [torch.zeros_like(subs[i]["out"]) if g is None else g.detach()
                       for i, g in zip(teach, shares)]
         for i, share in zip(teach, shares):
-            subs[i] = self.mixers[i].learn(subs[i], share, pos)
+            subs[i] = self.mixers[i].learn(subs[i], share, pos, self.mixers[i].level in due)
         new: dict[str, Tensor] = {}
         for i, sub in enumerate(subs):
             new.update(self._prefixed(sub, i))

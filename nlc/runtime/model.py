@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from ..errors import NLCError, NonFiniteError
 from ..primitives.layers import RMSNorm
+from ..schedule import UpdateSchedule
 from .lifetime import CLOCK, carried, is_stream, phase_period, split_clock, until_boundary, with_clock
 
 
@@ -65,6 +66,7 @@ class NLCModel(nn.Module):
     LAYERS: tuple[str, ...] = ()  # layer attribute names, in call order (set by generated code)
     ORIGINS: dict[str, str] = {}  # layer name -> "level 'x' (file:line)"
     NESTED: dict[str, str] = {}  # layer -> layer of the slower level it is re-initialised from
+    SCHEDULE = UpdateSchedule({}, {}, {})  # the one clock (nlc.schedule), a literal in generated code
 
     def __init__(self, *, name: str, vocab: int, width: int, norm: str, tie_embeddings: bool) -> None:
         super().__init__()
@@ -117,8 +119,16 @@ class NLCModel(nn.Module):
 
     @property
     def teach_period(self) -> int | None:
-        periods = [self._mixer(n).period for n in self.teach_layers]
+        periods = [self.schedule.segment(self._teach_levels(n)) for n in self.teach_layers]
         return math.gcd(*periods) if periods else None
+
+    @property
+    def schedule(self) -> UpdateSchedule:
+        return self.SCHEDULE
+
+    def _teach_levels(self, name: str) -> list[str]:
+        """The levels of layer ``name`` that learn from the task loss."""
+        return [m.level for m in getattr(self, name).modules() if getattr(m, "teach", False) and hasattr(m, "level")]
 
     def _mixer(self, name: str) -> nn.Module:
         layer = getattr(self, name)
@@ -165,7 +175,8 @@ class NLCModel(nn.Module):
         return x @ self.embed.weight.T if self.head is None else self.head(x)
 
     def _until_boundary(self, state: dict, pos: int) -> int:
-        return until_boundary([(state[n].get(CLOCK, 0), self._mixer(n).period) for n in self.teach_layers], pos)
+        return until_boundary([(state[n].get(CLOCK, 0), self.schedule.segment(self._teach_levels(n)))
+                               for n in self.teach_layers], pos)
 
     def _teach(self, logits: Tensor, targets: Tensor, state: dict, pos: int) -> dict:
         names = self.teach_layers
@@ -173,15 +184,16 @@ class NLCModel(nn.Module):
                                reduction="sum")
         outs = [state[n]["out"] for n in names]
         deltas = torch.autograd.grad(loss, outs, retain_graph=True, allow_unused=True)
+        last = pos + logits.shape[1] - 1  # the segment's last token: levels due after it fire
         for name, out, delta in zip(names, outs, deltas):
             delta = torch.zeros_like(out) if delta is None else delta.detach()
             inner, clock = split_clock(state[name])
-            state[name] = with_clock(self._mixer(name).learn(inner, delta, pos + (clock or 0)), clock)
-        end = pos + logits.shape[1]
+            due = self.schedule.fired(self._teach_levels(name), last + (clock or 0))
+            state[name] = with_clock(getattr(self, name).learn(inner, delta, pos + (clock or 0), due), clock)
         for name in sorted(self.NESTED, key=self._nesting_depth):  # slowest first: resets cascade
             source, clock = self.NESTED[name], state[name].get(CLOCK)
             inner, source_clock = split_clock(state[source])
-            if (end + (source_clock or 0)) % self._mixer(source).period == 0:  # the slower level just updated
+            if self.schedule.resets_after(self._mixer(name).level, last + (source_clock or 0)):
                 state[name] = with_clock(self._mixer(name).state_from(inner), clock)
         return state
 

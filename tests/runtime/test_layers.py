@@ -193,15 +193,25 @@ def test_compile_fullgraph_equals_eager(kind):
 
 
 # ============================================================================ teach through layers
+def teachers(layer):
+    """The CMS mixers of a layer that learn from the task loss."""
+    return [m for m in layer.modules() if isinstance(m, CMSMixer) and m.teach]
+
+
+def due(layer, end):
+    """The reference clock: the teaching levels whose period divides ``end`` (tokens consumed)."""
+    return frozenset(m.level for m in teachers(layer) if end % m.period == 0)
+
+
 def test_parallel_learned_teach_shares_the_signal():
     mixers = [cms(2, "task", name="f"), cms(4, "task", name="m"), cms(8, "task", name="s")]
     layer = randomise(Parallel(mixers, "learned", "rms", True, D).to(F64))
-    assert layer.teach and layer.period == 2
+    assert layer.teach
     x = torch.randn(2, 2, D, dtype=F64)
     y, state = layer(x, layer.init_state(2), 4)  # tokens 4, 5
     assert torch.equal(y, x + state["out"])
     delta = torch.randn(2, 2, D, dtype=F64)
-    new = layer.learn(state, delta, 4)
+    new = layer.learn(state, delta, 4, due(layer, 6))
     assert "out" not in new and not any(k.endswith(".out") or k.endswith(".in") for k in new)
     w = torch.softmax(layer.logits.detach(), 0)
     (g_auto,) = torch.autograd.grad(state["out"], state["1.out"], grad_outputs=delta,
@@ -209,7 +219,7 @@ def test_parallel_learned_teach_shares_the_signal():
     torch.testing.assert_close(g_auto, w[1] * delta)
     for i, m in enumerate(mixers):
         sub = {k[2:]: v for k, v in state.items() if k.startswith(f"{i}.")}
-        want = m.learn(sub, w[i] * delta, 4)
+        want = m.learn(sub, w[i] * delta, 4, m.level in due(layer, 6))
         for k, v in want.items():
             torch.testing.assert_close(new[f"{i}.{k}"], v, rtol=1e-12, atol=1e-12)
     # the fast level (C = 2) completed a chunk after token 5, the others did not
@@ -220,16 +230,16 @@ def test_parallel_learned_teach_shares_the_signal():
 def test_parallel_gate_teach_uses_the_vjp_through_the_gate():
     a, c = attn(3), cms(2, "task")
     layer = randomise(Parallel([a, c], "gate", "rms", False, D).to(F64))
-    assert layer.teach and layer.period == 2
+    assert layer.teach
     x = torch.randn(2, 2, D, dtype=F64)
     y, state = layer(x, layer.init_state(2), 0)
     delta = torch.randn(2, 2, D, dtype=F64)
-    new = layer.learn(state, delta, 0)
+    new = layer.learn(state, delta, 0, due(layer, 2))
     ya = a(layer.norm(x), a.init_state(2), 0)[0].detach()
     _, vjp = torch.func.vjp(lambda m: layer.norm_a(ya) * torch.sigmoid(layer.norm_m(m)),
                             state["1.out"].detach())
     (share,) = vjp(delta)
-    want = c.learn({k[2:]: v for k, v in state.items() if k.startswith("1.")}, share, 0)
+    want = c.learn({k[2:]: v for k, v in state.items() if k.startswith("1.")}, share, 0, True)
     for k, v in want.items():
         torch.testing.assert_close(new[f"1.{k}"], v, rtol=1e-10, atol=1e-12)
     for k in a.init_state(2):
@@ -242,7 +252,7 @@ def test_finish_passes_through_layers():
     layer = Parallel([attn(2), c], "sum", "rms", True, D).to(F64)
     x = torch.randn(2, 2, D, dtype=F64)
     _, state = layer(x, layer.init_state(2), 0)
-    state = layer.learn(state, torch.randn(2, 2, D, dtype=F64), 0)
+    state = layer.learn(state, torch.randn(2, 2, D, dtype=F64), 0, due(layer, 2))
     assert state["1.acc.w_out"].abs().sum() > 0
     done = layer.finish(state)
     assert done.keys() == state.keys() and not done["1.acc.w_out"].any()
@@ -298,7 +308,7 @@ class TinyModel(nn.Module):
 
     def run(self, tokens, targets, states, teach=True, record=None, start=0):
         teach_ids = [i for i, l in enumerate(self.layers) if l.teach] if teach else []
-        period = math.gcd(*[self.layers[i].period for i in teach_ids]) if teach_ids else tokens.shape[1]
+        period = math.gcd(*[m.period for i in teach_ids for m in teachers(self.layers[i])]) if teach_ids else tokens.shape[1]
         pos, total, logits, end = start, 0.0, [], start + tokens.shape[1]
         while pos < end:
             stop = min(end, pos + period - pos % period)
@@ -312,7 +322,7 @@ class TinyModel(nn.Module):
                 outs = [states[i]["out"] for i in teach_ids]
                 deltas = torch.autograd.grad(loss, outs, retain_graph=True)
                 for i, d in zip(teach_ids, deltas):
-                    states[i] = self.layers[i].learn(states[i], d, pos)
+                    states[i] = self.layers[i].learn(states[i], d, pos, due(self.layers[i], stop))
             if record is not None:
                 record.append((stop, [dict(s) for s in states]))
             logits.append(lg)
