@@ -157,6 +157,25 @@ def test_graph_table():
     assert f"{2 * (128 * 128 + 4 * 128 + 128 * 128 + 4 * (32 * 64 + 64 * 32)):,}" in out
 
 
+def test_schedule_timeline_json_text_and_plot(tmp_path):
+    spec = str(ROOT / "specs" / "cms_nested.yaml")
+    result = run("schedule", spec, "levels.outer.period={steps: 2}", "--tokens", "256", "--steps", "6", "--json")
+    assert result.exit_code == 0, result.output
+    rows = {r["level"]: r for r in json.loads(result.stdout)["levels"]}
+    assert rows["attn"]["ticks"] == list(range(256))
+    assert rows["cms_fast"]["ticks"] == list(range(15, 256, 16))
+    assert rows["cms_mid"]["ticks"] == [63, 127, 191, 255] and rows["cms_mid"]["reset_by"] == "cms_slow"
+    assert rows["cms_slow"]["ticks"] == [127, 255] and rows["cms_slow"]["teach"]
+    assert rows["outer"]["clock"] == "steps" and rows["outer"]["ticks"] == [2, 4, 6]
+    png = tmp_path / "timeline.png"
+    result = run("schedule", spec, "--tokens", "64", "--plot", str(png))
+    assert result.exit_code == 0, result.output
+    line = next(ln for ln in result.stdout.splitlines() if ln.startswith("cms_fast"))
+    assert "15, 31, 47, 63" in line and ("." * 15 + "|") * 4 in line  # one character a token
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert run("schedule", str(tmp_path / "missing.yaml")).exit_code == 2
+
+
 def test_graph_mermaid():
     result = run("graph", HOPE, "--format", "mermaid")
     assert result.exit_code == 0, result.output

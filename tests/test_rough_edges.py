@@ -261,7 +261,7 @@ def _commands(group, prefix: tuple[str, ...] = ()):
 
 ROOT_COMMAND = typer.main.get_command(app)
 ALL_COMMANDS = dict(_commands(ROOT_COMMAND))
-MINE = ("validate", "show", "graph", "schema", "compile", "train", "eval", "generate", "continual",
+MINE = ("validate", "show", "graph", "schedule", "schema", "compile", "train", "eval", "generate", "continual",
         "data", "bench")
 
 

@@ -11,6 +11,7 @@ from typing import Optional
 import typer
 
 from . import compile as compile_cmd, cp, graph, ls, schema, show, validate
+from . import schedule as schedule_cmd
 from . import search as search_cmd
 from .data import data_app
 from . import train as train_cmd, generate as generate_cmd, eval as eval_cmd, continual as continual_cmd
@@ -71,6 +72,7 @@ def set_input_limits(spec_bytes: int | None, model_bytes: int | None) -> None:
 app.command("validate", epilog=validate.EPILOG)(validate.validate)
 app.command("show", epilog=show.EPILOG)(show.show)
 app.command("graph", epilog=graph.EPILOG)(graph.graph)
+app.command("schedule", epilog=schedule_cmd.EPILOG)(schedule_cmd.schedule)
 app.command("schema", epilog=schema.EPILOG)(schema.schema)
 app.command("ls")(ls.ls)  # examples in the docstrings of ls and cp
 app.command("cp")(cp.cp)
