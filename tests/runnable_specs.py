@@ -50,8 +50,8 @@ def _shrink_to_tiny(data: dict) -> dict | None:
         if "period" in lv or remap[p] != 1:
             lv["period"] = remap[p]
         if lv["type"] == "memory":
-            per = lv.get("chunk", 64) // p  # chunks hold whole periods
-            lv["chunk"] = remap[p] * max(1, min(per, TINY_GRID // remap[p]))
+            # a chunk divides the period (powers of two), and fits the tiny grid
+            lv["chunk"] = min(lv.get("chunk", 64), TINY_GRID) if p == 1 else min(lv.get("chunk", 64), remap[p])
     for block in model["blocks"]:
         if block.get("repeat", 1) > 2:
             block["repeat"] = 2

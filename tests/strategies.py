@@ -1,15 +1,15 @@
 """Hypothesis strategies for nlc specs.
 
 * :func:`valid_specs` draws spec *data* (plain dicts, as a user writes them in YAML) that
-  is valid by construction: periods nest and fit the training sequence, chunks hold whole
-  periods, heads divide the width, every same-time edge points forward in one global
+  is valid by construction: periods nest and fit the training sequence, a memory's chunk
+  divides its period, heads divide the width, every same-time edge points forward in one global
   order (so there is no same-time cycle), nested initial states come only from strictly
   slower CMS levels of the same shape, exactly one optimizer is outermost, and every level
   reaches the output. What the runtime builds is read from the capability table
   (:mod:`nlc.capabilities`): memory update rules are drawn among the combinations it
   accepts, CMS objectives, lr forms and flush policies among those it does not refuse, so a
-  row added there is drawn without a change here. Memories update every token and read
-  only the input (level sources are HOPE's self-modifying pattern, not drawn here).
+  row added there is drawn without a change here. Memories tick every token or every C
+  tokens and read only the input (level sources are HOPE's self-modifying pattern, not drawn here).
 * :mod:`tests.spec_mutations`: one known mistake injected into such a draw, and fuzz inputs;
 * :mod:`tests.runnable_specs`: draws shrunk to sizes the runtime runs in tests.
 
@@ -324,8 +324,9 @@ def valid_specs(draw, max_levels: int = 6):
     # --- periods and read modes first: context layers and nested states depend on them
     for name in plan.order:
         if plan.type[name] == "memory":
-            plan.period[name] = 1  # a memory updates every token (nlc.capabilities)
-            if draw(st.integers(0, 3)) == 0:
+            # a memory ticks every token, or every C tokens of the chain (read before write)
+            plan.period[name] = 1 if draw(st.integers(0, 3)) else _pick(draw, chain)
+            if plan.period[name] == 1 and draw(st.integers(0, 3)) == 0:
                 plan.after_write.add(name)
         elif plan.type[name] == "mlp":
             plan.period[name] = _pick(draw, [*chain, None])  # None: frozen
@@ -362,9 +363,12 @@ def valid_specs(draw, max_levels: int = 6):
             update = draw(memory_updates(case))
             if update != {"rule": "gd"} or draw(_COIN):
                 lv["update"] = update
-            if draw(st.integers(0, 3)) == 0:
-                lv["period"] = 1
+            period = plan.period[name]
+            if period > 1 or draw(st.integers(0, 3)) == 0:
+                lv["period"] = period
             chunk = _pick(draw, [1, 2, 4, 16, 64])
+            if period > 1:  # a tick writes whole chunks (powers of two: the smaller divides)
+                chunk = min(chunk, period)
             if chunk != 64 or draw(_COIN):  # 64 is the default
                 lv["chunk"] = chunk
             _maybe(draw, lv, "heads", divisors)
@@ -493,6 +497,11 @@ def valid_specs(draw, max_levels: int = 6):
 
     train: dict[str, Any] = {"seq_len": seq_len, "batch": batch}
     _maybe(draw, train, "steps", st.integers(1, 500))
+    for lv in levels.values():  # a warm-up shorter than the updates the run makes (rule 11)
+        if lv["type"] == "optimizer" and lv.get("warmup"):
+            updates = train.get("steps", 200) // lv.get("period", {}).get("steps", 1)
+            if lv["warmup"] >= updates:
+                lv["warmup"] = max(0, updates - 1)
     _maybe(draw, train, "seed", st.integers(0, 2**31))
     _maybe(draw, train, "data", ["shakespeare", "tinystories"])
     _maybe(draw, train, "dtype", ["float32", "bfloat16"])

@@ -35,6 +35,7 @@ from .rules import (
     frozen_mlp_refusals,
     guards,
     init_refusals,
+    chunk_frozen,
     memory_combinations,
     memory_primitive,
     memory_refusals,
@@ -44,5 +45,5 @@ __all__ = [
     "CMS_AXES", "HOPE_PATTERN", "MEMORY_AXES", "TABLE", "CMSCase", "KnobFacts", "MemoryFacts", "Refusal",
     "RuleCase", "SourceFacts", "assert_capable", "cms_init_refusals", "cms_refusals", "coupled",
     "frozen_mlp_refusals", "guards", "hope_refusals", "init_refusals", "memory_combinations",
-    "memory_primitive", "memory_refusals",
+    "memory_primitive", "memory_refusals", "chunk_frozen",
 ]

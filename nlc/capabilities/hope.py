@@ -4,7 +4,8 @@ A memory reads another level's output only as HOPE's self-modifying memory (HOPE
 86-89): a main memory whose keys, values, lr and retention each come from a component
 memory, all of them alike. :func:`hope_refusals` lists every way a coupling differs from
 :data:`HOPE_PATTERN`, over :class:`MemoryFacts` (plain values the validator and the
-lowering each supply); :func:`coupled` finds the levels a memory reads. Part of
+lowering each supply); :func:`coupled` finds the levels a memory reads. With queries from a
+fifth component the pattern is HOPE's adaptive-q ablation (NL-arXiv Table 6). Part of
 :mod:`nlc.capabilities` (import the names from there); imports nothing of the pipeline.
 """
 from __future__ import annotations
@@ -72,7 +73,8 @@ class MemoryFacts:
 
 
 HOPE_PATTERN = ("HOPE's pattern (nlc cp hope): the main memory takes keys, values, lr and retention "
-                "each from its own component memory and queries from its input; every component reads "
+                "each from its own component memory and queries from its input (or, adaptive q, from a "
+                "fifth component); every component reads "
                 "its own input unprojected (queries: {from: input, project: false}) and the same four "
                 "components; all are residual depth-2 MLP memories with rule dgd and objective "
                 "{kind: l2, self_target: true}")
@@ -119,6 +121,13 @@ def hope_refusals(main: MemoryFacts, levels: Mapping[str, MemoryFacts]) -> list[
                    f"only as HOPE's self-modifying memory, which takes keys, values, lr and retention "
                    f"each from a component memory; '{m.name}' takes its {', '.join(missing)} from "
                    "elsewhere")
+    if m.queries.source not in ("input", None) and not missing:  # adaptive q: a fifth component
+        if m.queries.source == m.name or m.queries.source not in levels:
+            refuse(m.name, "queries.from", f"the queries of '{m.name}' come from its input or from a "
+                   f"component memory of its own, not from '{m.queries.source}'",
+                   "write queries: {from: input, ...} or {from: A_COMPONENT_MEMORY, norm: l2}")
+        else:
+            roles["queries"] = ("queries.from", m.queries.source)
     seen: set[str] = set()
     for role, (field, src) in roles.items():
         if role in missing:
@@ -127,19 +136,18 @@ def hope_refusals(main: MemoryFacts, levels: Mapping[str, MemoryFacts]) -> list[
             refuse(m.name, field, f"'{m.name}' takes its {role} from '{src}', which already gives another "
                    "role: keys, values, lr and retention each need a memory of their own")
         seen.add(src or "")
-    if m.queries.source != "input":
-        refuse(m.name, "queries.from", f"the main memory '{m.name}' reads its queries from a static "
-               f"projection of its input, not from level '{m.queries.source}' (adaptive queries are "
-               "not implemented)", "write queries: {from: input, ...}")
     if m.forget:
         refuse(m.name, "update.forget", "HOPE's gate is the retention (keep) factor alpha, not a "
                "forget gate", "write retention: {from: LEVEL, init: ...}")
     elif m.retention is not None and m.retention.max != 1:
         refuse(m.name, "update.retention.max", "HOPE's retention is sigmoid(.) in (0, 1)", "remove 'max'")
-    for name, field, src in (("keys", "keys", m.keys), ("values", "values", m.values)):
+    generated = [("keys", "keys", m.keys), ("values", "values", m.values)]
+    if "queries" in roles:
+        generated.append(("queries", "queries", m.queries))
+    for name, field, src in generated:
         if src.conv or src.silu or not src.project or (name == "values" and src.l2_norm):
             refuse(m.name, field, f"'{m.name}' uses the {name} its component generates as they are"
-                   + (" (only norm: l2 applies)" if name == "keys" else ""), f"write {field}: {src.source}")
+                   + (" (only norm: l2 applies)" if name != "values" else ""), f"write {field}: {src.source}")
     components = [levels[src] for _, src in roles.values() if src in levels and src != m.name]
     if len(components) < len(roles) or out:
         return out  # the checks below compare the components with the roles
@@ -153,7 +161,8 @@ def hope_refusals(main: MemoryFacts, levels: Mapping[str, MemoryFacts]) -> list[
         wrong = [f for (f, src), (_, want) in zip(mine.items(), roles.values()) if src != want]
         if wrong:
             refuse(c.name, wrong[0], f"the component '{c.name}' must read keys, values, lr and "
-                   f"retention from the same memories as '{m.name}' ({', '.join(s for _, s in roles.values())})")
+                   f"retention from the same memories as '{m.name}' "
+                   f"({', '.join(s for _, s in list(roles.values())[:4])})")
         if c.update != m.update:
             refuse(c.name, "update", f"the component '{c.name}' must have the update block of '{m.name}' "
                    "(the five memories share one lr and one retention gate)")

@@ -118,16 +118,36 @@ def memory_combinations() -> Iterator[tuple[RuleCase, str | Refusal]]:
         yield case, memory_primitive(case)
 
 
-def memory_refusals(period: int, self_target: bool, init: str, coupled: bool) -> list[Refusal]:
+def chunk_frozen(family: str, objective: str) -> bool:
+    """Whether a memory primitive family takes its gradients at the chunk-start state (the
+    deep memory, the Omega rule, DGD on l2): its results then depend on where chunks start."""
+    return family in ("deep_memory", "omega_rule") or (family == "dgd" and objective == "l2")
+
+
+def memory_refusals(period: int, self_target: bool, init: str, coupled: bool, *, chunk: int = 1,
+                    frozen: bool = False, read_after_write: bool = False) -> list[Refusal]:
     """What a memory level's period, targets and initial state ask beyond the runtime
     (``period`` 0 = never; ``coupled``: the memory is part of a HOPE pattern, checked by
-    :func:`~nlc.capabilities.hope.hope_refusals`)."""
+    :func:`~nlc.capabilities.hope.hope_refusals`; ``frozen``: its rule is chunk-frozen,
+    :func:`chunk_frozen`). A period C > 1 ticks every C tokens (docs/design.md, "Level
+    semantics"): the ticks must sit on the chunk grid, and reads see the last tick's state."""
     out = []
-    if period != 1:
-        out.append(Refusal("period", f"a memory level updates every token (period 1), not "
-                           f"{'never' if period == 0 else f'every {period} tokens'}; periods C > 1 "
-                           "are for CMS (mlp) levels", "remove 'period', or use an mlp level with "
-                           "a period for a slower level"))
+    if period == 0:
+        out.append(Refusal("period", "a memory level is updated in context: period 'never' would make "
+                           "it a fixed random map", "give a period in tokens (1: every token)"))
+    elif period > 1 and coupled:
+        out.append(Refusal("period", f"HOPE's self-modifying memories update every token, not every "
+                           f"{period}", "remove 'period' from the memories of the HOPE pattern"))
+    elif period > 1:
+        if frozen and chunk > 1 and period % chunk:
+            out.append(Refusal("period", f"a memory ticking every {period} tokens writes whole chunks of "
+                               f"its rule, but its chunk {chunk} does not divide {period}",
+                               f"set chunk: {period} (one gradient step per tick, at the state of the "
+                               f"last tick) or a divisor of {period}"))
+        if read_after_write:
+            out.append(Refusal("read", f"a memory ticking every {period} tokens is read as it stood at "
+                               "its last tick, before the write of the tokens since",
+                               "use read: before_write (the default), or period 1"))
     if self_target and not coupled:
         out.append(Refusal("objective.self_target", "self-generated values (self_target) run only "
                            "in HOPE's self-modifying pattern", "remove self_target, or see nlc cp hope"))

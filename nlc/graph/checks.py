@@ -8,12 +8,13 @@ The rules (docs/design.md, "Validation rules", states them for users):
 3. a level's initial state is meta-learned only by a strictly slower level;
 4. exactly one outermost level (an optimizer level on the slowest step clock);
 5. every level reaches the output (is used by a layer, or feeds a level that does);
-6. chunks hold whole periods; periods that do not nest, or exceed the training
-   sequence (of a level that lives for one sequence), are warned about;
+6. periods that do not nest, or exceed the training sequence (of a level that lives for
+   one sequence), are warned about;
 7. dimensions agree: heads divide the width, attention with RoPE has an even head dim, a
    state copied or meta-learned from another level has the same shape;
 8. the runtime builds what the spec says (:mod:`nlc.capabilities`, the table the lowering
-   asserts): memory update rules, memory periods (1), CMS objectives / rules / lr / flush,
+   asserts): memory update rules, memory periods (on the chunk grid, read before write),
+   CMS objectives / rules / lr / flush,
    initial states and resets, and couplings of memories (only HOPE's self-modifying pattern);
 9. a nested initial state (``init: {from: X}``, NL-arXiv Eq. 72) belongs to a task-driven
    CMS level applied in a layer of its own, in a block that applies X in a layer of its own
@@ -50,6 +51,7 @@ from ..capabilities import (
     init_refusals,
     memory_primitive,
     memory_refusals,
+    chunk_frozen,
 )
 from ..errors import Issue
 from ..spec.levels import AttentionLevel, MemoryLevel, MLPLevel, OptimizerLevel
@@ -157,9 +159,6 @@ def _check_periods(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
         if tokens is None:
             continue
         periods.setdefault(tokens, name)
-        if isinstance(level, MemoryLevel) and level.chunk % tokens:
-            issues.append(Issue(f"levels.{name}.chunk", f"chunk {level.chunk} does not hold whole "
-                                f"periods of {tokens} tokens", hint=f"use a multiple of {tokens}"))
         if tokens >= spec.train.seq_len and tokens > 1 and getattr(level, "lifetime", "") != "stream":
             issues.append(Issue(f"levels.{name}.period", f"period {tokens} is not shorter than train.seq_len "
                                 f"{spec.train.seq_len}: no update reaches an output inside a training sequence",
@@ -223,7 +222,9 @@ def _check_capabilities(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
                                              f.guards))
             if isinstance(rule, Refusal) and (name not in hope or f.objective == "task"):
                 refusals.append(rule)
-            refusals += memory_refusals(level.period.tokens or 0, f.self_target, f.init, name in hope)
+            refusals += memory_refusals(level.period.tokens or 0, f.self_target, f.init, name in hope,
+                                        chunk=level.chunk, read_after_write=level.read == "after_write",
+                                        frozen=isinstance(rule, str) and chunk_frozen(rule, f.objective))
         elif isinstance(level, MLPLevel) and level.period.tokens is None:
             refusals += frozen_mlp_refusals(level.init.kind, level.flush)
         elif isinstance(level, MLPLevel):

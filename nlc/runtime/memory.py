@@ -14,6 +14,14 @@ Per call (``forward(x (B, T, D), state, pos)``)::
     o, memory = primitive(memory, q, k, v, gates)             memory_rules.py (dispatch)
     y = W_o merge_heads(o)            [* sigmoid(W_g x) with output_gate: Titans §4.4]
 
+A level with ``period: P`` > 1 ticks after every P-th token of its stream (the update
+schedule, :mod:`nlc.schedule`; docs/design.md, "Level semantics"): token t reads the memory
+of the last tick at or before ``P floor(t / P)``, and at each tick the rule writes the P
+tokens since the previous one in one primitive call (:meth:`MemoryMixer.period_step`), so
+the memory at the ticks is the one the rule reaches with period 1 and only the reads lag.
+A chunk-frozen rule with chunk P takes one gradient step per tick at the last tick's state
+(mini-batch GD over the period); validation makes the chunk divide P.
+
 State layout (all batch-leading; :meth:`MemoryMixer.init_state`):
 
 * the memory, keys of the primitive: ``S`` (B, H, Dh, Dh) for the matrix primitives;
@@ -25,9 +33,9 @@ State layout (all batch-leading; :meth:`MemoryMixer.init_state`):
 * ``retrieve_conv_q`` (B, w-1, D), only with ``init_state(batch, retrieve=True)``: the
   query-convolution history of :meth:`MemoryMixer.retrieve`'s own input stream (MAC reads
   with the segment input and writes with the attention output: two streams);
-* ``tail`` (B, r, D), only when the rule is chunk-frozen with chunk C > 1 (``phase = C``):
-  the inputs since the last chunk boundary, r = pos mod C. Every other key then holds the
-  *anchor*, the state at that boundary, and each call recomputes from it
+* ``tail`` (B, r, D), only when the rule is chunk-frozen with chunk C > 1 or the period
+  P > 1 (``phase = lcm(C, P)``): the inputs since the last boundary, r = pos mod phase.
+  Every other key then holds the *anchor*, the state at that boundary, and each call recomputes from it
   (:mod:`nlc.runtime.aligned`), so streaming equals the whole sequence at any split;
   :meth:`MemoryMixer.memory_at` gives the memory as it stands after the tail.
 
@@ -38,6 +46,8 @@ starts at zero, an MLP memory at ``init_deep_params`` (N(0, 1/fan_in)); ``zero``
 (:mod:`nlc.capabilities`); reaching them here is a bug.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor, nn
@@ -74,8 +84,11 @@ class MemoryMixer(nn.Module):
             raise ValueError(f"level {ir.name!r}: heads {ir.heads} x head_dim {ir.head_dim} "
                              f"!= width {width}")
         self.plan: Plan = plan_memory(ir)
-        # the chunk grid a call must continue on (1: the rule streams exactly at any split)
-        self.phase = ir.chunk if self.plan.chunk_frozen and ir.chunk > 1 else 1
+        self.period = ir.period  # the level ticks after every period-th token (nlc.schedule)
+        # the grid a call must continue on (1: the rule streams exactly at any split); validation
+        # makes a chunk-frozen rule's chunk divide the period
+        self.phase = math.lcm(ir.chunk if self.plan.chunk_frozen and ir.chunk > 1 else 1, self.period)
+        self._advance = self.step if self.period == 1 else self.period_step
         # a boundary map (lq / elastic) read after write: see nlc.runtime.aligned
         self.pad_end = ir.read_after_write and ir.rule.retention_kind in ("lq", "elastic")
         if ir.init not in ("learned", "zero"):  # copy: refused by plan_memory; from: rule 9
@@ -189,14 +202,14 @@ class MemoryMixer(nn.Module):
                 ) -> tuple[Tensor, dict[str, Tensor]]:
         if self.phase == 1:
             return self.step(x, state, pos)
-        return aligned_forward(self.step, x, state, pos, self.phase, pad_end=self.pad_end,
+        return aligned_forward(self._advance, x, state, pos, self.phase, pad_end=self.pad_end,
                                owner=self.level)
 
     def memory_at(self, state: dict[str, Tensor], pos: int) -> dict[str, Tensor]:
         """The memory keys (``memory_keys``) as they stand after ``pos`` tokens: the
         anchor advanced over the tail when the mixer carries a chunk phase."""
         if self.phase > 1:
-            state = materialise(self.step, state, pos, self.phase, owner=self.level)
+            state = materialise(self._advance, state, pos, self.phase, owner=self.level)
         return {key: state[key] for key in self.memory_keys}
 
     def step(self, x: Tensor, state: dict[str, Tensor], pos: int
@@ -214,27 +227,55 @@ class MemoryMixer(nn.Module):
         new_state.update(carries)
         return self.output(o, x), new_state
 
+    def period_step(self, x: Tensor, state: dict[str, Tensor], pos: int
+                    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The rule on its ticks (``period`` C > 1, module docstring), ``x`` starting on a tick:
+        each run of C tokens reads the memory of the last tick, then the rule writes the C
+        tokens in one primitive call (the state the rule reaches at period 1); a trailing
+        partial run only reads (:func:`~nlc.runtime.aligned.aligned_forward` keeps it in the tail)."""
+        qkv, convs = self.project(x, state)
+        gates, carries = self.gates(x, state, pos)
+        memory = {key: state[key] for key in self.memory_keys}
+        C, T = self.period, x.shape[1]
+        outs = []
+        for a in range(0, T, C):
+            part = lambda t: None if t is None else t[:, :, a:a + C]  # noqa: E731
+            outs.append(self.read_memory(memory, part(qkv["q"])))
+            if a + C <= T:
+                _, memory = run_plan(self.plan, self.ir, memory, part(qkv["q"]), part(qkv["k"]),
+                                     part(qkv["v"]), part(gates["lr"]), part(gates["momentum"]),
+                                     part(gates["retention"]))
+        new_state = dict(state)
+        new_state.update(memory)
+        new_state.update(convs)
+        new_state.update(carries)
+        return self.output(torch.cat(outs, 2), x), new_state
+
+    def read_memory(self, memory: dict[str, Tensor], q: Tensor) -> Tensor:
+        """``M(q)`` (B, H, T, Dh) with the memory in ``memory``, no write: the read of
+        :func:`nlc.primitives.deep_common.mlp_forward` (a matrix memory is a depth-1 identity
+        MLP; lq retention reads ``A / ||A||_q^{q-2}``)."""
+        p = self.plan
+        if p.state == "matrix":
+            weights = [memory["S"]]
+        elif "A1" in memory:
+            weights = [memory[f"A{l}"] / lq_norm_scale(memory[f"A{l}"], self.ir.rule.q)
+                       for l in range(1, p.depth + 1)]
+        else:
+            weights = [memory[f"W{l}"] for l in range(1, p.depth + 1)]
+        return mlp_forward(weights, q, p.activation, p.residual)
+
     def retrieve(self, x: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """Read the memory in ``state`` with queries from ``x``, without writing.
 
         ``h = output(M(q), x)`` with ``M`` the current memory (for every token, the state
-        as it is in ``state``: Titans MAC's ``h_t = M*_{t-1}(q_t)``): the read of
-        :func:`nlc.primitives.deep_common.mlp_forward` (a matrix memory is a depth-1
-        identity MLP; lq retention reads ``A / ||A||_q^{q-2}``). The query convolution runs
-        on its own history ``retrieve_conv_q`` (see ``init_state(retrieve=True)``); the
-        returned state differs from ``state`` only there.
+        as it is in ``state``: Titans MAC's ``h_t = M*_{t-1}(q_t)``), read by
+        :meth:`read_memory`. The query convolution runs on its own history
+        ``retrieve_conv_q`` (see ``init_state(retrieve=True)``); the returned state differs
+        from ``state`` only there.
         """
         q, conv = self.sources.read("q", x, state.get("retrieve_conv_q"))
-        p = self.plan
-        if p.state == "matrix":
-            weights = [state["S"]]
-        elif "A1" in state:
-            qexp = self.ir.rule.q
-            weights = [state[f"A{l}"] / lq_norm_scale(state[f"A{l}"], qexp)
-                       for l in range(1, p.depth + 1)]
-        else:
-            weights = [state[f"W{l}"] for l in range(1, p.depth + 1)]
-        o = mlp_forward(weights, q, p.activation, p.residual)
+        o = self.read_memory(state, q)
         new_state = dict(state)
         if conv is not None:
             new_state["retrieve_conv_q"] = conv
@@ -243,4 +284,4 @@ class MemoryMixer(nn.Module):
     def extra_repr(self) -> str:
         p = self.plan
         return (f"level={self.level!r}, primitive={p.primitive}, heads={self.heads}, "
-                f"head_dim={self.head_dim}, chunk={self.ir.chunk}, init={self.ir.init}")
+                f"head_dim={self.head_dim}, chunk={self.ir.chunk}, period={self.period}, init={self.ir.init}")

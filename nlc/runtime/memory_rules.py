@@ -27,7 +27,7 @@ any      l2 | lp |  gd |         any     any any     ``deep.deep_memory``       
 =======  =========  ===========  ======  ==  ======  ================================  ======
 
 The rows are :func:`nlc.capabilities.memory_primitive` (which the validator reads too);
-anything else, and a ``period`` other than 1 or ``self_target`` (HOPE's mixer), is refused at
+anything else, a ``period`` off the chunk grid, and ``self_target`` (HOPE's mixer), is refused at
 validation, so reaching it here raises the table's bug error
 (:func:`~nlc.capabilities.assert_capable`). Sources or knobs produced by another level make
 the memory a HOPE one (:class:`~nlc.runtime.selfmod.SelfModifyingMemory`).
@@ -49,7 +49,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ..capabilities import Refusal, assert_capable, memory_primitive, memory_refusals
+from ..capabilities import Refusal, assert_capable, chunk_frozen, memory_primitive, memory_refusals
 from ..ir.nodes import MemoryIR
 from ..ir.resolve import rule_case
 from ..primitives import deep as D
@@ -94,7 +94,9 @@ def plan_memory(ir: MemoryIR) -> Plan:
     r, o = ir.rule, ir.objective
     family = memory_primitive(rule_case(ir))
     refusals = [family] if isinstance(family, Refusal) else []
-    refusals += memory_refusals(ir.period, o.self_target, ir.init, coupled=False)
+    frozen = isinstance(family, str) and chunk_frozen(family, o.kind)
+    refusals += memory_refusals(ir.period, o.self_target, ir.init, coupled=False, chunk=ir.chunk,
+                                frozen=frozen, read_after_write=ir.read_after_write)
     assert_capable(f"level {ir.name!r} ({ir.origin}): {combination(ir)}", refusals)
     retained = r.retention is not None or r.weight_decay > 0
     hd = ir.head_dim
@@ -104,12 +106,12 @@ def plan_memory(ir: MemoryIR) -> Plan:
         depth = ir.depth
         dims = (hd,) + (ir.hidden,) * (depth - 1) + (hd,)
         act, res = ir.activation, ir.residual
-    primitive, state, frozen = {
-        "linear_attention": ("gated_linear_attention" if retained else "linear_attention", "matrix", False),
-        "delta_rule": ("gated_delta_rule" if retained else "delta_rule", "matrix", False),
-        "dgd": ("dgd", "matrix", o.kind == "l2"),
-        "omega_rule": ("omega_rule", "matrix", True),
-        "deep_memory": ("deep_memory", "deep", True),
+    primitive, state = {
+        "linear_attention": ("gated_linear_attention" if retained else "linear_attention", "matrix"),
+        "delta_rule": ("gated_delta_rule" if retained else "delta_rule", "matrix"),
+        "dgd": ("dgd", "matrix"),
+        "omega_rule": ("omega_rule", "matrix"),
+        "deep_memory": ("deep_memory", "deep"),
     }[family]
     return Plan(primitive, state, depth, dims, act, res, o.window, frozen)
 

@@ -30,6 +30,8 @@ Notation: B batch, T tokens, V vocabulary (256).
 """
 from __future__ import annotations
 
+import functools
+
 import re
 
 import pytest
@@ -39,6 +41,7 @@ from hypothesis import strategies as st
 
 import nlc
 from nlc.ir.nodes import AttentionIR, MemoryIR, MLPIR
+from nlc.runtime.lifetime import CLOCK
 from tests.compiler.generated_helpers import (
     B,
     VOCAB,
@@ -164,7 +167,7 @@ def _token_period(level) -> int | None:
 def _level_states(model, state: dict) -> dict[str, dict[str, torch.Tensor]]:
     """``"layer/level" -> that level's state tensors`` for every memory and CMS level a
     layer applies: a CMS level's weights only (not its pending sums or teach tensors), a
-    memory's whole state (in a MAC layer: its ``mem.*`` keys)."""
+    memory's memory (:meth:`MemoryMixer.memory_at`; in a MAC layer, of its ``mem.*`` keys)."""
     out = {}
     for layer in model.ir.layers:
         sub = state[layer.name]
@@ -178,9 +181,14 @@ def _level_states(model, state: dict) -> dict[str, dict[str, torch.Tensor]]:
                 prefix = ""
             if prefix is None or not isinstance(level, (MemoryIR, MLPIR)) or not level.period:
                 continue
-            own = {k[len(prefix):]: v for k, v in sub.items() if k.startswith(prefix)}
+            own = {k[len(prefix):]: v for k, v in sub.items() if k.startswith(prefix) and k != CLOCK}
             if isinstance(level, MLPIR):
                 own = {k: v for k, v in own.items() if not k.startswith("acc.") and k not in ("in", "out")}
+            else:  # the memory as it stands after the tokens consumed (through a chunk tail)
+                module = getattr(model, layer.name)
+                mixer = {"parallel": lambda: module.mixers[i], "context": lambda: module.memory}.get(
+                    layer.kind, lambda: module.mixer)()
+                own = mixer.memory_at(own, state["pos"] + sub.get(CLOCK, 0))
             out[f"{layer.name}/{name}"] = own
     return out
 
@@ -212,6 +220,7 @@ def test_schedule_fires_exactly_when_state_changes(data, seed):
     x = tokens(TINY_GRID, seed)  # the longest period fires once
     y = next_tokens(x)
     state = model.init_state(B)
+    quiet = _record_learning_signals(model)
     for t in range(TINY_GRID):  # one token a call: the state after token t vs before it
         _, new = model(x[:, t:t + 1], state, targets=y[:, t:t + 1])
         before, after = _level_states(model, state), _level_states(model, new)
@@ -221,8 +230,35 @@ def test_schedule_fires_exactly_when_state_changes(data, seed):
                 assert not any(after[key][k].any() for k in zero), (key, t, "left the zero fixed point")
                 continue
             changed = any(not torch.equal(old[k], after[key][k]) for k in old)
+            if schedule.fires(level.name, t) and all(quiet[key][-_token_period(level):]):
+                continue  # a tick with nothing to learn: every signal since the last one was 0
             assert changed == schedule.fires(level.name, t), (key, t, schedule.fires(level.name, t))
         state = new
+
+
+def _record_learning_signals(model) -> dict[str, list[bool]]:
+    """``"layer/level" -> [signal of token t is exactly zero]``, appended per call: a memory
+    learns from its layer's input, a task-driven CMS level from its input and teach signal
+    (a degenerate draw, e.g. a memory read before its first write feeding the rest, gives
+    zeros; a tick on zeros rightly changes nothing)."""
+    quiet: dict[str, list[bool]] = {}
+    for layer in model.ir.layers:
+        module = getattr(model, layer.name)
+        for mixer in module.modules():
+            if getattr(mixer, "level", None) not in layer.levels:
+                continue
+            key = f"{layer.name}/{mixer.level}"
+            quiet[key] = []
+            if getattr(mixer, "teach", False):
+                mixer.learn = functools.partial(_learn_recorded, mixer.learn, quiet[key])
+            else:
+                module.register_forward_pre_hook(lambda _, args, out=quiet[key]: out.append(not bool(args[0].any())))
+    return quiet
+
+
+def _learn_recorded(learn, out: list[bool], state, delta, pos, due):
+    out.append(not (bool(state["in"].any()) and bool(delta.any())))
+    return learn(state, delta, pos, due)
 
 
 def check_fullgraph_capture(data: dict, length: int, seed: int) -> None:

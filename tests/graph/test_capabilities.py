@@ -134,8 +134,8 @@ def test_every_accepted_update_rule_trains(tmp_path, group):
 # ------------------------------------------------------------------ memory levels
 
 @pytest.mark.parametrize("lines,path,fragment", [
-    (["    period: 2  # <-"], "period", "updates every token (period 1)"),
-    (["    period: never  # <-"], "period", "updates every token (period 1)"),
+    (["    period: 2", "    read: after_write  # <-"], "read", "read as it stood at its last tick"),
+    (["    period: never  # <-"], "period", "period 'never' would make it a fixed random map"),
     (["    objective: {kind: dot, self_target: true}  # <-"], "objective.self_target",
      "only in HOPE's self-modifying pattern"),
     (["    init: {copy: other}  # <-"], "init", "copies another level's initial state"),
@@ -264,6 +264,25 @@ def test_hope_pattern_trains():
     assert train_step(HOPE, ["levels.memory.output_gate=true"]) > 0
 
 
+def test_hope_with_adaptive_queries_trains():
+    """HOPE's adaptive q (NL-arXiv Table 6): the queries come from a fifth component memory."""
+    text = HOPE.replace("  mem_alpha: *c\n", "  mem_alpha: *c\n  mem_q: *c\n").replace(
+        "    queries: {from: input, conv: 4, norm: l2}", "    queries: {from: mem_q, norm: l2}")
+    assert train_step(text) > 0
+    model = nlc.compile(text, overrides=TINY, seed=0)
+    static = nlc.compile(HOPE, overrides=TINY, seed=0)
+    layer = getattr(model, model.LAYERS[0]).mixer
+    assert layer.query is None and getattr(static, static.LAYERS[0]).mixer.query is not None
+    x = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(1))
+    logits, _ = model(x)
+    grads = torch.autograd.grad(logits.square().sum(), model.parameters_by_level()["mem_q"])
+    assert all(g.abs().sum() > 0 for g in grads)  # the queries the main memory reads come from mem_q
+    with torch.no_grad():
+        for p in model.parameters_by_level()["mem_q"]:
+            p.mul_(1.5)
+    assert not torch.allclose(model(x)[0], logits)
+
+
 def hope_with(old: str, new: str) -> str:
     """HOPE with the last occurrence of ``old`` replaced (the main memory's, where both have it)."""
     assert old in HOPE
@@ -273,7 +292,11 @@ def hope_with(old: str, new: str) -> str:
 
 @pytest.mark.parametrize("old,new,path,fragment", [
     ("    queries: {from: input, conv: 4, norm: l2}", "    queries: mem_k  # <-",
-     "levels.memory.queries.from", "adaptive queries are not implemented"),
+     "levels.memory.queries.from", "which already gives another role"),
+    ("    queries: {from: input, conv: 4, norm: l2}", "    queries: memory  # <-",
+     "levels.memory.queries.from", "or from a component memory of its own, not from 'memory'"),
+    ("    queries: {from: input, conv: 4, norm: l2}", "    queries: {from: mem_q, conv: 4, norm: l2}  # <-",
+     "levels.memory.queries", "uses the queries its component generates as they are"),
     ("    values: mem_v\n    queries: {from: input, conv", "    values: mem_k  # <-\n    queries: {from: input, conv",
      "levels.memory.values.from", "which already gives another role"),
     ("    values: mem_v\n    queries: {from: input, conv", "    values: {from: mem_v, norm: l2}  # <-\n"
@@ -296,13 +319,15 @@ def hope_with(old: str, new: str) -> str:
     ("    chunk: 8", "    chunk: 8\n    read: after_write  # <-", "levels.memory.read", "a read before its write"),
     ("    objective: {kind: l2, self_target: true}", "    objective: {kind: l2, self_target: true, window: 2}  # <-",
      "levels.memory.objective", "objective l2 with self_target and no window"),
-    ("    chunk: 8", "    chunk: 8\n    period: 2  # <-", "levels.memory.period", "updates every token"),
+    ("    chunk: 8", "    chunk: 8\n    period: 2  # <-", "levels.memory.period", "memories update every token"),
     ("  attn: {type: attention}", "  attn: {type: attention}\n  lin: {type: memory, objective: {kind: dot}, "
      "update: {lr: {from: mem_lr}}}  # <-\n", "levels.lin.update.lr.from",
      "'lin' takes its keys, values, retention from elsewhere"),
 ])
 def test_hope_coupling_refusals(tmp_path, old, new, path, fragment):
     text = hope_with(old, new)
+    if "mem_q" in new:  # adaptive q: a fifth component, like mem_k
+        text = text.replace("  mem_alpha: *c\n", "  mem_alpha: *c\n  mem_q: *c\n")
     if "lin:" in new:  # a plain memory that takes one knob from another memory
         text = text.replace("layers: [memory, attn]", "layers: [memory, attn, lin]")
     assert_refused(tmp_path, text, path, fragment)

@@ -20,10 +20,11 @@ FORMS = {"chk": SM.selfmod_chunked, "ref": SM.selfmod_reference}
 
 
 
-def make_inputs(B, H, T, D, Dh, seed, *, dtype=DT):
-    """Meta-params, a per-sequence state (perturbed per sample), inputs x and queries q."""
+def make_inputs(B, H, T, D, Dh, seed, *, dtype=DT, adaptive=False):
+    """Meta-params, a per-sequence state (perturbed per sample), inputs x and queries q
+    (``adaptive``: also a q memory, whose generated queries replace q, HOPE's adaptive q)."""
     g = torch.Generator().manual_seed(seed)
-    params = SM.init_selfmod_params(H, D, Dh, generator=g, dtype=dtype)
+    params = SM.init_selfmod_params(H, D, Dh, generator=g, dtype=dtype, adaptive_q=adaptive)
     params["b_eta"] = params["b_eta"] + torch.randn(H, generator=g, dtype=dtype)
     params["b_alpha"] = params["b_alpha"] - torch.rand(H, generator=g, dtype=dtype)
     state = {key: val + 0.1 * torch.randn(val.shape, generator=g, dtype=dtype)
@@ -37,8 +38,9 @@ def make_inputs(B, H, T, D, Dh, seed, *, dtype=DT):
 
 
 def run(form, state, x, q, params, p):
-    return FORMS[form](state, x, q, params=params, chunk_memory=p["Cm"], chunk_other=p["Co"],
-                       eta_max=p["eta_max"], normalize_k=p["norm"], activation=p["act"])
+    return FORMS[form](state, x, None if p.get("adaptive") else q, params=params, chunk_memory=p["Cm"],
+                       chunk_other=p["Co"], eta_max=p["eta_max"], normalize_k=p["norm"],
+                       normalize_q=p.get("norm_q", True), activation=p["act"])
 
 
 def assert_close(a, b, tol=1e-9):
@@ -59,7 +61,8 @@ def configs(draw, T=(1, 13)):
                 D=draw(st.integers(1, 5)), Dh=draw(st.integers(1, 5)), Co=Co,
                 Cm=Co * draw(st.integers(1, 3)), seed=draw(st.integers(0, 2**16)),
                 eta_max=draw(st.floats(0.05, 0.6)), norm=draw(st.booleans()),
-                act=draw(st.sampled_from(["gelu", "silu", "relu", "identity"])))
+                act=draw(st.sampled_from(["gelu", "silu", "relu", "identity"])),
+                adaptive=draw(st.booleans()), norm_q=draw(st.booleans()))
 
 
 def bounded(o, state, limit=1e6):
@@ -70,7 +73,7 @@ def bounded(o, state, limit=1e6):
 
 
 def setup(p):
-    return make_inputs(p["B"], p["H"], p["T"], p["D"], p["Dh"], p["seed"])
+    return make_inputs(p["B"], p["H"], p["T"], p["D"], p["Dh"], p["seed"], adaptive=p.get("adaptive", False))
 
 
 # ------------------------------------------------------------------ chunked == reference
@@ -89,7 +92,7 @@ def test_chunked_matches_reference(p):
 _ACT = {"gelu": F.gelu, "silu": F.silu, "relu": torch.relu, "identity": lambda z: z}
 
 
-def exact_loop(state, x, q, params, eta_max, norm, act):
+def exact_loop(state, x, q, params, eta_max, norm, act, norm_q=True):
     """NL-arXiv Eqs. 83-88 + 94, token by token, everything from M_{t-1}, written
     independently of the module: inner gradients by torch.autograd at M_{r,t-1}."""
     f = _ACT[act]
@@ -98,7 +101,8 @@ def exact_loop(state, x, q, params, eta_max, norm, act):
     def mem(W, z):
         return z + mv(W[0], f(mv(W[1], z)))
 
-    W = {r: (state[f"W1_{r}"], state[f"W2_{r}"]) for r in SM.ROLES}
+    roles = SM.ROLES + (("q",) if "W1_q" in state else ())
+    W = {r: (state[f"W1_{r}"], state[f"W2_{r}"]) for r in roles}
     outs = []
     for t in range(x.shape[2]):
         xt = x[:, :, t]
@@ -110,12 +114,17 @@ def exact_loop(state, x, q, params, eta_max, norm, act):
                                       + params["b_eta"])
         alpha = torch.sigmoid((mem(W["alpha"], xt) * params["w_alpha"]).sum(-1)
                               + params["b_alpha"])
-        outs.append(mem(W["memory"], q[:, :, t]))  # o_t = M_{memory,t-1}(q_t)
+        qt = q[:, :, t]
+        if "q" in W:  # adaptive queries: q_t = M_{q,t-1}(x_t)
+            qt = mem(W["q"], xt)
+            if norm_q:
+                qt = qt / torch.sqrt((qt * qt).sum(-1, keepdim=True) + 1e-6)
+        outs.append(mem(W["memory"], qt))  # o_t = M_{memory,t-1}(q_t)
         eye = torch.eye(k.shape[-1], dtype=k.dtype)
         kkT = k[..., :, None] * k[..., None, :]
         pre = alpha[..., None, None] * eye - eta[..., None, None] * kkT
         new = {}
-        for r in SM.ROLES:
+        for r in roles:
             vhat = mem(W[r], v).detach()  # self-generated target v_hat_{r,t} = M_{r,t-1}(v_t)
             with torch.enable_grad():
                 w1, w2 = (w.detach().requires_grad_(True) for w in W[r])
@@ -124,7 +133,7 @@ def exact_loop(state, x, q, params, eta_max, norm, act):
             new[r] = (alpha[..., None, None] * W[r][0] - eta[..., None, None] * g1,
                       W[r][1] @ pre - eta[..., None, None] * g2)  # Eq. 88 on W2
         W = new
-    out_state = {f"W{i + 1}_{r}": W[r][i] for r in SM.ROLES for i in range(2)}
+    out_state = {f"W{i + 1}_{r}": W[r][i] for r in roles for i in range(2)}
     return torch.stack(outs, 2), out_state
 
 
@@ -133,7 +142,7 @@ def test_chunk_one_is_the_exact_self_referential_rule(p):
     p = {**p, "Cm": 1, "Co": 1}
     params, state, x, q = setup(p)
     with torch.no_grad():
-        o_exp, s_exp = exact_loop(state, x, q, params, p["eta_max"], p["norm"], p["act"])
+        o_exp, s_exp = exact_loop(state, x, q, params, p["eta_max"], p["norm"], p["act"], p["norm_q"])
     assume(bounded(o_exp, s_exp))
     for form in FORMS:
         o, s = run(form, state, x, q, params, p)
@@ -262,6 +271,11 @@ def test_bad_arguments():
             form(state, x, q, params=params, chunk_memory=0, chunk_other=1)
         with pytest.raises(ValueError):
             form(state, x, q, params=params, chunk_memory=2, chunk_other=1, activation="tanh")
+    adaptive = make_inputs(1, 1, 5, 3, 2, seed=0, adaptive=True)
+    with pytest.raises(ValueError, match="neither"):  # no q memory and no static q
+        SM.selfmod_chunked(state, x, None, params=params, chunk_memory=2, chunk_other=1)
+    with pytest.raises(ValueError, match="both"):  # a q memory and a static q
+        SM.selfmod_chunked(adaptive[1], x, q, params=adaptive[0], chunk_memory=2, chunk_other=1)
 
 
 def test_float32_long_sequence_is_finite():

@@ -367,7 +367,8 @@ UNSUPPORTED = {
     "delta_guards": mem_ir(rule=rule("delta", clip=1.0)),
     "task": mem_ir(objective=ObjectiveIR("task")),
     "self_target": mem_ir(objective=ObjectiveIR("l2", self_target=True)),
-    "period": mem_ir(period=4),
+    "period_off_chunk_grid": mem_ir(period=4, chunk=8),  # a deep rule: chunk-frozen
+    "period_never": mem_ir(period=0),
     "key_from_level": mem_ir(keys=SourceIR("mem_k")),
     "lr_from_level": mem_ir(rule=rule(lr=KnobIR("data", 0.1, source="mem_lr"))),
     "init_from": mem_ir(init="from", init_level="slow"),
