@@ -346,8 +346,7 @@ def _check_knobs(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
             knob, path = getattr(update, role), f"levels.{name}.update.{role}"
             if knob is None or knob.kind == "constant":
                 continue
-            squashed = knob.kind == "data" or isinstance(level, MemoryLevel)  # a CMS learned lr: softplus
-            if squashed and not 0 < knob.initial < knob.max:
+            if not 0 < knob.initial < knob.max:  # every knob is max * sigmoid(.) (nlc.runtime.knobs)
                 where, hint = ("init", "give an init below max, or a larger max") if knob.kind == "data" \
                     else ("learned", "use a value below 1, or {from: input, init: ..., max: ...}")
                 issues.append(Issue(f"{path}.{where}", f"the {role} knob is {knob.max} * sigmoid(.): it "

@@ -43,10 +43,11 @@ Objectives (``ir.objective.kind``):
   (:func:`~nlc.primitives.cms.cms_block_chunked`, ``signal="local"``, ``target=None``);
   streaming is exact at any split.
 
-Learning rate (``ir.rule.lr``): constant; ``learned`` -- one positive scalar per level,
-``softplus(raw)`` with ``raw`` initialised so that it starts at ``init``; data-dependent
-``from: input`` -- ``eta_t = max * sigmoid(w . x_t + b)`` (``D + 1`` parameters, ``w = 0``,
-``b = logit(init / max)`` so it starts at ``init``). Parameters of the lr belong to this level.
+Learning rate (``ir.rule.lr``): the one knob implementation, :class:`nlc.runtime.knobs.Knob`
+with one head: constant (a float); ``learned`` -- ``max * sigmoid(r)``, one scalar ``r``
+starting at ``init``; data-dependent ``from: input`` -- ``eta_t = max * sigmoid(w . x_t + b)``
+(``D + 1`` parameters, ``w = 0``, ``b = logit(init / max)`` so it starts at ``init``).
+Parameters of the lr belong to this level.
 
 Flush policy (``ir.flush``): ``forward`` / ``learn`` always keep chunk boundaries at absolute
 multiples of C (``carry``), so streaming equals one call. ``flush`` / ``drop`` would act where the
@@ -65,12 +66,10 @@ the constructor's check is an assertion of that table. ``init: {copy: LEVEL}`` i
 """
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from typing import Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..capabilities import assert_capable, cms_init_refusals, cms_refusals
@@ -85,6 +84,7 @@ from ..primitives.cms import (
     cms_param_shapes,
     cms_read,
 )
+from .knobs import Knob
 
 __all__ = ["CMSMixer"]
 
@@ -92,11 +92,6 @@ _ACC = "acc."  # prefix of the pending gradient sums (nlc.primitives.cms state l
 _TEACH_KEYS = ("in", "out")
 _KINDS = ("swiglu", "gelu", "silu", "relu")
 _POLICIES = ("carry", "flush", "drop")
-
-
-def _inv_softplus(y: float) -> float:
-    """``x`` with ``softplus(x) = y`` (``y > 0``), stable for small and large ``y``."""
-    return y + math.log(-math.expm1(-y))
 
 
 def _core(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -132,26 +127,8 @@ class CMSMixer(nn.Module):
         self.init_kind, self.init_level = ir.init, ir.init_level
         self.lifetime = ir.lifetime  # sequence | stream (nlc.runtime.lifetime)
 
-        # learning rate (module docstring)
-        lr = ir.rule.lr
-        self.lr_kind = lr.kind
-        self.lr_const = float(lr.init)
-        self.lr_max = float(lr.max)
-        if lr.kind == "learned":
-            if lr.init <= 0:
-                raise ValueError(f"CMS level {name!r}: a learned lr must start > 0, got {lr.init}")
-            self.lr_raw = nn.Parameter(torch.tensor(_inv_softplus(float(lr.init))))
-        elif lr.kind == "data":
-            if not 0 < lr.init < lr.max:
-                raise ValueError(f"CMS level {name!r}: a data-dependent lr needs "
-                                 f"0 < init < max, got init {lr.init}, max {lr.max}")
-            self.lr_proj = nn.Linear(width, 1, bias=True)
-            with torch.no_grad():
-                self.lr_proj.weight.zero_()
-                p = lr.init / lr.max
-                self.lr_proj.bias.fill_(math.log(p / (1 - p)))
-        elif lr.kind != "constant":
-            raise ValueError(f"CMS level {name!r}: unknown lr kind {lr.kind!r}")
+        # learning rate: the one knob implementation (nlc.runtime.knobs), one "head"
+        self.lr_knob = Knob(ir.rule.lr, width, 1, role="lr", chunk=ir.period, owner=name)
 
         # meta-learned initial weights
         if ir.init == "learned":
@@ -204,12 +181,11 @@ class CMSMixer(nn.Module):
         return out
 
     def lr(self, x: Tensor) -> Tensor | float:
-        """The step size for the tokens ``x (B, T, D)``: a float, a 0-d tensor or ``(B, T)``."""
-        if self.lr_kind == "constant":
-            return self.lr_const
-        if self.lr_kind == "learned":
-            return F.softplus(self.lr_raw).to(x.dtype)
-        return self.lr_max * torch.sigmoid(self.lr_proj(x).squeeze(-1))
+        """The step size for the tokens ``x (B, T, D)``: the constant as a float (exact in
+        every dtype), else the knob's gate ``(B, T)``."""
+        if self.lr_knob.kind == "constant":
+            return self.lr_knob.value
+        return self.lr_knob(x)[0][:, 0]
 
     # ------------------------------------------------------------------ forward / learn
     def forward(self, x: Tensor, state: dict[str, Tensor], pos: int
@@ -271,5 +247,5 @@ class CMSMixer(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"level={self.level!r}, period={self.period}, kind={self.kind!r}, "
-                f"objective={self.objective!r}, lr={self.lr_kind}, init={self.init_kind!r}, "
+                f"objective={self.objective!r}, lr={self.lr_knob.kind}, init={self.init_kind!r}, "
                 f"flush={self.policy!r}")

@@ -177,6 +177,8 @@ def cms_level(lines: list[str]) -> list[str]:
      "not from level 'linattn'"),
     (["    update:", "      lr: {from: input, init: 0.005, max: 0.01, per: chunk}  # <-"], "update.lr.per",
      "changes every token"),
+    (["    update:", "      lr:", "        learned: 2.0  # <-"], "update.lr.learned",  # one knob: max * sigmoid
+     "the lr knob is 1.0 * sigmoid(.): it starts strictly inside (0, 1.0), not at 2.0"),
     (["    flush: drop  # <-"], "flush", "flush: drop is not applied"),
     (["    flush: flush  # <-"], "flush", "flush: flush is not applied"),
     (["    init: {copy: cms2}  # <-"], "init", "copies another level's initial state"),

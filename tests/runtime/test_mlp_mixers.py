@@ -220,13 +220,13 @@ def test_cms_lr_kinds():
     x = torch.randn(2, 3, D, dtype=F64)
     assert cms(lr=KnobIR("constant", 0.25)).lr(x) == 0.25
     learned = cms(lr=KnobIR("learned", 1e-3))
-    assert [n for n, _ in learned.named_parameters() if not n.startswith("init.")] == ["lr_raw"]
-    torch.testing.assert_close(learned.lr(x), torch.tensor(1e-3, dtype=F64))
+    assert [n for n, _ in learned.named_parameters() if not n.startswith("init.")] == ["lr_knob.raw"]
+    torch.testing.assert_close(learned.lr(x), torch.full((2, 3), 1e-3, dtype=F64))
     data = cms(lr=KnobIR("data", 0.05, max=0.5, source="input"))
     lr = data.lr(x)
     assert lr.shape == (2, 3)
     torch.testing.assert_close(lr, torch.full((2, 3), 0.05, dtype=F64))
-    assert sum(p.numel() for n, p in data.named_parameters() if n.startswith("lr_proj")) == D + 1
+    assert sum(p.numel() for n, p in data.named_parameters() if n.startswith("lr_knob")) == D + 1
 
 
 # ============================================================================ CMSMixer: l2
@@ -408,7 +408,7 @@ def test_teach_end_to_end_tiny_model():
     for mod in (layer, embed, head):
         for n, p in mod.named_parameters():
             assert p.grad is not None and p.grad.abs().sum() > 0, n
-    assert mixer.lr_raw.grad.abs() > 0  # the lr only acts through the updates
+    assert mixer.lr_knob.raw.grad.abs() > 0  # the lr only acts through the updates
 
 
 # ============================================================================ compile / counts
