@@ -446,21 +446,20 @@ def valid_specs(draw, max_levels: int = 6):
         _maybe(draw, init, "reset", NESTED_RESETS)
         levels[name]["init"] = init
 
-    # --- knowledge-transfer edges
+    # --- knowledge-transfer edges (rule 13, nlc.graph.transfers): an initialization edge names
+    # what a learned initial state's outer optimizer does; conditioning / backprop / generation
+    # are drawn forward in the global order and kept after the blocks only where they compile
     transfer = []
     for _ in range(draw(st.integers(0, 2))):
         kind = _pick(draw, ["conditioning", "backprop", "generation", "initialization"])
-        if kind == "initialization":  # from an optimizer, or from a slower in-context level
-            pairs = [(o, n) for o in (opt_o, opt_f) if o for n in others]
-            pairs += [(s, n) for s in others for n in others
-                      if plan.period[s] is not None and
-                      (plan.type[n] == "attention" or (plan.period[n] or 10**9) < plan.period[s])]
-        else:  # same-time: only forward in the global order
-            pairs = [(s, n) for i, s in enumerate(others) for n in others[i + 1:]]
+        if kind == "initialization":
+            pairs = [(levels[n].get("outer", opt_o), n) for n in others if _learned_state(levels[n])]
+        else:
+            pairs = [(s, n) for i, s in enumerate(others) for n in others[i + 1:]
+                     if plan.type[s] in USABLE and plan.type[n] in USABLE]
         if pairs:
             s, n = _pick(draw, pairs)
             transfer.append({"from": s, "to": n, "kind": kind})
-            plan.edges.add((s, n))
 
     # --- model blocks
     usable = [n for n in others if plan.type[n] in USABLE]
@@ -483,6 +482,7 @@ def valid_specs(draw, max_levels: int = 6):
         blocks[-1]["layers"].append(missing[0] if draw(_COIN) else {"level": missing[0]})
         sinks.add(missing[0])
 
+    transfer = [e for e in transfer if e["kind"] == "initialization" or _compiles(e, blocks)]
     model: dict[str, Any] = {"width": width, "blocks": blocks}
     heads = _pick(draw, even_dims if attentions else divisors)
     if heads != 4 or draw(_COIN):  # 4 is the default
@@ -574,6 +574,29 @@ def _normalise_learners(levels: dict, blocks: list) -> None:
         for layer in block["layers"]:
             if isinstance(layer, dict) and layer.get("norm") == "none" and any(map(learns, _layer_levels(layer))):
                 del layer["norm"]
+
+
+def _learned_state(lv: dict) -> bool:
+    """A memory or CMS level whose initial state its outer optimizer meta-learns."""
+    in_context = lv["type"] == "memory" or (lv["type"] == "mlp" and isinstance(lv.get("period"), int))
+    return in_context and lv.get("init", "learned") == "learned"
+
+
+def _compiles(edge: dict, blocks: list) -> bool:
+    """A conditioning / backprop / generation edge compiles (rule 13): both levels only in layers
+    of their own, the target applied, and in every block that applies it the source earlier."""
+    x, y, applied = edge["from"], edge["to"], False
+    for block in blocks:
+        names = [_layer_levels(layer) for layer in block["layers"]]
+        if any(isinstance(layer, dict) and "level" not in layer and {x, y} & set(_layer_levels(layer))
+               for layer in block["layers"]):
+            return False
+        for i, n in enumerate(names):
+            if n == [y]:
+                applied = True
+                if [x] not in names[:i]:
+                    return False
+    return applied
 
 
 def _init_edges(levels: dict) -> set[tuple[str, str]]:

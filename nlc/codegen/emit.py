@@ -89,11 +89,17 @@ def emit(ir: ModelIR) -> str:
         lines += [f"        {comment(_origin(ir, layer))}",
                   f"        self.{attrs[layer.name]} = {_layer_expr(ir, layer)}"]
     lines += ["", "    def layers(self, x, state, pos):"]
+    sources = {src for layer in ir.layers for _, src in layer.transfers}  # transfer edges read them
     for layer in ir.layers:
         attr = attrs[layer.name]
         names = ", ".join(f"'{n}'" for n in layer.levels)
-        lines.append(f"        x, state[{attr!r}] = self.{attr}(x, state[{attr!r}], pos)"
+        if layer.name in sources and layer.residual:
+            lines.append("        before = x")
+        extra = "".join(f", out_{attrs[src]}" for _, src in layer.transfers)
+        lines.append(f"        x, state[{attr!r}] = self.{attr}(x, state[{attr!r}], pos{extra})"
                      f"  {comment(f'{names} ({layer.origin})')}")
+        if layer.name in sources:  # what the layer added to the residual stream (rule 13)
+            lines.append(f"        out_{attr} = x - before" if layer.residual else f"        out_{attr} = x")
     lines += ["        return x, state", ""]
     return "\n".join(lines)
 
@@ -151,7 +157,9 @@ def _mixer_expr(ir: ModelIR, name: str) -> str:
 def _layer_expr(ir: ModelIR, layer: LayerIR) -> str:
     common = f"norm={layer.norm!r}, residual={layer.residual}, width={ir.width}"
     if layer.kind == "level":
-        return f"rt.Residual({_mixer_expr(ir, layer.levels[0])}, {common})"
+        kinds = tuple(kind for kind, _ in layer.transfers)
+        edges = f", transfers={kinds!r}" if kinds else ""
+        return f"rt.Residual({_mixer_expr(ir, layer.levels[0])}, {common}{edges})"
     if layer.kind == "parallel":
         mixers = ", ".join(_mixer_expr(ir, n) for n in layer.levels)
         return f"rt.Parallel([{mixers}], combine={layer.combine!r}, {common})"

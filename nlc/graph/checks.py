@@ -19,14 +19,17 @@ The rules (docs/design.md, "Validation rules", states them for users):
 9. a nested initial state (``init: {from: X}``, NL-arXiv Eq. 72) belongs to a task-driven
    CMS level applied in a layer of its own, in a block that applies X in a layer of its own
    (the model re-initialises it from that layer's state when X updates);
-10. a knob squashed by a sigmoid (data-dependent, or a memory's learned knob) starts strictly
+10. a knob squashed by a sigmoid (data-dependent or learned, every knob) starts strictly
     inside (0, max) (a gate's max <= 1 is a range of the spec model). *Warning*: a
     deep (MLP) memory stepping with a constant lr >= 1 on keys that are not l2-normalised
     (the language's defaults) diverges within a few chunks.
 11. *Warning*: an optimizer level's ``warmup`` is shorter than the updates it makes in the
     run (``train.steps // period.steps``); otherwise its lr never leaves the warm-up ramp.
 12. ``lifetime: stream`` (:mod:`nlc.graph.lifetimes`): on a level with in-context state that
-    a layer applies, shared by the levels of its layer and by a nested state's source.
+    a layer applies, shared by the levels of its layer and by a nested state's source;
+13. ``transfer:`` edges (:mod:`nlc.graph.transfers`): conditioning, backprop and generation join
+    levels in layers of their own, the source before the target in every block; an
+    initialization edge names what the target's ``init`` does.
 """
 from __future__ import annotations
 
@@ -61,6 +64,7 @@ from .build import block_levels, build_graph, frequency, outermost, references
 from .lifetimes import check_lifetimes
 from .sizes import layer_levels
 from .stability import check_stability
+from .transfers import check_transfers
 
 
 def check_spec(spec: Spec) -> list[Issue]:
@@ -70,7 +74,7 @@ def check_spec(spec: Spec) -> list[Issue]:
     graph = build_graph(spec)
     for check in (_check_cycles, _check_initialisation, _check_outermost, _check_reaches_output,
                   _check_periods, _check_dimensions, _check_capabilities, _check_nesting, _check_knobs,
-                  check_stability, _check_warmup, check_lifetimes):
+                  check_stability, _check_warmup, check_lifetimes, check_transfers):
         issues += check(spec, graph)
     return issues
 

@@ -19,6 +19,7 @@ No torch: the counts are analytic, so ``nlc graph`` can print them instantly. Co
   State: a CMS level (``period: C``) updates its own copy of the weights per sequence
   (doubled by ``momentum``); a frozen MLP (``never``) has none.
 * persistent: ``tokens * D``; no state. optimizer: nothing of its own.
+* a conditioning, backprop or generation edge into a level: ``D^2`` (its map) per instance.
 
 An initial state ``from: <level>`` belongs to that level and ``zero`` is not learned, so
 neither counts as parameters.
@@ -93,7 +94,14 @@ def _knob_params(knob: Knob | None, width: int, heads: int) -> int:
 
 
 def level_params_and_state(spec: Spec, name: str) -> tuple[int, int]:
-    """``(parameters, per-sequence state)`` of one instance of a level."""
+    """``(parameters, per-sequence state)`` of one instance of a level (with the ``D x D`` map
+    of every conditioning / backprop / generation edge into it)."""
+    params, state = _own_params_and_state(spec, name)
+    edges = sum(1 for e in spec.transfer if e.target == name and e.kind != "initialization")
+    return params + edges * spec.model.width ** 2, state
+
+
+def _own_params_and_state(spec: Spec, name: str) -> tuple[int, int]:
     level, width = spec.levels[name], spec.model.width
     heads = getattr(level, "heads", None) or spec.model.heads
     if isinstance(level, AttentionLevel):

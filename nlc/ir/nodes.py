@@ -152,6 +152,9 @@ class LayerIR:
     block: int
     repeat: int
     origin: str  # "file:line" of the layer in the YAML
+    # transfer edges into this layer: (kind, source layer) with kind conditioning | backprop |
+    # generation; the source is the nearest earlier layer of the edge's source level
+    transfers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -158,10 +158,23 @@ def _layer_ir(layer, b: int, r: int, i: int, spec: Spec) -> LayerIR:
         ctx = layer.context
         kind, combine = "context", ""
         levels = (ctx.attention, ctx.memory) + ((ctx.persistent,) if ctx.persistent else ())
-    name = _layer_names(spec.model.blocks[b].layers, b, r)[i]
+    names = _layer_names(spec.model.blocks[b].layers, b, r)
     segment = layer.context.segment if isinstance(layer, ContextLayer) else None
-    return LayerIR(name=name, kind=kind, levels=levels, combine=combine, norm=layer.norm,
-                   residual=layer.residual, segment=segment, block=b, repeat=r, origin=origin)
+    return LayerIR(name=names[i], kind=kind, levels=levels, combine=combine, norm=layer.norm,
+                   residual=layer.residual, segment=segment, block=b, repeat=r, origin=origin,
+                   transfers=_transfers_into(spec, b, i, names) if kind == "level" else ())
+
+
+def _transfers_into(spec: Spec, b: int, i: int, names: list[str]) -> tuple[tuple[str, str], ...]:
+    """``(kind, source layer)`` of the conditioning / backprop / generation edges into layer
+    ``i`` of block ``b``: the nearest earlier layer of the source level (validation rule 13)."""
+    layers = spec.model.blocks[b].layers
+    out = []
+    for edge in spec.transfer:
+        if edge.kind != "initialization" and edge.target == layers[i].level:
+            j = max(j for j in range(i) if isinstance(layers[j], LevelLayer) and layers[j].level == edge.source)
+            out.append((edge.kind, names[j]))
+    return tuple(out)
 
 
 def _layer_names(layers, b: int, r: int) -> list[str]:

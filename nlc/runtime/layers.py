@@ -5,7 +5,9 @@ Notation::
     B batch   T tokens in the call   D model width   n mixers of a parallel layer
     pos tokens consumed before the call
 
-* :class:`Residual` -- ``y = x + f(norm(x))`` (or ``f(norm(x))`` with ``residual=False``),
+* :class:`Residual` -- ``y = x + f(norm(x))`` (or ``f(norm(x))`` with ``residual=False``;
+  with ``transfers``, the edges of :mod:`nlc.runtime.transfer` act on ``norm(x)`` and ``f``'s
+  output, their sources passed after ``pos``),
   ``norm`` one of ``rms`` (:class:`nlc.primitives.layers.RMSNorm`), ``layer``
   (``nn.LayerNorm``), ``none``. Its state *is* the mixer's state (same dict layout).
 * :class:`Parallel` -- every mixer reads the same ``u = norm(x)`` (one shared pre-norm);
@@ -57,6 +59,7 @@ from torch import Tensor, nn
 
 from ..primitives.layers import RMSNorm
 from .lifetime import split_clock, with_clock
+from .transfer import Transfers
 
 __all__ = ["Residual", "Parallel", "make_norm", "NORMS", "COMBINES"]
 
@@ -87,20 +90,27 @@ def _finish(mixer: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:
 class Residual(nn.Module):
     """``x + mixer(norm(x))`` (``residual=True``) or ``mixer(norm(x))``; see the module doc."""
 
-    def __init__(self, mixer: nn.Module, norm: str, residual: bool, width: int) -> None:
+    def __init__(self, mixer: nn.Module, norm: str, residual: bool, width: int,
+                 transfers: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.mixer = mixer
         self.norm = make_norm(norm, width)
         self.norm_kind, self.residual = norm, residual
         self.teach = _teaches(mixer)
+        self.transfers = Transfers(transfers, width, mixer.level) if transfers else None
 
     def init_state(self, batch: int) -> dict[str, Tensor]:
         return self.mixer.init_state(batch)
 
-    def forward(self, x: Tensor, state: dict[str, Tensor], pos: int
+    def forward(self, x: Tensor, state: dict[str, Tensor], pos: int, *sources: Tensor
                 ) -> tuple[Tensor, dict[str, Tensor]]:
         state, clock = split_clock(state)
-        y, state = self.mixer(self.norm(x), state, pos + (clock or 0))
+        u = self.norm(x)
+        if self.transfers is not None:
+            u = self.transfers.condition(u, sources)
+        y, state = self.mixer(u, state, pos + (clock or 0))
+        if self.transfers is not None:
+            y = self.transfers.generate(y, sources)
         return (x + y if self.residual else y), with_clock(state, clock)
 
     def learn(self, state: dict[str, Tensor], delta: Tensor, pos: int, due: frozenset[str]
