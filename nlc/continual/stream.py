@@ -72,17 +72,18 @@ def train_in_sequence(model, stages: Sequence[tuple[str, object]], steps: int, o
                       seed: int, progress: bool, score: Callable[[object, int], list[float]],
                       check_finite: bool = True) -> list[list[float]]:
     """Train ``model`` on each ``(name, data)`` stage in turn (``steps`` optimizer steps,
-    one ``nlc.train`` run each, in ``out/<k>-<name>``); after stage k, ``score(model, k)``
-    is row k of the returned matrix. ``check_finite=False`` lets a diverged stage finish with
+    one ``nlc.train`` run each, in ``out/<k>-<name>``; the state of ``lifetime: stream`` levels
+    carried from one stage into the next); after stage k, ``score(model, k)`` is row k of the
+    returned matrix. ``check_finite=False`` lets a diverged stage finish with
     non-finite scores (the paper benchmark counts such runs) instead of raising
     :class:`~nlc.errors.NonFiniteError`."""
     from ..train import train
 
-    rows = []
+    rows, carried = [], None
     for k, (name, data) in enumerate(stages):
         result = train(model, data=data, out=out / f"{k}-{name}", steps=steps, seed=seed + k,
-                       progress=progress, check_finite=check_finite)
-        model = result.model
+                       progress=progress, check_finite=check_finite, carry=carried)
+        model, carried = result.model, result.carried  # lifetime: stream levels go on learning
         rows.append([float(v) for v in score(model, k)])
     return rows
 

@@ -94,10 +94,12 @@ class TrainConfig:
 class TrainResult:
     """``model`` (trained, on its device), ``metrics`` (every record of ``metrics.jsonl``,
     resumed runs included), ``val_bpb`` (the final validation bits per byte) and
-    ``checkpoint`` (the folder of the final checkpoint)."""
+    ``checkpoint`` (the folder of the final checkpoint); ``carried``: the state the streams of
+    ``lifetime: stream`` levels go on from (None without such levels), for ``train(carry=...)``."""
 
     model: torch.nn.Module
     metrics: list[dict]
     val_bpb: float
     checkpoint: Path
     out: Path
+    carried: dict | None = None

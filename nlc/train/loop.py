@@ -78,7 +78,7 @@ def train(spec_or_model_or_path: Any, data: Any = None, out: str | Path = "runs/
           seed: int | None = None, *, checkpoint_every: int | None = None, keep_checkpoints: bool = False,
           device: str | torch.device | None = None,
           on_eval: Callable[[int, dict], None] | None = None, check_finite: bool = True,
-          loggers: tuple[str, ...] | list[str] = ()) -> TrainResult:
+          loggers: tuple[str, ...] | list[str] = (), carry: dict | None = None) -> TrainResult:
     """Train a spec (path, YAML text or :class:`~nlc.spec.Spec`) or a compiled model.
 
     ``data``: a corpus name (default: the spec's ``train.data``) or an object with
@@ -89,7 +89,10 @@ def train(spec_or_model_or_path: Any, data: Any = None, out: str | Path = "runs/
     run and propagates. ``check_finite``: stop at the first non-finite loss, gradient or
     parameter with a :class:`~nlc.errors.NonFiniteError`. ``loggers``: experiment trackers
     (``tensorboard``, ``mlflow``, ``wandb``; :mod:`nlc.train.trackers`) that get every
-    metrics record. See the module docstring.
+    metrics record. ``carry``: the state a model with ``lifetime: stream`` levels starts its
+    streams from (``TrainResult.carried`` of an earlier run of the same model and batch: a
+    continual-learning stage goes on from the last, :mod:`nlc.continual`). See the module
+    docstring.
     """
     trackers = open_trackers(loggers)  # a missing package fails before any work
     spec = run_spec(spec_or_model_or_path, tuple(overrides), steps=steps, seed=seed, data_name=data_name(data))
@@ -98,7 +101,7 @@ def train(spec_or_model_or_path: Any, data: Any = None, out: str | Path = "runs/
     world = join_world(config.device)
     try:
         return _Run(spec_or_model_or_path, spec, config, train_data(data, spec), world, resume,
-                    check_finite, trackers).run(on_eval)
+                    check_finite, trackers, carry).run(on_eval)
     finally:
         world.close()
 
@@ -107,7 +110,8 @@ class _Run:
     """One run's state; :meth:`run` executes it."""
 
     def __init__(self, given: Any, spec, config: TrainConfig, data: TrainData, world: World, resume: bool,
-                 check_finite: bool = True, trackers: list[Tracker] | tuple[()] = ()) -> None:
+                 check_finite: bool = True, trackers: list[Tracker] | tuple[()] = (),
+                 carry: dict | None = None) -> None:
         self.spec, self.config, self.data, self.world = spec, config, data, world
         self.check_finite = check_finite
         self.spec_sha256 = ckpt.spec_hash(spec)
@@ -123,11 +127,26 @@ class _Run:
         if self.model.stream_layers and world.size > 1:
             raise TrainInputError("levels with lifetime: stream carry each batch row's state from step to step, "
                                   "and a checkpoint holds rank 0's rows only: train them in one process")
+        if carry is not None:
+            self.carried = self._given_carry(carry, resume)
         resumed = resume and self._resume()
         if not resumed:
             self._refuse_overwrite()
         self.log.start(self.step if resumed else None)
         self.net = world.wrap(self.model)  # after loading: every rank starts from the same weights
+
+    def _given_carry(self, carry: dict, resume: bool) -> dict:
+        """``carry`` checked as a checkpoint's carried state is (:func:`ckpt.carried_state`)."""
+        if resume:
+            raise TrainInputError("give carry or resume, not both: a resumed run continues the carried "
+                                  "state of its checkpoint")
+        if not self.model.stream_layers:
+            raise TrainInputError("carry: the model has no lifetime: stream levels, so no state to carry")
+        missing = [layer for layer in self.model.stream_layers if not isinstance(carry.get(layer), dict)]
+        if missing:
+            raise TrainInputError(f"carry has no state for the stream layers {missing}")
+        flat, clocks = ckpt.stream_tensors(self.model, carry)
+        return ckpt.carried_state(self.model, flat, {"stream_clocks": clocks}, Path("<carry>"), self.config.batch)
 
     # -- resume ----------------------------------------------------------------------
     def _refuse_overwrite(self) -> None:
@@ -192,7 +211,7 @@ class _Run:
         vals = self.log.of_kind("val")
         return TrainResult(model=self.model, metrics=list(self.log.records),
                            val_bpb=vals[-1]["bpb"] if vals else math.nan,
-                           checkpoint=config.out / ckpt.LATEST, out=config.out)
+                           checkpoint=config.out / ckpt.LATEST, out=config.out, carried=self.carried)
 
     def _tracked_config(self) -> dict:
         """The run's settings as the trackers' parameters (plain values)."""

@@ -153,6 +153,45 @@ def test_a_resumed_stream_run_ends_with_the_uninterrupted_weights(tmp_path):
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
+def test_a_continual_stage_goes_on_from_the_last_stages_streams(tmp_path, monkeypatch):
+    """nlc.continual trains stage after stage with train(carry=the last result.carried): the
+    clocks run on across the stages, and the carried state changes what the next stage learns."""
+    from nlc.continual.stream import train_in_sequence
+
+    torch.manual_seed(0)
+    stages = [(f"d{k}", SimpleNamespace(name=f"d{k}", train=torch.randint(0, 64, (3000,)) + 64 * k,
+                                        val=torch.randint(0, 64, (400,)) + 64 * k, vocab=256)) for k in range(2)]
+    spec = stream_spec([3, 6], 2, False).replace("train: {seq_len: 8, batch: 2}", "train: {seq_len: 10, batch: 2}")
+    seen = []
+
+    def score(model, k):
+        return [0.0]
+
+    from nlc.train.loop import train as real_train
+
+    def recording_train(*args, **kw):  # what each stage starts from and ends with
+        result = real_train(*args, **kw)
+        seen.append((kw.get("carry"), result.carried))
+        return result
+
+    monkeypatch.setattr("nlc.train.train", recording_train)  # what train_in_sequence imports (nlc.train's train)
+    train_in_sequence(nlc.compile(spec, seed=0), stages, 3, tmp_path, 0, False, score)
+    monkeypatch.undo()
+    (first_in, first_out), (second_in, second_out) = seen
+    assert first_in is None and second_in is first_out
+    assert second_out["b0_r0_c1"][CLOCK] == (2 * 3 * 10) % 6 and first_out["b0_r0_c1"][CLOCK] == 30 % 6
+    fresh = real_train(nlc.compile(spec, seed=0), stages[0][1], out=tmp_path / "fresh", steps=3, progress=False)
+    carried = real_train(fresh.model, stages[1][1], out=tmp_path / "carried", steps=1, progress=False,
+                         carry=fresh.carried)
+    forgot = real_train(nlc.compile(spec, seed=0), stages[0][1], out=tmp_path / "fresh2", steps=3, progress=False)
+    forgot = real_train(forgot.model, stages[1][1], out=tmp_path / "forgot", steps=1, progress=False)
+    a, b = dict(carried.model.named_parameters()), dict(forgot.model.named_parameters())
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(nlc.NLCError, match="carry or resume"):
+        real_train(spec, stages[0][1], out=tmp_path / "fresh", steps=4, resume=True, carry=fresh.carried,
+                   progress=False)
+
+
 def test_evaluate_stream_carried_equals_fresh_only_without_stream_levels():
     from nlc.evaluate import evaluate_stream
 
