@@ -149,7 +149,7 @@ def _decode(model, tokens: Tensor, max_new_tokens: int, temperature: float, top_
 def _non_finite(model, prompt: Tensor, new: list[Tensor]) -> Exception:
     """The error for non-finite logits after ``prompt`` and ``new`` tokens: the decode so
     far re-run as one call (which equals it, see the module doc) to locate the value."""
-    from .runtime.model import non_finite_error
+    from .runtime.diagnose import non_finite_error
 
     tokens = torch.cat([prompt, *(t[:, None] for t in new)], dim=1)
     targets = prompt_targets(prompt, len(new)) if model.teach_period is not None else None

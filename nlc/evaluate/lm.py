@@ -73,7 +73,7 @@ def evaluate_stream(model: nn.Module, tokens: Tensor, batch: int, seq_len: int, 
 
 def _scored(model: nn.Module, windows, count: int, what: str, bytes_per_token: float,
             autocast_dtype: torch.dtype | None, check_finite: bool, *, carry: bool) -> dict[str, float]:
-    from ..runtime.model import non_finite_error
+    from ..runtime.diagnose import non_finite_error
 
     device = next(model.parameters()).device
     losses, scored, state = [], 0, None

@@ -154,7 +154,7 @@ def task_logits(model, batch: TaskBatch, batch_size: int, *, check_finite: bool 
     """The model's logits (N, T, V) on ``batch``, each example from a fresh state, in
     mini-batches of ``batch_size`` examples (CPU, float32); with ``check_finite`` a
     mini-batch with a NaN or inf logit raises :class:`~nlc.errors.NonFiniteError`."""
-    from ..runtime.model import non_finite_error
+    from ..runtime.diagnose import non_finite_error
 
     device = _device(model)
     teach = getattr(model, "teach_period", None) is not None
