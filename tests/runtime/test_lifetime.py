@@ -94,6 +94,59 @@ def test_the_clock_fires_at_stream_multiples_of_the_period_across_sequences():
     assert changed == [6, 12, 18]
 
 
+@settings(max_examples=8, deadline=None)
+@given(st.lists(st.sampled_from([2, 3, 4, 6, 8, 12]), min_size=2, max_size=4, unique=True), st.booleans(),
+       st.sampled_from(["sequence", "stream"]), st.integers(1, 5), st.integers(0, 2**16))
+def test_levels_change_exactly_at_the_schedules_ticks(periods, nested, life, seq, seed):
+    """Random task-driven CMS periods (also ones that do not divide each other, and nested
+    chains of 3-4 levels), run token by token past the slowest boundary, sequences of ``seq``
+    tokens: each level's weights change exactly when the generated model's schedule fires it
+    (or, nested, fires the level it is re-initialised from) and nowhere else."""
+    if nested:  # c_i is re-initialised from the slower c_{i+1}
+        periods = sorted(periods)
+    model = nlc.compile(stream_spec(periods, 2, nested, life), seed=0)
+    schedule = model.schedule
+    x = torch.randint(0, 256, (2, 2 * max(periods) + 2), generator=torch.Generator().manual_seed(seed))
+    state = model.init_state(2)
+    names = [f"c{i}" for i in range(len(periods))]
+    stream_pos = 0
+    for t in range(x.shape[1] - 1):
+        before = {n: {k: v.clone() for k, v in state[f"b0_r0_{n}"].items() if k[0] == "w"} for n in names}
+        _, state = model(x[:, t:t + 1], state, targets=x[:, t + 1:t + 2])
+        for n in names:
+            now = state[f"b0_r0_{n}"]
+            changed = any(not torch.equal(now[k], v) for k, v in before[n].items())
+            due = schedule.fires(n, stream_pos) or schedule.resets_after(n, stream_pos)
+            assert changed == due, (n, t, stream_pos, periods)
+            if schedule.resets_after(n, stream_pos):  # the cascade ran slowest first: the source's new weights
+                source = state[f"b0_r0_{schedule.resets[n]}"]
+                assert all(torch.equal(now[k], source[k]) for k in before[n]), (n, t, "reset from stale weights")
+        stream_pos += 1
+        if (t + 1) % seq == 0:  # a sequence ends: a stream goes on counting, a sequence starts afresh
+            state = model.next_sequence(state, 2)
+            if life == "sequence":
+                stream_pos = 0
+
+
+def test_a_parallel_layer_of_periods_4_and_6_runs_in_segments_of_their_gcd():
+    """Independent CMS in one parallel layer, periods 4 and 6: the teach segments are the gcd (2),
+    never the minimum (4 would cross the 6-token boundary), and a token-by-token run (the
+    segments the schedule gives a stream) equals the whole call."""
+    levels = "\n".join(f"  c{i}: {CMS.format(p=p, life='sequence', extra='')}" for i, p in enumerate((4, 6)))
+    spec = (f"nlc: 1\nlevels:\n{levels}\n  opt: {{type: optimizer}}\n"
+            "model: {width: 16, heads: 2, blocks: [{layers: [{parallel: [c0, c1], combine: learned}]}]}\n"
+            "train: {seq_len: 32, batch: 2}\n")
+    model = nlc.compile(spec, seed=0)
+    assert model.teach_period == 2
+    x = torch.randint(0, 256, (2, 25), generator=torch.Generator().manual_seed(2))
+    whole, _ = model(x[:, :-1], targets=x[:, 1:])
+    state, parts = model.init_state(2), []
+    for a in range(0, 24, 2):
+        y, state = model(x[:, a:a + 2], state, targets=x[:, a + 1:a + 3])
+        parts.append(y)
+    torch.testing.assert_close(torch.cat(parts, 1), whole, rtol=1e-5, atol=1e-6)
+
+
 def test_sequence_levels_forget_and_stream_levels_remember():
     text = stream_spec([4], 1, False, life="sequence")
     seq, streamed = nlc.compile(text, seed=0), nlc.compile(text.replace("lifetime: sequence", "lifetime: stream"),
