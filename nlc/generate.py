@@ -127,12 +127,13 @@ def prompt_targets(tokens: Tensor, new_tokens: int = 0) -> Tensor:
 
 @torch.no_grad()
 def _decode(model, tokens: Tensor, max_new_tokens: int, temperature: float, top_k: int | None,
-            seed: int) -> Tensor:
+            seed: int, state: dict | None = None) -> Tensor:
     generator = torch.Generator(device=tokens.device).manual_seed(seed)
     teach = model.teach_period is not None
     targets = prompt_targets(tokens) if teach else None
     no_signal = torch.full((tokens.shape[0], 1), -100, dtype=torch.long, device=tokens.device)
-    logits, state = model(tokens, model.init_state(tokens.shape[0]), targets)
+    start = model.init_state(tokens.shape[0]) if state is None else detach_state(state)
+    logits, state = model(tokens, start, targets)
     new = []
     for index in range(max_new_tokens):
         if not bool(torch.isfinite(logits[:, -1]).all()):
@@ -159,22 +160,27 @@ def _non_finite(model, prompt: Tensor, new: list[Tensor]) -> Exception:
 
 
 def generate(model, prompt: str | Tensor, max_new_tokens: int = 200, temperature: float = 0.8,
-             top_k: int | None = None, seed: int = 0) -> str | Tensor:
+             top_k: int | None = None, seed: int = 0, state: dict | None = None) -> str | Tensor:
     """Continue ``prompt`` by ``max_new_tokens`` tokens.
 
     ``prompt``: text (returns the continuation as text) or token ids (T,) or (B, T) (returns
     the new ids (B, N)). The prompt must be non-empty: the first new token is sampled from
-    the logits after its last token. The model is put in eval mode for the call and its
-    mode restored afterwards.
+    the logits after its last token. ``state``: where the prompt's streams go on from (default
+    a fresh state; e.g. ``model.next_sequence(s, B)`` of an earlier call's state ``s``, so
+    ``lifetime: stream`` levels generate with what they learned from earlier text). The model
+    is put in eval mode for the call and its mode restored afterwards.
     """
     _check(max_new_tokens, temperature, top_k)
     tokens = _encode(model, prompt)
     if tokens.shape[1] == 0:
         raise GenerateError("the prompt is empty: give at least one token (e.g. a newline)")
+    if state is not None and (not isinstance(state, dict) or state.get("pos") != 0):
+        raise GenerateError("state: give a model state at the start of a sequence (model.init_state(B) or "
+                            "model.next_sequence(state, B)), whose 'pos' is 0")
     was_training = model.training
     model.eval()
     try:
-        new = _decode(model, tokens, max_new_tokens, temperature, top_k, seed)
+        new = _decode(model, tokens, max_new_tokens, temperature, top_k, seed, state)
     finally:
         model.train(was_training)
     if isinstance(prompt, str):

@@ -147,6 +147,30 @@ def test_a_parallel_layer_of_periods_4_and_6_runs_in_segments_of_their_gcd():
     torch.testing.assert_close(torch.cat(parts, 1), whole, rtol=1e-5, atol=1e-6)
 
 
+def test_generation_goes_on_from_a_carried_stream_state():
+    """generate(state=...) continues the streams: greedy decoding after reading text equals the
+    same stream decoded by hand, and a fresh state gives the default call."""
+    from nlc.generate import GenerateError, generate
+
+    model = nlc.compile(stream_spec([3, 6], 2, False).replace("lr: 0.05", "lr: 0.2"), seed=0).eval()
+    x = torch.randint(0, 256, (1, 30), generator=torch.Generator().manual_seed(4))
+    read, prompt = x[:, :24], x[:, 24:]
+    with torch.no_grad():
+        _, state = model(read, model.init_state(1), targets=x[:, 1:25])
+        carried = model.next_sequence(state, 1)
+        new = generate(model, prompt, 4, top_k=1, state=carried)
+        logits, s = model(prompt, dict(carried), targets=torch.cat([prompt[:, 1:], torch.full((1, 1), -100)], 1))
+        want = []
+        for _ in range(4):
+            token = logits[:, -1].argmax(-1)
+            want.append(token)
+            logits, s = model(token[:, None], s, targets=torch.full((1, 1), -100))
+    assert new.tolist() == torch.stack(want, 1).tolist()
+    assert torch.equal(generate(model, prompt, 4, top_k=1, state=model.init_state(1)), generate(model, prompt, 4, top_k=1))
+    with pytest.raises(GenerateError, match="start of a sequence"):
+        generate(model, prompt, 2, state=state)  # mid-sequence: pos is not 0
+
+
 def test_sequence_levels_forget_and_stream_levels_remember():
     text = stream_spec([4], 1, False, life="sequence")
     seq, streamed = nlc.compile(text, seed=0), nlc.compile(text.replace("lifetime: sequence", "lifetime: stream"),
