@@ -177,6 +177,11 @@ def generate(model, prompt: str | Tensor, max_new_tokens: int = 200, temperature
     if state is not None and (not isinstance(state, dict) or state.get("pos") != 0):
         raise GenerateError("state: give a model state at the start of a sequence (model.init_state(B) or "
                             "model.next_sequence(state, B)), whose 'pos' is 0")
+    rows = {t.shape[0] for layer in (state or {}).values() if isinstance(layer, dict)
+            for t in layer.values() if isinstance(t, Tensor) and t.dim() > 0}
+    if rows and rows != {tokens.shape[0]}:
+        raise GenerateError(f"state: it holds {sorted(rows)} rows, the prompt {tokens.shape[0]} "
+                            "(build it with the prompt's batch size)")
     was_training = model.training
     model.eval()
     try:

@@ -89,7 +89,9 @@ def _check_initialization(spec: Spec, path: str, x: str, y: str) -> list[Issue]:
             return []  # nested: Y re-initialised from X (rules 3 and 9 check it)
         if isinstance(source, OptimizerLevel) and init.kind == "learned" and outer_of(spec, y) == x:
             return []  # X trains Y's meta-learned initial state
-    if isinstance(source, OptimizerLevel):
+    if not has_state:
+        hint = f"'{y}' has no in-context state to initialise: remove the edge"
+    elif isinstance(source, OptimizerLevel):
         hint = f"write levels.{y}.outer: {x} with a learned init, or remove the edge"
     else:
         hint = f"write levels.{y}.init: {{from: {x}}} (a task-driven CMS level from a slower one)"

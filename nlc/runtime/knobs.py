@@ -19,9 +19,9 @@ data (input)  ``U * sigmoid(W x_t + b)``, ``W: (H, D)`` zero at init and ``b = l
 ============  =========================================================================
 
 ``U`` is ``ir.max``: lr stays in ``(0, max]`` and retention / momentum in ``(0, 1)``
-(``max`` above 1 is refused for them). ``init / U`` is clamped into ``[1e-3, 1 - 1e-3]``
-before the logit (an init at the bound would give an infinite logit and a dead gradient),
-so an init equal to ``max`` starts at ``0.999 max``. ``complement=True`` (a Titans forget
+(``max`` above 1 is refused for them). Validation keeps ``init / U`` strictly inside (0, 1)
+(rule 10), so every knob starts exactly at its ``init``; the logit clamps ``init / U`` into
+``[1e-12, 1 - 1e-12]`` only as a float guard for direct callers. ``complement=True`` (a Titans forget
 gate ``alpha``) returns ``1 - knob``: the retention ``1 - alpha`` in ``(0, 1)``.
 
 ``per_chunk`` (Titans' LTI variant, ``per: chunk``): the gate is constant inside each chunk
@@ -48,7 +48,7 @@ from ..ir.nodes import KnobIR
 
 __all__ = ["Knob", "EDGE"]
 
-EDGE = 1e-3  # init / max is clamped into [EDGE, 1 - EDGE] before the logit
+EDGE = 1e-12  # init / max is clamped into [EDGE, 1 - EDGE] before the logit (a float guard)
 ROLES = ("lr", "momentum", "retention")
 
 

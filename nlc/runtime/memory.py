@@ -20,7 +20,8 @@ of the last tick at or before ``P floor(t / P)``, and at each tick the rule writ
 tokens since the previous one in one primitive call (:meth:`MemoryMixer.period_step`), so
 the memory at the ticks is the one the rule reaches with period 1 and only the reads lag.
 A chunk-frozen rule with chunk P takes one gradient step per tick at the last tick's state
-(mini-batch GD over the period); validation makes the chunk divide P.
+(mini-batch GD over the period); validation makes the chunk divide P. Cost: one primitive
+call per tick (a Python loop over T / P ticks, unrolled by ``torch.compile``).
 
 State layout (all batch-leading; :meth:`MemoryMixer.init_state`):
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["Transfers", "KINDS"]
@@ -39,9 +41,9 @@ class Transfers(nn.Module):
         if unknown:
             raise ValueError(f"level {level!r}: transfer kinds {unknown} do not reach a layer (one of {KINDS})")
         self.level, self.kinds = level, tuple(kinds)
-        self.maps = nn.ModuleList(nn.Linear(width, width, bias=False) for _ in self.kinds)
-        for m in self.maps:
-            nn.init.zeros_(m.weight)
+        # zeros drawn from no generator: the other weights of a seeded model are those of the
+        # model without the edges
+        self.maps = nn.ParameterList(nn.Parameter(torch.zeros(width, width)) for _ in self.kinds)
 
     def _check(self, sources: Sequence[Tensor]) -> None:
         if len(sources) != len(self.kinds):
@@ -51,15 +53,15 @@ class Transfers(nn.Module):
         self._check(sources)
         for kind, w, o in zip(self.kinds, self.maps, sources):
             if kind == "conditioning":
-                u = u + w(o.detach())
+                u = u + F.linear(o.detach(), w)
             elif kind == "backprop":
-                u = u + w(o)
+                u = u + F.linear(o, w)
         return u
 
     def generate(self, y: Tensor, sources: Sequence[Tensor]) -> Tensor:
         for kind, w, o in zip(self.kinds, self.maps, sources):
             if kind == "generation":
-                y = y * (1.0 + w(o))
+                y = y * (1.0 + F.linear(o, w))
         return y
 
     def extra_repr(self) -> str:

@@ -142,6 +142,9 @@ class _Run:
                                   "state of its checkpoint")
         if not self.model.stream_layers:
             raise TrainInputError("carry: the model has no lifetime: stream levels, so no state to carry")
+        if carry.get("pos") != 0:
+            raise TrainInputError("carry: give a state at the start of a sequence (TrainResult.carried, or "
+                                  "model.next_sequence(state, batch)), whose 'pos' is 0")
         missing = [layer for layer in self.model.stream_layers if not isinstance(carry.get(layer), dict)]
         if missing:
             raise TrainInputError(f"carry has no state for the stream layers {missing}")

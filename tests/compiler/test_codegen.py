@@ -61,3 +61,19 @@ def test_every_layer_line_names_its_spec_level_and_yaml_line():
     assert len(calls) == 6
     for line in calls:
         assert "# 'lmm' (specs/titans_mal.yaml:" in line or "# 'swa' (" in line or "# 'mlp' (" in line
+
+
+def test_source_without_a_schedule_fails_clearly():
+    """A model generated before the update schedule existed (no Model.SCHEDULE) names the fix
+    instead of failing inside the teach loop."""
+    from nlc.compiler import load_source
+    from nlc.errors import NLCError
+
+    source = emit(resolve(load_spec("specs/cms.yaml", ["model.width=16", "model.heads=2"])))
+    start = source.index("    SCHEDULE = rt.UpdateSchedule(")
+    end = source.index("\n    )\n", start) + len("\n    )\n")
+    model = load_source(source[:start] + source[end:]).Model()
+    x = torch.randint(0, 256, (1, 8))
+    model(x)  # no teach signal: the schedule is not needed
+    with pytest.raises(NLCError, match="no update schedule"):
+        model(x, targets=x)

@@ -169,6 +169,10 @@ def test_generation_goes_on_from_a_carried_stream_state():
     assert torch.equal(generate(model, prompt, 4, top_k=1, state=model.init_state(1)), generate(model, prompt, 4, top_k=1))
     with pytest.raises(GenerateError, match="start of a sequence"):
         generate(model, prompt, 2, state=state)  # mid-sequence: pos is not 0
+    with pytest.raises(GenerateError, match="holds \\[3\\] rows, the prompt 1"):
+        generate(model, prompt, 2, state=model.init_state(3))
+    empty, _ = model(x[:, :0], model.init_state(1), targets=x[:, :0])  # no tokens: no teach segment
+    assert empty.shape == (1, 0, 256)
 
 
 def test_sequence_levels_forget_and_stream_levels_remember():
@@ -264,6 +268,10 @@ def test_a_continual_stage_goes_on_from_the_last_stages_streams(tmp_path, monkey
     forgot = real_train(forgot.model, stages[1][1], out=tmp_path / "forgot", steps=1, progress=False)
     a, b = dict(carried.model.named_parameters()), dict(forgot.model.named_parameters())
     assert any(not torch.equal(a[k], b[k]) for k in a)
+    mid = real_train(nlc.compile(spec, seed=0), stages[0][1], out=tmp_path / "mid", steps=1, progress=False)
+    with pytest.raises(nlc.NLCError, match="start of a sequence"):
+        real_train(mid.model, stages[1][1], out=tmp_path / "mid2", steps=1, progress=False,
+                   carry={**mid.carried, "pos": 5})
     with pytest.raises(nlc.NLCError, match="carry or resume"):
         real_train(spec, stages[0][1], out=tmp_path / "fresh", steps=4, resume=True, carry=fresh.carried,
                    progress=False)

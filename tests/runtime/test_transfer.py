@@ -35,21 +35,21 @@ def randomise_maps(model, seed=1):
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, Transfers):
-                for m in module.maps:
-                    m.weight.copy_(0.2 * torch.randn(m.weight.shape, generator=g))
+                for w in module.maps:
+                    w.copy_(0.2 * torch.randn(w.shape, generator=g))
 
 
 def test_module_effects_of_each_kind():
     torch.manual_seed(0)
     t = Transfers(("conditioning", "backprop", "generation"), 8, "y")
-    for m in t.maps:
-        torch.nn.init.normal_(m.weight)
+    for w in t.maps:
+        torch.nn.init.normal_(w)
     u, y = torch.randn(2, 3, 8), torch.randn(2, 3, 8)
     o = [torch.randn(2, 3, 8, requires_grad=True) for _ in range(3)]
     cond = t.condition(u, o)
-    torch.testing.assert_close(cond, u + t.maps[0](o[0]) + t.maps[1](o[1]))
+    torch.testing.assert_close(cond, u + o[0] @ t.maps[0].T + o[1] @ t.maps[1].T)
     gen = t.generate(y, o)
-    torch.testing.assert_close(gen, y * (1 + t.maps[2](o[2])))
+    torch.testing.assert_close(gen, y * (1 + o[2] @ t.maps[2].T))
     grads = torch.autograd.grad(cond.sum() + gen.sum(), o, allow_unused=True)
     assert grads[0] is None  # conditioning: no gradient reaches the source
     assert grads[1].abs().sum() > 0 and grads[2].abs().sum() > 0  # backprop, generation: it does
@@ -57,13 +57,10 @@ def test_module_effects_of_each_kind():
 
 def test_at_initialisation_the_edges_change_nothing_then_they_act():
     x = tokens()
-    plain = build(["~transfer"])
+    plain = build(["~transfer"])  # the same seed: the edges' zero maps draw no random numbers
     edged = build()
     plain_params = dict(plain.named_parameters())
-    with torch.no_grad():  # the same weights (the edged model only adds its maps)
-        for name, p in edged.named_parameters():
-            if name in plain_params:
-                p.copy_(plain_params[name])
+    assert all(torch.equal(p, plain_params[name]) for name, p in edged.named_parameters() if name in plain_params)
     a, _ = plain(x[:, :-1], targets=x[:, 1:])
     b, _ = edged(x[:, :-1], targets=x[:, 1:])
     torch.testing.assert_close(a, b, rtol=0, atol=0)
