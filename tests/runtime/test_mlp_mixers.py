@@ -222,6 +222,8 @@ def test_cms_lr_kinds():
     learned = cms(lr=KnobIR("learned", 1e-3))
     assert [n for n, _ in learned.named_parameters() if not n.startswith("init.")] == ["lr_knob.raw"]
     torch.testing.assert_close(learned.lr(x), torch.full((2, 3), 1e-3, dtype=F64))
+    tiny = cms(lr=KnobIR("learned", 1e-4))  # far below max: still starts exactly at its init
+    torch.testing.assert_close(tiny.lr(x), torch.full((2, 3), 1e-4, dtype=F64))
     data = cms(lr=KnobIR("data", 0.05, max=0.5, source="input"))
     lr = data.lr(x)
     assert lr.shape == (2, 3)
