@@ -26,6 +26,8 @@ Contents:
   depthwise short convolution ``y_t = b + sum_{j=0}^{w-1} W[:, j] * x_{t-w+1+j}`` (window 4
   in HOPE §8.3, Titans §4.4, Mamba). The streaming state ``{"conv": (B, w-1, D)}`` holds the
   last ``w-1`` inputs (zeros before the first token), so segment-by-segment == whole.
+* :func:`readout_gate` -- ``sigmoid(w . y + b)`` over the last dim: the gate a knob reads
+  from another level's per-head output (HOPE's eta and alpha, NL-arXiv Eqs. 86-88).
 * :func:`init_linear_` / :func:`init_conv_weight_` -- the default initialisations of
   ``nn.Linear`` and :class:`ShortConv`, in place on any slice of a fused weight (the same
   draws as a separate module of that slice's shape).
@@ -41,6 +43,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "l2_normalize",
+    "readout_gate",
     "rms_norm",
     "RMSNorm",
     "SwiGLU",
@@ -60,6 +63,12 @@ __all__ = [
 def l2_normalize(x: Tensor, dim: int = -1, eps: float = 1e-6) -> Tensor:
     """``x / sqrt(sum(x^2) + eps)`` along ``dim`` (smooth at 0, unlike a clamp)."""
     return x * torch.rsqrt((x * x).sum(dim=dim, keepdim=True) + eps)
+
+
+def readout_gate(y: Tensor, w: Tensor, b: Tensor) -> Tensor:
+    """``sigmoid(sum_d y[..., d] w[..., d] + b)``: y (..., D), w and b broadcast against y
+    (without its last dim for b) -> y's shape without the last dim."""
+    return torch.sigmoid((y * w).sum(-1) + b)
 
 
 def rms_norm(x: Tensor, weight: Optional[Tensor] = None, eps: float = 1e-6) -> Tensor:

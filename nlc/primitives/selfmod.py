@@ -85,7 +85,7 @@ from torch import Tensor
 
 from nlc.primitives.deep_common import ACTIVATIONS, act, act_derivative, init_deep_params
 from nlc.primitives.delta_kernel import chunk_end_state, generalized_delta_chunked, log_decay
-from nlc.primitives.layers import l2_normalize
+from nlc.primitives.layers import l2_normalize, readout_gate
 
 __all__ = [
     "ROLES", "ADAPTIVE_Q", "roles_of", "init_selfmod_params", "init_selfmod_state", "selfmod_chunked",
@@ -165,11 +165,6 @@ def mlp(W1: Tensor, W2: Tensor, x: Tensor, activation: str) -> Tensor:
     return x + act(activation, x @ W2.mT) @ W1.mT
 
 
-def gate_scalar(y: Tensor, w: Tensor, b: Tensor) -> Tensor:
-    """Pre-sigmoid gate w . y + b: y (B, H, n, D), w (H, D), b (H,) -> (B, H, n)."""
-    return (y * w[:, None, :]).sum(-1) + b[:, None]
-
-
 def eta_ceiling(eta_max: HParam, like: Tensor) -> Tensor:
     """eta_max as a tensor broadcastable to (B, H, n): a scalar, or (B, H) -> (B, H, 1)."""
     t = torch.as_tensor(eta_max, dtype=like.dtype, device=like.device)
@@ -230,7 +225,7 @@ def _others_chunk(W1: Tensor, W2s: Tensor, x: Tensor, readouts: tuple[Tensor, Te
     y = _mlp_stacked(W1, W2s, x, activation)  # (B, H, 4 or 5, C, D)
     k = l2_normalize(y[:, :, 0]) if normalize_k else y[:, :, 0]
     v = y[:, :, 1]
-    gates = torch.sigmoid((y[:, :, 2:4] * readouts[0]).sum(-1) + readouts[1])  # (B, H, 2, C)
+    gates = readout_gate(y[:, :, 2:4], readouts[0], readouts[1])  # (B, H, 2, C)
     eta, alpha = em * gates[:, :, 0], gates[:, :, 1]
     e, h, d2 = _frozen_grads(W1, W2s, k, v, activation)
     P, Dm = log_decay(torch.log(alpha), C, x)  # shared by both layers

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.func import grad, vmap
 
-from nlc.primitives.layers import l2_normalize
+from nlc.primitives.layers import l2_normalize, readout_gate
 
 __all__ = ["selfmod_reference"]
 
@@ -41,7 +41,7 @@ def selfmod_reference(state: dict[str, Tensor], x: Tensor, q: Tensor | None, *,
                       W1_r <- alpha_t W1_r - eta_t g1
     """
     from nlc.primitives.selfmod import (  # local: selfmod re-exports this module
-        READOUTS, check_chunks, eta_ceiling, gate_scalar, others_of, roles_of,
+        READOUTS, check_chunks, eta_ceiling, others_of, roles_of,
     )
     from nlc.primitives.deep_common import act
 
@@ -64,8 +64,9 @@ def selfmod_reference(state: dict[str, Tensor], x: Tensor, q: Tensor | None, *,
     em = eta_ceiling(eta_max, x).expand(B, H, 1).reshape(BH)
     rd = {n: params[n] for n in READOUTS}
 
-    def gate(y: Tensor, g: str) -> Tensor:  # (BH, D) -> (BH,)
-        return gate_scalar(y.reshape(B, H, 1, D), rd[f"w_{g}"], rd[f"b_{g}"]).reshape(BH)
+    def gate(y: Tensor, g: str) -> Tensor:  # (BH, D) -> (BH,), after the sigmoid
+        w, b = rd[f"w_{g}"], rd[f"b_{g}"]
+        return readout_gate(y.reshape(B, H, 1, D), w[:, None, :], b[:, None]).reshape(BH)
 
     roles, others = roles_of(state), others_of(state)
     W = {r: (flat(state[f"W1_{r}"]), flat(state[f"W2_{r}"])) for r in roles}
@@ -85,8 +86,8 @@ def selfmod_reference(state: dict[str, Tensor], x: Tensor, q: Tensor | None, *,
         if normalize_k:
             k = l2_normalize(k)
         v = M(*F["v"], xt)
-        eta = em * torch.sigmoid(gate(M(*F["eta"], xt), "eta"))
-        alpha = torch.sigmoid(gate(M(*F["alpha"], xt), "alpha"))
+        eta = em * gate(M(*F["eta"], xt), "eta")
+        alpha = gate(M(*F["alpha"], xt), "alpha")
         outs.append(M(*W["memory"], qt))  # read before write: M_{memory,t-1}(q_t)
         pre = alpha[:, None, None] * eye - eta[:, None, None] * (k[:, :, None] * k[:, None, :])
         for r in roles:

@@ -31,9 +31,11 @@ causal (a chunk mean, as in some Titans implementations, would let token t see t
 of its chunk). A call that starts inside a chunk uses the carried value of that chunk's
 first token: the knob then has a streaming state ``(B, H)``, so any split streams exactly.
 
-Knobs produced by another level (HOPE's ``M_eta``, ``M_alpha``) are the business of the
-self-modifying mixer (:mod:`nlc.capabilities` routes them there): asking this module for one
-is a bug, a ``RuntimeError`` naming the level.
+A knob produced by another level (HOPE's ``M_eta``, ``M_alpha``) has the parameters of a data
+knob, ``W: (H, width)`` and ``b``, over that level's per-head output (``width`` its head
+dim): :meth:`Knob.read_out` gives ``U sigmoid(w_h . y + b_h)``; the self-modifying mixer hands
+``W``, ``b`` and ``U`` to its fused primitive, which applies the same
+:func:`~nlc.primitives.layers.readout_gate`.
 """
 from __future__ import annotations
 
@@ -43,8 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..capabilities import TABLE
 from ..ir.nodes import KnobIR
+from ..primitives.layers import readout_gate
 
 __all__ = ["Knob", "EDGE"]
 
@@ -71,9 +73,7 @@ class Knob(nn.Module):
         if role not in ROLES:
             raise ValueError(f"level {owner!r}: unknown knob role {role!r} (one of {ROLES})")
         what = f"level {owner!r}: {role} knob"
-        if ir.kind == "data" and ir.source not in (None, "input"):
-            raise RuntimeError(f"{what} comes from level {ir.source!r}: a knob produced by another "
-                               f"level makes the memory a HOPE one ({TABLE}), never a Knob: a bug")
+        self.from_level = ir.kind == "data" and ir.source not in (None, "input")
         if ir.kind not in ("constant", "learned", "data"):
             raise ValueError(f"{what}: unknown kind {ir.kind!r}")
         self.kind, self.role, self.heads, self.width = ir.kind, role, heads, width
@@ -103,8 +103,19 @@ class Knob(nn.Module):
         return torch.zeros(batch, self.heads, dtype=dtype or p.dtype, device=device or p.device)
 
     # ---------------------------------------------------------------------------- forward
+    def read_out(self, y: Tensor) -> Tensor:
+        """A knob from another level: ``U sigmoid(w_h . y + b_h)`` of that level's per-head
+        output ``y (B, H, T, width)`` -> ``(B, H, T)`` (HOPE's eta and alpha; the fused
+        self-modifying primitive applies the same :func:`readout_gate` to these parameters
+        inside its chunk loop)."""
+        g = self.upper * readout_gate(y, self.weight[:, None, :].to(y.dtype), self.bias[:, None].to(y.dtype))
+        return 1.0 - g if self.complement else g
+
     def forward(self, x: Tensor, pos: int = 0, carry: Tensor | None = None
                 ) -> tuple[Tensor, Tensor | None]:
+        if self.from_level:
+            raise RuntimeError(f"level {self.owner!r}: its {self.role} knob comes from another level; "
+                               "read it with read_out(that level's output): a bug")
         B, T, _ = x.shape
         shape = (B, self.heads, T)
         if self.kind == "constant":

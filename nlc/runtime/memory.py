@@ -103,6 +103,11 @@ class MemoryMixer(nn.Module):
                               owner=ir.name) if r.momentum is not None else None)
         self.retention = (Knob(r.retention, width, ir.heads, role="retention", chunk=ir.chunk,
                                owner=ir.name) if r.retention is not None else None)
+        for name in KNOBS:
+            if getattr(self, name) is not None and getattr(self, name).from_level:
+                raise RuntimeError(f"level {ir.name!r}: its {name} knob comes from level "
+                                   f"{getattr(r, name).source!r}: a knob produced by another level makes "
+                                   f"the memory a HOPE one ({TABLE}), never a MemoryMixer: a bug")
         self.decay = 1.0 - float(r.weight_decay)  # extra constant retention factor
         self.out = nn.Linear(width, width, bias=False)
         self.gate = nn.Linear(width, width, bias=False) if ir.output_gate else None

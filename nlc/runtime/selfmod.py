@@ -28,12 +28,11 @@ boundary and every call recomputes from it (:mod:`nlc.runtime.aligned`): streami
 the whole sequence at any split.
 
 Parameters belong to the levels: each role's meta-learned initial weights sit in a
-submodule whose ``level`` is that role's level (eta's and alpha's read-outs with them);
+submodule whose ``level`` is that role's level (eta's and alpha's read-outs with them, as the
+:class:`~nlc.runtime.knobs.Knob` of the main memory's lr / retention read from that level);
 the query source and output projection belong to the main memory.
 """
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import Tensor, nn
@@ -43,18 +42,23 @@ from ..ir.nodes import MemoryIR
 from ..ir.resolve import memory_facts
 from ..primitives.selfmod import ADAPTIVE_Q, ROLES, init_selfmod_params, init_selfmod_state, selfmod_chunked
 from .aligned import TAIL, aligned_forward, init_tail
+from .knobs import Knob
 from .projections import Source, merge_heads
 
 __all__ = ["SelfModifyingMemory"]
 
+KNOBS = {"eta": "lr", "alpha": "retention"}  # component role -> the main memory's knob it produces
+
 
 class _LevelParams(nn.Module):
-    """The parameters of one level, as a module that reports the level it belongs to."""
+    """The parameters of one level, as a module that reports the level it belongs to: its
+    initial memory weights and, for eta and alpha, the knob read from its output."""
 
-    def __init__(self, level: str, tensors: dict[str, Tensor]) -> None:
+    def __init__(self, level: str, tensors: dict[str, Tensor], knob: Knob | None = None) -> None:
         super().__init__()
         self.level = level
         self.values = nn.ParameterDict({k: nn.Parameter(v) for k, v in tensors.items()})
+        self.knob = knob
 
 
 class SelfModifyingMemory(nn.Module):
@@ -70,20 +74,20 @@ class SelfModifyingMemory(nn.Module):
         roles = _roles(ir, components)
         self.chunk_memory, self.chunk_other = ir.chunk, components[roles["k"]].chunk
         self.phase = self.chunk_memory  # 1: the exact per-token rule, no phase to carry
-        self.eta_max, self.activation = ir.rule.lr.max, ir.activation
+        self.activation = ir.activation
         self.normalize_k = ir.keys.l2_norm
         self.adaptive_q = ADAPTIVE_Q in roles  # queries from a fifth component (HOPE's adaptive q)
-        init = init_selfmod_params(
-            ir.heads, ir.head_dim, ir.hidden,
-            eta_bias=_logit(ir.rule.lr.init / ir.rule.lr.max), alpha_bias=_logit(ir.rule.retention.init),
-            adaptive_q=self.adaptive_q,
-        )
+        init = init_selfmod_params(ir.heads, ir.head_dim, ir.hidden, adaptive_q=self.adaptive_q)
         self.roles = nn.ModuleDict()
         for role in ROLES + ((ADAPTIVE_Q,) if self.adaptive_q else ()):
             tensors = {n: init[f"{n}_{role}"] for n in ("W1", "W2")}
-            if role in ("eta", "alpha"):
-                tensors.update({f"w_{role}": init[f"w_{role}"], f"b_{role}": init[f"b_{role}"]})
-            self.roles[role] = _LevelParams(roles[role], tensors)
+            knob = None
+            if role in KNOBS:  # the lr / retention knob read from this component's output
+                knob = Knob(getattr(ir.rule, KNOBS[role]), ir.head_dim, ir.heads, role=KNOBS[role],
+                            owner=roles[role])
+                with torch.no_grad():  # the seeded read-out draw of init_selfmod_params
+                    knob.weight.copy_(init[f"w_{role}"])
+            self.roles[role] = _LevelParams(roles[role], tensors, knob)
         self.normalize_q = ir.queries.l2_norm
         self.query = None if self.adaptive_q else Source(ir.queries, width, ir.heads, owner=ir.name,
                                                           role="queries")
@@ -93,10 +97,16 @@ class SelfModifyingMemory(nn.Module):
         self.gate = nn.Linear(width, width, bias=False) if ir.output_gate else None
 
     def _params(self) -> dict[str, Tensor]:
-        return {f"{name}_{role}": p for role, mod in self.roles.items() for name, p in mod.values.items()
-                if name in ("W1", "W2")} | {
-            name: p for role in ("eta", "alpha") for name, p in self.roles[role].values.items()
-            if name.startswith(("w_", "b_"))}
+        """The primitive's parameters: every role's initial weights and the two read-outs."""
+        out = {f"{name}_{role}": p for role, mod in self.roles.items() for name, p in mod.values.items()}
+        for role in KNOBS:
+            knob = self.roles[role].knob
+            out[f"w_{role}"], out[f"b_{role}"] = knob.weight, knob.bias
+        return out
+
+    @property
+    def eta_max(self) -> float:
+        return self.roles["eta"].knob.upper
 
     def init_state(self, batch: int) -> dict[str, Tensor]:
         state = init_selfmod_state(self._params(), batch)
@@ -129,11 +139,6 @@ class SelfModifyingMemory(nn.Module):
         if conv is not None:
             memories["conv_q"] = conv
         return y, memories
-
-
-def _logit(p: float) -> float:
-    p = min(max(p, 1e-6), 1 - 1e-6)
-    return math.log(p / (1 - p))
 
 
 def _roles(ir: MemoryIR, components: dict[str, MemoryIR]) -> dict[str, str]:

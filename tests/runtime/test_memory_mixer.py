@@ -415,8 +415,15 @@ def test_knob_refusals():
         Knob(data(0.5, max=2.0), WIDTH, HEADS, role="retention", owner="lvl")
     with pytest.raises(ValueError, match="init 3.0"):
         Knob(learned(3.0), WIDTH, HEADS, owner="lvl")
-    with pytest.raises(RuntimeError, match="'mem_lr'"):
-        Knob(KnobIR("data", 0.1, source="mem_lr"), WIDTH, HEADS, owner="lvl")
+    from_level = Knob(KnobIR("data", 0.1, source="mem_lr"), WIDTH // HEADS, HEADS, owner="lvl")
+    with pytest.raises(RuntimeError, match="'lvl'.*read_out"):  # it reads a level's output, not x
+        from_level(torch.zeros(1, 2, WIDTH))
+    y = torch.randn(2, HEADS, 3, WIDTH // HEADS)
+    torch.testing.assert_close(from_level.read_out(y), torch.full((2, HEADS, 3), 0.1))  # w = 0: init
+    with torch.no_grad():
+        from_level.weight.normal_()
+    want = torch.sigmoid((y * from_level.weight[:, None]).sum(-1) + from_level.bias[:, None])
+    torch.testing.assert_close(from_level.read_out(y), want)
 
 
 @given(pos=st.integers(0, 9), T=st.integers(0, 10), chunk=st.integers(1, 4))
