@@ -30,12 +30,12 @@ from .rules import (
     Refusal,
     RuleCase,
     assert_capable,
+    chunk_frozen,
     cms_init_refusals,
     cms_refusals,
     frozen_mlp_refusals,
     guards,
     init_refusals,
-    chunk_frozen,
     memory_combinations,
     memory_primitive,
     memory_refusals,
@@ -43,7 +43,7 @@ from .rules import (
 
 __all__ = [
     "CMS_AXES", "HOPE_PATTERN", "MEMORY_AXES", "TABLE", "CMSCase", "KnobFacts", "MemoryFacts", "Refusal",
-    "RuleCase", "SourceFacts", "assert_capable", "cms_init_refusals", "cms_refusals", "coupled",
-    "frozen_mlp_refusals", "guards", "hope_refusals", "init_refusals", "memory_combinations",
-    "memory_primitive", "memory_refusals", "chunk_frozen",
+    "RuleCase", "SourceFacts", "assert_capable", "chunk_frozen", "cms_init_refusals", "cms_refusals",
+    "coupled", "frozen_mlp_refusals", "guards", "hope_refusals", "init_refusals", "memory_combinations",
+    "memory_primitive", "memory_refusals",
 ]

@@ -45,6 +45,7 @@ from ..capabilities import (
     Refusal,
     RuleCase,
     SourceFacts,
+    chunk_frozen,
     cms_init_refusals,
     cms_refusals,
     coupled,
@@ -54,7 +55,6 @@ from ..capabilities import (
     init_refusals,
     memory_primitive,
     memory_refusals,
-    chunk_frozen,
 )
 from ..errors import Issue
 from ..spec.levels import AttentionLevel, MemoryLevel, MLPLevel, OptimizerLevel

@@ -127,14 +127,19 @@ def init_selfmod_params(heads: int, dim: int, hidden: int, *, scale: float = 1.0
     return out
 
 
+def _adaptive(weights: dict[str, Tensor]) -> tuple[str, ...]:
+    """``("q",)`` when ``weights`` (params or state) hold a q memory, else ``()``."""
+    return (ADAPTIVE_Q,) if f"W1_{ADAPTIVE_Q}" in weights else ()
+
+
 def roles_of(weights: dict[str, Tensor]) -> tuple[str, ...]:
-    """The roles whose memories ``weights`` (params or state) hold: :data:`ROLES`, plus ``q``."""
-    return ROLES + ((ADAPTIVE_Q,) if f"W1_{ADAPTIVE_Q}" in weights else ())
+    """The roles whose memories ``weights`` hold: :data:`ROLES`, plus ``q``."""
+    return ROLES + _adaptive(weights)
 
 
 def others_of(weights: dict[str, Tensor]) -> tuple[str, ...]:
     """The component roles (all but the main memory), in their stacking order."""
-    return OTHER + ((ADAPTIVE_Q,) if f"W1_{ADAPTIVE_Q}" in weights else ())
+    return OTHER + _adaptive(weights)
 
 
 def init_selfmod_state(params: dict[str, Tensor], batch: int) -> dict[str, Tensor]:

@@ -34,9 +34,9 @@ Objectives (``ir.objective.kind``):
   ``sum_t eta_t J_theta(x_t)^T delta_t`` (:func:`~nlc.primitives.cms.cms_chunk_grad`) to the
   pending sums and applies them (:func:`~nlc.primitives.cms.cms_apply_update`) when the
   update schedule says the level is ``due`` (the call ends a chunk). The segment of one
-  forward/learn call must not cross a chunk boundary (``pos % C + T <= C``): the read used the weights of the chunk it started in. The model
-  guarantees that by running in segments of the gcd of the task periods; ``learn`` raises
-  otherwise. ``forward`` alone (no ``learn``, e.g. frozen evaluation) is valid at any length.
+  forward/learn call must not cross a chunk boundary (``pos % C + T <= C``): the read used
+  the weights of the chunk it started in. The model guarantees that by running in segments
+  of the gcd of the task periods; ``learn`` raises otherwise. ``forward`` alone (no ``learn``, e.g. frozen evaluation) is valid at any length.
 * ``l2`` (local associative loss, NL-arXiv Eq. 70 with ``l_t = ||MLP(theta; x_t) - x_t||^2``):
   the *target is the mixer's own input x* (the normalised block input: the block learns to
   reconstruct its input, so it must be ``D -> D``). Everything happens inside ``forward``

@@ -30,8 +30,9 @@ Layers own no level: their norms and combine weights are model parameters (no ``
 attribute), the mixers inside carry theirs.
 
 Teach protocol (CMS levels with the ``task`` objective, docs/runtime-contract.md) at the layer
-level, as ``NLCModel`` drives it: ``layer.teach`` is True when a mixer inside teaches (the model runs it in segments of the
-gcd of those levels' periods, :meth:`nlc.schedule.UpdateSchedule.segment`); after a forward the layer's state
+level, as ``NLCModel`` drives it: ``layer.teach`` is True when a mixer inside teaches (the
+model runs it in segments of the gcd of those levels' periods,
+:meth:`nlc.schedule.UpdateSchedule.segment`); after a forward the layer's state
 holds ``"out"`` (the layer's output *before* the residual add, in the autograd graph), and
 ``layer.learn(state, delta, pos, due)`` takes ``delta = dLoss/d state["out"]`` and ``due``, the
 levels the update schedule fires after the segment (:meth:`nlc.schedule.UpdateSchedule.fired`).

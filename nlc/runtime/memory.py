@@ -36,8 +36,8 @@ State layout (all batch-leading; :meth:`MemoryMixer.init_state`):
   with the segment input and writes with the attention output: two streams);
 * ``tail`` (B, r, D), only when the rule is chunk-frozen with chunk C > 1 or the period
   P > 1 (``phase = lcm(C, P)``): the inputs since the last boundary, r = pos mod phase.
-  Every other key then holds the *anchor*, the state at that boundary, and each call recomputes from it
-  (:mod:`nlc.runtime.aligned`), so streaming equals the whole sequence at any split;
+  Every other key then holds the *anchor*, the state at that boundary, and each call
+  recomputes from it (:mod:`nlc.runtime.aligned`), so streaming equals the whole sequence at any split;
   :meth:`MemoryMixer.memory_at` gives the memory as it stands after the tail.
 
 Initial memory (``ir.init``): ``learned`` -> ``nn.Parameter`` (H, ...) expanded over the

@@ -115,11 +115,11 @@ class NLCModel(nn.Module):
 
     @property
     def teach_layers(self) -> tuple[str, ...]:
-        return tuple(n for n in self.LAYERS if getattr(self._mixer(n), "teach", False))
+        return tuple(self._teach_map())
 
     @property
     def teach_period(self) -> int | None:
-        periods = [self.schedule.segment(self._teach_levels(n)) for n in self.teach_layers]
+        periods = [self.schedule.segment(levels) for levels in self._teach_map().values()]
         return math.gcd(*periods) if periods else None
 
     @property
@@ -130,9 +130,16 @@ class NLCModel(nn.Module):
                            "line, or nlc export from the checkpoint)")
         return self.SCHEDULE
 
-    def _teach_levels(self, name: str) -> list[str]:
-        """The levels of layer ``name`` that learn from the task loss."""
-        return [m.level for m in getattr(self, name).modules() if getattr(m, "teach", False) and hasattr(m, "level")]
+    def _teach_map(self) -> dict[str, tuple[str, ...]]:
+        """Each layer with levels that learn from the task loss -> those levels (found once:
+        the teach loop asks for them every segment)."""
+        found = self.__dict__.get("_teach_levels")
+        if found is None:
+            found = self.__dict__["_teach_levels"] = {
+                name: levels for name in self.LAYERS
+                if (levels := tuple(m.level for m in getattr(self, name).modules()
+                                    if getattr(m, "teach", False) and hasattr(m, "level")))}
+        return found
 
     def _mixer(self, name: str) -> nn.Module:
         layer = getattr(self, name)
@@ -179,8 +186,8 @@ class NLCModel(nn.Module):
         return x @ self.embed.weight.T if self.head is None else self.head(x)
 
     def _until_boundary(self, state: dict, pos: int) -> int:
-        return until_boundary([(state[n].get(CLOCK, 0), self.schedule.segment(self._teach_levels(n)))
-                               for n in self.teach_layers], pos)
+        return until_boundary([(state[n].get(CLOCK, 0), self.schedule.segment(levels))
+                               for n, levels in self._teach_map().items()], pos)
 
     def _teach(self, logits: Tensor, targets: Tensor, state: dict, pos: int) -> dict:
         names = self.teach_layers
@@ -192,7 +199,7 @@ class NLCModel(nn.Module):
         for name, out, delta in zip(names, outs, deltas):
             delta = torch.zeros_like(out) if delta is None else delta.detach()
             inner, clock = split_clock(state[name])
-            due = self.schedule.fired(self._teach_levels(name), last + (clock or 0))
+            due = self.schedule.fired(self._teach_map()[name], last + (clock or 0))
             state[name] = with_clock(getattr(self, name).learn(inner, delta, pos + (clock or 0), due), clock)
         for name in sorted(self.NESTED, key=self._nesting_depth):  # slowest first: resets cascade
             source, clock = self.NESTED[name], state[name].get(CLOCK)
