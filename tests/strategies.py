@@ -483,6 +483,7 @@ def valid_specs(draw, max_levels: int = 6):
         sinks.add(missing[0])
 
     transfer = [e for e in transfer if e["kind"] == "initialization" or _compiles(e, blocks)]
+    _draw_lifetimes(draw, levels, blocks)
     model: dict[str, Any] = {"width": width, "blocks": blocks}
     heads = _pick(draw, even_dims if attentions else divisors)
     if heads != 4 or draw(_COIN):  # 4 is the default
@@ -597,6 +598,37 @@ def _compiles(edge: dict, blocks: list) -> bool:
                 if [x] not in names[:i]:
                     return False
     return applied
+
+
+def _draw_lifetimes(draw: Callable, levels: dict, blocks: list) -> None:
+    """Lifetimes (rule 12, nlc.graph.lifetimes): levels that must share one (those of a layer,
+    a nested state and its source) form a group; a group of memory and CMS levels only, each
+    applied in a layer, may draw ``stream`` or ``document`` for all its levels."""
+    group = {name: name for name in levels}
+
+    def root(name: str) -> str:
+        while group[name] != name:
+            name = group[name]
+        return name
+
+    applied = set()
+    for block in blocks:
+        for layer in block["layers"]:
+            names = _layer_levels(layer)
+            applied |= set(names)
+            for other in names[1:]:
+                group[root(other)] = root(names[0])
+    for source, target in _init_edges(levels):
+        group[root(target)] = root(source)
+    members: dict[str, list[str]] = {}
+    for name in levels:
+        members.setdefault(root(name), []).append(name)
+    for names in members.values():
+        if all(n in applied and _learned_state({**levels[n], "init": "learned"}) for n in names) \
+                and draw(st.integers(0, 3)) == 0:
+            life = _pick(draw, ["stream", "document"])
+            for n in names:
+                levels[n]["lifetime"] = life
 
 
 def _init_edges(levels: dict) -> set[tuple[str, str]]:

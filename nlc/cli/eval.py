@@ -4,7 +4,7 @@
 the corpus the model was trained on) with windows of each length, then, on consecutive
 segments of the training length, bits per byte with the state carried from segment to
 segment beside a fresh state per segment (``lifetime: stream`` levels keep learning from the
-text being scored; :func:`nlc.evaluate.evaluate_stream`). The synthetic tasks:
+text being scored, ``document`` levels until its next document; :func:`nlc.evaluate.evaluate_stream`). The synthetic tasks:
 accuracy on ``--n`` examples per length (:func:`nlc.evaluate.evaluate_task`; the module
 doc there says how test-time learning and the teach signal are handled). Lengths default
 to 1, 2 and 4 times the training length; lengths beyond it are marked ``*``. Prints a
@@ -106,30 +106,33 @@ def eval_verb(
 
 def _lm(model, data: str, lengths: list[int], batches: int, seed: int, check_finite: bool):
     from ..data import load_corpus
+    from ..data.documents import split_for
     from ..errors import NonFiniteError
     from rich.console import Group
 
     from ..evaluate import evaluate_lm, evaluate_stream, lm_json, lm_table, stream_table
 
     corpus = load_corpus(data, tokenizer=model.spec.model.tokenizer)
+    val = split_for(corpus, "val", model.document_period)
     batch = model.spec.train.batch
     per_token = corpus.val_bytes / len(corpus.val)
     results = {}
     for length in lengths:
         try:
-            results[length] = evaluate_lm(model, corpus.val, batch, length, batches, seed,
+            results[length] = evaluate_lm(model, val, batch, length, batches, seed,
                                           bytes_per_token=per_token, check_finite=check_finite)
         except NonFiniteError as err:
             raise err.reworded(prefix=f"lm at length {length}: ") from None
     train_length = model.spec.train.seq_len
     try:
-        stream = evaluate_stream(model, corpus.val, batch, train_length, batches, seed, bytes_per_token=per_token,
+        stream = evaluate_stream(model, val, batch, train_length, batches, seed, bytes_per_token=per_token,
                                  check_finite=check_finite)
     except NonFiniteError as err:
         raise err.reworded(prefix=f"lm on consecutive segments of {train_length} tokens: ") from None
-    streams = sorted({lv for lv, level in model.spec.levels.items() if getattr(level, "lifetime", "") == "stream"})
+    streams = sorted({lv for lv, level in model.spec.levels.items()
+                      if getattr(level, "lifetime", "sequence") != "sequence"})
     title = f"{data} validation (batch {batch}, {batches} batches per length)"
     tables = Group(lm_table(results, train_length, title),
                    stream_table(stream, streams, f"{data} validation, {batch} streams x {batches} consecutive "
-                                f"segments of {train_length} tokens"))
+                                f"segments of {stream['carried']['segment']} tokens"))
     return tables, {**lm_json(results, train_length, data), "stream": {**stream, "levels": streams}}

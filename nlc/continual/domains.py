@@ -28,7 +28,8 @@ DEFAULT_STREAM = ("shakespeare", "pydocs", "sympy", "licences")
 
 @dataclass(frozen=True)
 class TokenSplits:
-    """Train and validation token ids (1-D) with the UTF-8 bytes they stand for."""
+    """Train and validation token ids (1-D) with the UTF-8 bytes they stand for, and the
+    offsets where their documents begin (:mod:`nlc.data.documents`; None: not known)."""
 
     name: str
     train: Tensor
@@ -37,12 +38,16 @@ class TokenSplits:
     train_bytes: int
     val_bytes: int
     sha256: str | None = None
+    train_starts: Tensor | None = None
+    val_starts: Tensor | None = None
 
     @classmethod
     def from_text(cls, name: str, train: str, val: str, tokenizer) -> "TokenSplits":
-        """Splits of two texts, encoded with ``tokenizer`` (an :mod:`nlc.data` tokenizer)."""
+        """Splits of two texts (one document each), encoded with ``tokenizer`` (an
+        :mod:`nlc.data` tokenizer)."""
+        one = torch.zeros(1, dtype=torch.long)
         return cls(name, tokenizer.encode(train), tokenizer.encode(val), tokenizer.vocab_size,
-                   len(train.encode("utf-8")), len(val.encode("utf-8")))
+                   len(train.encode("utf-8")), len(val.encode("utf-8")), train_starts=one, val_starts=one)
 
 
 def load_domains(names: Sequence[str], tokenizer: str = "bytes") -> dict:
@@ -65,15 +70,28 @@ def union_corpus(corpora: dict) -> TokenSplits:
     return TokenSplits(name="+".join(corpora), train=torch.cat([c.train[:share] for c in parts]),
                        val=torch.cat([c.val for c in parts]), vocab=max(c.vocab for c in parts),
                        train_bytes=round(share * sum(per_token)),
-                       val_bytes=sum(c.val_bytes for c in parts))
+                       val_bytes=sum(c.val_bytes for c in parts),
+                       train_starts=_joined(parts, "train", [share] * len(parts)),
+                       val_starts=_joined(parts, "val", [c.val.numel() for c in parts]))
+
+
+def _joined(parts: list, split: str, lengths: list[int]) -> Tensor | None:
+    """The document offsets of the first ``lengths`` tokens of each part's ``split``, laid
+    end to end (None when a part's are not known)."""
+    offsets = [getattr(c, f"{split}_starts", None) for c in parts]
+    if any(o is None for o in offsets):
+        return None
+    shifts = torch.cumsum(torch.tensor([0, *lengths[:-1]]), 0)
+    return torch.cat([o[o < n].long() + shift for o, n, shift in zip(offsets, lengths, shifts)])
 
 
 def domain_bpb(model, corpora: dict, batch: int, seq_len: int, batches: int, seed: int,
                check_finite: bool = True) -> dict[str, float]:
     """Validation bits per byte of ``model`` on each domain (one row of R)."""
+    from ..data.documents import split_for
     from ..evaluate import evaluate_lm
 
-    return {name: evaluate_lm(model, c.val, batch, seq_len, batches, seed,
+    return {name: evaluate_lm(model, split_for(c, "val", model.document_period), batch, seq_len, batches, seed,
                               bytes_per_token=c.val_bytes / c.val.numel(),
                               check_finite=check_finite)["bpb"]
             for name, c in corpora.items()}

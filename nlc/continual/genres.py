@@ -70,9 +70,12 @@ def _stream(examples: list[tuple[torch.Tensor, int]], generator: torch.Generator
                       for i in order])
 
 
-def _splits(name: str, train: torch.Tensor, val: torch.Tensor) -> TokenSplits:
-    """Byte-token splits (one byte per token, separator and labels included)."""
-    return TokenSplits(name, train, val, 256, train.numel(), val.numel())
+def _splits(name: str, train: torch.Tensor, val: torch.Tensor, example: int) -> TokenSplits:
+    """Byte-token splits (one byte per token, separator and labels included) of examples of
+    ``example`` tokens, each one document."""
+    return TokenSplits(name, train, val, 256, train.numel(), val.numel(),
+                       train_starts=torch.arange(0, train.numel(), example),
+                       val_starts=torch.arange(0, val.numel(), example))
 
 
 def label_batch(examples: list[tuple[torch.Tensor, int]]) -> TaskBatch:
@@ -131,9 +134,9 @@ def run_genres(spec, groups: int = 5, tokens_per_stage: int | None = None, *,
         picked = torch.randperm(len(val), generator=generator)[:eval_pieces].tolist()
         scored.append(label_batch([val[i] for i in picked]))
         stages.append((f"g{k}", _splits(f"brown-g{k}", _stream(train, generator),
-                                        _stream(val, generator))))
+                                        _stream(val, generator), text_len + 2)))
     union = _splits("brown-all", torch.cat([s.train for _, s in stages]),
-                    torch.cat([s.val for _, s in stages]))
+                    torch.cat([s.val for _, s in stages]), text_len + 2)
     seen_after = [sum(len(g) for g in grouped[:k + 1]) for k in range(len(grouped))]
 
     def row(m, k: int) -> list[float]:

@@ -4,7 +4,8 @@
 cache (``$NLC_CACHE`` or ``~/.cache/nlc``), verifies its sha256, extracts the documents
 once, tokenizes them (UTF-8 bytes by default, GPT-2 BPE as an option) and splits each
 document deterministically (last 5% -> validation). ``sample_batch`` draws training
-windows. docs/data.md lists the corpora with sizes, checksums and commands.
+windows; ``lay_out`` puts a split's documents on the grid that ``lifetime: document``
+levels reset on (:mod:`.documents`). docs/data.md lists the corpora with sizes, checksums and commands.
 
 The registry, fetching and the text cache don't import torch (``nlc data ls`` stays
 fast); the torch-backed names below load on first use.
@@ -20,7 +21,7 @@ from .split import split_point as split_point
 
 _TORCH_BACKED = {
     "Corpus": "corpus", "LabelledDocument": "corpus", "load_corpus": "corpus",
-    "sample_batch": "batching", "stream_batch": "batching",
+    "sample_batch": "batching", "stream_batch": "batching", "Documents": "documents", "lay_out": "documents",
     "ByteTokenizer": "tokenizers", "GPT2Tokenizer": "tokenizers", "Tokenizer": "tokenizers",
     "get_tokenizer": "tokenizers",
 }

@@ -9,6 +9,9 @@ every machine, and every corpus position is in exactly one split. Validation tex
 end of each document, so it is never seen as a training window but comes from the same
 documents (no document-level distribution shift between the splits).
 
+``train_starts`` / ``val_starts`` are the offsets at which each document's part begins in
+``train`` / ``val`` (levels with ``lifetime: document`` reset there: :mod:`nlc.data.documents`).
+
 ``train_bytes`` / ``val_bytes`` count the UTF-8 bytes the split's tokens stand for, so
 bits per byte can be computed for any tokenizer: ``bpb = loss_nats_per_token * tokens /
 (ln 2 * bytes)``.
@@ -21,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .documents import offsets_of
 from .fetch import Artifact
 from .sources import DEFAULT_CORPUS, CorpusSource, get_source
 from .split import split_point
@@ -56,6 +60,8 @@ class Corpus:
     train_bytes: int
     val_bytes: int
     path: Path
+    train_starts: torch.Tensor
+    val_starts: torch.Tensor
     documents_by_label: dict[str, list[LabelledDocument]] = field(default_factory=dict)
 
     @property
@@ -100,6 +106,8 @@ def load_corpus(name: str | CorpusSource = DEFAULT_CORPUS, tokenizer: str | Toke
         train_bytes=text.total_bytes - val_bytes,
         val_bytes=val_bytes,
         path=text.folder,
+        train_starts=offsets_of([t.numel() for t in trains]),
+        val_starts=offsets_of([v.numel() for v in vals]),
         documents_by_label=by_label,
     )
 

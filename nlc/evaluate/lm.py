@@ -22,6 +22,13 @@ it). No parameter changes; the model is in eval mode for the call.
 per row) with the state carried from segment to segment and, on the same text, with a
 fresh state per segment: ``lifetime: stream`` levels make the two differ.
 
+Documents: for a model with ``lifetime: document`` levels, ``tokens`` is the split laid out
+on their grid (:func:`nlc.data.documents.split_for`): windows start on the grid, the
+document starts go to the forward (which resets those levels' rows there), padding is not
+scored (L is then the mean of the per-batch means over their scored tokens, which differ
+by their padding only), and the stream's segments are rounded up to a multiple of the grid
+so that a fresh state also starts on it.
+
 ``check_finite`` (default): a batch whose loss is NaN or inf (read anyway, one sync per
 batch) stops the evaluation with a :class:`~nlc.errors.NonFiniteError` naming the batch, the
 level that went non-finite first and the token (the batch re-run with hooks,
@@ -31,13 +38,16 @@ from __future__ import annotations
 
 import contextlib
 import math
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..data.documents import Documents
 
-def evaluate_lm(model: nn.Module, tokens: Tensor, batch: int, seq_len: int, batches: int, seed: int, *,
+
+def evaluate_lm(model: nn.Module, tokens: Tensor | Documents, batch: int, seq_len: int, batches: int, seed: int, *,
                 bytes_per_token: float = 1.0, autocast_dtype: torch.dtype | None = None,
                 check_finite: bool = True) -> dict[str, float]:
     """``{"loss": L, "bpb": bits per byte, "tokens": tokens scored, "loss_stderr",
@@ -46,12 +56,13 @@ def evaluate_lm(model: nn.Module, tokens: Tensor, batch: int, seq_len: int, batc
     from ..data import sample_batch
 
     generator = torch.Generator().manual_seed(seed)
-    windows = (sample_batch(tokens, batch, seq_len, generator) for _ in range(batches))
+    draw = tokens.sample if isinstance(tokens, Documents) else partial(sample_batch, tokens)
+    windows = (draw(batch, seq_len, generator) for _ in range(batches))
     return _scored(model, windows, batches, f"({batch} windows of {seq_len} tokens)", bytes_per_token,
                    autocast_dtype, check_finite, carry=False)
 
 
-def evaluate_stream(model: nn.Module, tokens: Tensor, batch: int, seq_len: int, segments: int, seed: int, *,
+def evaluate_stream(model: nn.Module, tokens: Tensor | Documents, batch: int, seq_len: int, segments: int, seed: int, *,
                     bytes_per_token: float = 1.0, autocast_dtype: torch.dtype | None = None,
                     check_finite: bool = True) -> dict[str, dict[str, float]]:
     """Bits per byte on ``segments`` consecutive segments of ``batch`` streams of ``tokens``
@@ -60,14 +71,19 @@ def evaluate_stream(model: nn.Module, tokens: Tensor, batch: int, seq_len: int, 
     levels keep what they learned, the others start afresh), ``fresh`` starts every segment
     from ``model.init_state``. Without stream levels the two are equal; with them, their
     difference is what test-time learning across segments gains (every token is still
-    scored before any level learns from it)."""
+    scored before any level learns from it). Each result has the ``segment`` length scored
+    (``seq_len``, rounded up to the document grid for a :class:`Documents` split)."""
     from ..data import stream_batch
 
+    if isinstance(tokens, Documents):
+        seq_len = -(-seq_len // tokens.period) * tokens.period
+    draw = tokens.stream if isinstance(tokens, Documents) else partial(stream_batch, tokens)
     out = {}
     for mode in ("carried", "fresh"):
-        windows = (stream_batch(tokens, batch, seq_len, step, seed) for step in range(1, segments + 1))
+        windows = (draw(batch, seq_len, step, seed) for step in range(1, segments + 1))
         out[mode] = _scored(model, windows, segments, f"({batch} streams of segments of {seq_len} tokens)",
                             bytes_per_token, autocast_dtype, check_finite, carry=mode == "carried")
+        out[mode]["segment"] = seq_len
     return out
 
 
@@ -80,21 +96,23 @@ def _scored(model: nn.Module, windows, count: int, what: str, bytes_per_token: f
     was_training = model.training
     model.eval()
     try:
-        for index, (x, y) in enumerate(windows):
+        for index, (x, y, *starts) in enumerate(windows):
             x, y = x.to(device), y.to(device)
+            documents = {"starts": starts[0].to(device)} if starts else {}  # a Documents split's
             if state is None or not carry:
                 state = model.init_state(x.shape[0])
             with torch.no_grad(), autocast(device, autocast_dtype):
-                logits, state = model(x, state, targets=y)
+                logits, state = model(x, state, targets=y, **documents)
             if carry:
                 state = model.next_sequence(state, x.shape[0])
             summed = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum").item()
+            tokens_scored = int((y != -100).sum())  # all but padding (Documents)
             if check_finite and not math.isfinite(summed):
                 with autocast(device, autocast_dtype):
                     raise non_finite_error(model, f"non-finite loss ({summed}) on evaluation batch {index + 1} of "
                                                   f"{count} {what}", step=index + 1, tokens=x, targets=y)
-            losses.append(summed / y.numel())
-            scored += y.numel()
+            losses.append(summed / max(tokens_scored, 1))
+            scored += tokens_scored
     finally:
         model.train(was_training)
     loss, k = sum(losses) / len(losses), len(losses)

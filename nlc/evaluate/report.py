@@ -74,7 +74,7 @@ def stream_table(results: dict[str, dict], streams: list[str], title: str) -> Ta
                       _plus_minus(result["bpb"], result["bpb_stderr"], 4), f"{int(result['tokens']):,}")
     gain = results["fresh"]["bpb"] - results["carried"]["bpb"]
     table.caption = (f"carried - fresh: {-gain:+.4f} bpb; levels carried across segments: {', '.join(streams)}"
-                     if streams else "no level has lifetime: stream, so both start every segment afresh")
+                     if streams else "no level has lifetime: stream or document, so both start every segment afresh")
     return table
 
 

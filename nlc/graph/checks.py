@@ -25,8 +25,9 @@ The rules (docs/design.md, "Validation rules", states them for users):
     (the language's defaults) diverges within a few chunks.
 11. *Warning*: an optimizer level's ``warmup`` is shorter than the updates it makes in the
     run (``train.steps // period.steps``); otherwise its lr never leaves the warm-up ramp.
-12. ``lifetime: stream`` (:mod:`nlc.graph.lifetimes`): on a level with in-context state that
-    a layer applies, shared by the levels of its layer and by a nested state's source;
+12. ``lifetime: stream`` or ``document`` (:mod:`nlc.graph.lifetimes`): on a level with
+    in-context state that a layer applies, shared by the levels of its layer and by a nested
+    state's source;
 13. ``transfer:`` edges (:mod:`nlc.graph.transfers`): conditioning, backprop and generation join
     levels in layers of their own, the source before the target in every block; an
     initialization edge names what the target's ``init`` does.
@@ -163,11 +164,11 @@ def _check_periods(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
         if tokens is None:
             continue
         periods.setdefault(tokens, name)
-        if tokens >= spec.train.seq_len and tokens > 1 and getattr(level, "lifetime", "") != "stream":
+        if tokens >= spec.train.seq_len and tokens > 1 and getattr(level, "lifetime", "sequence") == "sequence":
             issues.append(Issue(f"levels.{name}.period", f"period {tokens} is not shorter than train.seq_len "
                                 f"{spec.train.seq_len}: no update reaches an output inside a training sequence",
-                                hint="use a shorter period or longer sequences, or lifetime: stream to carry "
-                                "the level's state across sequences", severity="warning"))
+                                hint="use a shorter period or longer sequences, or lifetime: stream (or document) "
+                                "to carry the level's state across sequences", severity="warning"))
     ordered = sorted(periods)
     for fast, slow in zip(ordered, ordered[1:]):
         if slow % fast:

@@ -103,7 +103,7 @@ class MemoryIR(LevelIR):
     init_level: str | None
     reset: str
     output_gate: bool
-    lifetime: str = "sequence"  # sequence | stream
+    lifetime: str = "sequence"  # sequence | document | stream
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ class MLPIR(LevelIR):
     init_level: str | None
     reset: str
     flush: str
-    lifetime: str = "sequence"  # sequence | stream
+    lifetime: str = "sequence"  # sequence | document | stream
 
 
 @dataclass(frozen=True)

@@ -125,7 +125,7 @@ class CMSMixer(nn.Module):
         self.objective = ir.objective.kind
         self.teach = self.objective == "task"
         self.init_kind, self.init_level = ir.init, ir.init_level
-        self.lifetime = ir.lifetime  # sequence | stream (nlc.runtime.lifetime)
+        self.lifetime = ir.lifetime  # sequence | document | stream (nlc.runtime.lifetime)
 
         # learning rate: the one knob implementation (nlc.runtime.knobs), one "head"
         self.lr_knob = Knob(ir.rule.lr, width, 1, role="lr", chunk=ir.period, owner=name)

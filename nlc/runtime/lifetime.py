@@ -7,7 +7,10 @@ Notation::
     P   a layer's phase period: the lcm of its mixers' periods and chunks
 
 A layer whose levels have ``lifetime: stream`` keeps its state from one sequence to the
-next of the same stream (one batch row is one stream). Its state carries ``CLOCK = S mod
+next of the same stream (one batch row is one stream); one of ``lifetime: document`` does
+too, and is reset to its initial state, row by row, where a document begins
+(:func:`reset_rows`; the data is laid out so that documents begin at multiples of P,
+:mod:`nlc.data.documents`). Its state carries ``CLOCK = S mod
 P``, and the layer runs its mixers at position ``pos + CLOCK``: every mixer reads a position
 only modulo its own period or chunk, so this equals running the whole stream in one call,
 while a ``sequence`` layer (no ``CLOCK``) keeps today's positions exactly. ``S`` is kept
@@ -18,15 +21,19 @@ from __future__ import annotations
 import math
 from typing import Mapping
 
+import torch
 from torch import Tensor, nn
+
+from ..errors import NLCError
 
 CLOCK = "clock"  # key of a stream layer's state: S mod P (a Python int)
 _TEACH = ("in", "out")  # per-call teach keys (the last forward's input and output): never carried
 
 
-def is_stream(layer: nn.Module) -> bool:
-    """Whether a layer's levels live for the stream (validation makes a layer's levels agree)."""
-    return any(getattr(m, "lifetime", "sequence") == "stream" for m in layer.modules())
+def lifetime_of(layer: nn.Module) -> str:
+    """The lifetime of a layer's levels (validation makes a layer's levels agree)."""
+    found = {getattr(m, "lifetime", "sequence") for m in layer.modules()} - {"sequence"}
+    return found.pop() if found else "sequence"
 
 
 def phase_period(layer: nn.Module) -> int:
@@ -56,6 +63,24 @@ def carried(state: Mapping, consumed: int, period: int) -> dict:
     out = {k: (v.detach() if isinstance(v, Tensor) else v) for k, v in state.items()
            if k != CLOCK and k.rsplit(".", 1)[-1] not in _TEACH}
     out[CLOCK] = (state[CLOCK] + consumed) % period
+    return out
+
+
+def reset_rows(state: dict, fresh: Mapping, rows: Tensor, pos: int, period: int, name: str) -> dict:
+    """A document layer's ``state`` with the batch rows ``rows`` (B,) bool replaced by the
+    ``fresh`` state, at stream position ``pos + CLOCK``, which must be a multiple of the
+    layer's phase period ``period``: there no mixer holds a partial chunk or period, so the
+    fresh rows are exactly the state a new stream starts from."""
+    phase = (pos + state[CLOCK]) % period
+    if phase:
+        raise NLCError(f"a document begins at token {pos} of the sequence, where layer {name!r} (lifetime: document) "
+                       f"is {phase} tokens into its period of {period}: documents must begin on its grid (lay "
+                       "the data out with nlc.data.lay_out(tokens, offsets, model.document_period))")
+    out = dict(state)
+    for key, value in fresh.items():
+        if isinstance(value, Tensor) and key in state:
+            keep = rows.view(-1, *[1] * (value.dim() - 1)).to(value.device)
+            out[key] = torch.where(keep, value.to(state[key].dtype), state[key])
     return out
 
 

@@ -80,7 +80,7 @@ class MemoryMixer(nn.Module):
         super().__init__()
         self.level = ir.name
         self.ir, self.width, self.heads, self.head_dim = ir, width, ir.heads, ir.head_dim
-        self.lifetime = ir.lifetime  # sequence | stream (nlc.runtime.lifetime)
+        self.lifetime = ir.lifetime  # sequence | document | stream (nlc.runtime.lifetime)
         if ir.heads * ir.head_dim != width:
             raise ValueError(f"level {ir.name!r}: heads {ir.heads} x head_dim {ir.head_dim} "
                              f"!= width {width}")

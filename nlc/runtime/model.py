@@ -6,9 +6,12 @@ class supplies the rest:
 
 * ``init_state(batch)`` -> ``{"pos": 0, <layer>: <mixer state>, ...}``;
   ``next_sequence(state, batch)`` -> the state the next sequence of the same streams starts
-  from (``lifetime: stream`` layers carried, the others fresh; :mod:`nlc.runtime.lifetime`);
-* ``forward(tokens, state=None, targets=None)`` -> ``(logits, state)``: calling it on
-  consecutive segments with the returned state equals one call on the whole sequence;
+  from (``lifetime: stream`` and ``document`` layers carried, the others fresh;
+  :mod:`nlc.runtime.lifetime`);
+* ``forward(tokens, state=None, targets=None, starts=None)`` -> ``(logits, state)``:
+  calling it on consecutive segments with the returned state equals one call on the whole
+  sequence; ``starts`` (B, T) bool marks where documents begin, and the call is cut there
+  to reset the rows of ``lifetime: document`` layers (:func:`~nlc.runtime.lifetime.reset_rows`);
 * the teach signal of CMS levels driven by the task objective (paper notes section 2.2):
   the call runs in segments of ``teach_period`` tokens (the gcd of those levels'
   periods); after each segment the summed next-token loss of the segment is
@@ -42,7 +45,8 @@ from ..errors import NLCError, NonFiniteError
 from ..primitives.layers import RMSNorm
 from ..schedule import UpdateSchedule
 from .diagnose import Probe, describe, hint
-from .lifetime import CLOCK, carried, is_stream, phase_period, split_clock, until_boundary, with_clock
+from .lifetime import (CLOCK, carried, lifetime_of, phase_period, reset_rows, split_clock, until_boundary,
+                       with_clock)
 
 
 class LayerError(NLCError):
@@ -91,25 +95,42 @@ class NLCModel(nn.Module):
                 source = self.NESTED.get(name)
                 state[name] = (self._mixer(name).state_from(split_clock(state[source])[0]) if source
                                else getattr(self, name).init_state(batch))
-                if name in self.stream_layers:
+                if name in self.carried_layers:
                     state[name][CLOCK] = 0
                 pending.remove(name)
         return state
 
     @property
-    def stream_layers(self) -> tuple[str, ...]:
-        """Layers whose levels have ``lifetime: stream`` (:mod:`nlc.runtime.lifetime`)."""
-        found = self.__dict__.get("_stream_layers")
+    def carried_layers(self) -> tuple[str, ...]:
+        """Layers whose levels outlive a sequence (``lifetime: stream`` or ``document``,
+        :mod:`nlc.runtime.lifetime`)."""
+        return tuple(self._lifetimes().keys())
+
+    @property
+    def document_layers(self) -> tuple[str, ...]:
+        """Layers whose levels have ``lifetime: document``: reset where a document begins."""
+        return tuple(n for n, life in self._lifetimes().items() if life == "document")
+
+    @property
+    def document_period(self) -> int | None:
+        """The grid documents must begin on (:mod:`nlc.data.documents`): the lcm of the
+        document layers' phase periods; None without document layers."""
+        names = self.document_layers
+        return math.lcm(*(phase_period(getattr(self, n)) for n in names)) if names else None
+
+    def _lifetimes(self) -> dict[str, str]:
+        found = self.__dict__.get("_carried")
         if found is None:
-            found = self.__dict__["_stream_layers"] = tuple(n for n in self.LAYERS if is_stream(getattr(self, n)))
+            found = self.__dict__["_carried"] = {
+                n: life for n in self.LAYERS if (life := lifetime_of(getattr(self, n))) != "sequence"}
         return found
 
     def next_sequence(self, state: dict, batch: int) -> dict:
-        """The state the next sequence of the same streams starts from: ``stream`` layers
-        carry theirs (detached: gradients stop at the boundary), every other layer starts
-        afresh, positions count from 0 again."""
+        """The state the next sequence of the same streams starts from: ``stream`` and
+        ``document`` layers carry theirs (detached: gradients stop at the boundary), every
+        other layer starts afresh, positions count from 0 again."""
         fresh = self.init_state(batch)
-        for name in self.stream_layers:
+        for name in self.carried_layers:
             fresh[name] = carried(state[name], state["pos"], phase_period(getattr(self, name)))
         return fresh
 
@@ -146,12 +167,29 @@ class NLCModel(nn.Module):
         return getattr(layer, "mixer", layer)
 
     # -- forward ----------------------------------------------------------------------
-    def forward(self, tokens: Tensor, state: dict | None = None, targets: Tensor | None = None
-                ) -> tuple[Tensor, dict]:
+    def forward(self, tokens: Tensor, state: dict | None = None, targets: Tensor | None = None,
+                starts: Tensor | None = None) -> tuple[Tensor, dict]:
         """``tokens`` (B, T) int64 -> logits (B, T, V). ``targets`` (B, T), -100 = ignore,
-        is only needed by CMS levels that learn from the task loss."""
+        is only needed by CMS levels that learn from the task loss; ``starts`` (B, T) bool,
+        True where a document begins, only by ``lifetime: document`` levels."""
         if state is None:
             state = self.init_state(tokens.shape[0])
+        if starts is None or not self.document_layers:
+            return self._segments(tokens, state, targets)
+        cuts = [0, *(torch.nonzero(starts[:, 1:].any(dim=0)).flatten() + 1).tolist(), tokens.shape[1]]
+        pieces, fresh = [], None
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            rows = starts[:, a]
+            if bool(rows.any()):
+                fresh = fresh if fresh is not None else self.init_state(tokens.shape[0])
+                state = {**state, **{n: reset_rows(state[n], fresh[n], rows, state["pos"],
+                                                   phase_period(getattr(self, n)), n) for n in self.document_layers}}
+            logits, state = self._segments(tokens[:, a:b], state, None if targets is None else targets[:, a:b])
+            pieces.append(logits)
+        return torch.cat(pieces, dim=1), state
+
+    def _segments(self, tokens: Tensor, state: dict, targets: Tensor | None) -> tuple[Tensor, dict]:
+        """The call cut at the teach boundaries (module doc)."""
         if targets is None or tokens.shape[1] == 0 or self.teach_period is None:
             return self._step(tokens, state)
         pieces, start = [], 0

@@ -70,7 +70,7 @@ class SelfModifyingMemory(nn.Module):
     def __init__(self, ir: MemoryIR, components: dict[str, MemoryIR], width: int) -> None:
         super().__init__()
         self.level, self.heads, self.width = ir.name, ir.heads, width
-        self.lifetime = ir.lifetime  # sequence | stream (nlc.runtime.lifetime)
+        self.lifetime = ir.lifetime  # sequence | document | stream (nlc.runtime.lifetime)
         roles = _roles(ir, components)
         self.chunk_memory, self.chunk_other = ir.chunk, components[roles["k"]].chunk
         self.phase = self.chunk_memory  # 1: the exact per-token rule, no phase to carry

@@ -31,10 +31,11 @@ MAX_CHUNK = 4096  # a chunk materialises chunk x chunk matrices per head
 MAX_POWER = 8  # exponents p (lp objective) and q (lq retention): |e|^8 is finite in fp32 up to |e| ~ 6e4
 
 
-Lifetime = Annotated[Literal["sequence", "stream"], Field(description=(
+Lifetime = Annotated[Literal["sequence", "document", "stream"], Field(description=(
     "how long the level's in-context state lives: 'sequence' starts it afresh at every training "
     "sequence, evaluation segment and generation; 'stream' carries it across consecutive sequences of "
-    "one stream (each batch row), gradients truncated at the sequence boundary"))]
+    "one stream (each batch row), gradients truncated at the sequence boundary; 'document' carries it "
+    "too and starts it afresh where a document of the data begins"))]
 
 
 class MatrixMemory(Strict):

@@ -246,10 +246,10 @@ def load_optimizer_state(path: str | Path, model: nn.Module | None = None) -> di
 
 
 def stream_tensors(model: nn.Module, carried: dict) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
-    """The carried state of ``lifetime: stream`` layers as ``stream/<layer>/<key>`` tensors
+    """The carried state of ``lifetime: stream`` and ``document`` layers as ``stream/<layer>/<key>`` tensors
     (saved beside the optimizer state) and each layer's clock (for ``meta.json``)."""
     tensors, clocks = {}, {}
-    for layer in model.stream_layers:
+    for layer in model.carried_layers:
         for key, value in carried[layer].items():
             if key == CLOCK:
                 clocks[layer] = int(value)
@@ -266,7 +266,7 @@ def carried_state(model: nn.Module, flat: dict[str, torch.Tensor], meta: Meta, p
     clocks = meta.get("stream_clocks")
     if clocks is None:
         return state
-    for layer in model.stream_layers:
+    for layer in model.carried_layers:
         fresh = state[layer]
         saved = {k.split("/", 2)[2]: v for k, v in flat.items() if k.startswith(f"stream/{layer}/")}
         want = {k for k in fresh if k != CLOCK}

@@ -5,7 +5,9 @@ and data name written into ``train:`` (so the checkpoint's stored spec and hash 
 run completely). Data is a corpus name (``nlc.data.load_corpus`` with the spec's
 tokenizer) or any object with 1-D integer tensors ``train`` and ``val`` and ``vocab``;
 bits per byte use its ``train_bytes`` / ``val_bytes`` when it has them (a
-:class:`nlc.data.Corpus` does), and otherwise take one token per byte.
+:class:`nlc.data.Corpus` does), and otherwise take one token per byte; levels with
+``lifetime: document`` need its document offsets ``train_starts`` / ``val_starts`` (a
+Corpus has them too).
 """
 from __future__ import annotations
 
@@ -35,6 +37,8 @@ class TrainData:
     vocab: int
     train_bytes_per_token: float
     val_bytes_per_token: float
+    train_starts: Tensor | None = None  # document offsets (nlc.data.documents), if the data has them
+    val_starts: Tensor | None = None
 
 
 def run_spec(spec_or_model: Any, overrides: tuple[str, ...] | list[str], *, steps: int | None,
@@ -81,7 +85,8 @@ def train_data(data: Any, spec: Spec) -> TrainData:
         name=str(getattr(data, "name", spec.train.data)), sha256=getattr(data, "sha256", None),
         train=data.train, val=data.val, vocab=vocab,
         train_bytes_per_token=getattr(data, "train_bytes", data.train.numel()) / data.train.numel(),
-        val_bytes_per_token=getattr(data, "val_bytes", data.val.numel()) / data.val.numel())
+        val_bytes_per_token=getattr(data, "val_bytes", data.val.numel()) / data.val.numel(),
+        train_starts=getattr(data, "train_starts", None), val_starts=getattr(data, "val_starts", None))
 
 
 def _describe(value: Any) -> str:

@@ -11,7 +11,10 @@ Optimizer step s (1-based) of a run seeded with ``seed``:
    ``nlc.data.stream_batch`` instead (row b continues its stream from step to step) and
    starts each step from ``model.next_sequence`` of the previous step's final state: those
    levels carry what they learned, detached (gradients stop at the step boundary); the
-   carried state is saved with the optimizer state, so a resumed run goes on exactly;
+   carried state is saved with the optimizer state, so a resumed run goes on exactly. One
+   with ``lifetime: document`` levels reads the split laid out on their grid
+   (:meth:`nlc.data.Documents.stream`) and passes the document starts to the forward,
+   which resets those levels' rows there (:mod:`nlc.data.documents`);
 3. ``loss = CE(logits, y)`` (mean next-token cross-entropy, nats), ``loss.backward()``;
 4. the optimizer levels due at s step (:class:`nlc.train.optim.OuterLevels`), the
    others keep accumulating;
@@ -59,6 +62,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import sample_batch, stream_batch
+from ..data.documents import split_for
 from ..errors import NonFiniteError
 from ..evaluate.lm import autocast, evaluate_lm
 from ..spec.load import spec_to_yaml
@@ -124,9 +128,12 @@ class _Run:
         self.log = MetricsLog(config.out / "metrics.jsonl", write=world.is_main, trackers=trackers)
         self.step, self.elapsed = 0, 0.0
         self.carried: dict | None = None  # the state the next step's streams continue from
-        if self.model.stream_layers and world.size > 1:
-            raise TrainInputError("levels with lifetime: stream carry each batch row's state from step to step, "
-                                  "and a checkpoint holds rank 0's rows only: train them in one process")
+        period = self.model.document_period  # documents laid out on its grid (nlc.data.documents)
+        self.documents = None if period is None else split_for(data, "train", period)
+        self.val = split_for(data, "val", period)
+        if self.model.carried_layers and world.size > 1:
+            raise TrainInputError("levels with lifetime: stream or document carry each batch row's state from step "
+                                  "to step, and a checkpoint holds rank 0's rows only: train them in one process")
         if carry is not None:
             self.carried = self._given_carry(carry, resume)
         resumed = resume and self._resume()
@@ -140,16 +147,19 @@ class _Run:
         if resume:
             raise TrainInputError("give carry or resume, not both: a resumed run continues the carried "
                                   "state of its checkpoint")
-        if not self.model.stream_layers:
-            raise TrainInputError("carry: the model has no lifetime: stream levels, so no state to carry")
+        if not self.model.carried_layers:
+            raise TrainInputError("carry: the model has no lifetime: stream or document levels, so no state "
+                                  "to carry")
         if carry.get("pos") != 0:
             raise TrainInputError("carry: give a state at the start of a sequence (TrainResult.carried, or "
                                   "model.next_sequence(state, batch)), whose 'pos' is 0")
-        missing = [layer for layer in self.model.stream_layers if not isinstance(carry.get(layer), dict)]
+        missing = [layer for layer in self.model.carried_layers if not isinstance(carry.get(layer), dict)]
         if missing:
-            raise TrainInputError(f"carry has no state for the stream layers {missing}")
+            raise TrainInputError(f"carry has no state for the carried layers {missing}")
         flat, clocks = ckpt.stream_tensors(self.model, carry)
-        return ckpt.carried_state(self.model, flat, {"stream_clocks": clocks}, Path("<carry>"), self.config.batch)
+        state = ckpt.carried_state(self.model, flat, {"stream_clocks": clocks}, Path("<carry>"), self.config.batch)
+        fresh = self.model.init_state(self.config.batch)  # a new run reads new text: documents begin again
+        return {**state, **{layer: fresh[layer] for layer in self.model.document_layers}}
 
     # -- resume ----------------------------------------------------------------------
     def _refuse_overwrite(self) -> None:
@@ -182,7 +192,7 @@ class _Run:
         ckpt.load_weights(self.model, self.config.out)
         flat = ckpt.load_optimizer_state(self.config.out, self.model)
         self.outer.load_state_tensors(flat)
-        if self.model.stream_layers:
+        if self.model.carried_layers:
             self.carried = ckpt.carried_state(self.model, flat, meta, self.config.out, self.config.batch)
         ckpt.set_rng_state(meta["rng"])
         self.step, self.elapsed = meta["step"], meta["elapsed"]
@@ -256,7 +266,10 @@ class _Run:
 
     def _train_step(self) -> dict:
         config, start = self.config, time.perf_counter()
-        if self.model.stream_layers:  # each row continues its stream (nlc.data.stream_batch)
+        starts = None
+        if self.documents is not None:  # each row continues its stream of documents
+            *batch, starts = self.documents.stream(config.batch, config.seq_len, self.step, config.seed)
+        elif self.model.carried_layers:  # each row continues its stream (nlc.data.stream_batch)
             batch = stream_batch(self.data.train, config.batch, config.seq_len, self.step, config.seed)
         else:
             generator = torch.Generator().manual_seed(step_seed(config.seed, self.step))
@@ -265,8 +278,8 @@ class _Run:
         x, y = (self.world.shard(t).to(device) for t in batch)
         state = self.carried if self.carried is not None else self.model.init_state(x.shape[0])
         with autocast(x.device, config.autocast_dtype):
-            logits, state = self.net(x, state, targets=y)
-        if self.model.stream_layers:
+            logits, state = self.net(x, state, targets=y, starts=None if starts is None else starts.to(device))
+        if self.model.carried_layers:
             self.carried = self.model.next_sequence(state, x.shape[0])
         loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
         loss.backward()
@@ -324,7 +337,7 @@ class _Run:
             return None
         config, start = self.config, time.perf_counter()
         try:
-            result = evaluate_lm(self.model, self.data.val, config.batch, config.seq_len, config.eval_batches,
+            result = evaluate_lm(self.model, self.val, config.batch, config.seq_len, config.eval_batches,
                                  step_seed(config.seed, 0), bytes_per_token=self.data.val_bytes_per_token,
                                  autocast_dtype=config.autocast_dtype, check_finite=self.check_finite)
         except NonFiniteError as err:

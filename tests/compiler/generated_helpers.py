@@ -118,11 +118,13 @@ def record_coverage(model) -> None:
     event(f"teach period {model.teach_period}")
 
 
-def stream(model, x: torch.Tensor, y: torch.Tensor, cuts: list[int]) -> torch.Tensor:
-    """The logits of ``x`` fed in segments ending at ``cuts``, the state carried along."""
+def stream(model, x: torch.Tensor, y: torch.Tensor, cuts: list[int], starts: torch.Tensor | None = None
+           ) -> torch.Tensor:
+    """The logits of ``x`` fed in segments ending at ``cuts``, the state carried along
+    (``starts``: where documents begin, cut with them)."""
     state, parts = model.init_state(B), []
     for a, b in zip([0, *cuts], [*cuts, x.shape[1]]):
-        logits, state = model(x[:, a:b], state, targets=y[:, a:b])
+        logits, state = model(x[:, a:b], state, targets=y[:, a:b], starts=None if starts is None else starts[:, a:b])
         parts.append(logits)
     assert state["pos"] == x.shape[1]
     return torch.cat(parts, 1)
@@ -144,9 +146,10 @@ def forward_checking_teach_segments(model, x: torch.Tensor, y: torch.Tensor) -> 
         for handle in handles:
             handle.remove()
     for name, pieces in calls.items():
-        (_, state, pos), _ = pieces[0]
+        (_, state, pos, *extra), _ = pieces[0]  # extra: a transfer edge's source tensor, per token
+        joined = [torch.cat([args[i] for args, _ in pieces], 1) for i in range(3, 3 + len(extra))]
         with torch.no_grad():
-            whole, _ = getattr(model, name)(torch.cat([args[0] for args, _ in pieces], 1), state, pos)
+            whole, _ = getattr(model, name)(torch.cat([args[0] for args, _ in pieces], 1), state, pos, *joined)
         torch.testing.assert_close(torch.cat([out for _, out in pieces], 1).detach(), whole,
                                    rtol=1e-4, atol=1e-4, msg=lambda m, name=name: f"layer {name}: {m}")
     return logits

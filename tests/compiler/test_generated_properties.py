@@ -16,6 +16,9 @@ task-driven CMS levels of period 1, whose teach loop runs token by token):
 * streaming: the sequence cut at random points (:func:`split_points`: anywhere, or on the
   teach-period grid of a model with a teach loop) and fed segment by segment == one call;
   the teach loop (segments of ``teach_period``) gives every other layer what one call does;
+* ``lifetime: document`` layers (drawn by :func:`tests.strategies.valid_specs`): a document
+  start on their grid in one row changes no logit before it and none of another row, and
+  streams exactly at the same cuts;
 * the emitted source, imported fresh from a file, is the model (same weights, same logits);
 * compiling twice with one seed gives the same parameters and logits.
 
@@ -36,7 +39,7 @@ import re
 
 import pytest
 import torch
-from hypothesis import given, note, settings
+from hypothesis import event, given, note, settings
 from hypothesis import strategies as st
 
 import nlc
@@ -126,6 +129,7 @@ def check_model_properties(data: dict, draw) -> None:
     cuts = split_points(model, length, draw)
     note(f"cuts {cuts}")
     torch.testing.assert_close(stream(model, x, y, cuts), whole, rtol=1e-4, atol=1e-4)
+    check_document_start(model, x, y, whole, cuts, draw)
 
     # the emitted source imported fresh, and a second compile with the seed: the same model
     # (on a short prefix: the weights are what these check)
@@ -140,6 +144,25 @@ def check_model_properties(data: dict, draw) -> None:
         assert torch.equal(first[key], second[key]), key
     for other in (fresh, again):
         torch.testing.assert_close(other(short, targets=short_targets)[0], reference, rtol=0, atol=0)
+
+
+def check_document_start(model, x: torch.Tensor, y: torch.Tensor, whole: torch.Tensor, cuts: list[int],
+                         draw) -> None:
+    """``lifetime: document`` layers: a document start on their grid, in row 0 only, changes
+    no logit before it nor any of another row (against the call cut at the same point,
+    exactly), and streams exactly at any cuts."""
+    grid, length = model.document_period, x.shape[1]
+    if grid is None or grid >= length:
+        return
+    event("document start")
+    start = grid * draw(st.integers(1, (length - 1) // grid))
+    starts = torch.zeros_like(x, dtype=torch.bool)
+    starts[0, start] = True
+    reset, _ = model(x, targets=y, starts=starts)
+    cut = stream(model, x, y, [start])
+    torch.testing.assert_close(reset[1:], cut[1:], rtol=0, atol=0)
+    torch.testing.assert_close(reset[0, :start], cut[0, :start], rtol=0, atol=0)
+    torch.testing.assert_close(stream(model, x, y, cuts, starts), reset, rtol=1e-4, atol=1e-4)
 
 
 @settings(max_examples=examples(8))

@@ -96,7 +96,7 @@ def test_the_clock_fires_at_stream_multiples_of_the_period_across_sequences():
 
 @settings(max_examples=8, deadline=None)
 @given(st.lists(st.sampled_from([2, 3, 4, 6, 8, 12]), min_size=2, max_size=4, unique=True), st.booleans(),
-       st.sampled_from(["sequence", "stream"]), st.integers(1, 5), st.integers(0, 2**16))
+       st.sampled_from(["sequence", "stream", "document"]), st.integers(1, 5), st.integers(0, 2**16))
 def test_levels_change_exactly_at_the_schedules_ticks(periods, nested, life, seq, seed):
     """Random task-driven CMS periods (also ones that do not divide each other, and nested
     chains of 3-4 levels), run token by token past the slowest boundary, sequences of ``seq``

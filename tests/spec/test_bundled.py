@@ -118,3 +118,13 @@ def test_hope_continual_is_hope_with_stream_cms_levels():
     assert changed == {"cms_fast", "cms_mid", "cms_slow"} and hope.model == continual.model
     assert {continual.levels[n].lifetime for n in changed} == {"stream"}
     assert continual.levels["cms_slow"].period.tokens == 2 * continual.train.seq_len
+
+
+def test_hope_documents_is_hope_continual_with_document_cms_levels_on_many_documents():
+    """specs/hope_documents.yaml: hope_continual's model with CMS levels living for a document,
+    trained on a corpus of many documents (the Python documentation)."""
+    continual, documents = (load_spec(BASE.parent.parent / f"{n}.yaml") for n in ("hope_continual", "hope_documents"))
+    changed = {name for name in continual.levels if continual.levels[name] != documents.levels[name]}
+    assert changed == {"cms_fast", "cms_mid", "cms_slow"} and continual.model == documents.model
+    assert {documents.levels[n].lifetime for n in changed} == {"document"}
+    assert documents.train.data == "pydocs"
