@@ -35,7 +35,9 @@ from nlc.capabilities import (
     memory_combinations,
 )
 from nlc.spec import levels as _levels_mod
+from nlc.spec.optimizers import RULE_FIELDS
 from nlc.spec import model as _model_mod
+from nlc.spec import optimizers as _optimizers_mod
 from nlc.spec import values as _values_mod
 from nlc.graph.stability import DEEP_STEP_LIMIT
 
@@ -58,7 +60,7 @@ level_names = st.one_of(
 
 def _all_models() -> list[type[BaseModel]]:
     out = []
-    for mod in (_levels_mod, _model_mod, _values_mod):
+    for mod in (_levels_mod, _model_mod, _optimizers_mod, _values_mod):
         for obj in vars(mod).values():
             if isinstance(obj, type) and issubclass(obj, BaseModel) and obj.__module__ == mod.__name__:
                 out.append(obj)
@@ -252,6 +254,30 @@ def cms_updates(draw):
 
 
 @st.composite
+def gradient_rules(draw):
+    """A ``rule: memories`` group (nlc.spec.optimizers.GradientRule): up to two gradient memories."""
+    momenta = []
+    for _ in range(draw(st.integers(0, 2))):
+        memory: dict[str, Any] = {}
+        fields = [("memory", ["matrix", "mlp"]), ("objective", ["dot", "l2"]), ("retention", [0.0, 0.9, 1.0]),
+                  ("lr", [0.1, 1.0]), ("period", [1, 3]), ("weight", [0.5, 1.0])]
+        for field, values in fields:
+            _maybe(draw, memory, field, values)
+        if memory.get("memory") != "mlp":  # an MLP memory is read at the current gradient, as it is
+            _maybe(draw, memory, "nesterov", _COIN)
+            _maybe(draw, memory, "output", ["identity", "newton_schulz"])
+            if memory.get("retention", 0.9) < 1:  # retention 1 has no bias to correct
+                _maybe(draw, memory, "bias_correction", _COIN)
+        momenta.append(memory)
+    rule: dict[str, Any] = {"momenta": momenta}
+    _maybe(draw, rule, "second_moment", st.sampled_from([None, {}, {"retention": 0.99}]))
+    _maybe(draw, rule, "decay", ["decoupled", "l2"])
+    if any(m.get("output") == "newton_schulz" for m in momenta):
+        _maybe(draw, rule, "scale", ["none", "match_adamw"])
+    return rule
+
+
+@st.composite
 def memory_shapes(draw, kind: str):
     if kind == "matrix":
         return {"kind": "matrix"}
@@ -397,13 +423,25 @@ def valid_specs(draw, max_levels: int = 6):
                 _maybe(draw, lv, "flush", CMS_FLUSHES)
                 _maybe(draw, lv, "init", CMS_INITS)
         elif t == "optimizer":
-            _maybe(draw, lv, "rule", ["adamw", "adam", "sgd"])
+            _maybe(draw, lv, "rule", ["adamw", "adam", "sgd", "muon", "m3", "dmgd", "memories"])
             _maybe(draw, lv, "lr", [1e-3, 3e-4, 0.01, 1.0e-2])
-            if lv.get("rule") != "sgd":  # Adam's fields: an error on plain SGD
+            reads = RULE_FIELDS[lv.get("rule", "adamw")]  # a field its rule does not read is an error
+            if "betas" in reads:
                 _maybe(draw, lv, "betas", [[0.9, 0.95], [0.9, 0.999]])
             _maybe(draw, lv, "weight_decay", [0.0, 0.1])
-            if lv.get("rule") != "sgd":
+            if "eps" in reads:
                 _maybe(draw, lv, "eps", [1e-8, 1e-6])
+            if "momentum" in reads:
+                _maybe(draw, lv, "momentum", [0.0, 0.9, 0.95])
+            if "nesterov" in reads and lv.get("momentum", 0.95 if lv.get("rule") == "muon" else 0) > 0:
+                _maybe(draw, lv, "nesterov", _COIN)
+            for field, values in (("ns_steps", [1, 5]), ("slow_period", [1, 2, 4]), ("slow_beta", [0.9, 0.99]),
+                                  ("slow_weight", [0.0, 0.5]), ("hidden", [4, 16])):
+                if field in reads:
+                    _maybe(draw, lv, field, values)
+            if lv.get("rule") == "memories":
+                lv["matrices"] = draw(gradient_rules())
+                _maybe(draw, lv, "others", gradient_rules())
             _maybe(draw, lv, "grad_clip", [None, 1.0])
             _maybe(draw, lv, "warmup", st.integers(0, 20))
             _maybe(draw, lv, "schedule", ["cosine", "constant", "linear"])
@@ -538,7 +576,7 @@ def _keep_memory_stable(lv: dict) -> None:
     lv["keys"] = {**(keys if isinstance(keys, dict) else {"from": keys}), "norm": "l2"}
     window = objective.get("window", 1)
     lr = update.get("lr", 1.0)
-    initial = lr if not isinstance(lr, dict) else lr.get("learned", lr.get("init", 0.5 * lr.get("max", 1.0)))
+    initial = lr if not isinstance(lr, dict) else lr.get("value", lr.get("learned", lr.get("init", 0.5 * lr.get("max", 1.0))))
     if objective.get("kind", "l2") == "l2" and update.get("rule", "gd") in ("gd", "momentum") \
             and initial * window > 1:  # unit-norm keys: the error grows as (1 - 2 lr window)
         lv.setdefault("update", {"rule": "gd"})["lr"] = 0.5 / window

@@ -126,8 +126,33 @@ class PersistentIR(LevelIR):
 
 
 @dataclass(frozen=True)
+class GradientMemoryIR:
+    """A memory of the gradient stream (nlc.spec.optimizers.GradientMemory, same fields)."""
+
+    memory: str  # matrix | mlp
+    hidden: int
+    objective: str  # dot | l2
+    retention: float
+    lr: float
+    period: int  # optimizer steps between writes
+    nesterov: bool
+    bias_correction: bool
+    output: str  # identity | newton_schulz
+    ns_steps: int
+    weight: float
+
+
+@dataclass(frozen=True)
+class GradientRuleIR:
+    momenta: tuple[GradientMemoryIR, ...]
+    second_moment: float | None  # its retention (bias-corrected); None: no second moment
+    decay: str  # decoupled | l2
+    scale: str  # none | match_adamw
+
+
+@dataclass(frozen=True)
 class OptimizerIR(LevelIR):
-    rule: str
+    rule: str  # the spec's rule (a preset runs as torch's optimizer where one exists)
     lr: float
     betas: tuple[float, float]
     weight_decay: float
@@ -136,6 +161,8 @@ class OptimizerIR(LevelIR):
     warmup: int
     schedule: str
     steps: int  # steps this level every ``steps`` optimizer steps
+    matrices: GradientRuleIR | None = None  # the rule written out (nlc.spec.presets.expand)
+    others: GradientRuleIR | None = None
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,12 @@ from ..spec.levels import (
 )
 from ..spec.load import source_line
 from ..spec.model import ContextLayer, LevelLayer, ParallelLayer, Spec
+from ..spec.presets import expand
 from ..spec.values import Knob, Source
 from .nodes import (
     AttentionIR,
+    GradientMemoryIR,
+    GradientRuleIR,
     KnobIR,
     LayerIR,
     MemoryIR,
@@ -126,9 +129,19 @@ def _level_ir(level, common: dict, width: int, heads: int):
     if isinstance(level, PersistentLevel):
         return PersistentIR(**common, tokens=level.tokens)
     assert isinstance(level, OptimizerLevel)
+    written = expand(level)
     return OptimizerIR(**common, rule=level.rule, lr=level.lr, betas=tuple(level.betas),
                        weight_decay=level.weight_decay, eps=level.eps, grad_clip=level.grad_clip,
-                       warmup=level.warmup, schedule=level.schedule, steps=level.period.steps)
+                       warmup=level.warmup, schedule=level.schedule, steps=level.period.steps,
+                       matrices=_gradient_rule(written.matrices), others=_gradient_rule(written.others))
+
+
+def _gradient_rule(rule) -> GradientRuleIR:
+    return GradientRuleIR(
+        momenta=tuple(GradientMemoryIR(m.memory, m.hidden, m.objective, m.retention, m.lr, m.period, m.nesterov,
+                                       m.bias_correction, m.output, m.ns_steps, m.weight) for m in rule.momenta),
+        second_moment=rule.second_moment.retention if rule.second_moment else None,
+        decay=rule.decay, scale=rule.scale)
 
 
 def _objective_ir(objective) -> ObjectiveIR:

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Discriminator, Field, PositiveInt, Tag, model_serializer, model_validator
+from pydantic import Discriminator, Field, PositiveInt, Tag, model_validator
 
 from ..errors import FieldError, Issue
 
-from .values import (MAX_STEPS, MAX_TOKENS, ForgetKnob, Init, LrKnob, MomentumKnob, Period, RetentionKnob,
+from .optimizers import OptimizerLevel
+from .values import (MAX_TOKENS, ForgetKnob, Init, LrKnob, MomentumKnob, Period, RetentionKnob,
                      Source, Strict)
 
 MAX_WIDTH = 2**16  # hidden sizes of MLPs and memories (the model width has the same bound)
@@ -228,48 +229,6 @@ class PersistentLevel(LevelBase):
     tokens: PositiveInt = Field(le=MAX_WIDTH)
 
 
-Beta = Annotated[float, Field(ge=0, lt=1)]  # Adam's moment decay: 1 or more never forgets
-ADAM_ONLY = ("betas", "eps")  # plain SGD has neither
-
-
-class OptimizerLevel(Strict):
-    """An outer level: an optimiser on the optimizer-step clock (pre-training is the
-    outermost level, NL-arXiv section 6). ``period: {steps: k}`` steps its parameter
-    group every k optimizer steps, accumulating gradients in between. ``betas`` and
-    ``eps`` are Adam's: giving them to ``sgd`` (plain SGD, which would ignore them) is an
-    error, and an sgd level dumps without them."""
-
-    type: Literal["optimizer"]
-    description: str | None = None
-    rule: Literal["adamw", "adam", "sgd"] = "adamw"
-    lr: float = Field(default=3e-4, gt=0, le=10)  # a typo guard; lr_warnings flags Adam above 0.1
-    betas: tuple[Beta, Beta] = Field(default=(0.9, 0.95), strict=False)  # YAML gives a list
-    weight_decay: float = Field(default=0.1, ge=0, lt=1)
-    # Adam divides by sqrt(v) + eps, and v underflows to 0 in fp32 for gradients below ~1e-21:
-    # an eps below 1e-12 then turns a tiny gradient into a huge step (1e-323 gave NaN weights)
-    eps: float = Field(default=1e-8, ge=1e-12, le=1)
-    grad_clip: float | None = Field(default=1.0, gt=0)
-    warmup: int = Field(default=0, ge=0, le=MAX_STEPS)
-    schedule: Literal["cosine", "constant", "linear"] = "cosine"
-    period: Period = Period(steps=1)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> "OptimizerLevel":
-        if self.period.steps is None:
-            raise FieldError("period", "an optimizer level runs on the optimizer-step clock",
-                             hint="write period: {steps: k}")
-        ignored = [f for f in ADAM_ONLY if f in self.model_fields_set]
-        if self.rule == "sgd" and ignored:
-            raise FieldError(ignored[0], f"'{ignored[0]}' is Adam's; rule 'sgd' (plain SGD) has none",
-                             hint=f"remove '{ignored[0]}', or use rule: adamw")
-        return self
-
-    @model_serializer(mode="wrap")
-    def _dump(self, handler: Any) -> Any:
-        out = handler(self)
-        return {k: v for k, v in out.items() if k not in ADAM_ONLY} if self.rule == "sgd" else out
-
-
 Level = Annotated[
     Union[AttentionLevel, MemoryLevel, MLPLevel, PersistentLevel, OptimizerLevel],
     Field(discriminator="type"),
@@ -290,7 +249,9 @@ MATRIX_LR_LIMIT = {"delta": 2.0, "dgd": 2.0, "gd": 1.0, "momentum": 1.0}
 def lr_warnings(name: str, level: object) -> list[Issue]:
     """Warnings (never errors: a researcher may mean them) for learning rates far outside the
     range in which a level's rule is stable, each saying why."""
-    if isinstance(level, OptimizerLevel) and level.rule != "sgd" and level.lr > ADAM_LR_LIMIT:
+    if isinstance(level, OptimizerLevel) and level.lr > ADAM_LR_LIMIT and (
+            level.rule in ("adam", "adamw", "muon", "m3")  # steps of about lr (muon: RMS-matched to AdamW)
+            or level.rule == "memories" and level.matrices.second_moment is not None):
         return [Issue(f"levels.{name}.lr", f"Adam moves every weight by about lr per step whatever the "
                       f"gradient's scale; lr {level.lr} overwrites weights initialised near 1/sqrt(width) "
                       "at every step (these models train at 1e-4 to 1e-2)", hint="use lr: 1.0e-3",

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import NLCError
+from ..optim.gradient_memories import state_shape_ok
 from ..status import BAD_INPUT
 from ..version import __version__
 
@@ -209,8 +210,8 @@ def _storage(tensor: torch.Tensor) -> tuple:
 
 def match_optimizer(file: Path, index: dict[str, tuple[torch.dtype, list[int]]],
                     params: dict[str, nn.Parameter]) -> None:
-    """``grad/<param>`` has the parameter's shape; ``opt/<param>/<key>`` its shape or none (a step
-    count); ``stream/<layer>/<key>`` (a carried state) is checked by ``checkpoint.carried_state``."""
+    """``grad/<param>`` has the parameter's shape; ``opt/<param>/<key>`` its shape, none (a step
+    count) or a deep momentum's weights (:func:`nlc.optim.gradient_memories.state_shape_ok`); ``stream/<layer>/<key>`` (a carried state) is checked by ``checkpoint.carried_state``."""
     for name, (dtype, shape) in index.items():
         kind, _, rest = name.partition("/")
         if kind == "stream":  # a carried stream state: checked against the model when it is loaded
@@ -219,7 +220,8 @@ def match_optimizer(file: Path, index: dict[str, tuple[torch.dtype, list[int]]],
         if kind not in ("grad", "opt") or param not in params:
             raise CheckpointError(f"{file}: holds {name!r}, which belongs to no parameter of the model")
         want = list(params[param].shape)
-        if shape != want and not (kind == "opt" and shape == []):
+        if shape != want and not (kind == "opt" and (shape == [] or state_shape_ok(name.rpartition("/")[2], shape,
+                                                                                     want))):
             raise CheckpointError(f"{file}: {name!r} has shape {shape}, the parameter has {want}")
         if not dtype.is_floating_point:
             raise CheckpointError(f"{file}: {name!r} is {str(dtype).removeprefix('torch.')}, not floating point")

@@ -7,9 +7,13 @@ step clock). An optimizer level with ``period: {steps: k}`` steps at optimizer s
 ... (``model.schedule.due``); between them its parameters' gradients accumulate, and at its
 step they are divided by k (the mean over the k batches) before clipping.
 
-Rules: ``adamw`` (decoupled weight decay), ``adam`` (``weight_decay`` as an L2 term added to
-the gradient, torch's Adam), ``sgd`` (plain SGD, no momentum; L2 as for adam). Weight decay
-applies to matrices only (parameters with two or more dimensions: projections, MLP and
+Rules (:mod:`nlc.spec.optimizers`): ``adamw`` (decoupled weight decay), ``adam``
+(``weight_decay`` as an L2 term added to the gradient) and ``sgd`` (``momentum``,
+``nesterov``; L2 as for adam) run as torch's optimizers; ``muon``, ``m3`` and ``memories``
+as their gradient memories (:class:`nlc.optim.GradientMemories`, from the rule written out
+by :func:`nlc.spec.presets.expand`): the *matrices* (2-D parameters but the token
+embedding and an untied head) follow the rule's ``matrices``, the rest its ``others``.
+Weight decay applies to parameters with two or more dimensions only (projections, MLP and
 memory weights, meta-learned matrix initial states, an untied head), never to norms,
 biases, scalar/vector knobs or the token embedding. ``grad_clip`` caps the global L2 norm
 of the level's gradient. The learning rate follows :mod:`nlc.train.lr` on the level's own
@@ -23,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from ..ir.nodes import OptimizerIR
+from ..optim import GradientMemories
 from .lr import lr_factor
 
 
@@ -45,15 +50,27 @@ class LevelOptimizer:
         return self.ir.lr * lr_factor(self.ir.schedule, self.ir.warmup, update, total)
 
 
-def _torch_optimizer(ir: OptimizerIR, decay: list[Tensor], no_decay: list[Tensor]) -> torch.optim.Optimizer:
-    groups = [{"params": ps, "weight_decay": wd} for ps, wd in ((decay, ir.weight_decay), (no_decay, 0.0)) if ps]
-    if ir.rule == "adamw":
-        return torch.optim.AdamW(groups, lr=ir.lr, betas=ir.betas, eps=ir.eps)
-    if ir.rule == "adam":
-        return torch.optim.Adam(groups, lr=ir.lr, betas=ir.betas, eps=ir.eps)
-    if ir.rule == "sgd":
-        return torch.optim.SGD(groups, lr=ir.lr)
-    raise ValueError(f"unknown optimizer rule {ir.rule!r}")  # the spec schema admits no other
+def level_optimizer(ir: OptimizerIR, params: list[Tensor], decays: set[int], matrices: set[int]
+                    ) -> torch.optim.Optimizer:
+    """The optimizer of one level over ``params``: weight decay on the ids in ``decays``,
+    the rule's ``matrices`` on the ids in ``matrices`` (gradient-memory rules only)."""
+    if ir.rule in ("adamw", "adam", "sgd"):
+        groups = [{"params": ps, "weight_decay": wd} for ps, wd in (
+            ([p for p in params if id(p) in decays], ir.weight_decay),
+            ([p for p in params if id(p) not in decays], 0.0)) if ps]
+        if ir.rule == "sgd":
+            momentum = ir.matrices.momenta[0] if ir.matrices.momenta else None
+            return torch.optim.SGD(groups, lr=ir.lr, momentum=momentum.retention if momentum else 0.0,
+                                   nesterov=bool(momentum and momentum.nesterov))
+        optimizer = torch.optim.AdamW if ir.rule == "adamw" else torch.optim.Adam
+        return optimizer(groups, lr=ir.lr, betas=ir.betas, eps=ir.eps)
+    groups = []
+    for rule, is_matrix in ((ir.matrices, True), (ir.others, False)):
+        for decayed in (True, False):
+            ps = [p for p in params if (id(p) in matrices) == is_matrix and (id(p) in decays) == decayed]
+            if ps:
+                groups.append({"params": ps, "rule": rule, "weight_decay": ir.weight_decay if decayed else 0.0})
+    return GradientMemories(groups, lr=ir.lr, eps=ir.eps)
 
 
 class OuterLevels:
@@ -69,13 +86,14 @@ class OuterLevels:
             target = self.schedule.groups.get(level, self.outermost) if level else self.outermost
             owned[target].extend((names[id(p)], p) for p in params)
         embedding = id(model.embed.weight)
+        head = {id(model.head.weight)} if getattr(model, "head", None) is not None else set()
         self.levels: dict[str, LevelOptimizer] = {}
         for name, ir in irs.items():
-            params = owned[name]
-            decay = [p for _, p in params if p.dim() >= 2 and id(p) != embedding]
-            no_decay = [p for _, p in params if not (p.dim() >= 2 and id(p) != embedding)]
-            optimizer = _torch_optimizer(ir, decay, no_decay) if params else None
-            self.levels[name] = LevelOptimizer(name, ir, params, optimizer)
+            params = [p for _, p in owned[name]]
+            decays = {id(p) for p in params if p.dim() >= 2 and id(p) != embedding}
+            matrices = {id(p) for p in params if p.dim() == 2 and id(p) != embedding and id(p) not in head}
+            optimizer = level_optimizer(ir, params, decays, matrices) if params else None
+            self.levels[name] = LevelOptimizer(name, ir, owned[name], optimizer)
 
     def lrs(self, step: int) -> dict[str, float]:
         """Each level's lr for the update it makes at or after optimizer step ``step``."""
@@ -97,6 +115,8 @@ class OuterLevels:
             lr = level.lr(level.updates(step), self.total_steps)
             for group in level.optimizer.param_groups:
                 group["lr"] = lr
+            if isinstance(level.optimizer, GradientMemories):
+                level.optimizer.set_update(level.updates(step))
             level.optimizer.step()
             level.optimizer.zero_grad(set_to_none=True)
         return due

@@ -142,7 +142,7 @@ BAD = [
     ("eps: 1.0e-8", "eps: 1.0e-323", "1.0e-323", "levels.outer.eps",
      "got 1e-323; input should be greater than or equal to 0.000000000001"),  # fuzz: NaN weights after one step
     ("rule: adamw", "rule: sgd", "[0.9, 0.95]", "levels.outer.betas",
-     "'betas' is Adam's; rule 'sgd' (plain SGD) has none"),
+     "rule 'sgd' does not read 'betas' (rules that do: adamw, adam, muon, m3, dmgd)"),
     ("repeat: 2", "repeat: 2000000", "2000000", "model.blocks.0.repeat",
      "got 2000000; input should be less than or equal to 1024"),
     ("width: 32", "width: 100000", "100000", "model.width", "got 100000; input should be less than or equal to 65536"),
@@ -169,14 +169,14 @@ def test_range_errors_carry_a_fix():
     assert error.format() == ("<text>:9:17: levels.mem.update.momentum: momentum must be in [0, 1); got 2.0 "
                               "(the fraction of the previous update kept, e.g. momentum: 0.9)")
     sgd = _only_error(_edit(SPEC, "rule: adamw", "rule: sgd"))
-    assert sgd.hint == "remove 'betas', or use rule: adamw"
+    assert sgd.hint == "remove 'betas', or use one of those rules"
 
 
 def test_eps_on_sgd_is_refused():
     text = _edit(_edit(SPEC, "rule: adamw", "rule: sgd"), " betas: [0.9, 0.95],", "")
     error = _only_error(text)
     assert (error.path, error.line) == ("levels.outer.eps", 13)
-    assert error.message == "'eps' is Adam's; rule 'sgd' (plain SGD) has none"
+    assert error.message == "rule 'sgd' does not read 'eps' (rules that do: adamw, adam, muon, m3, dmgd, memories)"
 
 
 def test_sgd_without_adam_fields_is_valid_and_round_trips():
