@@ -31,14 +31,17 @@ their keys' likeness: the read's norm relative to η ||g|| grows with the number
 matrices of very different heights.
 
 The clock is the level's: n is the group's ``update`` (set by
-:class:`nlc.train.optim.OuterLevels` from the update schedule, so a resumed run knows it),
-memory k writes at the n that P_k divides and has made n_k = floor(n / P_k) writes. A
+:class:`nlc.train.optim.OuterLevels` from the update schedule, so a resumed run knows it);
+memory k writes at the n that P_k divides. A parameter without a gradient at an update is
+skipped, as torch's optimizers skip it, and its counts are its own: n_k (its writes, for
+bias correction) and the second moment's are per parameter, like Adam's step count. A
 memory between writes keeps its state and still gives its output (a slow M3 level acts
 with the momentum of its last write). Parameters with more than two dimensions are read as
 matrices (first dimension x the rest) by the Newton-Schulz output and the l2 objective, and
 1-D ones as a row. State per parameter, all tensors (checkpointed like torch's optimizers'
-state): ``m<k>``, ``acc<k>`` (the gradient sum of a memory with P_k > 1), ``o<k>`` (its
-output, held between writes: M3's slow Newton-Schulz runs once per write), ``v``.
+state): ``m<k>``, ``acc<k>`` (the gradient sum of a memory with P_k > 1) and ``c<k>`` (how
+many), ``w<k>`` (n_k), ``o<k>`` (its output, held between writes: M3's slow Newton-Schulz
+runs once per write), ``v`` and ``nv`` (its writes); counters are 0-dim CPU tensors.
 """
 from __future__ import annotations
 
@@ -88,7 +91,7 @@ class GradientMemories(torch.optim.Optimizer):
             beta = rule.second_moment
             v = state.setdefault("v", torch.zeros_like(p))
             v.mul_(beta).addcmul_(g, g, value=1 - beta)
-            d = d / ((v / (1 - beta ** n)).sqrt() + group["eps"])
+            d = d / ((v / (1 - beta ** _count(state, "nv"))).sqrt() + group["eps"])
         if rule.decay == "decoupled" and decay:
             p.mul_(1 - lr * decay)
         p.add_(d, alpha=-lr)
@@ -104,7 +107,7 @@ class GradientMemories(torch.optim.Optimizer):
         if held and written is None and f"o{k}" in state:
             return state[f"o{k}"]
         read = memory.lr * g + memory.retention * m if memory.nesterov else m
-        writes = n // memory.period
+        writes = int(state[f"w{k}"])
         if memory.bias_correction and writes:
             read = read / (1 - memory.retention ** writes)
         if memory.output == "newton_schulz":
@@ -115,17 +118,31 @@ class GradientMemories(torch.optim.Optimizer):
 
 
 def _due(state: dict, k: int, memory: GradientMemoryIR, g: Tensor, n: int) -> Tensor | None:
-    """What memory k writes at update n: ``g``, or with a period P > 1 the mean of the P
-    gradients since its last write when P divides n (None between writes)."""
+    """What memory k writes at update n: ``g``, or with a period P > 1 the mean of the
+    gradients since its last write once n reaches its next multiple of P (None before). A
+    parameter without a gradient at some update (skipped, as torch's optimizers skip it)
+    writes at its next update instead, the mean over the gradients it had."""
     if memory.period == 1:
+        _count(state, f"w{k}")
         return g
     acc = state.setdefault(f"acc{k}", torch.zeros_like(g))
     acc.add_(g)
-    if n % memory.period:
+    had = _count(state, f"c{k}")
+    if n // memory.period <= _count(state, f"w{k}", 0):
         return None
-    written = acc / memory.period
+    _count(state, f"w{k}")
+    written = acc / had
     acc.zero_()
+    state[f"c{k}"].zero_()
     return written
+
+
+def _count(state: dict, key: str, step: int = 1) -> int:
+    """A per-parameter counter kept as a 0-dim CPU tensor (checkpointed with the state,
+    read without a device sync), advanced by ``step``; returns its new value."""
+    counter = state.setdefault(key, torch.zeros((), dtype=torch.float64))
+    counter.add_(step)
+    return int(counter)
 
 
 def _deep_momentum(state: dict, k: int, memory: GradientMemoryIR, g: Tensor, n: int) -> Tensor:

@@ -325,3 +325,35 @@ def test_gradient_memories_that_cannot_run_are_refused(memory, path, fragment):
     spec, issues = validate(text)
     errors = [i for i in issues if i.severity == "error"]
     assert spec is None and errors[0].path.endswith(path) and fragment in errors[0].message
+
+
+def test_a_parameter_without_a_gradient_is_skipped_as_torch_skips_it():
+    """Adam's counts are per parameter (torch.optim.AdamW, some gradients missing); a slow
+    memory that misses its write step writes at its next update, the mean of what it had."""
+    spec = level(rule="adamw", betas=(0.9, 0.99), weight_decay=0.1, lr=1e-2)
+    params, grads = stream(7, 6)
+    for step in (1, 3, 4):
+        grads[step][1] = None
+
+    def run_missing(optimizer_of):
+        ps = [p.clone().requires_grad_(True) for p in params]
+        optimizer = optimizer_of(ps)
+        for step in grads:
+            for p, g in zip(ps, step):
+                p.grad = None if g is None else g.clone()
+            optimizer.step()
+        return [p.detach() for p in ps]
+
+    ours = run_missing(lambda ps: memories(spec, ps))
+    theirs = run_missing(lambda ps: torch.optim.AdamW(ps, lr=1e-2, betas=(0.9, 0.99), weight_decay=0.1))
+    assert_same(ours, theirs)
+    slow = level(rule="memories", lr=0.1, weight_decay=0.0,
+                 matrices={"momenta": [{"retention": 0.0, "lr": 1.0, "period": 2}]})
+    p = torch.zeros(1, 1, requires_grad=True)
+    optimizer = memories(slow, [p])
+    written = []
+    for g in (1.0, None, 5.0, 7.0):  # update 2 (a write step) has no gradient: update 3 writes mean(1, 5),
+        p.grad = None if g is None else torch.full((1, 1), g)  # and the tick at 4 the gradient since, 7
+        optimizer.step()
+        written.append(float(optimizer.state[p]["m0"]))
+    assert written == [0.0, 0.0, 3.0, 7.0]
