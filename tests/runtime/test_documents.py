@@ -218,3 +218,34 @@ def test_lifetimes_that_cannot_run_together_are_refused_at_their_line(old, new, 
     assert spec is None and [e.path for e in errors] == [path] and fragment in errors[0].message
     assert errors[0].line is not None
     assert validate(BASE)[0] is not None
+
+
+def test_a_new_run_given_carry_starts_its_document_levels_afresh(tmp_path):
+    """train(carry=...) (a continual stage) reads new text: a document layer starts from its
+    initial state, a stream layer goes on from the carried one."""
+    from nlc.runtime.lifetime import CLOCK
+
+    spec = "\n".join(line.replace("lifetime: document", "lifetime: stream") if line.startswith("  c") else line
+                     for line in train_spec().splitlines())  # the memory per document, c0 and c1 per stream
+    model = nlc.compile(spec, seed=0)
+    assert model.document_layers == ("b0_r0_mem",) and set(model.carried_layers) == {"b0_r0_mem", "b0_r0_c0",
+                                                                                     "b0_r0_c1"}
+    first = nlc.train(model, doc_data(), out=tmp_path / "a", steps=3, progress=False)
+    seen = {}
+    original = type(first.model).forward
+
+    def spy(self, tokens, state=None, targets=None, starts=None):
+        seen.setdefault("state", state)
+        return original(self, tokens, state, targets, starts)
+
+    type(first.model).forward = spy
+    try:
+        nlc.train(first.model, doc_data(1), out=tmp_path / "b", steps=1, progress=False, carry=first.carried)
+    finally:
+        type(first.model).forward = original
+    fresh = first.model.init_state(2)
+    state = seen["state"]
+    assert all(torch.equal(state["b0_r0_mem"][k], fresh["b0_r0_mem"][k]) for k in fresh["b0_r0_mem"] if k != CLOCK)
+    assert state["b0_r0_c1"][CLOCK] == first.carried["b0_r0_c1"][CLOCK] == 30 % 6
+    assert any(not torch.equal(state["b0_r0_c1"][k], fresh["b0_r0_c1"][k])
+               for k in fresh["b0_r0_c1"] if k != CLOCK)
