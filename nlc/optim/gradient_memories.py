@@ -174,7 +174,9 @@ def _write(m: Tensor, memory: GradientMemoryIR, g: Tensor) -> None:
     shape = _matrix_shape(g)
     key = g.reshape(shape) / (torch.linalg.matrix_norm(g.reshape(shape)) + 1e-12)
     flat = m.reshape(shape)
-    flat.copy_(memory.retention * flat - memory.lr * (flat @ key.T) @ key + memory.lr * g.reshape(shape))
+    # m ĝᵀĝ in the cheaper order: an A x A or a B x B intermediate, never the larger one
+    along = (flat @ key.T) @ key if shape[0] <= shape[1] else flat @ (key.T @ key)
+    flat.copy_(memory.retention * flat - memory.lr * along + memory.lr * g.reshape(shape))
 
 
 def state_shape_ok(key: str, shape: list[int], param_shape: list[int]) -> bool:

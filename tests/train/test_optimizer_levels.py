@@ -177,14 +177,15 @@ def test_a_slow_memory_writes_every_f_updates_on_the_mean_gradient_and_holds_bet
 def test_the_l2_objective_is_delta_momentum(alpha, eta, seed):
     spec = level(rule="memories", lr=0.01, weight_decay=0.0,
                  matrices={"momenta": [{"objective": "l2", "retention": alpha, "lr": eta}]})
-    params, grads = stream(seed, 5, [(4, 3)])
+    params, grads = stream(seed, 5, [(4, 3), (3, 4)])  # tall and wide: the product runs in either order
     ours = run(lambda ps: memories(spec, ps), params, grads)
-    m, p = torch.zeros(4, 3), params[0].clone()
-    for (g,) in grads:
-        k = g / g.norm()
-        m = m @ (alpha * torch.eye(3) - eta * k.T @ k) + eta * g  # NL-NeurIPS Eq. 22, a unit-norm key
-        p = p - 0.01 * m
-    torch.testing.assert_close(ours[0], p, rtol=1e-5, atol=1e-6)
+    for i, shape in enumerate([(4, 3), (3, 4)]):
+        m, p = torch.zeros(shape), params[i].clone()
+        for g in (step[i] for step in grads):
+            k = g / g.norm()
+            m = m @ (alpha * torch.eye(shape[1]) - eta * k.T @ k) + eta * g  # NL-NeurIPS Eq. 22, a unit-norm key
+            p = p - 0.01 * m
+        torch.testing.assert_close(ours[i], p, rtol=1e-5, atol=1e-6)
 
 
 # --------------------------------------------------------------------------- specs and training
