@@ -25,8 +25,8 @@ fresh state per segment: ``lifetime: stream`` levels make the two differ.
 Documents: for a model with ``lifetime: document`` levels, ``tokens`` is the split laid out
 on their grid (:func:`nlc.data.documents.split_for`): windows start on the grid, the
 document starts go to the forward (which resets those levels' rows there), padding is not
-scored (L is then the mean of the per-batch means over their scored tokens, which differ
-by their padding only), and the stream's segments are rounded up to a multiple of the grid
+scored (L is then the mean over the scored tokens, each batch's mean weighted by its
+count; the standard error stays that of the batch means), and the stream's segments are rounded up to a multiple of the grid
 so that a fresh state also starts on it.
 
 ``check_finite`` (default): a batch whose loss is NaN or inf (read anyway, one sync per
@@ -92,7 +92,7 @@ def _scored(model: nn.Module, windows, count: int, what: str, bytes_per_token: f
     from ..runtime.diagnose import non_finite_error
 
     device = next(model.parameters()).device
-    losses, scored, state = [], 0, None
+    losses, per_batch, scored, state = [], [], 0, None
     was_training = model.training
     model.eval()
     try:
@@ -112,10 +112,15 @@ def _scored(model: nn.Module, windows, count: int, what: str, bytes_per_token: f
                     raise non_finite_error(model, f"non-finite loss ({summed}) on evaluation batch {index + 1} of "
                                                   f"{count} {what}", step=index + 1, tokens=x, targets=y)
             losses.append(summed / max(tokens_scored, 1))
+            per_batch.append(tokens_scored)
             scored += tokens_scored
     finally:
         model.train(was_training)
-    loss, k = sum(losses) / len(losses), len(losses)
+    k = len(losses)
+    # every token counts once: the mean of the batch means when the batches score alike (no
+    # padding), else each batch's mean weighted by what it scored
+    alike = len(set(per_batch)) == 1
+    loss = sum(losses) / k if alike else sum(x * n for x, n in zip(losses, per_batch)) / max(scored, 1)
     # not statistics.stdev: it converts to fractions, which fails on an unchecked inf or NaN
     stderr = math.sqrt(sum((x - loss) ** 2 for x in losses) / (k - 1) / k) if k > 1 else None
     per_bit = math.log(2) * bytes_per_token

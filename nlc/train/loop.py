@@ -153,13 +153,13 @@ class _Run:
         if carry.get("pos") != 0:
             raise TrainInputError("carry: give a state at the start of a sequence (TrainResult.carried, or "
                                   "model.next_sequence(state, batch)), whose 'pos' is 0")
+        fresh = self.model.init_state(self.config.batch)  # a new run reads new text: documents begin again
+        carry = {**carry, **{layer: fresh[layer] for layer in self.model.document_layers}}
         missing = [layer for layer in self.model.carried_layers if not isinstance(carry.get(layer), dict)]
         if missing:
-            raise TrainInputError(f"carry has no state for the carried layers {missing}")
+            raise TrainInputError(f"carry has no state for the stream layers {missing}")
         flat, clocks = ckpt.stream_tensors(self.model, carry)
-        state = ckpt.carried_state(self.model, flat, {"stream_clocks": clocks}, Path("<carry>"), self.config.batch)
-        fresh = self.model.init_state(self.config.batch)  # a new run reads new text: documents begin again
-        return {**state, **{layer: fresh[layer] for layer in self.model.document_layers}}
+        return ckpt.carried_state(self.model, flat, {"stream_clocks": clocks}, Path("<carry>"), self.config.batch)
 
     # -- resume ----------------------------------------------------------------------
     def _refuse_overwrite(self) -> None:
@@ -281,7 +281,11 @@ class _Run:
             logits, state = self.net(x, state, targets=y, starts=None if starts is None else starts.to(device))
         if self.model.carried_layers:
             self.carried = self.model.next_sequence(state, x.shape[0])
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+        if starts is None:
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+        else:  # documents: a window may be all padding (nothing scored): its loss is 0, not 0 / 0
+            scored = (y != -100).sum().clamp_min(1)
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum") / scored
         loss.backward()
         loss = self.world.mean(loss.detach())
         loss_value = self._finite_loss(loss, batch) if self.check_finite else loss.item()
