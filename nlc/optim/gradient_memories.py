@@ -45,6 +45,8 @@ runs once per write), ``v`` and ``nv`` (its writes); counters are 0-dim CPU tens
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -184,7 +186,7 @@ def state_shape_ok(key: str, shape: list[int], param_shape: list[int]) -> bool:
     (the parameter's shape, or a deep momentum's W1 (H, B) / W2 (B, H), B its row width)."""
     if shape == list(param_shape):
         return True
-    width = _matrix_shape(torch.empty(param_shape, device="meta"))[1]
+    width = math.prod(param_shape) if len(param_shape) < 2 else math.prod(param_shape[1:])  # _matrix_shape's B
     if len(shape) != 2:
         return False
     if key.startswith("w1_"):

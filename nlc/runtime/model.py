@@ -109,20 +109,23 @@ class NLCModel(nn.Module):
     @property
     def document_layers(self) -> tuple[str, ...]:
         """Layers whose levels have ``lifetime: document``: reset where a document begins."""
-        return tuple(n for n, life in self._lifetimes().items() if life == "document")
+        return tuple(n for n, (life, _) in self._lifetimes().items() if life == "document")
 
     @property
     def document_period(self) -> int | None:
         """The grid documents must begin on (:mod:`nlc.data.documents`): the lcm of the
         document layers' phase periods; None without document layers."""
-        names = self.document_layers
-        return math.lcm(*(phase_period(getattr(self, n)) for n in names)) if names else None
+        periods = [period for life, period in self._lifetimes().values() if life == "document"]
+        return math.lcm(*periods) if periods else None
 
-    def _lifetimes(self) -> dict[str, str]:
+    def _lifetimes(self) -> dict[str, tuple[str, int]]:
+        """Each carried layer -> (its lifetime, its phase period P), found once (the forward
+        and ``next_sequence`` ask at every sequence)."""
         found = self.__dict__.get("_carried")
         if found is None:
             found = self.__dict__["_carried"] = {
-                n: life for n in self.LAYERS if (life := lifetime_of(getattr(self, n))) != "sequence"}
+                n: (life, phase_period(getattr(self, n))) for n in self.LAYERS
+                if (life := lifetime_of(getattr(self, n))) != "sequence"}
         return found
 
     def next_sequence(self, state: dict, batch: int) -> dict:
@@ -131,7 +134,7 @@ class NLCModel(nn.Module):
         other layer starts afresh, positions count from 0 again."""
         fresh = self.init_state(batch)
         for name in self.carried_layers:
-            fresh[name] = carried(state[name], state["pos"], phase_period(getattr(self, name)))
+            fresh[name] = carried(state[name], state["pos"], self._lifetimes()[name][1])
         return fresh
 
     @property
@@ -183,7 +186,7 @@ class NLCModel(nn.Module):
             if bool(rows.any()):
                 fresh = fresh if fresh is not None else self.init_state(tokens.shape[0])
                 state = {**state, **{n: reset_rows(state[n], fresh[n], rows, state["pos"],
-                                                   phase_period(getattr(self, n)), n) for n in self.document_layers}}
+                                                   self._lifetimes()[n][1], n) for n in self.document_layers}}
             logits, state = self._segments(tokens[:, a:b], state, None if targets is None else targets[:, a:b])
             pieces.append(logits)
         return torch.cat(pieces, dim=1), state
