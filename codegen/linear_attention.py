@@ -51,6 +51,7 @@ LEVEL_linattn = rt.MemoryIR(
         shrink=0.0,
         grad_clip=None,
         grad_normalize=False,
+        ns_steps=0,
     ),
     period=1,
     chunk=64,

@@ -58,6 +58,7 @@ LEVEL_ssm = rt.MemoryIR(
         shrink=0.0,
         grad_clip=None,
         grad_normalize=False,
+        ns_steps=0,
     ),
     period=1,
     chunk=64,

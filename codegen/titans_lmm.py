@@ -65,6 +65,7 @@ LEVEL_lmm = rt.MemoryIR(
         shrink=0.0,
         grad_clip=1.0,
         grad_normalize=False,
+        ns_steps=0,
     ),
     period=1,
     chunk=64,

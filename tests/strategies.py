@@ -241,6 +241,10 @@ def memory_updates(draw, case):
             out["grad_normalize"] = True
     elif draw(st.integers(0, 3)) == 0:
         out["grad_normalize"] = False
+    if case.output != "identity" or draw(st.integers(0, 3)) == 0:
+        out["output"] = case.output
+    if case.output == "newton_schulz":
+        _maybe(draw, out, "ns_steps", [1, 3, 5])
     return out
 
 

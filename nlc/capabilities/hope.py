@@ -56,6 +56,7 @@ class MemoryFacts:
     weight_decay: float
     retention_kind: str
     guards: str
+    output: str  # identity | newton_schulz
     update: object
     chunk: int
     read_after_write: bool
@@ -191,6 +192,8 @@ def _hope_level(lv: MemoryFacts, main: MemoryFacts, refuse) -> None:
               "objective l2 with self_target and no window", "objective: {kind: l2, self_target: true}"),
              ("update", lv.weight_decay == 0 and lv.retention_kind == "l2" and not lv.guards,
               "no weight_decay, retention_kind, grad_clip or grad_normalize", "remove them"),
+             ("update.output", lv.output == "identity", "the DGD step itself (no Newton-Schulz output)",
+              "remove 'output'"),
              ("update.lr.per", lv.lr.per_chunk is False and not (lv.retention and lv.retention.per_chunk),
               "per-token lr and retention", "remove 'per'"),
              ("read", not lv.read_after_write, "a read before its write", "read: before_write"),

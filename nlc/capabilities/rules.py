@@ -42,6 +42,7 @@ MEMORY_AXES: dict[str, tuple] = {
     "window": (1, 2),
     "retention_kind": ("l2", "lq", "elastic"),
     "guards": ("", "grad_clip"),
+    "output": ("identity", "newton_schulz"),
 }
 """Every value of each axis of a memory's update rule (a window is 1 or more: 2 stands for
 any Omega window > 1; ``grad_normalize`` is a guard like ``grad_clip``). The ``task``
@@ -51,7 +52,8 @@ objective is refused for memories outright."""
 @dataclass(frozen=True)
 class RuleCase:
     """A memory's update rule as plain values. ``guards``: ``""`` or the first gradient guard
-    given (``grad_clip`` or ``grad_normalize``: the field a refusal points at)."""
+    given (``grad_clip`` or ``grad_normalize``: the field a refusal points at); ``output``:
+    ``identity`` or ``newton_schulz`` (ATLAS' Muon inner optimizer)."""
 
     memory: str
     objective: str
@@ -59,6 +61,7 @@ class RuleCase:
     window: int
     retention_kind: str
     guards: str
+    output: str = "identity"
 
 
 def memory_primitive(case: RuleCase) -> str | Refusal:
@@ -71,6 +74,15 @@ def memory_primitive(case: RuleCase) -> str | Refusal:
     if c.objective == "task":
         return Refusal("objective.kind", "the 'task' objective drives MLP (CMS) levels; a memory "
                        "needs an associative objective", "use l2, lp, huber or dot")
+    if c.output == "newton_schulz" and c.rule not in ("gd", "momentum"):
+        return Refusal("update.output", f"Newton-Schulz orthogonalises a momentum of gradients (Muon, "
+                       f"rules gd and momentum); rule '{c.rule}' is an exact recurrence",
+                       "use rule: momentum, or remove 'output'")
+    if c.output == "newton_schulz" and c.retention_kind != "l2":
+        return Refusal("update.retention_kind", f"the Muon update (output newton_schulz) keeps l2 "
+                       f"retention only, not '{c.retention_kind}'", "use retention_kind: l2, or remove 'output'")
+    if c.output == "newton_schulz":
+        return "deep_memory"
     if matrix and plain and c.rule == "gd" and c.objective == "dot":
         return "linear_attention"
     if matrix and plain and c.rule == "delta" and c.objective == "l2":
@@ -193,6 +205,7 @@ class CMSCase:
     lr_source: str | None
     lr_per_chunk: bool
     flush: str
+    output: str = "identity"
 
 
 CMS_AXES: dict[str, tuple] = {
@@ -220,7 +233,7 @@ def cms_refusals(c: CMSCase) -> list[Refusal]:
     for given, field in ((c.momentum, "update.momentum"), (c.retention, "update.retention"),
                          (c.weight_decay > 0, "update.weight_decay"),
                          (c.retention_kind != "l2", "update.retention_kind"),
-                         (c.guards, f"update.{c.guards}")):
+                         (c.guards, f"update.{c.guards}"), (c.output != "identity", "update.output")):
         if given:
             name = field.split(".")[1]
             out.append(Refusal(field, f"a CMS level takes no {name} (the CMS runtime applies plain "

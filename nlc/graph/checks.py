@@ -224,7 +224,7 @@ def _check_capabilities(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
         if isinstance(level, MemoryLevel):
             f = memories[name]
             rule = memory_primitive(RuleCase(f.memory, f.objective, f.rule, f.window, f.retention_kind,
-                                             f.guards))
+                                             f.guards, f.output))
             if isinstance(rule, Refusal) and (name not in hope or f.objective == "task"):
                 refusals.append(rule)
             refusals += memory_refusals(level.period.tokens or 0, f.self_target, f.init, name in hope,
@@ -281,7 +281,7 @@ def _memory_facts(spec: Spec, name: str, level: MemoryLevel) -> MemoryFacts:
         retention=_knob_facts(retention) if retention is not None else None,
         forget=update.forget is not None, weight_decay=update.weight_decay,
         retention_kind=update.retention_kind, guards=guards(update.grad_clip, update.grad_normalize),
-        update=update, chunk=level.chunk, read_after_write=level.read == "after_write",
+        output=update.output, update=update, chunk=level.chunk, read_after_write=level.read == "after_write",
         keys=_source_facts(level.keys), values=_source_facts(level.values),
         queries=_source_facts(level.queries), init=level.init.kind, output_gate=level.output_gate)
 
@@ -297,7 +297,7 @@ def _cms_case(level: MLPLevel) -> CMSCase:
         weight_decay=update.weight_decay, retention_kind=update.retention_kind,
         guards=guards(update.grad_clip, update.grad_normalize), lr_kind=update.lr.kind,
         lr_source=update.lr.source, lr_per_chunk=update.lr.per == "chunk",
-        flush=level.flush)
+        flush=level.flush, output=update.output)
 
 
 def _is_task_cms(level: object) -> bool:

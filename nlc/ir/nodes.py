@@ -58,6 +58,7 @@ class RuleIR:
     shrink: float
     grad_clip: float | None
     grad_normalize: bool
+    ns_steps: int = 0  # Newton-Schulz steps of a Muon output; 0: identity output
 
 
 @dataclass(frozen=True)

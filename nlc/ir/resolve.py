@@ -59,6 +59,7 @@ def rule_ir(update: Update) -> RuleIR:
         shrink=update.shrink if update.shrink is not None else 0.0,
         grad_clip=update.grad_clip,
         grad_normalize=update.grad_normalize,
+        ns_steps=(update.ns_steps or 5) if update.output == "newton_schulz" else 0,
     )
 
 
@@ -222,11 +223,16 @@ def knob_facts(knob: KnobIR) -> KnobFacts:
     return KnobFacts(knob.kind, knob.source, knob.per_chunk, knob.max)
 
 
+def output_of(rule: RuleIR) -> str:
+    """The update's output map as the spec names it."""
+    return "newton_schulz" if rule.ns_steps else "identity"
+
+
 def rule_case(level: MemoryIR) -> RuleCase:
     """A memory's update rule as the capability table reads it."""
     r, o = level.rule, level.objective
     return RuleCase(level.memory, o.kind, r.kind, o.window, r.retention_kind,
-                    guards(r.grad_clip, r.grad_normalize))
+                    guards(r.grad_clip, r.grad_normalize), output_of(r))
 
 
 def memory_facts(level: MemoryIR) -> MemoryFacts:
@@ -240,7 +246,7 @@ def memory_facts(level: MemoryIR) -> MemoryFacts:
         retention=knob_facts(r.retention) if r.retention else None,
         forget=bool(r.retention and r.retention.complement), weight_decay=r.weight_decay,
         retention_kind=r.retention_kind, guards=guards(r.grad_clip, r.grad_normalize),
-        update=r, chunk=level.chunk, read_after_write=level.read_after_write,
+        output=output_of(r), update=r, chunk=level.chunk, read_after_write=level.read_after_write,
         keys=source_facts(level.keys), values=source_facts(level.values),
         queries=source_facts(level.queries), init=level.init, output_gate=level.output_gate)
 
@@ -253,7 +259,7 @@ def cms_case(level: MLPIR) -> CMSCase:
         momentum=r.momentum is not None, retention=r.retention is not None,
         weight_decay=r.weight_decay, retention_kind=r.retention_kind,
         guards=guards(r.grad_clip, r.grad_normalize), lr_kind=r.lr.kind, lr_source=r.lr.source,
-        lr_per_chunk=r.lr.per_chunk, flush=level.flush)
+        lr_per_chunk=r.lr.per_chunk, flush=level.flush, output=output_of(r))
 
 
 def coupled_components(ir: ModelIR, name: str) -> tuple[str, ...]:

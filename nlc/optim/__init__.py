@@ -4,6 +4,6 @@
 from __future__ import annotations
 
 from .gradient_memories import GradientMemories
-from .newton_schulz import newton_schulz
+from ..primitives.newton_schulz import newton_schulz
 
 __all__ = ["GradientMemories", "newton_schulz"]

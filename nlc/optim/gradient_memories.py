@@ -51,7 +51,7 @@ import torch
 from torch import Tensor
 
 from ..ir.nodes import GradientMemoryIR, GradientRuleIR
-from .newton_schulz import newton_schulz, rms_matched
+from ..primitives.newton_schulz import newton_schulz, rms_matched
 
 
 class GradientMemories(torch.optim.Optimizer):

@@ -93,7 +93,8 @@ from torch import Tensor
 
 from nlc.primitives.deep_common import (
     HParam, check_config, deep_layers, guard_scale, hparam, init_deep_params,
-    init_deep_state, lq_norm_scale, mlp_forward, soft_threshold,
+    init_deep_state, log_gate_cumsum, lq_norm_scale, mlp_forward, segment_products,
+    soft_threshold,
 )
 from nlc.primitives.deep_kernels import key_path, read_end, s_part, w_part
 from nlc.primitives.deep_reference import deep_memory_reference
@@ -101,20 +102,6 @@ from nlc.primitives.deep_reference import deep_memory_reference
 __all__ = [
     "init_deep_params", "init_deep_state", "deep_memory_reference", "deep_memory_chunked",
 ]
-
-
-def _log_gate(x: Tensor) -> Tensor:
-    """Cumulative log of a gate (..., C); exact zeros are clamped to the smallest normal."""
-    return torch.log(x.clamp_min(torch.finfo(x.dtype).tiny)).cumsum(-1)
-
-
-def _segprod(cs: Tensor) -> Tensor:
-    """(..., C) cumulative logs -> (..., C, C): out[t, s] = prod_{s < i <= t} x_i (s <= t),
-    0 above the diagonal; a difference of log-cumsums inside one chunk, masked before exp."""
-    C = cs.shape[-1]
-    i = torch.arange(C, device=cs.device)
-    seg = cs.unsqueeze(-1) - cs.unsqueeze(-2)
-    return torch.exp(torch.where(i[:, None] >= i[None, :], seg, -torch.inf))
 
 
 def _gate_coeffs(lr: Tensor, mom: Optional[Tensor], ret: Optional[Tensor],
@@ -127,15 +114,15 @@ def _gate_coeffs(lr: Tensor, mom: Optional[Tensor], ret: Optional[Tensor],
         DR = (i[:, None] >= i[None, :]).to(lr.dtype)
         Rc = None
     else:
-        cs = _log_gate(ret)
-        DR, Rc = _segprod(cs), torch.exp(cs)
+        cs = log_gate_cumsum(ret)
+        DR, Rc = segment_products(cs), torch.exp(cs)
     if mom is None:  # S_t = -lr_t g_t: DM = I
         c = DR * lr.unsqueeze(-2)
         e = M_end = None
         mrow = torch.where(i == C - 1, lr, 0.0)
     else:
-        cs = _log_gate(mom)
-        DM, Mc = _segprod(cs), torch.exp(cs)
+        cs = log_gate_cumsum(mom)
+        DM, Mc = segment_products(cs), torch.exp(cs)
         e = (DR @ Mc.unsqueeze(-1)).squeeze(-1)
         c = DR @ (DM * lr.unsqueeze(-2))
         mrow = DM[..., -1, :] * lr

@@ -21,7 +21,7 @@ __all__ = [
     "ACTIVATIONS", "OBJECTIVES", "GLOBAL_RETENTIONS",
     "init_deep_params", "init_deep_state", "deep_layers", "mlp_forward", "act", "act_derivative",
     "act_and_grad",
-    "objective_loss", "lq_norm_scale", "soft_threshold",
+    "objective_loss", "lq_norm_scale", "soft_threshold", "log_gate_cumsum", "segment_products",
 ]
 
 ACTIVATIONS = ("gelu", "silu", "relu", "identity")
@@ -250,3 +250,20 @@ def autocast_off(backward):
         with torch.autocast(saved.device.type, enabled=False):
             return backward(ctx, *grads)
     return wrapped
+
+
+# --------------------------------------------------------------------------- chunk gates
+
+
+def log_gate_cumsum(x: Tensor) -> Tensor:
+    """Cumulative log of a gate (..., C); exact zeros are clamped to the smallest normal."""
+    return torch.log(x.clamp_min(torch.finfo(x.dtype).tiny)).cumsum(-1)
+
+
+def segment_products(cs: Tensor) -> Tensor:
+    """(..., C) cumulative logs -> (..., C, C): out[t, s] = prod_{s < i <= t} x_i (s <= t),
+    0 above the diagonal; a difference of log-cumsums inside one chunk, masked before exp."""
+    C = cs.shape[-1]
+    i = torch.arange(C, device=cs.device)
+    seg = cs.unsqueeze(-1) - cs.unsqueeze(-2)
+    return torch.exp(torch.where(i[:, None] >= i[None, :], seg, -torch.inf))

@@ -23,6 +23,7 @@ from nlc.primitives.deep_common import (
     HParam, check_config, deep_layers, guard_scale, hparam, lq_norm_scale, mlp_forward,
     objective_loss, soft_threshold,
 )
+from nlc.primitives.newton_schulz import newton_schulz
 
 __all__ = ["deep_memory_reference"]
 
@@ -35,9 +36,10 @@ def deep_memory_reference(
     p: HParam = 2.0, delta: HParam = 1.0, read_after_write: bool = False,
     grad_clip: Optional[HParam] = None, grad_normalize: bool = False,
     normalize_eps: HParam = 1e-6, global_retention: str = "decay", lq: HParam = 4.0,
-    elastic_lambda: HParam = 0.0,
+    elastic_lambda: HParam = 0.0, ns_steps: int = 0,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Per-token loop of the deep memory rule; same signature/results as ``deep_memory_chunked``.
+    """Per-token loop of the deep memory rule; same signature/results as ``deep_memory_chunked``
+    (and, with ``ns_steps`` > 0, as ``deep_memory_muon_chunked``).
 
     For t = 1..T (chunk start xi = the last chunk boundary before t)::
 
@@ -48,6 +50,10 @@ def deep_memory_reference(
         o_t = M_{W_t}(q_t)   (read_after_write)   or   M_{W_{t-1}}(q_t)
 
     s_i: the per-token guard factor (normalise / clip of token i's own gradient).
+    ``ns_steps`` > 0 is ATLAS' Muon inner optimizer: the step size moves outside the momentum,
+    which is orthogonalised per weight matrix (NS_k: :func:`~nlc.primitives.newton_schulz.newton_schulz`)::
+
+        S_t = momentum_t S_{t-1} - g_t,    A_t = retention_t A_{t-1} + lr_t NS_k(S_t)
     """
     check_config(activation, objective, global_retention, chunk, window)
     prefix, L = deep_layers(state)
@@ -108,8 +114,13 @@ def deep_memory_reference(
         g_t = [(w[:, :, None, None] * gl).sum(1) for gl in g]
         m_t = 0.0 if mom is None else mom[:, t, None, None]
         r_t = 1.0 if ret is None else ret[:, t, None, None]
-        S = [m_t * s_l - lr_f[:, t, None, None] * g_l for s_l, g_l in zip(S, g_t)]
-        A = [r_t * a + s_l for a, s_l in zip(A, S)]
+        lr_t = lr_f[:, t, None, None]
+        if ns_steps:
+            S = [m_t * s_l - g_l for s_l, g_l in zip(S, g_t)]
+            A = [r_t * a + lr_t * newton_schulz(s_l, ns_steps) for a, s_l in zip(A, S)]
+        else:
+            S = [m_t * s_l - lr_t * g_l for s_l, g_l in zip(S, g_t)]
+            A = [r_t * a + s_l for a, s_l in zip(A, S)]
         if (t + 1) % chunk == 0 or t == T - 1:  # chunk boundary: global retention map phi
             if global_retention == "elastic":
                 A = [soft_threshold(a, lam) for a in A]

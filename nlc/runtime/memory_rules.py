@@ -26,6 +26,10 @@ any      l2 | lp |  gd |         any     any any     ``deep.deep_memory``       
          dot
 =======  =========  ===========  ======  ==  ======  ================================  ======
 
+An ``output: newton_schulz`` (ATLAS' Muon inner optimizer, rules gd / momentum, l2
+retention) runs ``deep_muon.deep_memory_muon_chunked`` instead of the deep memory (same
+state layout).
+
 The rows are :func:`nlc.capabilities.memory_primitive` (which the validator reads too);
 anything else, a ``period`` off the chunk grid, and ``self_target`` (HOPE's mixer), is refused at
 validation, so reaching it here raises the table's bug error
@@ -54,6 +58,7 @@ from ..ir.nodes import MemoryIR
 from ..ir.resolve import rule_case
 from ..primitives import deep as D
 from ..primitives import matrix as M
+from ..primitives.deep_muon import deep_memory_muon_chunked
 
 __all__ = ["Plan", "plan_memory", "run_plan", "GLOBAL_RETENTION"]
 
@@ -64,7 +69,7 @@ MATRIX_PRIMITIVES = ("linear_attention", "gated_linear_attention", "delta_rule",
 
 @dataclass(frozen=True)
 class Plan:
-    """``primitive``: a name of :data:`MATRIX_PRIMITIVES` or ``"deep_memory"``;
+    """``primitive``: a name of :data:`MATRIX_PRIMITIVES`, ``"deep_memory"`` or ``"deep_muon"``;
     ``state``: ``"matrix"`` (key ``S``, plus ``omega_*`` for the Omega rule) or ``"deep"``
     (``W{l}`` / ``A{l}`` and momentum ``S{l}``, plus ``omega_*`` when window > 1);
     ``chunk_frozen``: the primitive takes gradients at the chunk-start state (DGD on l2, the
@@ -86,7 +91,8 @@ def combination(ir: MemoryIR) -> str:
     r, o = ir.rule, ir.objective
     guards = r.grad_clip is not None or r.grad_normalize
     return (f"memory={ir.memory}, objective={o.kind}, rule={r.kind}, window={o.window}, "
-            f"retention_kind={r.retention_kind}" + (", grad guards" if guards else ""))
+            f"retention_kind={r.retention_kind}" + (", grad guards" if guards else "")
+            + (f", newton_schulz {r.ns_steps}" if r.ns_steps else ""))
 
 
 def plan_memory(ir: MemoryIR) -> Plan:
@@ -113,6 +119,8 @@ def plan_memory(ir: MemoryIR) -> Plan:
         "omega_rule": ("omega_rule", "matrix"),
         "deep_memory": ("deep_memory", "deep"),
     }[family]
+    if primitive == "deep_memory" and r.ns_steps:
+        primitive = "deep_muon"
     return Plan(primitive, state, depth, dims, act, res, o.window, frozen)
 
 
@@ -151,6 +159,12 @@ def _run_plan(plan: Plan, ir: MemoryIR, state: dict[str, Tensor], q: Tensor, k: 
         return M.omega_rule_chunked(state, q, k, v, 2.0 * lr, retention, window=plan.window,
                                     **kw)
     r, o = ir.rule, ir.objective
+    if name == "deep_muon":
+        return deep_memory_muon_chunked(
+            state, q, k, v, lr, momentum, retention, None, window=plan.window,
+            activation=plan.activation, residual=plan.residual, objective=o.kind, p=o.p,
+            delta=o.delta, grad_clip=r.grad_clip, grad_normalize=r.grad_normalize,
+            ns_steps=r.ns_steps, **kw)
     return D.deep_memory_chunked(
         state, q, k, v, lr, momentum, retention, None, window=plan.window,
         activation=plan.activation, residual=plan.residual, objective=o.kind, p=o.p,

@@ -22,7 +22,7 @@ from pydantic import Discriminator, Field, PositiveInt, Tag, model_validator
 
 from ..errors import FieldError, Issue
 
-from .optimizers import OptimizerLevel
+from .optimizers import MAX_NS_STEPS, OptimizerLevel
 from .values import (MAX_TOKENS, ForgetKnob, Init, LrKnob, MomentumKnob, Period, RetentionKnob,
                      Source, Strict)
 
@@ -108,6 +108,11 @@ class Update(Strict):
     extra constant decay ``(1 - weight_decay)``. MIRAS global retention beyond L2:
     ``retention_kind: lq`` (Moneta ``W = A / ||A||_q^(q-2)``) or ``elastic`` (soft-threshold
     by ``shrink``), applied at chunk boundaries.
+
+    ``output: newton_schulz`` is ATLAS' Muon inner optimizer (rules ``gd`` and ``momentum``):
+    the momentum is orthogonalised per weight matrix by ``ns_steps`` Newton-Schulz steps and
+    the step size moves outside it, ``S <- momentum S - g``, ``M <- retention M + lr NS(S)``
+    (the optimizer levels' ``output`` field, :class:`~nlc.spec.optimizers.GradientMemory`).
     """
 
     rule: Literal["gd", "momentum", "delta", "dgd"] = "gd"
@@ -122,6 +127,8 @@ class Update(Strict):
     shrink: float | None = Field(default=None, ge=0)
     grad_clip: float | None = Field(default=None, gt=0)
     grad_normalize: bool = False
+    output: Literal["identity", "newton_schulz"] = "identity"
+    ns_steps: PositiveInt | None = Field(default=None, le=MAX_NS_STEPS)
 
     @model_validator(mode="after")
     def _consistent(self) -> "Update":
@@ -133,6 +140,9 @@ class Update(Strict):
         _paired(self.retention_kind == "lq", self.q is not None, "q", "retention_kind 'lq'", "q: 4")
         _paired(self.retention_kind == "elastic", self.shrink is not None, "shrink",
                 "retention_kind 'elastic'", "shrink: 1.0e-3")
+        if self.ns_steps is not None and self.output != "newton_schulz":
+            raise FieldError("ns_steps", "'ns_steps' only applies to output 'newton_schulz'",
+                             hint="remove 'ns_steps', or add 'output: newton_schulz'")
         return self
 
 

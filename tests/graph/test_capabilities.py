@@ -87,6 +87,7 @@ def memory_level(name: str, case: RuleCase, mark: str = "") -> list[str]:
         ("update.q", "  q: 2" if case.memory == "matrix" and case.retention_kind == "lq"  # rule 10: a zero
          else f"  {_RK.get(case.retention_kind, '')}"),  # start with q > 2 blows up
         (f"update.{case.guards}", f"  {case.guards}: 1.0" if case.guards else ""),
+        ("update.output", f"  output: {case.output}" if case.output != "identity" else ""),
         ("chunk", "chunk: 8"),
         ("keys", "keys: {from: input, norm: l2}"),
         ("values", "values: {from: input, norm: l2}"),
@@ -104,7 +105,7 @@ ACCEPTED_RULES = [(c, r) for c, r in memory_combinations() if not isinstance(r, 
 def test_table_covers_every_primitive_family():
     assert {r for _, r in ACCEPTED_RULES} == {"linear_attention", "delta_rule", "dgd", "omega_rule",
                                               "deep_memory"}
-    assert len(ACCEPTED_RULES) + len(REFUSED_RULES) == 384
+    assert len(ACCEPTED_RULES) + len(REFUSED_RULES) == 768
 
 
 def test_every_refused_update_rule_is_refused_at_its_line(tmp_path):
@@ -173,6 +174,7 @@ def cms_level(lines: list[str]) -> list[str]:
      "takes no retention_kind"),
     (["    update:", "      grad_clip: 1.0  # <-"], "update.grad_clip", "takes no grad_clip"),
     (["    update:", "      grad_normalize: true  # <-"], "update.grad_normalize", "takes no grad_normalize"),
+    (["    update:", "      output: newton_schulz  # <-"], "update.output", "takes no output"),
     (["    update:", "      lr: {from: linattn, init: 0.005, max: 0.01}  # <-"], "update.lr.from",
      "not from level 'linattn'"),
     (["    update:", "      lr: {from: input, init: 0.005, max: 0.01, per: chunk}  # <-"], "update.lr.per",
@@ -322,6 +324,9 @@ def hope_with(old: str, new: str) -> str:
     ("    objective: {kind: l2, self_target: true}", "    objective: {kind: l2, self_target: true, window: 2}  # <-",
      "levels.memory.objective", "objective l2 with self_target and no window"),
     ("    chunk: 8", "    chunk: 8\n    period: 2  # <-", "levels.memory.period", "memories update every token"),
+    ("retention: {from: mem_alpha, init: 0.99}}\n    chunk: 8",
+     "retention: {from: mem_alpha, init: 0.99}, output: newton_schulz}  # <-\n    chunk: 8",
+     "levels.memory.update.output", "no Newton-Schulz output"),
     ("  attn: {type: attention}", "  attn: {type: attention}\n  lin: {type: memory, objective: {kind: dot}, "
      "update: {lr: {from: mem_lr}}}  # <-\n", "levels.lin.update.lr.from",
      "'lin' takes its keys, values, retention from elsewhere"),
