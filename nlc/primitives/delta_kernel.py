@@ -209,9 +209,16 @@ def _rank1_terms(q: Tensor, k: Tensor, a: Tensor, log_a: Optional[Tensor], b: Op
     return affine_terms(q, k, P, D, _ut_solve(k, a, P, D, b, c), a.shape[-1], read_after_write)
 
 
+def log_gate(alpha: Tensor) -> Tensor:
+    """log(alpha) of a retention gate, floored at the log of the smallest normal float before
+    the log: a gate that underflows to exactly 0 (a saturated sigmoid) would otherwise give
+    log'(0) = 1/0 and a NaN gradient (0 * inf) through the floor of :func:`log_decay`."""
+    return torch.log(alpha.clamp_min(torch.finfo(alpha.dtype).tiny))
+
+
 def log_retention(retention: Optional[Tensor], like: Tensor) -> Optional[Tensor]:
-    """log(alpha) expanded to (B, H, T); None stays None (alpha = 1)."""
-    return None if retention is None else torch.log(retention.expand(like.shape[:3]))
+    """log(alpha) expanded to (B, H, T) (:func:`log_gate`); None stays None (alpha = 1)."""
+    return None if retention is None else log_gate(retention.expand(like.shape[:3]))
 
 
 def generalized_delta_chunked(state: dict[str, Tensor], q: Tensor, k: Tensor, a: Tensor, *,

@@ -84,7 +84,7 @@ import torch
 from torch import Tensor
 
 from nlc.primitives.deep_common import ACTIVATIONS, act, act_derivative, init_deep_params
-from nlc.primitives.delta_kernel import chunk_end_state, generalized_delta_chunked, log_decay
+from nlc.primitives.delta_kernel import chunk_end_state, generalized_delta_chunked, log_decay, log_gate
 from nlc.primitives.layers import l2_normalize, readout_gate
 
 __all__ = [
@@ -233,7 +233,7 @@ def _others_chunk(W1: Tensor, W2s: Tensor, x: Tensor, readouts: tuple[Tensor, Te
     gates = readout_gate(y[:, :, 2:4], readouts[0], readouts[1])  # (B, H, 2, C)
     eta, alpha = em * gates[:, :, 0], gates[:, :, 1]
     e, h, d2 = _frozen_grads(W1, W2s, k, v, activation)
-    P, Dm = log_decay(torch.log(alpha), C, x)  # shared by both layers
+    P, Dm = log_decay(log_gate(alpha), C, x)  # shared by both layers
     # W2 of the four memories: one DGD recurrence on the stacked rows, u = -eta delta2
     W2n = chunk_end_state(W2s, k, -eta.unsqueeze(-1) * d2, P, Dm, b=eta)
     # W1_end = R_C W1_xi - sum_j (R_C / R_j) eta_j e_j h_j^T    (R_t = prod_{i<=t} alpha_i)
