@@ -1,0 +1,96 @@
+"""Stability sweep (issue 15): does each spec train to a finite loss at every outer learning
+rate of the paper benchmark's grid, for every seed, at the bench size, with nothing added?
+
+Run ``python benchmarks/stability.py --specs hope,titans_lmm`` (default: every bundled spec
+at the top of specs/). Prints a table and writes ``benchmarks/results/stability.json``. CPU,
+fp32, one intra-op thread.
+
+Each run is one ``nlc.train`` of the spec with the settings of ``nlc bench paper --full``
+(:data:`nlc.bench.plan.MODES`): heads 4, sequences of 128, batch 8, 64 steps (``--steps``;
+``--factor 4`` for 4x the tokens, where HOPE used to diverge), at each lr of the grid
+(2e-3, 4e-3, 8e-3, 1.6e-2) and seed (``--seeds``, default 3), and ``--width`` (default 64, the
+bench's reference width; the bench matches each model's parameter count instead). A run that
+stops with a non-finite loss, gradient or parameter (:class:`nlc.errors.NonFiniteError`) is
+*diverged*, reported with its step and the level that went non-finite first; nothing is
+clipped or bounded beyond what the spec says.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if __package__ in (None, ""):  # run as a script: make the repo root importable
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+import nlc  # noqa: E402
+from benchmarks._harness import format_table  # noqa: E402
+from nlc.bench.plan import MODES  # noqa: E402
+from nlc.errors import NonFiniteError  # noqa: E402
+
+FULL = MODES["full"]
+
+
+def run_one(spec: Path, lr: float, seed: int, steps: int, width: int, out: Path) -> dict:
+    """One training run; ``diverged`` with the step and level where it stopped."""
+    overrides = [f"model.width={width}", *FULL.train_overrides(lr), f"train.eval_every={steps}",
+                 "train.eval_batches=2"]
+    row = {"spec": spec.stem, "lr": lr, "seed": seed, "steps": steps}
+    start = time.perf_counter()
+    try:
+        result = nlc.train(spec, overrides=overrides, steps=steps, seed=seed, out=out, progress=False)
+        row.update(diverged=False, val_bpb=result.val_bpb)
+    except NonFiniteError as err:
+        row.update(diverged=True, step=err.step, level=err.level, message=str(err).split(".")[0])
+    row["seconds"] = round(time.perf_counter() - start, 1)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--specs", default="", help="comma-separated bundled names or paths (default: all)")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=FULL.steps)
+    parser.add_argument("--factor", type=int, default=1, help="multiply the steps (the bench's 4x-tokens probe)")
+    parser.add_argument("--lrs", default=",".join(f"{lr:g}" for lr in FULL.lrs))
+    parser.add_argument("--width", type=int, default=FULL.reference_width)
+    parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "stability.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    names = [n for n in args.specs.split(",") if n] or sorted(p.stem for p in (ROOT / "specs").glob("*.yaml"))
+    specs = [Path(n) if Path(n).suffix else ROOT / "specs" / f"{n}.yaml" for n in names]
+    lrs = [float(x) for x in args.lrs.split(",")]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for spec in specs:
+            for seed in range(args.seeds):
+                for lr in lrs:
+                    row = run_one(spec, lr, seed, args.steps * args.factor, args.width,
+                                  Path(tmp) / f"{spec.stem}-{lr}-{seed}")
+                    rows.append(row)
+                    what = f"diverged at step {row['step']} in {row['level']!r}" if row["diverged"] else \
+                        f"val bpb {row['val_bpb']:.4f}"
+                    print(f"  {spec.stem} lr {lr:g} seed {seed}: {what} ({row['seconds']} s)", flush=True)
+    table = []
+    for spec in specs:
+        mine = [r for r in rows if r["spec"] == spec.stem]
+        bad = [r for r in mine if r["diverged"]]
+        table.append({"spec": spec.stem, "runs": str(len(mine)), "diverged": str(len(bad)),
+                      "where": "; ".join(f"lr {r['lr']:g} s{r['seed']} step {r['step']} {r['level']!r}" for r in bad)})
+    print(format_table(table, [("spec", "spec"), ("runs", "runs"), ("diverged", "diverged"), ("where", "where")]))
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps({"steps": args.steps * args.factor, "width": args.width, "lrs": lrs,
+                                           "seeds": args.seeds, "rows": rows}, indent=1) + "\n")
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
