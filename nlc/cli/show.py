@@ -15,7 +15,6 @@ from ._common import load_or_exit
 # The end of `nlc show --help` (app.py passes it as the epilog): commands that run as written.
 EPILOG = ("Examples:\n"
           "  nlc show specs/hope.yaml\n"
-          "  nlc show specs/titans_mac.yaml model.width=64\n"
           "  nlc show specs/transformer_m3.yaml --expand\n"
           "  nlc show specs/hope.yaml --init-stats")
 
