@@ -29,7 +29,7 @@ BAND = (1e-3, 1e2)
 
 @dataclass(frozen=True)
 class LevelScale:
-    """One mixer at initialisation, over its ``calls`` (``state_rms`` nan: no float state)."""
+    """One mixer at initialisation, over its ``calls`` (``state_rms`` None: no float state)."""
 
     layer: str
     level: str
@@ -38,12 +38,12 @@ class LevelScale:
     output_rms: float
     gain_min: float
     gain_max: float
-    state_rms: float
+    state_rms: float | None
 
     @property
     def finite(self) -> bool:
         values = (self.input_rms, self.output_rms, self.gain_min, self.gain_max)
-        return all(math.isfinite(x) for x in values) and not math.isinf(self.state_rms)
+        return all(math.isfinite(x) for x in values) and (self.state_rms is None or math.isfinite(self.state_rms))
 
     @property
     def in_band(self) -> bool:
@@ -53,7 +53,8 @@ class LevelScale:
 def _merge(old: LevelScale | None, new: LevelScale) -> LevelScale:
     if old is None:
         return new
-    state = max(old.state_rms, new.state_rms) if not math.isnan(old.state_rms) else new.state_rms
+    states = [x for x in (old.state_rms, new.state_rms) if x is not None]
+    state = max(states, key=lambda x: math.inf if math.isnan(x) else x) if states else None
     return LevelScale(old.layer, old.level, old.calls + 1, max(old.input_rms, new.input_rms),
                       max(old.output_rms, new.output_rms), min(old.gain_min, new.gain_min),
                       max(old.gain_max, new.gain_max), state)
@@ -63,8 +64,9 @@ def _rms(x: Tensor) -> float:
     return x.detach().double().pow(2).mean().sqrt().item() if x.numel() else 0.0
 
 
-def _state_rms(state: object) -> float:
-    """The largest RMS of the floating-point tensors in a (nested) state dict; nan if none."""
+def _state_rms(state: object) -> float | None:
+    """The largest RMS of the floating-point tensors in a (nested) state dict (nan if any
+    is nan); None if there are none."""
     values = []
     stack = [state]
     while stack:
@@ -73,7 +75,7 @@ def _state_rms(state: object) -> float:
             stack.extend(item.values())
         elif isinstance(item, Tensor) and item.is_floating_point() and item.numel():
             values.append(_rms(item))
-    return max(values) if values else math.nan
+    return max(values, key=lambda x: math.inf if math.isnan(x) else x) if values else None
 
 
 def init_scales(model: nn.Module, batch: int, seq_len: int, seed: int = 0) -> tuple[list[LevelScale], float]:
@@ -115,7 +117,7 @@ def format_scales(scales: list[LevelScale], loss: float, vocab: int) -> str:
              f"{'layer':<28} {'level':<16} {'calls':>5} {'in RMS':>9} {'out RMS':>9} {'gain min':>9} "
              f"{'gain max':>9} {'state RMS':>9}  in band"]
     for s in scales:
-        state = "-" if math.isnan(s.state_rms) else f"{s.state_rms:.3g}"
+        state = "-" if s.state_rms is None else f"{s.state_rms:.3g}"
         lines.append(f"{s.layer:<28} {s.level:<16} {s.calls:>5} {s.input_rms:>9.3g} {s.output_rms:>9.3g} "
                      f"{s.gain_min:>9.3g} {s.gain_max:>9.3g} {state:>9}  {'yes' if s.in_band else 'NO'}")
     return "\n".join(lines) + "\n"
