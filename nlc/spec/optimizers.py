@@ -91,7 +91,9 @@ class GradientMemory(Strict):
                              f"{self.retention - self.lr:g}: beyond -1 it grows at every write and diverges",
                              hint=f"use lr <= {1 + self.retention:g}")
         if self.memory == "mlp":
-            used = [f for f in ("nesterov", "bias_correction", "output", "ns_steps") if f in self.model_fields_set]
+            # a field at its default means "not used" (a dumped spec writes it out): only a value refuses
+            used = [f for f in ("nesterov", "bias_correction", "output", "ns_steps")
+                    if getattr(self, f) != type(self).model_fields[f].default]
             if used:
                 raise FieldError(used[0], f"an MLP gradient memory reads its weights at the current gradient: "
                                  f"'{used[0]}' belongs to a matrix memory", hint=f"remove '{used[0]}'")
