@@ -29,10 +29,12 @@ from nlc.capabilities import (
     CMS_AXES,
     CMSCase,
     Refusal,
+    chunk_frozen,
     cms_init_refusals,
     cms_refusals,
     init_refusals,
     memory_combinations,
+    memory_primitive,
 )
 from nlc.spec import levels as _levels_mod
 from nlc.spec.optimizers import RULE_FIELDS
@@ -203,8 +205,9 @@ def objectives(draw, kind: str, window: int):
     out: dict[str, Any] = {"kind": kind}
     if kind == "lp":
         out["p"] = _pick(draw, [1, 1.5, 3, 4.0])
-    if kind == "huber":
-        out["delta"] = _pick(draw, [0.1, 1.0, 2.5])
+    if kind == "huber":  # a learned or data-dependent delta (Yaad) takes window 1
+        out["delta"] = _pick(draw, [0.1, 1.0, 2.5] + ([] if window > 1 else [
+            {"learned": 0.5}, {"from": "input", "init": 0.5, "max": 2.0}]))
     if window > 1:
         out["window"] = draw(st.integers(2, 4))
     elif draw(st.integers(0, 3)) == 0:
@@ -233,6 +236,11 @@ def memory_updates(draw, case):
         out["q"] = _pick(draw, [2.0, 3.0, 4.0] if case.memory == "mlp" else [2.0])
     if case.retention_kind == "elastic":
         out["shrink"] = _pick(draw, [0.0, 0.01, 0.1])
+    if case.retention_kind == "kl":
+        out["mass"] = _pick(draw, [1.0, 4.0, 8.0])
+    family = memory_primitive(case)
+    if isinstance(family, str) and chunk_frozen(family, case.objective):  # TTT's mean of a chunk
+        _maybe(draw, out, "reduce", ["sum", "mean"])
     if case.guards:  # grad_clip, grad_normalize or both
         which = _pick(draw, ["grad_clip", "grad_normalize", "both"])
         if which != "grad_normalize":
@@ -291,6 +299,7 @@ def memory_shapes(draw, kind: str):
     _maybe(draw, out, "expansion", st.integers(1, 4))
     _maybe(draw, out, "residual", _COIN)
     _maybe(draw, out, "activation", ["gelu", "silu", "relu", "identity"])
+    _maybe(draw, out, "norm", ["none", "layernorm"])
     return out
 
 

@@ -40,7 +40,7 @@ MEMORY_AXES: dict[str, tuple] = {
     "objective": ("dot", "l2", "lp", "huber"),
     "rule": ("gd", "momentum", "delta", "dgd"),
     "window": (1, 2),
-    "retention_kind": ("l2", "lq", "elastic"),
+    "retention_kind": ("l2", "lq", "elastic", "kl"),
     "guards": ("", "grad_clip"),
     "output": ("identity", "newton_schulz"),
 }
@@ -137,13 +137,22 @@ def chunk_frozen(family: str, objective: str) -> bool:
 
 
 def memory_refusals(period: int, self_target: bool, init: str, coupled: bool, *, chunk: int = 1,
-                    frozen: bool = False, read_after_write: bool = False) -> list[Refusal]:
-    """What a memory level's period, targets and initial state ask beyond the runtime
-    (``period`` 0 = never; ``coupled``: the memory is part of a HOPE pattern, checked by
-    :func:`~nlc.capabilities.hope.hope_refusals`; ``frozen``: its rule is chunk-frozen,
-    :func:`chunk_frozen`). A period C > 1 ticks every C tokens (docs/design.md, "Level
-    semantics"): the ticks must sit on the chunk grid, and reads see the last tick's state."""
+                    frozen: bool = False, read_after_write: bool = False, reduce: str = "sum",
+                    norm: str = "none") -> list[Refusal]:
+    """What a memory level's period, targets, initial state, chunk reduction and output norm
+    ask beyond the runtime (``period`` 0 = never; ``coupled``: the memory is part of a HOPE
+    pattern, checked by :func:`~nlc.capabilities.hope.hope_refusals`; ``frozen``: its rule is
+    chunk-frozen, :func:`chunk_frozen`). A period C > 1 ticks every C tokens (docs/design.md,
+    "Level semantics"): the ticks must sit on the chunk grid, and reads see the last tick's state."""
     out = []
+    if reduce == "mean" and (coupled or not frozen):
+        why = ("HOPE's self-modifying memories sum their chunk's writes (NL-arXiv Eqs. 90-91)" if coupled
+               else "this rule is exact at every token: its chunk is a speed-up, not a mini-batch to average")
+        out.append(Refusal("update.reduce", why, "remove 'reduce' (sum), or use a chunk-frozen rule "
+                           "(gd / momentum on an MLP memory)"))
+    if norm != "none" and coupled:
+        out.append(Refusal("memory.norm", "HOPE's memories are x + W1 act(W2 x) (NL-arXiv Eq. 89), without "
+                           "an output norm", "remove 'norm'"))
     if period == 0:
         out.append(Refusal("period", "a memory level is updated in context: period 'never' would make "
                            "it a fixed random map", "give a period in tokens (1: every token)"))
@@ -206,6 +215,7 @@ class CMSCase:
     lr_per_chunk: bool
     flush: str
     output: str = "identity"
+    reduce: str = "sum"
 
 
 CMS_AXES: dict[str, tuple] = {
@@ -233,7 +243,8 @@ def cms_refusals(c: CMSCase) -> list[Refusal]:
     for given, field in ((c.momentum, "update.momentum"), (c.retention, "update.retention"),
                          (c.weight_decay > 0, "update.weight_decay"),
                          (c.retention_kind != "l2", "update.retention_kind"),
-                         (c.guards, f"update.{c.guards}"), (c.output != "identity", "update.output")):
+                         (c.guards, f"update.{c.guards}"), (c.output != "identity", "update.output"),
+                         (c.reduce != "sum", "update.reduce")):
         if given:
             name = field.split(".")[1]
             out.append(Refusal(field, f"a CMS level takes no {name} (the CMS runtime applies plain "

@@ -229,7 +229,9 @@ def _check_capabilities(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
                 refusals.append(rule)
             refusals += memory_refusals(level.period.tokens or 0, f.self_target, f.init, name in hope,
                                         chunk=level.chunk, read_after_write=level.read == "after_write",
-                                        frozen=isinstance(rule, str) and chunk_frozen(rule, f.objective))
+                                        frozen=isinstance(rule, str) and chunk_frozen(rule, f.objective),
+                                        reduce=level.update.reduce,
+                                        norm=getattr(level.memory, "norm", "none"))
         elif isinstance(level, MLPLevel) and level.period.tokens is None:
             refusals += frozen_mlp_refusals(level.init.kind, level.flush)
         elif isinstance(level, MLPLevel):
@@ -297,7 +299,7 @@ def _cms_case(level: MLPLevel) -> CMSCase:
         weight_decay=update.weight_decay, retention_kind=update.retention_kind,
         guards=guards(update.grad_clip, update.grad_normalize), lr_kind=update.lr.kind,
         lr_source=update.lr.source, lr_per_chunk=update.lr.per == "chunk",
-        flush=level.flush, output=update.output)
+        flush=level.flush, output=update.output, reduce=update.reduce)
 
 
 def _is_task_cms(level: object) -> bool:
@@ -344,11 +346,12 @@ def _check_nesting(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
 def _check_knobs(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
     issues = []
     for name, level in spec.levels.items():
-        update = getattr(level, "update", None)
-        if update is None:
-            continue
-        for role in ("lr", "momentum", "retention", "forget"):
-            knob, path = getattr(update, role), f"levels.{name}.update.{role}"
+        update, objective = getattr(level, "update", None), getattr(level, "objective", None)
+        knobs = [] if update is None else [(role, getattr(update, role), f"levels.{name}.update.{role}")
+                                           for role in ("lr", "momentum", "retention", "forget")]
+        if objective is not None:
+            knobs.append(("delta", objective.delta, f"levels.{name}.objective.delta"))
+        for role, knob, path in knobs:
             if knob is None or knob.kind == "constant":
                 continue
             if not 0 < knob.initial < knob.max:  # every knob is max * sigmoid(.) (nlc.runtime.knobs)

@@ -1,7 +1,7 @@
 """Validation rule 10's stability at initialisation: specs whose inner updates provably grow
 the memory's error from the first writes are refused, each message deriving its bound.
 
-Notation: ``lr`` the level's initial inner step, ``window`` its objective's window, ``|k|^2``
+Notation: ``lr`` the level's initial inner step per token (``lr / chunk`` with ``reduce: mean``), ``window`` its objective's window, ``|k|^2``
 a key's squared norm (1 when l2-normalised, about head_dim / 3 for a fresh projection of an
 RMS-normed input), ``A`` an lq memory's accumulator, ``C`` a CMS period, ``D`` the width; for an MLP memory of depth ``L`` on
 head dim ``d`` with hidden width ``h``, ``(1 + (L - 1) h / d) |k|^2`` estimates its tangent
@@ -24,21 +24,23 @@ def check_stability(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
         update = getattr(level, "update", None)
         if update is None:
             continue
+        # the inner step per token: reduce: mean (TTT) divides a chunk-frozen memory's lr by its chunk
+        lr = update.lr.initial / (level.chunk if isinstance(level, MemoryLevel) and update.reduce == "mean" else 1)
         if isinstance(level, MemoryLevel) and (_feeds_error_back(level) or level.memory.kind == "mlp") \
                 and level.keys.norm != "l2" and level.keys.source == "input" and level.keys.project:
             head_dim = spec.model.width // (level.heads or spec.model.heads)  # the estimate holds for projections
-            step = update.lr.initial * level.objective.window * head_dim / 3
+            step = lr * level.objective.window * head_dim / 3
             if step >= 1 and not _feeds_error_back(level):
                 issues.append(Issue(f"levels.{name}.update.lr", f"an MLP memory on the dot objective reinforces "
                                     f"itself: each write grows one layer in proportion to the other, by about lr "
                                     f"|k| |v|, and projected keys and values start with |k|^2 about head_dim / 3 = "
-                                    f"{head_dim / 3:.3g}: lr {update.lr.initial} x window {level.objective.window} "
+                                    f"{head_dim / 3:.3g}: lr {lr} x window {level.objective.window} "
                                     f"x {head_dim / 3:.3g} = {step:.3g} grows it exponentially",
                                     hint="use keys: {from: input, norm: l2}, or lr < "
                                     f"{3 / (level.objective.window * head_dim):.2g}"))
             elif step >= 1:
                 issues.append(Issue(f"levels.{name}.update.lr", f"the memory starts stepping with lr "
-                                    f"{update.lr.initial} on keys that are not l2-normalised: a projected key "
+                                    f"{lr} on keys that are not l2-normalised: a projected key "
                                     f"starts with |k|^2 about head_dim / 3 = {head_dim / 3:.3g}, and a write over "
                                     f"a window of {level.objective.window} multiplies the memory's error by about "
                                     f"(1 - 2 lr window |k|^2), so it diverges within a few tokens",
@@ -46,10 +48,10 @@ def check_stability(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
                                     + f", or lr < {3 / (level.objective.window * head_dim):.2g}"))
         if isinstance(level, MemoryLevel) and level.memory.kind == "matrix" and level.keys.norm == "l2" \
                 and level.objective.kind == "l2" and level.update.rule in ("gd", "momentum") \
-                and update.lr.initial * level.objective.window > 1:
+                and lr * level.objective.window > 1:
             issues.append(Issue(f"levels.{name}.update.lr", f"a matrix memory stepping on ||S k - v||^2 over a "
                                 f"window of {level.objective.window} unit-norm keys multiplies its error along them "
-                                f"by about (1 - 2 lr window) = {1 - 2 * update.lr.initial * level.objective.window:.3g}"
+                                f"by about (1 - 2 lr window) = {1 - 2 * lr * level.objective.window:.3g}"
                                 ": beyond -1 it grows at every write and diverges",
                                 hint=f"use lr <= {1 / level.objective.window:.3g}"))
         if isinstance(level, MemoryLevel) and level.memory.kind == "mlp" and level.keys.norm == "l2" \
@@ -57,12 +59,12 @@ def check_stability(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
             d = spec.model.width // (level.heads or spec.model.heads)
             shape = level.memory
             kernel = _kernel(shape, d)
-            step = update.lr.initial * level.objective.window * kernel
+            step = lr * level.objective.window * kernel
             if step >= DEEP_STEP_LIMIT:
                 issues.append(Issue(f"levels.{name}.update.lr", f"an MLP memory of depth {shape.depth} on head "
                                     f"dim {d} with hidden width {shape.hidden or shape.expansion * d} starts with "
                                     f"a tangent kernel of about 1 + (depth - 1) hidden / head_dim = {kernel:.3g} "
-                                    f"on unit-norm keys: lr {update.lr.initial} x window "
+                                    f"on unit-norm keys: lr {lr} x window "
                                     f"{level.objective.window} x {kernel:.3g} = {step:.3g} overshoots its error "
                                     "from the first writes, and with no gradient guard it diverges",
                                     hint=f"use lr < {DEEP_STEP_LIMIT / (level.objective.window * kernel):.2g}, "

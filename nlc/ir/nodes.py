@@ -41,7 +41,7 @@ class SourceIR:
 class ObjectiveIR:
     kind: str  # dot | l2 | lp | huber | task
     p: float = 2.0
-    delta: float = 1.0
+    delta: KnobIR = KnobIR("constant", 1.0)  # the Huber threshold (a knob: Yaad's delta_t)
     window: int = 1
     self_target: bool = False
 
@@ -59,6 +59,8 @@ class RuleIR:
     grad_clip: float | None
     grad_normalize: bool
     ns_steps: int = 0  # Newton-Schulz steps of a Muon output; 0: identity output
+    mass: float = 0.0  # kl retention: the total weight of a row (MIRAS' c)
+    reduce: str = "sum"  # sum | mean: how a chunk-frozen rule combines a chunk's gradients
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,7 @@ class MemoryIR(LevelIR):
     reset: str
     output_gate: bool
     lifetime: str = "sequence"  # sequence | document | stream
+    norm: str = "none"  # none | layernorm: the memory output's normalisation (TTT)
 
 
 @dataclass(frozen=True)

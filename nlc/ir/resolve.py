@@ -60,6 +60,8 @@ def rule_ir(update: Update) -> RuleIR:
         grad_clip=update.grad_clip,
         grad_normalize=update.grad_normalize,
         ns_steps=(update.ns_steps or 5) if update.output == "newton_schulz" else 0,
+        mass=update.mass or 0.0,
+        reduce=update.reduce,
     )
 
 
@@ -112,6 +114,7 @@ def _level_ir(level, common: dict, width: int, heads: int):
             activation=shape.activation if mlp else "identity",
             objective=_objective_ir(objective), rule=rule_ir(level.update),
             period=level.period.tokens or 0, chunk=level.chunk,
+            norm=shape.norm if mlp else "none",
             read_after_write=level.read == "after_write",
             keys=source_ir(level.keys), values=source_ir(level.values), queries=source_ir(level.queries),
             init=level.init.kind, init_level=level.init.level, reset=level.init.reset,
@@ -148,7 +151,7 @@ def _gradient_rule(rule) -> GradientRuleIR:
 def _objective_ir(objective) -> ObjectiveIR:
     return ObjectiveIR(
         kind=objective.kind, p=objective.p if objective.p is not None else 2.0,
-        delta=objective.delta if objective.delta is not None else 1.0,
+        delta=knob_ir(objective.delta) if objective.delta is not None else KnobIR("constant", 1.0),
         window=objective.window, self_target=objective.self_target,
     )
 
@@ -259,7 +262,7 @@ def cms_case(level: MLPIR) -> CMSCase:
         momentum=r.momentum is not None, retention=r.retention is not None,
         weight_decay=r.weight_decay, retention_kind=r.retention_kind,
         guards=guards(r.grad_clip, r.grad_normalize), lr_kind=r.lr.kind, lr_source=r.lr.source,
-        lr_per_chunk=r.lr.per_chunk, flush=level.flush, output=output_of(r))
+        lr_per_chunk=r.lr.per_chunk, flush=level.flush, output=output_of(r), reduce=r.reduce)
 
 
 def coupled_components(ir: ModelIR, name: str) -> tuple[str, ...]:

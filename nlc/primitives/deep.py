@@ -6,8 +6,9 @@ Notation::
     L depth (number of weight matrices, L >= 1; L = 1 is a linear matrix memory)
     D_0 = Dk key/query dim,  D_L = Dv value dim,  D_1..D_{L-1} hidden widths (Dh)
     W_l   (B, H, D_l, D_{l-1}) layer-l weights = the memory *state*; S_l its momentum buffer
-    M(x) = [x +] W_L act(W_{L-1} ... act(W_1 x))   act in {gelu (erf), silu, relu, identity};
-           residual=True is the HOPE form x + W_1 act(W_2 x) (NL-arXiv Eq. 89; needs Dk = Dv)
+    M(x) = [x +] N(W_L act(W_{L-1} ... act(W_1 x)))   act in {gelu (erf), silu, relu, identity};
+           residual=True is the HOPE form x + W_1 act(W_2 x) (NL-arXiv Eq. 89; needs Dk = Dv);
+           N is TTT's output LayerNorm with ``norm``, else the identity
     xi    chunk start; every token of a chunk takes its inner gradient at M_xi
           (Titans §3.2: t' = t - mod(t, b); paper notes §3.4: xi = C floor((t-1)/C))
     lr, momentum, retention, gamma: per-token gates (B, H, T) (theta, eta, 1 - alpha in Titans)
@@ -21,8 +22,8 @@ The rule (Titans Eqs. 8-14, normalised gates; MIRAS §3 attentional bias; ATLAS 
     o_t = M_{W_t}(q_t)  (read_after_write)   or   M_{W_{t-1}}(q_t)
 
 Objectives (MIRAS attentional bias): ``l2`` ||e||^2, ``lp`` ||e||_p^p (p >= 1), ``huber``
-(elementwise e^2 for |e| <= delta, 2 delta |e| - delta^2 outside), ``dot`` -<M(k), v>, with
-e = M(k) - v. ``s_i`` is the optional inner-gradient guard of token i's *own* gradient (norm
+(elementwise e^2 for |e| <= delta, 2 delta |e| - delta^2 outside: MIRAS' coordinate-wise Huber;
+delta constant, per head or per token, Yaad's delta_t), ``dot`` -<M(k), v>, with e = M(k) - v. ``s_i`` is the optional inner-gradient guard of token i's *own* gradient (norm
 over all weights of the memory): ``grad_normalize`` divides by max(||g_i||, eps), then
 ``grad_clip`` scales by clip / max(||g_i||, clip). Tensor thresholds, no ``.item()``.
 
@@ -93,8 +94,8 @@ from torch import Tensor
 
 from nlc.primitives.deep_common import (
     HParam, check_config, deep_layers, guard_scale, hparam, init_deep_params,
-    init_deep_state, log_gate_cumsum, lq_norm_scale, mlp_forward, segment_products,
-    soft_threshold,
+    init_deep_state, layer_norm_out, log_gate_cumsum, lq_norm_scale, mlp_forward, segment_products,
+    soft_threshold, token_hparam,
 )
 from nlc.primitives.deep_kernels import key_path, read_end, s_part, w_part
 from nlc.primitives.deep_reference import deep_memory_reference
@@ -161,7 +162,7 @@ def deep_memory_chunked(
     p: HParam = 2.0, delta: HParam = 1.0, read_after_write: bool = False,
     grad_clip: Optional[HParam] = None, grad_normalize: bool = False,
     normalize_eps: HParam = 1e-6, global_retention: str = "decay", lq: HParam = 4.0,
-    elastic_lambda: HParam = 0.0,
+    elastic_lambda: HParam = 0.0, norm: Optional[tuple[Tensor, Tensor]] = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Deep MLP memory (Titans Eqs. 8-14 / MIRAS / ATLAS Omega), chunkwise-parallel form.
 
@@ -172,16 +173,23 @@ def deep_memory_chunked(
     at the chunk start; ``window``: Omega window c (the state carries ``omega_*`` when
     c > 1; missing means empty). ``p`` (lp), ``delta`` (huber), ``grad_clip``,
     ``normalize_eps``, ``lq`` (Moneta q), ``elastic_lambda``: floats or tensors, scalar or
-    (B, H). Returns ``(o (B, H, T, Dv), new_state)``; see the module docstring for the exact
+    (B, H); ``delta`` may also be per token (B, H, T) (MIRAS' Yaad delta_t; window 1).
+    ``norm``: (gamma, beta), each (H, Dv), the output LayerNorm of TTT (module legend). Returns ``(o (B, H, T, Dv), new_state)``; see the module docstring for the exact
     semantics (same results as :func:`deep_memory_reference`). The returned ``W{l}`` /
     ``S{l}`` may be (non-contiguous) views of one stacked buffer.
     """
     check_config(activation, objective, global_retention, chunk, window)
+    if global_retention == "kl":
+        raise ValueError("kl retention forms per-token weights: deep_per_token.deep_memory_per_token_chunked")
     prefix, L = deep_layers(state)
     B, H, T, Dk = q.shape
     Dv = v.shape[-1]
     G, w, raw = B * H, window - 1, read_after_write
-    p_t, d_t = hparam(p, q, B, H, 2), hparam(delta, q, B, H, 2)
+    d_tok = token_hparam(delta, B, H, T)
+    if d_tok is not None and window > 1:
+        raise ValueError("a per-token delta takes window 1 (each Omega step sums several tokens)")
+    p_t, d_t = hparam(p, q, B, H, 2), (hparam(delta, q, B, H, 2) if d_tok is None else None)
+    nrm = None if norm is None else tuple(x.expand(B, H, Dv).reshape(G, 1, Dv) for x in norm)
     qexp, lam = hparam(lq, q, B, H, 2), hparam(elastic_lambda, q, B, H, 2)
     clip = None if grad_clip is None else hparam(grad_clip, q, B, H, 1)
     eps = hparam(normalize_eps, q, B, H, 1)
@@ -222,6 +230,7 @@ def deep_memory_chunked(
         co = _gate_coeffs(blk(lr), blk(mom), blk(ret), None if gx is None else win(gx), w, raw)
         cols = {key: ([None] * n if val is None else val.unbind(1)) for key, val in co.items()}
         cols["q"], cols["k"], cols["v"] = blk(qf).unbind(1), win(kx).unbind(1), win(vx).unbind(1)
+        cols["delta"] = [d_t] * n if d_tok is None else blk(d_tok).unsqueeze(-1).unbind(1)
         chunks += [{key: val[j] for key, val in cols.items()} for j in range(n)]
 
     # stacked state per layer: [W | S] when W is taller than wide, else [W; S] (the short side)
@@ -240,9 +249,9 @@ def deep_memory_chunked(
         if lq_mode:  # Moneta: M_xi = A_xi / nu(A_xi), the normaliser frozen for the chunk
             As_ = [w_part(x, lt) for x, lt in zip(WSs, layouts)]
             inv = [1.0 / lq_norm_scale(a, qexp) for a in As_]
-            kp = key_path(kcfg, Kc, Vc, p_t, d_t, *[a * s for a, s in zip(As_, inv)])
+            kp = key_path(kcfg, Kc, Vc, p_t, ch["delta"], *[a * s for a, s in zip(As_, inv)], norm=nrm)
         else:
-            kp = key_path(kcfg, Kc, Vc, p_t, d_t, *WSs)
+            kp = key_path(kcfg, Kc, Vc, p_t, ch["delta"], *WSs, norm=nrm)
         ins, deltas = [Kc, *kp[:L - 1]], list(kp[L - 1:])
 
         ncr, nc, nd = ch["ncr"], ch["nc_end"], ch["nd_end"]
@@ -265,7 +274,8 @@ def deep_memory_chunked(
                 layers += [ins[l], deltas[l], WSs[l], None, None, None]
         common = (None, None, None) if lq_mode else (Rr, er, ncr)
         res = read_end(rcfg, Qc, *common, R_end, e_end, M_end, nc, nd, *layers)
-        o = res[0] + Qc if residual else res[0]
+        o = layer_norm_out(res[0], nrm)
+        o = o + Qc if residual else o
         newWS = list(res[1:])
         if global_retention == "elastic":
             newWS = [torch.cat([soft_threshold(w_part(x, lt), lam), s_part(x, lt)],
@@ -274,7 +284,7 @@ def deep_memory_chunked(
             Wphi = [w_part(x, lt) for x, lt in zip(newWS, layouts)]
             if lq_mode:
                 Wphi = [a / lq_norm_scale(a, qexp) for a in Wphi]
-            last = mlp_forward(Wphi, Qc[:, -1:], activation, residual)
+            last = mlp_forward(Wphi, Qc[:, -1:], activation, residual, nrm)
             o = torch.cat([o[:, :-1], last], 1)
         outs.append(o)
         WSs = newWS

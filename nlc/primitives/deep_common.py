@@ -5,7 +5,9 @@ Notation (see :mod:`nlc.primitives.deep` for the full legend)::
     B batch   H heads   T tokens   C chunk   L memory depth (number of weight matrices)
     D_0 = Dk (key/query dim) ... D_L = Dv (value dim); hidden widths D_1 .. D_{L-1} (= Dh)
     W_l  (B, H, D_l, D_{l-1})  layer-l weights (state), S_l the momentum buffer of W_l
-    M(x) = [x +] W_L act(W_{L-1} ... act(W_1 x))          (Titans §3.1; HOPE NL-arXiv Eq. 89)
+    M(x) = [x +] N(W_L act(W_{L-1} ... act(W_1 x)))      (Titans §3.1; HOPE NL-arXiv Eq. 89)
+    N(z) = gamma * (z - mean z) / sqrt(var z + eps) + beta    with ``norm`` (TTT's LayerNorm),
+           else the identity; gamma, beta (..., 1, Dv) per head
 
 Nothing here is differentiated through ``torch.func`` except in the reference form.
 """
@@ -22,11 +24,13 @@ __all__ = [
     "init_deep_params", "init_deep_state", "deep_layers", "mlp_forward", "act", "act_derivative",
     "act_and_grad",
     "objective_loss", "lq_norm_scale", "soft_threshold", "log_gate_cumsum", "segment_products",
+    "simplex", "layer_norm_out", "layer_norm_vjp", "token_hparam",
 ]
 
 ACTIVATIONS = ("gelu", "silu", "relu", "identity")
 OBJECTIVES = ("l2", "lp", "huber", "dot")
-GLOBAL_RETENTIONS = ("decay", "lq", "elastic")
+GLOBAL_RETENTIONS = ("decay", "lq", "elastic", "kl")
+LN_EPS = 1e-5  # the memory output's LayerNorm (torch's default)
 
 HParam = Union[float, Tensor]
 
@@ -97,7 +101,8 @@ def init_deep_state(params: dict[str, Tensor], batch: int, *, window: int = 1,
     * ``W{l}`` (B, H, D_l, D_{l-1}): ``params`` *expanded* (no copy), so the outer optimizer
       learns the initial state through the unrolled inner updates. For
       ``global_retention="lq"`` (Moneta) the key is ``A{l}`` instead: the linear accumulator
-      A_0 = params, whose normalisation A / ||A||_q^{q-2} gives the weights.
+      A_0 = params, whose normalisation A / ||A||_q^{q-2} gives the weights; for ``"kl"``
+      (Memora) ``A{l}`` are logits, the weights ``mass * softmax(A)`` (:func:`simplex`).
     * ``S{l}``: momentum buffers, zeros of the same shapes.
     * ``window > 1`` (ATLAS Omega): ``omega_k`` (B, H, window-1, Dk), ``omega_v``
       (B, H, window-1, Dv), ``omega_gamma`` (B, H, window-1), zeros (gamma 0 = empty slot).
@@ -109,7 +114,7 @@ def init_deep_state(params: dict[str, Tensor], batch: int, *, window: int = 1,
         L += 1
     if L == 0:
         raise ValueError("params needs 'W1', 'W2', ...")
-    prefix = "A" if global_retention == "lq" else "W"
+    prefix = "A" if global_retention in ("lq", "kl") else "W"
     state: dict[str, Tensor] = {}
     for l in range(1, L + 1):
         w = params[f"W{l}"]
@@ -156,14 +161,50 @@ def act_and_grad(name: str, z: Tensor) -> tuple[Tensor, Optional[Tensor]]:
     return act(name, z), act_derivative(name, z)
 
 
-def mlp_forward(weights: Sequence[Tensor], x: Tensor, activation: str, residual: bool) -> Tensor:
-    """M(x) for batched weights ``(..., D_l, D_{l-1})`` and inputs ``(..., n, D_0)``."""
+def mlp_forward(weights: Sequence[Tensor], x: Tensor, activation: str, residual: bool,
+                norm: Optional[tuple[Tensor, Tensor]] = None) -> Tensor:
+    """M(x) for batched weights ``(..., D_l, D_{l-1})`` and inputs ``(..., n, D_0)``; ``norm``
+    (gamma, beta) broadcastable to the output: the LayerNorm N before the residual."""
     h = x
     for l, w in enumerate(weights):
         h = h @ w.mT
         if l < len(weights) - 1:
             h = act(activation, h)
+    h = layer_norm_out(h, norm)
     return h + x if residual else h
+
+
+def layer_norm_out(z: Tensor, norm: Optional[tuple[Tensor, Tensor]]) -> Tensor:
+    """N(z) over the last dim (the module legend); the identity when ``norm`` is None."""
+    if norm is None:
+        return z
+    zhat = torch.nn.functional.layer_norm(z, z.shape[-1:], eps=LN_EPS)
+    return torch.addcmul(norm[1], zhat, norm[0])
+
+
+def layer_norm_vjp(z: Tensor, g: Tensor, gamma: Tensor) -> Tensor:
+    """(dN/dz)^T g for N of :func:`layer_norm_out` at z: the error of the last layer's
+    pre-norm output, ``(gamma g - mean(gamma g) - zhat mean(gamma g zhat)) / sigma``, written
+    in ordinary ops so that autograd differentiates it again (the outer gradient)."""
+    mu = z.mean(-1, keepdim=True)
+    inv = torch.rsqrt(z.var(-1, unbiased=False, keepdim=True) + LN_EPS)
+    zhat = (z - mu) * inv
+    gg = g * gamma
+    return inv * (gg - gg.mean(-1, keepdim=True) - zhat * (gg * zhat).mean(-1, keepdim=True))
+
+
+def simplex(a: Tensor, mass: HParam) -> Tensor:
+    """Memora's weights from their logits: every row ``mass * softmax(a)`` (MIRAS' KL retention
+    keeps the weights non-negative with a fixed total per row, the 'c' of its Eq. 21)."""
+    return torch.softmax(a, -1) * mass
+
+
+def token_hparam(x: HParam, B: int, H: int, T: int) -> Optional[Tensor]:
+    """A per-token hyper-parameter ``(B, H, T)`` as ``(B H, T)``; None for a scalar or a
+    (B, H) one (those go through :func:`hparam`)."""
+    if torch.is_tensor(x) and x.dim() == 3:
+        return x.expand(B, H, T).reshape(B * H, T)
+    return None
 
 
 # ----------------------------------------------------------------------------- objectives

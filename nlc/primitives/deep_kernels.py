@@ -26,7 +26,8 @@ the per-token combination) and a single matmul writes both
 
 The hand-written backward (not autograd over every elementwise op of the dual form) costs
 about two matmuls per forward matmul and few elementwise passes. First-order gradients only
-(``once_differentiable``); p / delta get no gradient. Derivatives:
+(``once_differentiable``); p and a constant delta get no gradient (a learned delta and the
+output LayerNorm take :func:`key_path`'s autograd route). Derivatives:
 :mod:`nlc.primitives.deep_derivatives` (act and act': ``deep_common.act_and_grad``).
 """
 from __future__ import annotations
@@ -37,7 +38,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from nlc.primitives.deep_common import act_and_grad, autocast_off
+from nlc.primitives.deep_common import act_and_grad, autocast_off, layer_norm_out, layer_norm_vjp
 from nlc.primitives.deep_derivatives import act_dd, obj_d, obj_dd
 
 __all__ = ["KeyPath", "ReadEnd", "key_path", "read_end"]
@@ -67,8 +68,10 @@ def _embed(gW: Tensor, layout: str) -> Tensor:
     return torch.cat([gW, torch.zeros_like(gW)], -1 if layout == "col" else -2)
 
 
-def _key_path(cfg, K, V, p, delta, WSs):
-    """KeyPath's forward values: (a_0..a_{L-1}, z's, activation derivatives, b's, y, deltas)."""
+def _key_path(cfg, K, V, p, delta, WSs, norm=None):
+    """KeyPath's forward values: (a_0..a_{L-1}, z's, activation derivatives, b's, y, deltas).
+    ``norm`` (gamma, beta): the output LayerNorm N, its Jacobian applied to l'(y) in ordinary
+    ops (that path is differentiated by autograd, see :func:`key_path`)."""
     L, activation, objective, residual, layouts = cfg
     Ws = [w_part(x, lay) for x, lay in zip(WSs, layouts)]
     a, zs, ds, bs = [K], [], [], []
@@ -80,8 +83,10 @@ def _key_path(cfg, K, V, p, delta, WSs):
             a.append(h)
             zs.append(z)
             ds.append(d)
-    y = z + K if residual else z
-    deltas: list[Tensor] = [obj_d(objective, y, V, p, delta)] * L
+    y = layer_norm_out(z, norm)
+    y = y + K if residual else y
+    top = obj_d(objective, y, V, p, delta)
+    deltas: list[Tensor] = [top if norm is None else layer_norm_vjp(z, top, norm[0])] * L
     for l in range(L - 2, -1, -1):
         b = torch.bmm(deltas[l + 1], Ws[l + 1])
         bs.insert(0, b)
@@ -89,12 +94,15 @@ def _key_path(cfg, K, V, p, delta, WSs):
     return a, zs, ds, bs, y, deltas
 
 
-def key_path(cfg, K, V, p, delta, *WSs) -> tuple[Tensor, ...]:
+def key_path(cfg, K, V, p, delta, *WSs, norm=None) -> tuple[Tensor, ...]:
     """``KeyPath.apply``; without grad, its forward alone (no autograd bookkeeping: faster,
-    and torch.compile of torch 2.11 mis-binds an autograd.Function's arguments under no_grad)."""
-    if torch.is_grad_enabled():
+    and torch.compile of torch 2.11 mis-binds an autograd.Function's arguments under no_grad).
+    With an output LayerNorm or a Huber delta that is learned (it needs a gradient, which the
+    hand-written backward does not give), the forward in ordinary ops, differentiated by
+    autograd."""
+    if torch.is_grad_enabled() and norm is None and not delta.requires_grad:
         return KeyPath.apply(cfg, K, V, p, delta, *WSs)
-    a, _, _, _, _, deltas = _key_path(cfg, K, V, p, delta, WSs)
+    a, _, _, _, _, deltas = _key_path(cfg, K, V, p, delta, WSs, norm)
     return tuple(a[1:]) + tuple(deltas)
 
 

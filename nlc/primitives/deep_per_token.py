@@ -1,41 +1,52 @@
-"""Deep (MLP or matrix) memory trained in context by Muon, ATLAS' inner optimizer, chunkwise.
+"""Deep (MLP or matrix) memories whose per-token weights are formed inside a chunk, chunkwise:
+ATLAS' Muon inner optimizer and Memora's KL retention.
 
 Notation (as :mod:`nlc.primitives.deep`)::
 
     B batch   H heads   T tokens in the call   C chunk size   G = B H
     L depth; layer l maps D_{l-1} -> D_l (D_0 = Dk, D_L = Dv); a_{l-1} its input, delta_l
           the back-propagated error of the inner objective at its output
-    W_l / A_l (G, D_l, D_{l-1}) weights (the state), S_l their momentum
-    xi    the chunk start: every token of a chunk takes its gradient at M_xi
+    A_l (G, D_l, D_{l-1}) the state (weights, or Memora's logits), S_l its momentum
+    W_l = phi(A_l) the weights: phi = id, or mass * softmax over each row (Memora)
+    xi    the chunk start: every token of a chunk takes its gradient at W_xi = phi(A_xi)
     c     Omega window; gamma_i token i's weight in every window that holds it
     NS_k  k quintic Newton-Schulz steps (:func:`~nlc.primitives.newton_schulz.newton_schulz`)
+    N     the output LayerNorm with ``norm`` (TTT), else the identity
 
-The rule (ATLAS' Muon inner optimizer: Newton-Schulz on the momentum, NL-NeurIPS Eq. 24 read
-as an in-context update; the Omega objective is ATLAS Eq. 9, NL-arXiv Eq. 68)::
+The rule, per weight matrix and head::
 
-    g_t = sum_{i=t-c+1}^{t} gamma_i s_i grad_W l(M_xi; k_i, v_i)
-    S_t = momentum_t S_{t-1} - g_t
-    A_t = retention_t A_{t-1} + lr_t NS_k(S_t)          (per weight matrix, per head)
-    o_t = M_{A_t}(q_t)  (read_after_write)   or   M_{A_{t-1}}(q_t)
+    g_t = sum_{i=t-c+1}^{t} gamma_i s_i grad_W l(W_xi; k_i, v_i)
+    Muon (ns_steps = k >= 1; ATLAS' inner optimizer, NL-NeurIPS Eq. 24 read in context):
+        S_t = momentum_t S_{t-1} - g_t,        A_t = retention_t A_{t-1} + lr_t NS_k(S_t)
+    plain (ns_steps = 0; Titans Eqs. 9-14):
+        S_t = momentum_t S_{t-1} - lr_t g_t,   A_t = retention_t A_{t-1} + S_t
+    W_t = phi(A_t);   o_t = M_{W_t}(q_t) (read_after_write) or M_{W_{t-1}}(q_t)
 
-The step size stands outside the orthogonalisation (NS_k is scale-free, so inside it would
-only weigh tokens against each other in the momentum); ``s_i`` is the gradient guard of
-:func:`~nlc.primitives.deep_common.guard_scale`. Global retention is the plain decay.
+Memora (MIRAS Eq. 21, KL retention, ``mass`` = its c): the weights stay on a simplex,
+``W_t = c softmax(alpha_t log W_{t-1} - eta_t grad)`` row by row. Because log W_{t-1} =
+A_{t-1} + (a constant per row) and softmax ignores such constants, that is exactly
+``W_t = c softmax(A_t)`` with the plain rule's ``A_t = alpha_t A_{t-1} - eta_t g_t`` on the
+logits: a linear recurrence, so a chunk unrolls it in parallel and only the softmax is per
+token. The gradient is taken w.r.t. W (MIRAS), at W_xi; with chunk 1 this is the exact rule.
 
-Chunked form. At the frozen M_xi each token's layer gradient is rank one, delta_j a_j^T, so
+Muon's step size stands outside the orthogonalisation (NS_k is scale-free, so inside it
+would only weigh tokens against each other in the momentum); ``s_i`` is the gradient guard of
+:func:`~nlc.primitives.deep_common.guard_scale`.
+
+Chunked form. At the frozen W_xi each token's layer gradient is rank one, delta_j a_j^T, so
 a chunk's momenta follow without a per-token loop (DM[t, s] = prod_{s<i<=t} momentum_i,
 DR the same for retention, Band[s, j] = 1 when key j is in step s's window)::
 
     U_s = sum_j Band[s, j] gamma_j s_j delta_j a_j^T               (G, C, D_l, D_{l-1})
-    S_t = Mp_t S_xi - sum_{s<=t} DM[t, s] U_s
-    A_t = R_t A_xi + sum_{tau<=t} DR[t, tau] lr_tau NS_k(S_tau)
+    S_t = Mp_t S_xi - sum_{s<=t} DM[t, s] U_s   (times lr_s without Muon)
+    A_t = R_t A_xi + sum_{tau<=t} DR[t, tau] (lr_tau NS_k(S_tau) with Muon, else S_tau)
 
 NS_k runs once on the C momenta of a chunk as one batch; each token reads with its own
-weights A_t (or A_{t-1}). Unlike the Muon-free deep memory, the per-token weights are formed:
-O(C D_l D_{l-1}) memory per head and layer, so the chunk size bounds it. Everything is
-ordinary autograd (first and second order). Streaming equals one call when segments start
-on multiples of ``chunk``, as for the deep memory; the reference is
-:func:`~nlc.primitives.deep_reference.deep_memory_reference` with ``ns_steps``.
+weights phi(A_t) (or phi(A_{t-1})). The per-token weights are formed: O(C D_l D_{l-1})
+memory per head and layer, so the chunk size bounds it. Everything is ordinary autograd
+(first and second order). Streaming equals one call when segments start on multiples of
+``chunk``; the reference is :func:`~nlc.primitives.deep_reference.deep_memory_reference`
+with ``ns_steps`` / ``global_retention="kl"``.
 """
 from __future__ import annotations
 
@@ -45,13 +56,13 @@ import torch
 from torch import Tensor
 
 from nlc.primitives.deep_common import (
-    HParam, act, act_and_grad, check_config, deep_layers, guard_scale, hparam, log_gate_cumsum,
-    segment_products,
+    HParam, act, act_and_grad, check_config, deep_layers, guard_scale, hparam, layer_norm_out,
+    layer_norm_vjp, log_gate_cumsum, segment_products, simplex, token_hparam,
 )
 from nlc.primitives.deep_derivatives import obj_d
 from nlc.primitives.newton_schulz import newton_schulz
 
-__all__ = ["deep_memory_muon_chunked"]
+__all__ = ["deep_memory_per_token_chunked"]
 
 
 def _unroll(gate: Optional[Tensor], start: Tensor, steps: Tensor) -> Tensor:
@@ -65,7 +76,8 @@ def _unroll(gate: Optional[Tensor], start: Tensor, steps: Tensor) -> Tensor:
 
 
 def _key_errors(W: list[Tensor], keys: Tensor, values: Tensor, activation: str, residual: bool,
-                objective: str, p: Tensor, delta: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+                objective: str, p: Tensor, delta: Tensor, norm: Optional[tuple[Tensor, Tensor]]
+                ) -> tuple[list[Tensor], list[Tensor]]:
     """Layer inputs a_{l-1} and output errors delta_l of every key at the weights ``W``
     (the rank-one factors of each key's inner gradient)."""
     ins, derivs, h = [keys], [], keys
@@ -75,35 +87,46 @@ def _key_errors(W: list[Tensor], keys: Tensor, values: Tensor, activation: str, 
             h, d = act_and_grad(activation, h)
             ins.append(h)
             derivs.append(d)
-    y = h + keys if residual else h
-    errors = [obj_d(objective, y, values, p, delta)]
+    y = layer_norm_out(h, norm)
+    y = y + keys if residual else y
+    top = obj_d(objective, y, values, p, delta)
+    errors = [top if norm is None else layer_norm_vjp(h, top, norm[0])]
     for l in range(len(W) - 1, 0, -1):
         e = errors[0] @ W[l]
         errors.insert(0, e if derivs[l - 1] is None else e * derivs[l - 1])
     return ins, errors
 
 
-def deep_memory_muon_chunked(
+def deep_memory_per_token_chunked(
     state: dict[str, Tensor], q: Tensor, k: Tensor, v: Tensor, lr: Tensor,
     momentum: Optional[Tensor] = None, retention: Optional[Tensor] = None,
     gamma: Optional[Tensor] = None, *, chunk: int = 64, window: int = 1,
     activation: str = "gelu", residual: bool = False, objective: str = "l2",
     p: HParam = 2.0, delta: HParam = 1.0, read_after_write: bool = False,
     grad_clip: Optional[HParam] = None, grad_normalize: bool = False,
-    normalize_eps: HParam = 1e-6, ns_steps: int = 5,
+    normalize_eps: HParam = 1e-6, ns_steps: int = 0, global_retention: str = "decay",
+    mass: float = 1.0, norm: Optional[tuple[Tensor, Tensor]] = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """The Muon-trained memory (module doc), chunkwise-parallel. Arguments and state as
-    :func:`~nlc.primitives.deep.deep_memory_chunked` (no lq / elastic retention);
-    ``ns_steps`` >= 1 Newton-Schulz steps. Returns ``(o (B, H, T, Dv), new_state)``."""
-    check_config(activation, objective, "decay", chunk, window)
-    if ns_steps < 1:
-        raise ValueError(f"ns_steps must be at least 1, got {ns_steps}")
+    """The memory of the module docstring, chunkwise-parallel. Arguments and state as
+    :func:`~nlc.primitives.deep.deep_memory_chunked`; ``ns_steps`` Newton-Schulz steps (0: no
+    Muon); ``global_retention`` ``decay`` or ``kl`` (Memora: state ``A{l}`` holds logits,
+    weights ``mass * softmax``). Returns ``(o (B, H, T, Dv), new_state)``."""
+    check_config(activation, objective, global_retention, chunk, window)
+    if global_retention not in ("decay", "kl"):
+        raise ValueError(f"per-token weights take decay or kl retention, not {global_retention!r}")
+    if ns_steps < 0:
+        raise ValueError(f"ns_steps must be 0 or more, got {ns_steps}")
     prefix, L = deep_layers(state)
     B, H, T, Dk = q.shape
     Dv, G, w = v.shape[-1], B * H, window - 1
-    p_t, d_t = hparam(p, q, B, H, 2), hparam(delta, q, B, H, 2)
+    d_tok = token_hparam(delta, B, H, T)
+    if d_tok is not None and w > 0:
+        raise ValueError("a per-token delta takes window 1 (each Omega step sums several tokens)")
+    p_t, d_t = hparam(p, q, B, H, 2), hparam(delta if d_tok is None else 1.0, q, B, H, 2)
     clip = None if grad_clip is None else hparam(grad_clip, q, B, H, 1)
     eps = hparam(normalize_eps, q, B, H, 1)
+    phi = (lambda a: simplex(a, mass)) if global_retention == "kl" else (lambda a: a)  # noqa: E731
+    nrm = None if norm is None else tuple(x.expand(B, H, Dv).reshape(G, 1, Dv) for x in norm)
     guards = grad_clip is not None or grad_normalize
 
     def gate(x: Optional[Tensor]) -> Optional[Tensor]:
@@ -125,7 +148,9 @@ def deep_memory_muon_chunked(
     for start in range(0, T, chunk):
         C = min(chunk, T - start)
         keys, values, weight = kx[:, start:start + C + w], vx[:, start:start + C + w], gx[:, start:start + C + w]
-        ins, errors = _key_errors(A, keys, values, activation, residual, objective, p_t, d_t)
+        dc = d_t if d_tok is None else d_tok[:, start:start + C, None]
+        W_xi = [phi(a) for a in A]
+        ins, errors = _key_errors(W_xi, keys, values, activation, residual, objective, p_t, dc, nrm)
         if guards:  # ||delta a^T||_F^2 = ||delta||^2 ||a||^2, summed over layers
             sq = sum(e.pow(2).sum(-1) * a.pow(2).sum(-1) for e, a in zip(errors, ins))
             weight = weight * guard_scale(sq, clip, grad_normalize, eps)
@@ -137,15 +162,20 @@ def deep_memory_muon_chunked(
         reads = []
         for l in range(L):
             U = torch.einsum("gsj,gjo,gji->gsoi", mix, errors[l], ins[l])
+            if not ns_steps:
+                U = lr_c * U
             momenta = -U if mom is None else _unroll(chunk_gates[0], S[l], -U)  # None: momentum 0
-            weights = _unroll(chunk_gates[1], A[l], lr_c * newton_schulz(momenta, ns_steps))
-            reads.append(weights if read_after_write else torch.cat([A[l].unsqueeze(1), weights[:, :-1]], 1))
-            A[l], S[l] = weights[:, -1], momenta[:, -1]
+            steps = lr_c * newton_schulz(momenta, ns_steps) if ns_steps else momenta
+            states = _unroll(chunk_gates[1], A[l], steps)
+            before = torch.cat([A[l].unsqueeze(1), states[:, :-1]], 1)
+            reads.append(phi(states if read_after_write else before))
+            A[l], S[l] = states[:, -1], momenta[:, -1]
         h = qf[:, start:start + C]
         for l, wt in enumerate(reads):  # each token reads with its own weights
             h = torch.einsum("gtoi,gti->gto", wt, h)
             if l < L - 1:
                 h = act(activation, h)
+        h = layer_norm_out(h, nrm)
         outs.append(h + qf[:, start:start + C] if residual else h)
 
     o = torch.cat(outs, 1).reshape(B, H, T, Dv) if outs else q.new_zeros(B, H, 0, Dv)

@@ -21,7 +21,7 @@ from torch.func import grad, vmap
 
 from nlc.primitives.deep_common import (
     HParam, check_config, deep_layers, guard_scale, hparam, lq_norm_scale, mlp_forward,
-    objective_loss, soft_threshold,
+    objective_loss, simplex, soft_threshold, token_hparam,
 )
 from nlc.primitives.newton_schulz import newton_schulz
 
@@ -36,10 +36,13 @@ def deep_memory_reference(
     p: HParam = 2.0, delta: HParam = 1.0, read_after_write: bool = False,
     grad_clip: Optional[HParam] = None, grad_normalize: bool = False,
     normalize_eps: HParam = 1e-6, global_retention: str = "decay", lq: HParam = 4.0,
-    elastic_lambda: HParam = 0.0, ns_steps: int = 0,
+    elastic_lambda: HParam = 0.0, ns_steps: int = 0, mass: float = 1.0,
+    norm: Optional[tuple[Tensor, Tensor]] = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Per-token loop of the deep memory rule; same signature/results as ``deep_memory_chunked``
-    (and, with ``ns_steps`` > 0, as ``deep_memory_muon_chunked``).
+    (and, with ``ns_steps`` > 0 or ``global_retention="kl"``, as
+    :func:`~nlc.primitives.deep_per_token.deep_memory_per_token_chunked`). ``delta`` may be
+    per token (B, H, T); ``norm`` (gamma, beta), each (H, Dv), is the output LayerNorm.
 
     For t = 1..T (chunk start xi = the last chunk boundary before t)::
 
@@ -47,6 +50,7 @@ def deep_memory_reference(
         S_t = momentum_t S_{t-1} - lr_t g_t                              (Titans Eqs. 9-10)
         A_t = retention_t A_{t-1} + S_t                                  (Titans Eqs. 13-14)
         W_t = phi(A_t) at a chunk boundary, A_t / nu_xi inside a chunk   (MIRAS, see deep.py)
+              kl: W_t = mass softmax(A_t) at every token (Memora, MIRAS Eq. 21)
         o_t = M_{W_t}(q_t)   (read_after_write)   or   M_{W_{t-1}}(q_t)
 
     s_i: the per-token guard factor (normalise / clip of token i's own gradient).
@@ -81,16 +85,24 @@ def deep_memory_reference(
     else:
         kx, vx, gx = k, v, gam
     kx, vx, gx = flat(kx), flat(vx), flat(gx)
-    p_f, d_f = per_bh(p), per_bh(delta)
+    d_tok = token_hparam(delta, B, H, T)
+    p_f, d_f = per_bh(p), (per_bh(delta) if d_tok is None else None)
     qexp, lam = per_bh(lq, 2), per_bh(elastic_lambda, 2)
     clip = None if grad_clip is None else per_bh(grad_clip, 1)
     eps = per_bh(normalize_eps, 1)
 
-    def loss(ws, kk, vv, pp, dd):
-        return objective_loss(objective, mlp_forward(ws, kk, activation, residual), vv, pp, dd)
+    Dv = v.shape[-1]
+    gb = (torch.ones(H, Dv, dtype=dt, device=dev), torch.zeros(H, Dv, dtype=dt, device=dev)) \
+        if norm is None else norm
+    gamma_f, beta_f = (x.expand(B, H, Dv).reshape(BH, Dv) for x in gb)
+    nrm = None if norm is None else (gamma_f.unsqueeze(1), beta_f.unsqueeze(1))
+
+    def loss(ws, kk, vv, pp, dd, ga, be):
+        y = mlp_forward(ws, kk, activation, residual, None if norm is None else (ga, be))
+        return objective_loss(objective, y, vv, pp, dd)
 
     # grad at one weight set for one (k, v); vmap over the window, then over batch*heads
-    grads = vmap(vmap(grad(loss), in_dims=(None, 0, 0, None, None)))
+    grads = vmap(vmap(grad(loss), in_dims=(None, 0, 0, None, None, None, None)))
 
     outs = []
     W_xi: list[Tensor] = []
@@ -101,11 +113,14 @@ def deep_memory_reference(
             if global_retention == "lq":
                 nu = [lq_norm_scale(a, qexp) for a in A]
                 W_xi = [a / n for a, n in zip(A, nu)]
+            elif global_retention == "kl":
+                W_xi = [simplex(a, mass) for a in A]
             else:
                 W_xi = list(A)
             if t == 0:
                 W_prev = W_xi
-        g = grads(tuple(W_xi), kx[:, t:t + c], vx[:, t:t + c], p_f, d_f)  # L x (BH, c, o, i)
+        d_now = d_f if d_tok is None else d_tok[:, t]
+        g = grads(tuple(W_xi), kx[:, t:t + c], vx[:, t:t + c], p_f, d_now, gamma_f, beta_f)  # L x (BH, c, o, i)
         w = gx[:, t:t + c]  # (BH, c)
         sq = sum(gl.pow(2).sum((-2, -1)) for gl in g)
         s = guard_scale(sq, clip, grad_normalize, eps)
@@ -121,7 +136,9 @@ def deep_memory_reference(
         else:
             S = [m_t * s_l - lr_t * g_l for s_l, g_l in zip(S, g_t)]
             A = [r_t * a + s_l for a, s_l in zip(A, S)]
-        if (t + 1) % chunk == 0 or t == T - 1:  # chunk boundary: global retention map phi
+        if global_retention == "kl":
+            W_t = [simplex(a, mass) for a in A]
+        elif (t + 1) % chunk == 0 or t == T - 1:  # chunk boundary: global retention map phi
             if global_retention == "elastic":
                 A = [soft_threshold(a, lam) for a in A]
                 W_t = A
@@ -132,9 +149,8 @@ def deep_memory_reference(
         else:
             W_t = [a / n for a, n in zip(A, nu)] if global_retention == "lq" else A
         W_read = W_t if read_after_write else W_prev
-        outs.append(mlp_forward(W_read, q[:, :, t].reshape(BH, 1, -1), activation, residual))
+        outs.append(mlp_forward(W_read, q[:, :, t].reshape(BH, 1, -1), activation, residual, nrm))
         W_prev = W_t
-    Dv = v.shape[-1]
     o = torch.cat(outs, 1).reshape(B, H, T, Dv) if outs else q.new_zeros(B, H, 0, Dv)
     new = {f"{prefix}{l + 1}": A[l].reshape(B, H, *A[l].shape[1:]) for l in range(L)}
     new.update({f"S{l + 1}": S[l].reshape(B, H, *S[l].shape[1:]) for l in range(L)})

@@ -51,7 +51,7 @@ from ..primitives.layers import readout_gate
 __all__ = ["Knob", "EDGE"]
 
 EDGE = 1e-12  # init / max is clamped into [EDGE, 1 - EDGE] before the logit (a float guard)
-ROLES = ("lr", "momentum", "retention")
+ROLES = ("lr", "momentum", "retention", "delta")  # delta: the Huber threshold (Yaad's delta_t)
 
 
 def _logit(ratio: float) -> float:
@@ -82,7 +82,7 @@ class Knob(nn.Module):
         self.chunk = int(chunk)
         self.upper = float(ir.max)
         if ir.kind != "constant":
-            if role != "lr" and self.upper > 1.0:
+            if role not in ("lr", "delta") and self.upper > 1.0:
                 raise ValueError(f"{what}: max {self.upper} > 1; a {role} gate stays in (0, 1)")
             if not 0.0 <= ir.init <= self.upper:
                 raise ValueError(f"{what}: init {ir.init} is outside (0, max={self.upper}]; "

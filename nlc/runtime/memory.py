@@ -9,8 +9,9 @@ Per call (``forward(x (B, T, D), state, pos)``)::
 
     q, k, v = Sources(x)                                      (B, H, T, Dh)   projections.py
                                       (one fused GEMM, one depthwise conv per window)
-    lr, momentum, retention = Knob(x) ...                     (B, H, T)       knobs.py
+    lr, momentum, retention, delta = Knob(x) ...              (B, H, T)       knobs.py
     retention <- retention * (1 - weight_decay)               (a constant factor, if any)
+    lr <- lr / chunk                                          (reduce: mean, TTT's mini-batch GD)
     o, memory = primitive(memory, q, k, v, gates)             memory_rules.py (dispatch)
     y = W_o merge_heads(o)            [* sigmoid(W_g x) with output_gate: Titans §4.4]
 
@@ -55,7 +56,7 @@ from torch import Tensor, nn
 
 from ..capabilities import TABLE
 from ..ir.nodes import MemoryIR
-from ..primitives.deep_common import init_deep_params, init_deep_state, lq_norm_scale, mlp_forward
+from ..primitives.deep_common import init_deep_params, init_deep_state, lq_norm_scale, mlp_forward, simplex
 from .aligned import TAIL, aligned_forward, init_tail, materialise
 from .knobs import Knob
 from .memory_rules import GLOBAL_RETENTION, Plan, plan_memory, run_plan
@@ -64,7 +65,7 @@ from .projections import Sources, merge_heads
 __all__ = ["MemoryMixer"]
 
 SOURCES = (("q", "queries"), ("k", "keys"), ("v", "values"))
-KNOBS = ("lr", "momentum", "retention")
+KNOBS = ("lr", "momentum", "retention", "delta")  # delta: a learned / data-dependent Huber threshold
 
 
 class MemoryMixer(nn.Module):
@@ -103,12 +104,24 @@ class MemoryMixer(nn.Module):
                               owner=ir.name) if r.momentum is not None else None)
         self.retention = (Knob(r.retention, width, ir.heads, role="retention", chunk=ir.chunk,
                                owner=ir.name) if r.retention is not None else None)
+        d = ir.objective.delta
+        self.delta = (Knob(d, width, ir.heads, role="delta", chunk=ir.chunk, owner=ir.name)
+                      if d.kind != "constant" else None)
         for name in KNOBS:
             if getattr(self, name) is not None and getattr(self, name).from_level:
+                source = (d if name == "delta" else getattr(r, name)).source
                 raise RuntimeError(f"level {ir.name!r}: its {name} knob comes from level "
-                                   f"{getattr(r, name).source!r}: a knob produced by another level makes "
+                                   f"{source!r}: a knob produced by another level makes "
                                    f"the memory a HOPE one ({TABLE}), never a MemoryMixer: a bug")
         self.decay = 1.0 - float(r.weight_decay)  # extra constant retention factor
+        # reduce: mean (TTT) steps by the chunk's mean gradient: every token's lr over the chunk
+        self.lr_scale = 1.0 / ir.chunk if r.reduce == "mean" else 1.0
+        # TTT's LayerNorm of the memory output: a gain and a bias per head (slow parameters)
+        self.norm = nn.ParameterDict()
+        if ir.norm == "layernorm":
+            dv = self.plan.dims[-1]
+            self.norm["gamma"] = nn.Parameter(torch.ones(ir.heads, dv))
+            self.norm["beta"] = nn.Parameter(torch.zeros(ir.heads, dv))
         self.out = nn.Linear(width, width, bias=False)
         self.gate = nn.Linear(width, width, bias=False) if ir.output_gate else None
         # the meta-learned initial memory, without the batch dim
@@ -190,7 +203,16 @@ class MemoryMixer(nn.Module):
             B, T = x.shape[:2]
             gates["retention"] = (x.new_full((B, self.heads, T), self.decay) if ret is None
                                   else ret * self.decay)
+        if self.lr_scale != 1.0:
+            gates["lr"] = gates["lr"] * self.lr_scale
         return gates, carries
+
+    def rule_extras(self, gates: dict[str, Tensor | None]) -> dict[str, object]:
+        """The primitive's keyword arguments beyond the gates: the Huber threshold (a per-token
+        tensor from its knob, else the spec's constant) and the output LayerNorm."""
+        delta = gates["delta"] if gates["delta"] is not None else self.ir.objective.delta.init
+        norm = (self.norm["gamma"], self.norm["beta"]) if len(self.norm) else None
+        return {"delta": delta, "norm": norm}
 
     def project(self, x: Tensor, state: dict[str, Tensor]
                 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
@@ -226,7 +248,7 @@ class MemoryMixer(nn.Module):
         gates, carries = self.gates(x, state, pos)
         memory = {key: state[key] for key in self.memory_keys}
         o, memory = run_plan(self.plan, self.ir, memory, qkv["q"], qkv["k"], qkv["v"],
-                             gates["lr"], gates["momentum"], gates["retention"])
+                             gates["lr"], gates["momentum"], gates["retention"], **self.rule_extras(gates))
         new_state = dict(state)
         new_state.update(memory)
         new_state.update(convs)
@@ -248,9 +270,10 @@ class MemoryMixer(nn.Module):
             part = lambda t: None if t is None else t[:, :, a:a + C]  # noqa: E731
             outs.append(self.read_memory(memory, part(qkv["q"])))
             if a + C <= T:
+                extras = self.rule_extras({**gates, "delta": part(gates["delta"])})
                 _, memory = run_plan(self.plan, self.ir, memory, part(qkv["q"]), part(qkv["k"]),
                                      part(qkv["v"]), part(gates["lr"]), part(gates["momentum"]),
-                                     part(gates["retention"]))
+                                     part(gates["retention"]), **extras)
         new_state = dict(state)
         new_state.update(memory)
         new_state.update(convs)
@@ -261,15 +284,18 @@ class MemoryMixer(nn.Module):
         """``M(q)`` (B, H, T, Dh) with the memory in ``memory``, no write: the read of
         :func:`nlc.primitives.deep_common.mlp_forward` (a matrix memory is a depth-1 identity
         MLP; lq retention reads ``A / ||A||_q^{q-2}``)."""
-        p = self.plan
+        p, r = self.plan, self.ir.rule
         if p.state == "matrix":
             weights = [memory["S"]]
+        elif r.retention_kind == "kl":
+            weights = [simplex(memory[f"A{l}"], r.mass) for l in range(1, p.depth + 1)]
         elif "A1" in memory:
-            weights = [memory[f"A{l}"] / lq_norm_scale(memory[f"A{l}"], self.ir.rule.q)
+            weights = [memory[f"A{l}"] / lq_norm_scale(memory[f"A{l}"], r.q)
                        for l in range(1, p.depth + 1)]
         else:
             weights = [memory[f"W{l}"] for l in range(1, p.depth + 1)]
-        return mlp_forward(weights, q, p.activation, p.residual)
+        norm = tuple(t[:, None, :] for t in (self.norm["gamma"], self.norm["beta"])) if len(self.norm) else None
+        return mlp_forward(weights, q, p.activation, p.residual, norm)
 
     def retrieve(self, x: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """Read the memory in ``state`` with queries from ``x``, without writing.

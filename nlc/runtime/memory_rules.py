@@ -27,8 +27,10 @@ any      l2 | lp |  gd |         any     any any     ``deep.deep_memory``       
 =======  =========  ===========  ======  ==  ======  ================================  ======
 
 An ``output: newton_schulz`` (ATLAS' Muon inner optimizer, rules gd / momentum, l2
-retention) runs ``deep_muon.deep_memory_muon_chunked`` instead of the deep memory (same
-state layout).
+retention) or ``retention_kind: kl`` (Memora) runs
+``deep_per_token.deep_memory_per_token_chunked`` instead of the deep memory (same state
+layout; kl keeps logits ``A{l}``). A learned or data-dependent Huber ``delta`` reaches the deep
+primitives per token, and an MLP memory's ``norm: layernorm`` as its (gamma, beta).
 
 The rows are :func:`nlc.capabilities.memory_primitive` (which the validator reads too);
 anything else, a ``period`` off the chunk grid, and ``self_target`` (HOPE's mixer), is refused at
@@ -48,7 +50,7 @@ data-dependent lr.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 from torch import Tensor
@@ -58,18 +60,18 @@ from ..ir.nodes import MemoryIR
 from ..ir.resolve import rule_case
 from ..primitives import deep as D
 from ..primitives import matrix as M
-from ..primitives.deep_muon import deep_memory_muon_chunked
+from ..primitives.deep_per_token import deep_memory_per_token_chunked
 
 __all__ = ["Plan", "plan_memory", "run_plan", "GLOBAL_RETENTION"]
 
-GLOBAL_RETENTION = {"l2": "decay", "lq": "lq", "elastic": "elastic"}
+GLOBAL_RETENTION = {"l2": "decay", "lq": "lq", "elastic": "elastic", "kl": "kl"}
 MATRIX_PRIMITIVES = ("linear_attention", "gated_linear_attention", "delta_rule",
                      "gated_delta_rule", "dgd", "omega_rule")
 
 
 @dataclass(frozen=True)
 class Plan:
-    """``primitive``: a name of :data:`MATRIX_PRIMITIVES`, ``"deep_memory"`` or ``"deep_muon"``;
+    """``primitive``: a name of :data:`MATRIX_PRIMITIVES`, ``"deep_memory"`` or ``"deep_per_token"``;
     ``state``: ``"matrix"`` (key ``S``, plus ``omega_*`` for the Omega rule) or ``"deep"``
     (``W{l}`` / ``A{l}`` and momentum ``S{l}``, plus ``omega_*`` when window > 1);
     ``chunk_frozen``: the primitive takes gradients at the chunk-start state (DGD on l2, the
@@ -102,7 +104,8 @@ def plan_memory(ir: MemoryIR) -> Plan:
     refusals = [family] if isinstance(family, Refusal) else []
     frozen = isinstance(family, str) and chunk_frozen(family, o.kind)
     refusals += memory_refusals(ir.period, o.self_target, ir.init, coupled=False, chunk=ir.chunk,
-                                frozen=frozen, read_after_write=ir.read_after_write)
+                                frozen=frozen, read_after_write=ir.read_after_write,
+                                reduce=r.reduce, norm=ir.norm)
     assert_capable(f"level {ir.name!r} ({ir.origin}): {combination(ir)}", refusals)
     retained = r.retention is not None or r.weight_decay > 0
     hd = ir.head_dim
@@ -119,30 +122,35 @@ def plan_memory(ir: MemoryIR) -> Plan:
         "omega_rule": ("omega_rule", "matrix"),
         "deep_memory": ("deep_memory", "deep"),
     }[family]
-    if primitive == "deep_memory" and r.ns_steps:
-        primitive = "deep_muon"
+    if primitive == "deep_memory" and (r.ns_steps or r.retention_kind == "kl"):
+        primitive = "deep_per_token"
     return Plan(primitive, state, depth, dims, act, res, o.window, frozen)
 
 
 def run_plan(plan: Plan, ir: MemoryIR, state: dict[str, Tensor], q: Tensor, k: Tensor,
-             v: Tensor, lr: Tensor, momentum: Optional[Tensor],
-             retention: Optional[Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-    """Call the chunked primitive of ``plan``: ``(o (B, H, T, Dh), new memory state)``.
+             v: Tensor, lr: Tensor, momentum: Optional[Tensor], retention: Optional[Tensor], *,
+             delta: Union[float, Tensor] = 1.0, norm: Optional[tuple[Tensor, Tensor]] = None,
+             ) -> tuple[Tensor, dict[str, Tensor]]:
+    """Call the chunked primitive of ``plan``: ``(o (B, H, T, Dh), new memory state)``;
+    ``delta`` the Huber threshold (a float or per token (B, H, T)), ``norm`` the output
+    LayerNorm's (gamma, beta) (deep primitives only).
 
     Under autocast (``train.dtype: bfloat16``) the memory still runs in its state's dtype
     with autocast off: the inner recurrences accumulate over a whole sequence, and the
     hand-written backward of the deep kernels expects one dtype throughout."""
     if not torch.is_autocast_enabled(q.device.type):
-        return _run_plan(plan, ir, state, q, k, v, lr, momentum, retention)
+        return _run_plan(plan, ir, state, q, k, v, lr, momentum, retention, delta, norm)
     dtype = next(iter(state.values())).dtype if state else torch.float32
-    up = lambda t: None if t is None else t.to(dtype)  # noqa: E731
+    up = lambda t: t.to(dtype) if torch.is_tensor(t) else t  # noqa: E731
     with torch.autocast(q.device.type, enabled=False):
-        return _run_plan(plan, ir, state, up(q), up(k), up(v), up(lr), up(momentum), up(retention))
+        return _run_plan(plan, ir, state, up(q), up(k), up(v), up(lr), up(momentum), up(retention),
+                         up(delta), None if norm is None else (up(norm[0]), up(norm[1])))
 
 
 def _run_plan(plan: Plan, ir: MemoryIR, state: dict[str, Tensor], q: Tensor, k: Tensor,
-              v: Tensor, lr: Tensor, momentum: Optional[Tensor],
-              retention: Optional[Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+              v: Tensor, lr: Tensor, momentum: Optional[Tensor], retention: Optional[Tensor],
+              delta: Union[float, Tensor], norm: Optional[tuple[Tensor, Tensor]],
+              ) -> tuple[Tensor, dict[str, Tensor]]:
     kw = dict(chunk=ir.chunk, read_after_write=ir.read_after_write)
     name = plan.primitive
     if name == "linear_attention":
@@ -159,15 +167,12 @@ def _run_plan(plan: Plan, ir: MemoryIR, state: dict[str, Tensor], q: Tensor, k: 
         return M.omega_rule_chunked(state, q, k, v, 2.0 * lr, retention, window=plan.window,
                                     **kw)
     r, o = ir.rule, ir.objective
-    if name == "deep_muon":
-        return deep_memory_muon_chunked(
-            state, q, k, v, lr, momentum, retention, None, window=plan.window,
-            activation=plan.activation, residual=plan.residual, objective=o.kind, p=o.p,
-            delta=o.delta, grad_clip=r.grad_clip, grad_normalize=r.grad_normalize,
-            ns_steps=r.ns_steps, **kw)
-    return D.deep_memory_chunked(
-        state, q, k, v, lr, momentum, retention, None, window=plan.window,
-        activation=plan.activation, residual=plan.residual, objective=o.kind, p=o.p,
-        delta=o.delta, grad_clip=r.grad_clip, grad_normalize=r.grad_normalize,
-        global_retention=GLOBAL_RETENTION[r.retention_kind], lq=r.q,
-        elastic_lambda=r.shrink, **kw)
+    common = dict(window=plan.window, activation=plan.activation, residual=plan.residual,
+                  objective=o.kind, p=o.p, delta=delta, grad_clip=r.grad_clip,
+                  grad_normalize=r.grad_normalize, global_retention=GLOBAL_RETENTION[r.retention_kind],
+                  norm=norm, **kw)
+    if name == "deep_per_token":
+        return deep_memory_per_token_chunked(state, q, k, v, lr, momentum, retention, None,
+                                             ns_steps=r.ns_steps, mass=r.mass, **common)
+    return D.deep_memory_chunked(state, q, k, v, lr, momentum, retention, None, lq=r.q,
+                                 elastic_lambda=r.shrink, **common)

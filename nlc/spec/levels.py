@@ -23,8 +23,8 @@ from pydantic import Discriminator, Field, PositiveInt, Tag, model_validator
 from ..errors import FieldError, Issue
 
 from .optimizers import MAX_NS_STEPS, OptimizerLevel
-from .values import (MAX_TOKENS, ForgetKnob, Init, LrKnob, MomentumKnob, Period, RetentionKnob,
-                     Source, Strict)
+from .values import (MAX_TOKENS, ForgetKnob, HuberDeltaKnob, Init, LrKnob, MomentumKnob, Period,
+                     RetentionKnob, Source, Strict)
 
 MAX_WIDTH = 2**16  # hidden sizes of MLPs and memories (the model width has the same bound)
 MAX_HEADS = 4096
@@ -46,7 +46,11 @@ class MatrixMemory(Strict):
 
 
 class MLPMemory(Strict):
-    """An MLP memory per head (Titans LMM; HOPE Eq. 89 uses ``x + W1 act(W2 x)``)."""
+    """An MLP memory per head (Titans LMM; HOPE Eq. 89 uses ``x + W1 act(W2 x)``).
+
+    ``norm: layernorm`` normalises the last layer's output before the residual, with a learned
+    gain and bias per head (TTT-MLP: ``M(x) = x + LN(MLP(x))``, in the inner objective and the
+    reads alike)."""
 
     kind: Literal["mlp"] = "mlp"
     depth: PositiveInt = Field(default=2, le=16)
@@ -54,6 +58,7 @@ class MLPMemory(Strict):
     expansion: PositiveInt = Field(default=4, le=64)
     residual: bool = False
     activation: Literal["gelu", "silu", "relu", "identity"] = "gelu"
+    norm: Literal["none", "layernorm"] = "none"
 
 
 def _memory_kind(data: object) -> str:
@@ -75,12 +80,13 @@ class Objective(Strict):
     ``huber``: quadratic within ``delta``, linear outside; ``task``: the outer task loss
     (CMS driven by the LM-loss gradient at the block output). ``window > 1`` is ATLAS'
     Omega rule: the objective sums the last ``window`` tokens. ``self_target`` is HOPE's
-    self-generated value ``v_hat = M(v)`` (NL-arXiv Eqs. 83-85).
+    self-generated value ``v_hat = M(v)`` (NL-arXiv Eqs. 83-85). ``delta`` is a knob: a
+    constant, ``learned`` per head, or data-dependent (``from: input``: MIRAS' Yaad ``delta_t``).
     """
 
     kind: Literal["dot", "l2", "lp", "huber", "task"] = "l2"
     p: float | None = Field(default=None, ge=1, le=MAX_POWER)
-    delta: float | None = Field(default=None, gt=0)
+    delta: HuberDeltaKnob | None = None
     window: PositiveInt = Field(default=1, le=MAX_CHUNK)
     self_target: bool = False
 
@@ -88,6 +94,13 @@ class Objective(Strict):
     def _params_match_kind(self) -> "Objective":
         _paired(self.kind == "lp", self.p is not None, "p", "kind 'lp'", "p: 3")
         _paired(self.kind == "huber", self.delta is not None, "delta", "kind 'huber'", "delta: 1.0")
+        if self.delta is not None and self.delta.source not in (None, "input"):
+            raise FieldError("delta", f"a data-dependent delta comes from the level input, not from "
+                             f"level '{self.delta.source}'", hint="write delta: {from: input, init: 1.0, max: 4.0}")
+        if self.delta is not None and self.delta.kind != "constant" and self.window != 1:
+            raise FieldError("delta", "a learned or data-dependent delta is one value per token, but the "
+                             f"Omega window sums the errors of {self.window} tokens at each step",
+                             hint="use a constant delta with a window, or window: 1")
         if self.kind == "task" and (self.window != 1 or self.self_target):
             field = "window" if self.window != 1 else "self_target"
             raise FieldError(field, f"the 'task' objective takes no '{field}'", hint=f"remove '{field}'")
@@ -107,7 +120,12 @@ class Update(Strict):
     ``forget`` and it is normalised to ``retention = 1 - forget``. ``weight_decay`` is an
     extra constant decay ``(1 - weight_decay)``. MIRAS global retention beyond L2:
     ``retention_kind: lq`` (Moneta ``W = A / ||A||_q^(q-2)``) or ``elastic`` (soft-threshold
-    by ``shrink``), applied at chunk boundaries.
+    by ``shrink``), applied at chunk boundaries; ``kl`` (Memora, MIRAS' KL retention): the
+    weights live on a simplex, each row ``mass * softmax`` of logits that the rule updates,
+    ``W_t = mass * softmax(retention_t log W_{t-1} - lr_t grad)``, exact at every token.
+
+    ``reduce`` is how a chunk-frozen rule combines the gradients of a chunk: ``sum`` (Titans,
+    HOPE: each token's step at full lr) or ``mean`` (TTT's mini-batch gradient descent: lr / chunk).
 
     ``output: newton_schulz`` is ATLAS' Muon inner optimizer (rules ``gd`` and ``momentum``):
     the momentum is orthogonalised per weight matrix by ``ns_steps`` Newton-Schulz steps and
@@ -121,10 +139,13 @@ class Update(Strict):
     retention: RetentionKnob | None = None
     forget: ForgetKnob | None = None
     weight_decay: float = Field(default=0.0, ge=0, lt=1)
-    retention_kind: Literal["l2", "lq", "elastic"] = "l2"
+    retention_kind: Literal["l2", "lq", "elastic", "kl"] = "l2"
     # q < 2 makes W = A ||A||_q^(2-q) grow faster than A: the memory runs away (MIRAS uses q >= 2)
     q: float | None = Field(default=None, ge=2, le=MAX_POWER)
     shrink: float | None = Field(default=None, ge=0)
+    # the total weight of a row of a kl-retained memory (MIRAS' c): each weight starts near mass / fan_in
+    mass: float | None = Field(default=None, gt=0, le=MAX_WIDTH)
+    reduce: Literal["sum", "mean"] = "sum"
     grad_clip: float | None = Field(default=None, gt=0)
     grad_normalize: bool = False
     output: Literal["identity", "newton_schulz"] = "identity"
@@ -140,6 +161,7 @@ class Update(Strict):
         _paired(self.retention_kind == "lq", self.q is not None, "q", "retention_kind 'lq'", "q: 4")
         _paired(self.retention_kind == "elastic", self.shrink is not None, "shrink",
                 "retention_kind 'elastic'", "shrink: 1.0e-3")
+        _paired(self.retention_kind == "kl", self.mass is not None, "mass", "retention_kind 'kl'", "mass: 8.0")
         if self.ns_steps is not None and self.output != "newton_schulz":
             raise FieldError("ns_steps", "'ns_steps' only applies to output 'newton_schulz'",
                              hint="remove 'ns_steps', or add 'output: newton_schulz'")

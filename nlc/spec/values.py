@@ -171,6 +171,15 @@ class RetentionKnob(Knob):
     example = "the factor on the old state, e.g. retention: 0.99"
 
 
+class HuberDeltaKnob(Knob):
+    """The Huber threshold of the attentional bias (MIRAS' Yaad ``delta_t``): errors within it
+    are squared, beyond it linear. Positive; up to 1000, far beyond any error of unit-scale
+    values (a data-dependent one is ``max * sigmoid(.)``, so give ``max`` above ``init``)."""
+
+    role, bounds = "delta", {"exclusiveMinimum": 0, "maximum": 1000}
+    example = "the error size where the loss turns linear, e.g. delta: 1.0"
+
+
 class ForgetKnob(Knob):
     """Titans' forget gate, ``retention = 1 - forget``: in [0, 1) for the same reasons."""
 

@@ -67,7 +67,7 @@ def train_step(source: str | Path, overrides: list[str] = ()) -> float:
 # ------------------------------------------------------------------ memory update rules
 
 _PARAMS = {"lp": "p: 1.5", "huber": "delta: 1.0"}  # p > 2 needs a gradient guard (rule 10)
-_RK = {"lq": "q: 3", "elastic": "shrink: 0.01"}
+_RK = {"lq": "q: 3", "elastic": "shrink: 0.01", "kl": "mass: 4.0"}
 
 
 def memory_level(name: str, case: RuleCase, mark: str = "") -> list[str]:
@@ -105,7 +105,7 @@ ACCEPTED_RULES = [(c, r) for c, r in memory_combinations() if not isinstance(r, 
 def test_table_covers_every_primitive_family():
     assert {r for _, r in ACCEPTED_RULES} == {"linear_attention", "delta_rule", "dgd", "omega_rule",
                                               "deep_memory"}
-    assert len(ACCEPTED_RULES) + len(REFUSED_RULES) == 768
+    assert len(ACCEPTED_RULES) + len(REFUSED_RULES) == 1024
 
 
 def test_every_refused_update_rule_is_refused_at_its_line(tmp_path):

@@ -1,4 +1,4 @@
-"""The Muon-trained memory (ATLAS' inner optimizer): chunked == per-token reference == the
+"""Per-token weights of the deep memory, with Muon (ATLAS' inner optimizer): chunked == per-token reference ==
 rule written out by hand; streaming equals one call; causal; gradients equal.
 
 Notation: B batch, H heads, T tokens, C chunk, L depth, c Omega window; float64 unless said.
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nlc.primitives.deep import deep_memory_reference, init_deep_state
-from nlc.primitives.deep_muon import deep_memory_muon_chunked
+from nlc.primitives.deep_per_token import deep_memory_per_token_chunked
 from tests.primitives.test_deep import OBJ_KW, _close, _close_state, _examples, _grads, make_case, run
 from tests.train.test_optimizer_levels import reference_newton_schulz
 
@@ -35,7 +35,7 @@ def test_chunked_equals_reference(seed, B, H, T, Dk, Dh, L, chunk, objective, mo
               grad_clip=0.5 if guard in ("clip", "both") else None,
               grad_normalize=guard in ("normalize", "both"), **OBJ_KW[objective])
     o1, s1 = run(deep_memory_reference, params, q, k, v, gates, **kw)
-    o2, s2 = run(deep_memory_muon_chunked, params, q, k, v, gates, **kw)
+    o2, s2 = run(deep_memory_per_token_chunked, params, q, k, v, gates, **kw)
     assert o2.shape == (B, H, T, v.shape[-1])
     _close(o1, o2)
     _close_state(s1, s2)
@@ -51,7 +51,7 @@ def test_the_rule_written_out(raw):
     q, k, v = (torch.randn(1, 1, 2, d, generator=g, dtype=torch.float64) for d in (4, 4, 3))
     lr, m, r = torch.tensor([[[0.3, 0.2]]]), torch.tensor([[[0.5, 0.8]]]), torch.tensor([[[0.9, 0.7]]])
     lr, m, r = (x.double() for x in (lr, m, r))
-    o, state = deep_memory_muon_chunked(init_deep_state({"W1": A0}, 1), q, k, v, lr, m, r,
+    o, state = deep_memory_per_token_chunked(init_deep_state({"W1": A0}, 1), q, k, v, lr, m, r,
                                         chunk=2, activation="identity", read_after_write=raw, ns_steps=5)
     W = A0[0]
     grads = [2 * torch.outer(W @ k[0, 0, t] - v[0, 0, t], k[0, 0, t]) for t in range(2)]
@@ -73,12 +73,12 @@ def test_streaming_at_chunk_multiples(seed, chunk, cuts, window, raw, tail):
     seg_lens = [c * chunk for c in cuts] + [tail]
     params, q, k, v, gates = make_case(seed, T=sum(seg_lens), window=window, gamma=window > 1)
     kw = dict(chunk=chunk, window=window, read_after_write=raw, ns_steps=3)
-    o_all, s_all = run(deep_memory_muon_chunked, params, q, k, v, gates, **kw)
+    o_all, s_all = run(deep_memory_per_token_chunked, params, q, k, v, gates, **kw)
     state, outs, start = init_deep_state(params, 2, window=window), [], 0
     for n in seg_lens:
         sl = slice(start, start + n)
         part = {key: None if x is None else x[:, :, sl] for key, x in gates.items()}
-        o, state = run(deep_memory_muon_chunked, params, q[:, :, sl], k[:, :, sl], v[:, :, sl], part,
+        o, state = run(deep_memory_per_token_chunked, params, q[:, :, sl], k[:, :, sl], v[:, :, sl], part,
                        state=state, **kw)
         outs.append(o)
         start += n
@@ -92,12 +92,12 @@ def test_causality(raw, window):
     T, t0 = 11, 6
     params, q, k, v, gates = make_case(7, T=T, window=window, gamma=True)
     kw = dict(chunk=4, window=window, read_after_write=raw, ns_steps=5)
-    o, _ = run(deep_memory_muon_chunked, params, q, k, v, gates, **kw)
+    o, _ = run(deep_memory_per_token_chunked, params, q, k, v, gates, **kw)
     q2, k2, v2 = q.clone(), k.clone(), v.clone()
     q2[:, :, t0:] += 1.0
     k2[:, :, t0:] = F.normalize(k2[:, :, t0:] + 1.0, dim=-1)
     v2[:, :, t0:] -= 2.0
-    o2, _ = run(deep_memory_muon_chunked, params, q2, k2, v2, gates, **kw)
+    o2, _ = run(deep_memory_per_token_chunked, params, q2, k2, v2, gates, **kw)
     _close(o[:, :, :t0], o2[:, :, :t0], 1e-13)
     assert (o[:, :, t0:] - o2[:, :, t0:]).abs().max() > 1e-6
 
@@ -112,7 +112,7 @@ def test_gradients_match_reference(seed, T, L, chunk, objective, raw, window, mo
     kw = dict(chunk=chunk, window=window, objective=objective, read_after_write=raw, ns_steps=4,
               grad_clip=0.5 if guard else None, **OBJ_KW[objective])
     g_ref = _grads(deep_memory_reference, params, q, k, v, gates, **kw)
-    g_chk = _grads(deep_memory_muon_chunked, params, q, k, v, gates, **kw)
+    g_chk = _grads(deep_memory_per_token_chunked, params, q, k, v, gates, **kw)
     for a, b in zip(g_ref, g_chk):
         _close(a, b, 1e-8)
 
@@ -123,7 +123,7 @@ def test_the_write_is_orthogonal_whatever_the_gradient_scale():
     for scale in (1e-3, 1.0, 1e3):
         params, q, k, v, gates = make_case(2, B=1, H=1, T=1, Dk=4, L=1, momentum=False, retention=False)
         gates["lr"] = torch.full_like(gates["lr"], 0.1)
-        _, state = run(deep_memory_muon_chunked, params, q, k, v * scale, gates, chunk=1, ns_steps=5)
+        _, state = run(deep_memory_per_token_chunked, params, q, k, v * scale, gates, chunk=1, ns_steps=5)
         written = state["W1"][0, 0] - params["W1"][0]
         sv = torch.linalg.svdvals(written)  # one token: a rank-one gradient
         assert 0.06 < sv[0].item() < 0.12 and sv[1:].max().item() < 1e-9
@@ -132,4 +132,4 @@ def test_the_write_is_orthogonal_whatever_the_gradient_scale():
 def test_bad_steps_raise():
     params, q, k, v, gates = make_case(1, T=3)
     with pytest.raises(ValueError, match="ns_steps"):
-        run(deep_memory_muon_chunked, params, q, k, v, gates, ns_steps=0)
+        run(deep_memory_per_token_chunked, params, q, k, v, gates, ns_steps=-1)

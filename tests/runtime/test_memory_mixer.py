@@ -157,7 +157,7 @@ ROWS = {
                rule=rule(lr=learned(0.1), wd=0.05), init="learned"),
         "deep_memory", deep_call(activation="silu", residual=True, objective="lp", p=3.0), False),
     "deep_huber_guards": (
-        mem_ir(memory="mlp", depth=3, activation="relu", objective=ObjectiveIR("huber", delta=0.5),
+        mem_ir(memory="mlp", depth=3, activation="relu", objective=ObjectiveIR("huber", delta=KnobIR("constant", 0.5)),
                rule=rule("momentum", data(0.1), learned(0.8), clip=0.7, normalize=True),
                init="learned"),
         "deep_memory", deep_call(activation="relu", objective="huber", delta=0.5,
