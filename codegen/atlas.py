@@ -29,7 +29,14 @@ LEVEL_atlas = rt.MemoryIR(
     objective=rt.ObjectiveIR(
         kind='l2',
         p=2.0,
-        delta=1.0,
+        delta=rt.KnobIR(
+            kind='constant',
+            init=1.0,
+            max=1.0,
+            source=None,
+            per_chunk=False,
+            complement=False,
+        ),
         window=4,
         self_target=False,
     ),
@@ -66,6 +73,8 @@ LEVEL_atlas = rt.MemoryIR(
         grad_clip=None,
         grad_normalize=False,
         ns_steps=5,
+        mass=0.0,
+        reduce='sum',
     ),
     period=1,
     chunk=16,
@@ -96,6 +105,7 @@ LEVEL_atlas = rt.MemoryIR(
     reset='never',
     output_gate=True,
     lifetime='sequence',
+    norm='none',
 )
 
 # level 'mlp' (specs/atlas.yaml:34)

@@ -29,7 +29,14 @@ LEVEL_mem_k = rt.MemoryIR(
     objective=rt.ObjectiveIR(
         kind='l2',
         p=2.0,
-        delta=1.0,
+        delta=rt.KnobIR(
+            kind='constant',
+            init=1.0,
+            max=1.0,
+            source=None,
+            per_chunk=False,
+            complement=False,
+        ),
         window=1,
         self_target=True,
     ),
@@ -59,6 +66,8 @@ LEVEL_mem_k = rt.MemoryIR(
         grad_clip=None,
         grad_normalize=False,
         ns_steps=0,
+        mass=0.0,
+        reduce='sum',
     ),
     period=1,
     chunk=16,
@@ -89,6 +98,7 @@ LEVEL_mem_k = rt.MemoryIR(
     reset='never',
     output_gate=False,
     lifetime='sequence',
+    norm='none',
 )
 
 # level 'mem_v' (specs/hope.yaml:19)
@@ -109,7 +119,14 @@ LEVEL_mem_v = rt.MemoryIR(
     objective=rt.ObjectiveIR(
         kind='l2',
         p=2.0,
-        delta=1.0,
+        delta=rt.KnobIR(
+            kind='constant',
+            init=1.0,
+            max=1.0,
+            source=None,
+            per_chunk=False,
+            complement=False,
+        ),
         window=1,
         self_target=True,
     ),
@@ -139,6 +156,8 @@ LEVEL_mem_v = rt.MemoryIR(
         grad_clip=None,
         grad_normalize=False,
         ns_steps=0,
+        mass=0.0,
+        reduce='sum',
     ),
     period=1,
     chunk=16,
@@ -169,6 +188,7 @@ LEVEL_mem_v = rt.MemoryIR(
     reset='never',
     output_gate=False,
     lifetime='sequence',
+    norm='none',
 )
 
 # level 'mem_lr' (specs/hope.yaml:19)
@@ -189,7 +209,14 @@ LEVEL_mem_lr = rt.MemoryIR(
     objective=rt.ObjectiveIR(
         kind='l2',
         p=2.0,
-        delta=1.0,
+        delta=rt.KnobIR(
+            kind='constant',
+            init=1.0,
+            max=1.0,
+            source=None,
+            per_chunk=False,
+            complement=False,
+        ),
         window=1,
         self_target=True,
     ),
@@ -219,6 +246,8 @@ LEVEL_mem_lr = rt.MemoryIR(
         grad_clip=None,
         grad_normalize=False,
         ns_steps=0,
+        mass=0.0,
+        reduce='sum',
     ),
     period=1,
     chunk=16,
@@ -249,6 +278,7 @@ LEVEL_mem_lr = rt.MemoryIR(
     reset='never',
     output_gate=False,
     lifetime='sequence',
+    norm='none',
 )
 
 # level 'mem_alpha' (specs/hope.yaml:19)
@@ -269,7 +299,14 @@ LEVEL_mem_alpha = rt.MemoryIR(
     objective=rt.ObjectiveIR(
         kind='l2',
         p=2.0,
-        delta=1.0,
+        delta=rt.KnobIR(
+            kind='constant',
+            init=1.0,
+            max=1.0,
+            source=None,
+            per_chunk=False,
+            complement=False,
+        ),
         window=1,
         self_target=True,
     ),
@@ -299,6 +336,8 @@ LEVEL_mem_alpha = rt.MemoryIR(
         grad_clip=None,
         grad_normalize=False,
         ns_steps=0,
+        mass=0.0,
+        reduce='sum',
     ),
     period=1,
     chunk=16,
@@ -329,6 +368,7 @@ LEVEL_mem_alpha = rt.MemoryIR(
     reset='never',
     output_gate=False,
     lifetime='sequence',
+    norm='none',
 )
 
 # level 'memory' (specs/hope.yaml:33)
@@ -349,7 +389,14 @@ LEVEL_memory = rt.MemoryIR(
     objective=rt.ObjectiveIR(
         kind='l2',
         p=2.0,
-        delta=1.0,
+        delta=rt.KnobIR(
+            kind='constant',
+            init=1.0,
+            max=1.0,
+            source=None,
+            per_chunk=False,
+            complement=False,
+        ),
         window=1,
         self_target=True,
     ),
@@ -379,6 +426,8 @@ LEVEL_memory = rt.MemoryIR(
         grad_clip=None,
         grad_normalize=False,
         ns_steps=0,
+        mass=0.0,
+        reduce='sum',
     ),
     period=1,
     chunk=64,
@@ -409,6 +458,7 @@ LEVEL_memory = rt.MemoryIR(
     reset='never',
     output_gate=False,
     lifetime='sequence',
+    norm='none',
 )
 
 # level 'cms_fast' (specs/hope_documents.yaml:22)
@@ -425,7 +475,14 @@ LEVEL_cms_fast = rt.MLPIR(
     objective=rt.ObjectiveIR(
         kind='task',
         p=2.0,
-        delta=1.0,
+        delta=rt.KnobIR(
+            kind='constant',
+            init=1.0,
+            max=1.0,
+            source=None,
+            per_chunk=False,
+            complement=False,
+        ),
         window=1,
         self_target=False,
     ),
@@ -448,6 +505,8 @@ LEVEL_cms_fast = rt.MLPIR(
         grad_clip=None,
         grad_normalize=False,
         ns_steps=0,
+        mass=0.0,
+        reduce='sum',
     ),
     init='learned',
     init_level=None,
@@ -470,7 +529,14 @@ LEVEL_cms_mid = rt.MLPIR(
     objective=rt.ObjectiveIR(
         kind='task',
         p=2.0,
-        delta=1.0,
+        delta=rt.KnobIR(
+            kind='constant',
+            init=1.0,
+            max=1.0,
+            source=None,
+            per_chunk=False,
+            complement=False,
+        ),
         window=1,
         self_target=False,
     ),
@@ -493,6 +559,8 @@ LEVEL_cms_mid = rt.MLPIR(
         grad_clip=None,
         grad_normalize=False,
         ns_steps=0,
+        mass=0.0,
+        reduce='sum',
     ),
     init='learned',
     init_level=None,
@@ -515,7 +583,14 @@ LEVEL_cms_slow = rt.MLPIR(
     objective=rt.ObjectiveIR(
         kind='task',
         p=2.0,
-        delta=1.0,
+        delta=rt.KnobIR(
+            kind='constant',
+            init=1.0,
+            max=1.0,
+            source=None,
+            per_chunk=False,
+            complement=False,
+        ),
         window=1,
         self_target=False,
     ),
@@ -538,6 +613,8 @@ LEVEL_cms_slow = rt.MLPIR(
         grad_clip=None,
         grad_normalize=False,
         ns_steps=0,
+        mass=0.0,
+        reduce='sum',
     ),
     init='learned',
     init_level=None,

@@ -29,7 +29,14 @@ LEVEL_linattn = rt.MemoryIR(
     objective=rt.ObjectiveIR(
         kind='dot',
         p=2.0,
-        delta=1.0,
+        delta=rt.KnobIR(
+            kind='constant',
+            init=1.0,
+            max=1.0,
+            source=None,
+            per_chunk=False,
+            complement=False,
+        ),
         window=1,
         self_target=False,
     ),
@@ -52,6 +59,8 @@ LEVEL_linattn = rt.MemoryIR(
         grad_clip=None,
         grad_normalize=False,
         ns_steps=0,
+        mass=0.0,
+        reduce='sum',
     ),
     period=1,
     chunk=64,
@@ -82,6 +91,7 @@ LEVEL_linattn = rt.MemoryIR(
     reset='never',
     output_gate=False,
     lifetime='sequence',
+    norm='none',
 )
 
 # level 'mlp' (specs/linear_attention.yaml:19)

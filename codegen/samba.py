@@ -29,7 +29,14 @@ LEVEL_ssm = rt.MemoryIR(
     objective=rt.ObjectiveIR(
         kind='dot',
         p=2.0,
-        delta=1.0,
+        delta=rt.KnobIR(
+            kind='constant',
+            init=1.0,
+            max=1.0,
+            source=None,
+            per_chunk=False,
+            complement=False,
+        ),
         window=1,
         self_target=False,
     ),
@@ -59,6 +66,8 @@ LEVEL_ssm = rt.MemoryIR(
         grad_clip=None,
         grad_normalize=False,
         ns_steps=0,
+        mass=0.0,
+        reduce='sum',
     ),
     period=1,
     chunk=64,
@@ -89,6 +98,7 @@ LEVEL_ssm = rt.MemoryIR(
     reset='never',
     output_gate=True,
     lifetime='sequence',
+    norm='none',
 )
 
 # level 'mlp1' (specs/samba.yaml:30)

@@ -29,7 +29,14 @@ LEVEL_lmm = rt.MemoryIR(
     objective=rt.ObjectiveIR(
         kind='l2',
         p=2.0,
-        delta=1.0,
+        delta=rt.KnobIR(
+            kind='constant',
+            init=1.0,
+            max=1.0,
+            source=None,
+            per_chunk=False,
+            complement=False,
+        ),
         window=1,
         self_target=False,
     ),
@@ -66,6 +73,8 @@ LEVEL_lmm = rt.MemoryIR(
         grad_clip=1.0,
         grad_normalize=False,
         ns_steps=0,
+        mass=0.0,
+        reduce='sum',
     ),
     period=1,
     chunk=64,
@@ -96,6 +105,7 @@ LEVEL_lmm = rt.MemoryIR(
     reset='never',
     output_gate=True,
     lifetime='sequence',
+    norm='none',
 )
 
 # level 'mlp' (specs/titans_lmm.yaml:32)
