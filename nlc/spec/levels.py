@@ -294,6 +294,8 @@ def lr_warnings(name: str, level: object) -> list[Issue]:
     if rule not in ("delta", "dgd") and level.objective.kind != "l2":
         return []  # no error feedback (dot: Hebbian), or a bounded gradient (lp, huber)
     limit, top = MATRIX_LR_LIMIT[rule], lr.value if lr.kind == "constant" else lr.max
+    if level.update.reduce == "mean":  # TTT's mean of a chunk: each token steps by lr / chunk
+        top /= level.chunk
     if lr.kind == "learned" or top <= limit:
         return []
     factor = "1 - 2 lr" if rule in ("gd", "momentum") else "retention - lr" if rule == "dgd" else "1 - lr"
