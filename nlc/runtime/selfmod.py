@@ -40,7 +40,9 @@ from torch import Tensor, nn
 from ..capabilities import assert_capable, hope_refusals
 from ..ir.nodes import MemoryIR
 from ..ir.resolve import memory_facts
-from ..primitives.selfmod import ADAPTIVE_Q, ROLES, init_selfmod_params, init_selfmod_state, selfmod_chunked
+from ..primitives.selfmod import HOPE_COMPONENTS, MEMORY, init_selfmod_params, init_selfmod_state, selfmod_chunked
+ADAPTIVE_Q = "q"
+ROLES = HOPE_COMPONENTS + (MEMORY,)
 from .aligned import TAIL, aligned_forward, init_tail
 from .knobs import Knob
 from .projections import Source, merge_heads
@@ -77,7 +79,8 @@ class SelfModifyingMemory(nn.Module):
         self.activation = ir.activation
         self.normalize_k = ir.keys.l2_norm
         self.adaptive_q = ADAPTIVE_Q in roles  # queries from a fifth component (HOPE's adaptive q)
-        init = init_selfmod_params(ir.heads, ir.head_dim, ir.hidden, adaptive_q=self.adaptive_q)
+        init = init_selfmod_params(ir.heads, ir.head_dim, ir.hidden,
+                                   components=HOPE_COMPONENTS + ((ADAPTIVE_Q,) if self.adaptive_q else ()))
         self.roles = nn.ModuleDict()
         for role in ROLES + ((ADAPTIVE_Q,) if self.adaptive_q else ()):
             tensors = {n: init[f"{n}_{role}"] for n in ("W1", "W2")}
@@ -129,7 +132,7 @@ class SelfModifyingMemory(nn.Module):
         memories = {k: v for k, v in state.items() if k != "conv_q"}
         xh, _ = self.component_input(x)
         o, memories = selfmod_chunked(
-            memories, xh, q, params=self._params(),
+            memories, xh, {} if q is None else {"q": q}, params=self._params(),
             chunk_memory=self.chunk_memory, chunk_other=self.chunk_other, eta_max=self.eta_max,
             normalize_k=self.normalize_k, normalize_q=self.normalize_q, activation=self.activation,
         )
