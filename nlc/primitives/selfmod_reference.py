@@ -24,7 +24,7 @@ from torch.func import grad, vmap
 from nlc.primitives.deep_common import act
 from nlc.primitives.layers import l2_normalize, readout_gate
 from nlc.primitives.selfmod_common import (
-    MEMORY, HParam, check_chunks, check_roles, components_of, eta_ceiling, roles_of,
+    MEMORY, HParam, check_chunks, check_roles, eta_ceiling, roles_of,
 )
 
 __all__ = ["selfmod_reference"]
