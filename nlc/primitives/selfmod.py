@@ -69,9 +69,13 @@ Choices where the paper is silent or ambiguous (paper notes §3.3-3.4, marked [U
   (gradients at M_{t-1}). Inside a chunk the gradients are frozen as for the rest, and the
   preconditioner and the momentum stay exact recurrences: the change of W2 beyond its
   decayed start state and momentum stays in the span of the chunk's keys, one UT solve per
-  chunk (:mod:`nlc.primitives.selfmod_momentum`). The momentum buffers are shared by
-  nothing: every memory keeps its own, under the one beta_t of the main memory's update
-  block (which the components share).
+  chunk (:mod:`nlc.primitives.selfmod_momentum`). Every memory keeps its own momentum
+  buffers; beta_t, one per token and head, is the same for all (the components share the
+  main memory's update block). Alternatives considered: a momentum carried only across
+  chunks (one step of the chunk's summed write) means nothing per token and changes with the
+  chunk size; one through the preconditioner too, S_t = beta_t S_{t-1}(alpha_t I - eta_t k_t
+  k_t^T) - eta_t grad, would erase past gradients along the current key, which Titans'
+  momentum does not, at the cost of a second UT recurrence.
 
 Numerics. The self-targets grow with the weights (vhat = M(v), the W1 step scales with
 ||W||^2 ||v||), so the rule itself can blow up when ||v|| is large: with the default init,
