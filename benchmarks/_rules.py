@@ -117,7 +117,7 @@ class SelfModBlock(nn.Module):
             2, 0, 3, 1, 4).unbind(0)
         params = dict(self.params.items())
         state = selfmod.init_selfmod_state(params, B)
-        o, _ = self.fn(state, l2_normalize(xin), l2_normalize(q), params=params,
+        o, _ = self.fn(state, l2_normalize(xin), {"q": l2_normalize(q)}, params=params,
                        chunk_memory=self.chunk, chunk_other=self.other)
         o = o.transpose(1, 2).reshape(B, T, d)
         return x + self.out(o * F.silu(g.transpose(1, 2).reshape(B, T, d)))

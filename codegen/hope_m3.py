@@ -11,14 +11,14 @@ REGENERATE = 'nlc compile specs/hope_m3.yaml --emit FILE'
 
 # The spec's levels, resolved: defaults filled, gates normalised to `retention`.
 
-# level 'mem_k' (specs/hope.yaml:19)
+# level 'mem_k' (specs/hope.yaml:24)
 LEVEL_mem_k = rt.MemoryIR(
     name='mem_k',
     type='memory',
     order=0,
     frequency=rt.Fraction(1, 1),
     outer='outer',
-    origin='specs/hope.yaml:19',
+    origin='specs/hope.yaml:24',
     heads=4,
     head_dim=32,
     memory='mlp',
@@ -50,7 +50,14 @@ LEVEL_mem_k = rt.MemoryIR(
             per_chunk=False,
             complement=False,
         ),
-        momentum=None,
+        momentum=rt.KnobIR(
+            kind='constant',
+            init=0.9,
+            max=1.0,
+            source=None,
+            per_chunk=False,
+            complement=False,
+        ),
         retention=rt.KnobIR(
             kind='data',
             init=0.99,
@@ -89,7 +96,7 @@ LEVEL_mem_k = rt.MemoryIR(
     queries=rt.SourceIR(
         source='input',
         project=False,
-        conv=0,
+        conv=4,
         l2_norm=True,
         silu=False,
     ),
@@ -101,14 +108,14 @@ LEVEL_mem_k = rt.MemoryIR(
     norm='none',
 )
 
-# level 'mem_v' (specs/hope.yaml:19)
+# level 'mem_v' (specs/hope.yaml:24)
 LEVEL_mem_v = rt.MemoryIR(
     name='mem_v',
     type='memory',
     order=0,
     frequency=rt.Fraction(1, 1),
     outer='outer',
-    origin='specs/hope.yaml:19',
+    origin='specs/hope.yaml:24',
     heads=4,
     head_dim=32,
     memory='mlp',
@@ -140,7 +147,14 @@ LEVEL_mem_v = rt.MemoryIR(
             per_chunk=False,
             complement=False,
         ),
-        momentum=None,
+        momentum=rt.KnobIR(
+            kind='constant',
+            init=0.9,
+            max=1.0,
+            source=None,
+            per_chunk=False,
+            complement=False,
+        ),
         retention=rt.KnobIR(
             kind='data',
             init=0.99,
@@ -179,7 +193,7 @@ LEVEL_mem_v = rt.MemoryIR(
     queries=rt.SourceIR(
         source='input',
         project=False,
-        conv=0,
+        conv=4,
         l2_norm=True,
         silu=False,
     ),
@@ -191,14 +205,14 @@ LEVEL_mem_v = rt.MemoryIR(
     norm='none',
 )
 
-# level 'mem_lr' (specs/hope.yaml:19)
+# level 'mem_lr' (specs/hope.yaml:24)
 LEVEL_mem_lr = rt.MemoryIR(
     name='mem_lr',
     type='memory',
     order=0,
     frequency=rt.Fraction(1, 1),
     outer='outer',
-    origin='specs/hope.yaml:19',
+    origin='specs/hope.yaml:24',
     heads=4,
     head_dim=32,
     memory='mlp',
@@ -230,7 +244,14 @@ LEVEL_mem_lr = rt.MemoryIR(
             per_chunk=False,
             complement=False,
         ),
-        momentum=None,
+        momentum=rt.KnobIR(
+            kind='constant',
+            init=0.9,
+            max=1.0,
+            source=None,
+            per_chunk=False,
+            complement=False,
+        ),
         retention=rt.KnobIR(
             kind='data',
             init=0.99,
@@ -269,7 +290,7 @@ LEVEL_mem_lr = rt.MemoryIR(
     queries=rt.SourceIR(
         source='input',
         project=False,
-        conv=0,
+        conv=4,
         l2_norm=True,
         silu=False,
     ),
@@ -281,14 +302,14 @@ LEVEL_mem_lr = rt.MemoryIR(
     norm='none',
 )
 
-# level 'mem_alpha' (specs/hope.yaml:19)
+# level 'mem_alpha' (specs/hope.yaml:24)
 LEVEL_mem_alpha = rt.MemoryIR(
     name='mem_alpha',
     type='memory',
     order=0,
     frequency=rt.Fraction(1, 1),
     outer='outer',
-    origin='specs/hope.yaml:19',
+    origin='specs/hope.yaml:24',
     heads=4,
     head_dim=32,
     memory='mlp',
@@ -320,7 +341,14 @@ LEVEL_mem_alpha = rt.MemoryIR(
             per_chunk=False,
             complement=False,
         ),
-        momentum=None,
+        momentum=rt.KnobIR(
+            kind='constant',
+            init=0.9,
+            max=1.0,
+            source=None,
+            per_chunk=False,
+            complement=False,
+        ),
         retention=rt.KnobIR(
             kind='data',
             init=0.99,
@@ -359,7 +387,7 @@ LEVEL_mem_alpha = rt.MemoryIR(
     queries=rt.SourceIR(
         source='input',
         project=False,
-        conv=0,
+        conv=4,
         l2_norm=True,
         silu=False,
     ),
@@ -371,14 +399,14 @@ LEVEL_mem_alpha = rt.MemoryIR(
     norm='none',
 )
 
-# level 'memory' (specs/hope.yaml:33)
+# level 'memory' (specs/hope.yaml:42)
 LEVEL_memory = rt.MemoryIR(
     name='memory',
     type='memory',
     order=0,
     frequency=rt.Fraction(1, 1),
     outer='outer',
-    origin='specs/hope.yaml:33',
+    origin='specs/hope.yaml:42',
     heads=4,
     head_dim=32,
     memory='mlp',
@@ -410,7 +438,14 @@ LEVEL_memory = rt.MemoryIR(
             per_chunk=False,
             complement=False,
         ),
-        momentum=None,
+        momentum=rt.KnobIR(
+            kind='constant',
+            init=0.9,
+            max=1.0,
+            source=None,
+            per_chunk=False,
+            complement=False,
+        ),
         retention=rt.KnobIR(
             kind='data',
             init=0.99,
@@ -461,14 +496,14 @@ LEVEL_memory = rt.MemoryIR(
     norm='none',
 )
 
-# level 'cms_fast' (specs/hope.yaml:44)
+# level 'cms_fast' (specs/hope.yaml:54)
 LEVEL_cms_fast = rt.MLPIR(
     name='cms_fast',
     type='mlp',
     order=1,
     frequency=rt.Fraction(1, 16),
     outer='outer',
-    origin='specs/hope.yaml:44',
+    origin='specs/hope.yaml:54',
     hidden=512,
     activation='swiglu',
     period=16,
@@ -515,14 +550,14 @@ LEVEL_cms_fast = rt.MLPIR(
     lifetime='sequence',
 )
 
-# level 'cms_mid' (specs/hope.yaml:49)
+# level 'cms_mid' (specs/hope.yaml:59)
 LEVEL_cms_mid = rt.MLPIR(
     name='cms_mid',
     type='mlp',
     order=2,
     frequency=rt.Fraction(1, 64),
     outer='outer',
-    origin='specs/hope.yaml:49',
+    origin='specs/hope.yaml:59',
     hidden=512,
     activation='swiglu',
     period=64,
@@ -569,14 +604,14 @@ LEVEL_cms_mid = rt.MLPIR(
     lifetime='sequence',
 )
 
-# level 'cms_slow' (specs/hope.yaml:54)
+# level 'cms_slow' (specs/hope.yaml:64)
 LEVEL_cms_slow = rt.MLPIR(
     name='cms_slow',
     type='mlp',
     order=3,
     frequency=rt.Fraction(1, 128),
     outer='outer',
-    origin='specs/hope.yaml:54',
+    origin='specs/hope.yaml:64',
     hidden=512,
     activation='swiglu',
     period=128,
@@ -627,14 +662,14 @@ LEVEL_cms_slow = rt.MLPIR(
 class Model(rt.NLCModel):
     LAYERS = ('b0_r0_memory', 'b0_r0_cms_fast', 'b0_r0_cms_mid', 'b0_r0_cms_slow', 'b0_r1_memory', 'b0_r1_cms_fast', 'b0_r1_cms_mid', 'b0_r1_cms_slow')
     ORIGINS = {
-        'b0_r0_memory': "level 'memory' (layer at specs/hope.yaml:69; level at specs/hope.yaml:33)",
-        'b0_r0_cms_fast': "level 'cms_fast' (layer at specs/hope.yaml:69; level at specs/hope.yaml:44)",
-        'b0_r0_cms_mid': "level 'cms_mid' (layer at specs/hope.yaml:69; level at specs/hope.yaml:49)",
-        'b0_r0_cms_slow': "level 'cms_slow' (layer at specs/hope.yaml:69; level at specs/hope.yaml:54)",
-        'b0_r1_memory': "level 'memory' (layer at specs/hope.yaml:69; level at specs/hope.yaml:33)",
-        'b0_r1_cms_fast': "level 'cms_fast' (layer at specs/hope.yaml:69; level at specs/hope.yaml:44)",
-        'b0_r1_cms_mid': "level 'cms_mid' (layer at specs/hope.yaml:69; level at specs/hope.yaml:49)",
-        'b0_r1_cms_slow': "level 'cms_slow' (layer at specs/hope.yaml:69; level at specs/hope.yaml:54)",
+        'b0_r0_memory': "level 'memory' (layer at specs/hope.yaml:79; level at specs/hope.yaml:42)",
+        'b0_r0_cms_fast': "level 'cms_fast' (layer at specs/hope.yaml:79; level at specs/hope.yaml:54)",
+        'b0_r0_cms_mid': "level 'cms_mid' (layer at specs/hope.yaml:79; level at specs/hope.yaml:59)",
+        'b0_r0_cms_slow': "level 'cms_slow' (layer at specs/hope.yaml:79; level at specs/hope.yaml:64)",
+        'b0_r1_memory': "level 'memory' (layer at specs/hope.yaml:79; level at specs/hope.yaml:42)",
+        'b0_r1_cms_fast': "level 'cms_fast' (layer at specs/hope.yaml:79; level at specs/hope.yaml:54)",
+        'b0_r1_cms_mid': "level 'cms_mid' (layer at specs/hope.yaml:79; level at specs/hope.yaml:59)",
+        'b0_r1_cms_slow': "level 'cms_slow' (layer at specs/hope.yaml:79; level at specs/hope.yaml:64)",
     }
     # the update schedule (nlc.schedule): the one clock of the levels and optimizer levels
     SCHEDULE = rt.UpdateSchedule(
@@ -669,30 +704,30 @@ class Model(rt.NLCModel):
 
     def __init__(self):
         super().__init__(name='hope_m3', vocab=256, width=128, norm='rms', tie_embeddings=True)
-        # level 'memory' (layer at specs/hope.yaml:69; level at specs/hope.yaml:33)
+        # level 'memory' (layer at specs/hope.yaml:79; level at specs/hope.yaml:42)
         self.b0_r0_memory = rt.Residual(rt.SelfModifyingMemory(LEVEL_memory, components={'mem_k': LEVEL_mem_k, 'mem_v': LEVEL_mem_v, 'mem_lr': LEVEL_mem_lr, 'mem_alpha': LEVEL_mem_alpha}, width=128), norm='rms', residual=True, width=128)
-        # level 'cms_fast' (layer at specs/hope.yaml:69; level at specs/hope.yaml:44)
+        # level 'cms_fast' (layer at specs/hope.yaml:79; level at specs/hope.yaml:54)
         self.b0_r0_cms_fast = rt.Residual(rt.CMSMixer(LEVEL_cms_fast, width=128), norm='rms', residual=True, width=128)
-        # level 'cms_mid' (layer at specs/hope.yaml:69; level at specs/hope.yaml:49)
+        # level 'cms_mid' (layer at specs/hope.yaml:79; level at specs/hope.yaml:59)
         self.b0_r0_cms_mid = rt.Residual(rt.CMSMixer(LEVEL_cms_mid, width=128), norm='rms', residual=True, width=128)
-        # level 'cms_slow' (layer at specs/hope.yaml:69; level at specs/hope.yaml:54)
+        # level 'cms_slow' (layer at specs/hope.yaml:79; level at specs/hope.yaml:64)
         self.b0_r0_cms_slow = rt.Residual(rt.CMSMixer(LEVEL_cms_slow, width=128), norm='rms', residual=True, width=128)
-        # level 'memory' (layer at specs/hope.yaml:69; level at specs/hope.yaml:33)
+        # level 'memory' (layer at specs/hope.yaml:79; level at specs/hope.yaml:42)
         self.b0_r1_memory = rt.Residual(rt.SelfModifyingMemory(LEVEL_memory, components={'mem_k': LEVEL_mem_k, 'mem_v': LEVEL_mem_v, 'mem_lr': LEVEL_mem_lr, 'mem_alpha': LEVEL_mem_alpha}, width=128), norm='rms', residual=True, width=128)
-        # level 'cms_fast' (layer at specs/hope.yaml:69; level at specs/hope.yaml:44)
+        # level 'cms_fast' (layer at specs/hope.yaml:79; level at specs/hope.yaml:54)
         self.b0_r1_cms_fast = rt.Residual(rt.CMSMixer(LEVEL_cms_fast, width=128), norm='rms', residual=True, width=128)
-        # level 'cms_mid' (layer at specs/hope.yaml:69; level at specs/hope.yaml:49)
+        # level 'cms_mid' (layer at specs/hope.yaml:79; level at specs/hope.yaml:59)
         self.b0_r1_cms_mid = rt.Residual(rt.CMSMixer(LEVEL_cms_mid, width=128), norm='rms', residual=True, width=128)
-        # level 'cms_slow' (layer at specs/hope.yaml:69; level at specs/hope.yaml:54)
+        # level 'cms_slow' (layer at specs/hope.yaml:79; level at specs/hope.yaml:64)
         self.b0_r1_cms_slow = rt.Residual(rt.CMSMixer(LEVEL_cms_slow, width=128), norm='rms', residual=True, width=128)
 
     def layers(self, x, state, pos):
-        x, state['b0_r0_memory'] = self.b0_r0_memory(x, state['b0_r0_memory'], pos)  # 'memory' (specs/hope.yaml:69)
-        x, state['b0_r0_cms_fast'] = self.b0_r0_cms_fast(x, state['b0_r0_cms_fast'], pos)  # 'cms_fast' (specs/hope.yaml:69)
-        x, state['b0_r0_cms_mid'] = self.b0_r0_cms_mid(x, state['b0_r0_cms_mid'], pos)  # 'cms_mid' (specs/hope.yaml:69)
-        x, state['b0_r0_cms_slow'] = self.b0_r0_cms_slow(x, state['b0_r0_cms_slow'], pos)  # 'cms_slow' (specs/hope.yaml:69)
-        x, state['b0_r1_memory'] = self.b0_r1_memory(x, state['b0_r1_memory'], pos)  # 'memory' (specs/hope.yaml:69)
-        x, state['b0_r1_cms_fast'] = self.b0_r1_cms_fast(x, state['b0_r1_cms_fast'], pos)  # 'cms_fast' (specs/hope.yaml:69)
-        x, state['b0_r1_cms_mid'] = self.b0_r1_cms_mid(x, state['b0_r1_cms_mid'], pos)  # 'cms_mid' (specs/hope.yaml:69)
-        x, state['b0_r1_cms_slow'] = self.b0_r1_cms_slow(x, state['b0_r1_cms_slow'], pos)  # 'cms_slow' (specs/hope.yaml:69)
+        x, state['b0_r0_memory'] = self.b0_r0_memory(x, state['b0_r0_memory'], pos)  # 'memory' (specs/hope.yaml:79)
+        x, state['b0_r0_cms_fast'] = self.b0_r0_cms_fast(x, state['b0_r0_cms_fast'], pos)  # 'cms_fast' (specs/hope.yaml:79)
+        x, state['b0_r0_cms_mid'] = self.b0_r0_cms_mid(x, state['b0_r0_cms_mid'], pos)  # 'cms_mid' (specs/hope.yaml:79)
+        x, state['b0_r0_cms_slow'] = self.b0_r0_cms_slow(x, state['b0_r0_cms_slow'], pos)  # 'cms_slow' (specs/hope.yaml:79)
+        x, state['b0_r1_memory'] = self.b0_r1_memory(x, state['b0_r1_memory'], pos)  # 'memory' (specs/hope.yaml:79)
+        x, state['b0_r1_cms_fast'] = self.b0_r1_cms_fast(x, state['b0_r1_cms_fast'], pos)  # 'cms_fast' (specs/hope.yaml:79)
+        x, state['b0_r1_cms_mid'] = self.b0_r1_cms_mid(x, state['b0_r1_cms_mid'], pos)  # 'cms_mid' (specs/hope.yaml:79)
+        x, state['b0_r1_cms_slow'] = self.b0_r1_cms_slow(x, state['b0_r1_cms_slow'], pos)  # 'cms_slow' (specs/hope.yaml:79)
         return x, state

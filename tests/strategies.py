@@ -224,7 +224,7 @@ def memory_updates(draw, case):
     if draw(_COIN):
         out["lr"] = draw(knobs(tops=(0.5, 1.0)))
     gate = knobs(gate=True)
-    if case.rule == "momentum":
+    if case.momentum:
         out["momentum"] = draw(gate)
     kind = _pick(draw, [None, "retention", "forget"])
     if kind:

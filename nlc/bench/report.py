@@ -329,7 +329,7 @@ def _reading(results: dict) -> list[str]:
         f"* **Capacity and budget.** The paper's models have 340M-1.3B parameters and 15-100B tokens; these have "
         f"{results['target_params']:,} parameters and {plan['tokens_per_run']:,} tokens per run. At this budget the "
         "models are far from converged, so the ranking measures how fast each architecture starts to learn, not "
-        "what it converges to; an architecture with several in-context learners (HOPE's six memories and three "
+        "what it converges to; an architecture with several in-context learners (HOPE's five memories and three "
         "CMS levels) has more to fit before its mechanisms help.",
         "* **Matched parameters means different widths.** HOPE's three CMS MLPs and self-modifying memories cost "
         "parameters, so at a matched count HOPE runs at a smaller width than the Transformer (see the parameter "

@@ -16,12 +16,16 @@ from here (``from nlc.capabilities import ...``).
 Decisions (issue 12): a memory updates every token (``period: 1``); the CMS flush policies
 ``drop`` / ``flush`` are refused (the model never ends a sequence: streaming carries the
 state, so only ``carry`` is consistent); a memory reads another level's output only in
-HOPE's self-modifying pattern (:func:`hope_refusals`); ``init: {copy: ...}`` is refused
+HOPE's self-modifying pattern (:func:`hope_refusals`), which also runs a memory generating
+its own targets (``self_target``) from static sources; ``init: {copy: ...}`` is refused
 (no mixer copies another level's initial state); ``reset`` is read only with a nested
 initial state (``init: {from: X}``), where the model re-initialises the level whenever X
 completes a chunk (``slower_chunk``, also what an omitted ``reset`` gets).
 """
-from .hope import HOPE_PATTERN, KnobFacts, MemoryFacts, SourceFacts, coupled, hope_refusals
+from .hope import (
+    HOPE_PATTERN, KnobFacts, MemoryFacts, SourceFacts, component_roles, coupled, hope_refusals,
+    self_modifying,
+)
 from .rules import (
     CMS_AXES,
     MEMORY_AXES,
@@ -44,6 +48,6 @@ from .rules import (
 __all__ = [
     "CMS_AXES", "HOPE_PATTERN", "MEMORY_AXES", "TABLE", "CMSCase", "KnobFacts", "MemoryFacts", "Refusal",
     "RuleCase", "SourceFacts", "assert_capable", "chunk_frozen", "cms_init_refusals", "cms_refusals",
-    "coupled", "frozen_mlp_refusals", "guards", "hope_refusals", "init_refusals", "memory_combinations",
-    "memory_primitive", "memory_refusals",
+    "component_roles", "coupled", "frozen_mlp_refusals", "guards", "hope_refusals", "init_refusals",
+    "memory_combinations", "memory_primitive", "memory_refusals", "self_modifying",
 ]

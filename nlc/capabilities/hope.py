@@ -2,10 +2,13 @@
 
 A memory reads another level's output only as HOPE's self-modifying memory (HOPE Eqs.
 86-89): a main memory whose keys, values, lr and retention each come from a component
-memory, all of them alike. :func:`hope_refusals` lists every way a coupling differs from
-:data:`HOPE_PATTERN`, over :class:`MemoryFacts` (plain values the validator and the
+memory (HOPE) or statically from its input (NL-arXiv Table 6's ablations), all its
+memories alike; a memory that generates its own targets (``self_target``) from static
+sources alone is the same pattern without components. :func:`self_modifying` says which
+memories the self-modifying mixer runs, :func:`hope_refusals` lists every way one differs
+from :data:`HOPE_PATTERN`, over :class:`MemoryFacts` (plain values the validator and the
 lowering each supply); :func:`coupled` finds the levels a memory reads. With queries from a
-fifth component the pattern is HOPE's adaptive-q ablation (NL-arXiv Table 6). Part of
+component the pattern is HOPE's adaptive-q ablation (NL-arXiv Table 6). Part of
 :mod:`nlc.capabilities` (import the names from there); imports nothing of the pipeline.
 """
 from __future__ import annotations
@@ -73,12 +76,32 @@ class MemoryFacts:
         return [n for n in names if n not in (None, "input")]
 
 
-HOPE_PATTERN = ("HOPE's pattern (nlc cp hope): the main memory takes keys, values, lr and retention "
-                "each from its own component memory and queries from its input (or, adaptive q, from a "
-                "fifth component); every component reads "
-                "its own input unprojected (queries: {from: input, project: false}) and the same four "
-                "components; all are residual depth-2 MLP memories with rule dgd and objective "
-                "{kind: l2, self_target: true}")
+HOPE_PATTERN = ("HOPE's pattern (nlc cp hope): a residual depth-2 MLP memory with objective {kind: l2, "
+                "self_target: true} and rule dgd (or gd / momentum) whose keys, values, lr and retention "
+                "each come from a component memory of its own or statically from its input (the retention "
+                "may be absent), and queries from its input (or a component: adaptive q); every component "
+                "reads its input unprojected, as the others (queries: {from: input, project: false}, "
+                "optionally conv and norm), has the main memory's keys, values and update block, and is a "
+                "memory like it")
+
+ROLE_NAMES = {"k": "keys", "v": "values", "eta": "lr", "alpha": "retention", "q": "queries"}
+"""The roles a component memory can generate (:mod:`nlc.primitives.selfmod`), by spec name."""
+
+
+def self_modifying(m: MemoryFacts) -> bool:
+    """Whether HOPE's self-modifying mixer runs memory ``m`` (applied in a layer): it reads
+    other memories' outputs (components), or generates its own targets from static sources."""
+    return bool(m.level_sources()) or m.self_target
+
+
+def component_roles(m: MemoryFacts) -> dict[str, str]:
+    """Role (k, v, eta, alpha, q) -> the level that generates it, for the roles of ``m`` that
+    come from another level (the others are static, from the input, or absent)."""
+    sources = {"k": m.keys.source, "v": m.values.source,
+               "eta": m.lr.source if m.lr.kind == "data" else None,
+               "alpha": m.retention.source if m.retention is not None and m.retention.kind == "data" else None,
+               "q": m.queries.source}
+    return {r: s for r, s in sources.items() if s not in (None, "input")}
 
 
 def coupled(name: str, sources: Mapping[str, list[str]]) -> tuple[str, ...]:
@@ -94,113 +117,122 @@ def coupled(name: str, sources: Mapping[str, list[str]]) -> tuple[str, ...]:
 
 
 def hope_refusals(main: MemoryFacts, levels: Mapping[str, MemoryFacts]) -> list[tuple[str, Refusal]]:
-    """``(level, refusal)`` for every way the coupling of ``main`` (a memory applied in a layer
-    whose sources name other levels) differs from :data:`HOPE_PATTERN`. ``levels``: the
-    memory levels of the spec by name."""
+    """``(level, refusal)`` for every way the self-modifying memory ``main`` (a memory applied in a
+    layer, :func:`self_modifying`) and its components differ from :data:`HOPE_PATTERN`.
+    ``levels``: the memory levels of the spec by name."""
     out: list[tuple[str, Refusal]] = []
 
     def refuse(level: str, field: str, message: str, hint: str = HOPE_PATTERN) -> None:
         out.append((level, Refusal(field, message, hint)))
 
     m = main
-    roles = {"keys": ("keys.from", m.keys.source),
-             "values": ("values.from", m.values.source),
-             "lr": ("update.lr.from", m.lr.source if m.lr.kind == "data" else None),
-             "retention": ("update.retention.from",
-                           m.retention.source if m.retention is not None and m.retention.kind == "data" else None)}
-    missing = [role for role, (_, src) in roles.items() if src in (None, "input", m.name) or src not in levels]
-    if missing:
-        named = [(f, s) for f, s in (*roles.values(), ("queries.from", m.queries.source),
-                                     ("update.momentum.from", m.momentum and m.momentum.source))
-                 if s not in (None, "input")]
-        field, src = next(((f, s) for f, s in named if s != m.name), named[0])
+    fields = {"k": "keys.from", "v": "values.from", "eta": "update.lr.from",
+              "alpha": "update.forget.from" if m.forget else "update.retention.from", "q": "queries.from"}
+    roles = component_roles(m)
+    if roles and not (m.memory == "mlp" and m.self_target):  # not meant as HOPE: one refusal
+        r, src = next(iter(roles.items()))
+        refuse(m.name, fields[r], f"'{m.name}' reads level '{src}', and a memory reads other memories "
+               "only as HOPE's self-modifying memory, an MLP memory with self-generated targets "
+               "(objective: {kind: l2, self_target: true})")
+        return out
+    given: dict[str, str] = {}  # component -> the role it generates
+    for r, src in roles.items():
         if src == m.name:
-            refuse(m.name, field, f"'{m.name}' reads its own output; a memory reads other memories "
+            refuse(m.name, fields[r], f"'{m.name}' reads its own output; a memory reads other memories "
                    "only as HOPE's self-modifying memory, whose sources are component memories")
-        else:
-            refuse(m.name, field, f"'{m.name}' reads level '{src}', and a memory reads other memories "
-                   f"only as HOPE's self-modifying memory, which takes keys, values, lr and retention "
-                   f"each from a component memory; '{m.name}' takes its {', '.join(missing)} from "
-                   "elsewhere")
-    if m.queries.source not in ("input", None) and not missing:  # adaptive q: a fifth component
-        if m.queries.source == m.name or m.queries.source not in levels:
-            refuse(m.name, "queries.from", f"the queries of '{m.name}' come from its input or from a "
-                   f"component memory of its own, not from '{m.queries.source}'",
-                   "write queries: {from: input, ...} or {from: A_COMPONENT_MEMORY, norm: l2}")
-        else:
-            roles["queries"] = ("queries.from", m.queries.source)
-    seen: set[str] = set()
-    for role, (field, src) in roles.items():
-        if role in missing:
-            continue
-        if src in seen:
-            refuse(m.name, field, f"'{m.name}' takes its {role} from '{src}', which already gives another "
-                   "role: keys, values, lr and retention each need a memory of their own")
-        seen.add(src or "")
+        elif src in given:
+            refuse(m.name, fields[r], f"'{m.name}' takes its {ROLE_NAMES[r]} from '{src}', which already "
+                   f"gives its {ROLE_NAMES[given[src]]}: each role needs a memory of its own")
+        elif src in levels:
+            given[src] = r
+    if m.momentum is not None and m.momentum.source not in (None, "input"):
+        refuse(m.name, "update.momentum.from", f"no component generates the momentum of '{m.name}': "
+               "HOPE's components generate keys, values, lr, retention and queries",
+               "write momentum: 0.9, {learned: 0.9} or {from: input, init: 0.9}")
     if m.forget:
         refuse(m.name, "update.forget", "HOPE's gate is the retention (keep) factor alpha, not a "
                "forget gate", "write retention: {from: LEVEL, init: ...}")
-    elif m.retention is not None and m.retention.max != 1:
+    elif "alpha" in roles and m.retention.max != 1:
         refuse(m.name, "update.retention.max", "HOPE's retention is sigmoid(.) in (0, 1)", "remove 'max'")
-    generated = [("keys", "keys", m.keys), ("values", "values", m.values)]
-    if "queries" in roles:
-        generated.append(("queries", "queries", m.queries))
-    for name, field, src in generated:
-        if src.conv or src.silu or not src.project or (name == "values" and src.l2_norm):
-            refuse(m.name, field, f"'{m.name}' uses the {name} its component generates as they are"
-                   + (" (only norm: l2 applies)" if name != "values" else ""), f"write {field}: {src.source}")
-    components = [levels[src] for _, src in roles.values() if src in levels and src != m.name]
-    if len(components) < len(roles) or out:
+    for r, field in (("k", "keys"), ("v", "values"), ("q", "queries")):
+        src = getattr(m, field)
+        if r in roles and (src.conv or src.silu or not src.project or (r == "v" and src.l2_norm)):
+            refuse(m.name, field, f"'{m.name}' uses the {field} its component generates as they are"
+                   + (" (only norm: l2 applies)" if r != "v" else ""), f"write {field}: {src.source}")
+    if out:
         return out  # the checks below compare the components with the roles
-    first = components[0]
+    components = [levels[c] for c in given]
     for lv in (m, *components):
-        _hope_level(lv, m, refuse)
+        _hope_level(lv, m, refuse, with_components=bool(components))
     for c in components:
-        mine = {"keys.from": c.keys.source, "values.from": c.values.source,
-                "update.lr.from": c.lr.source if c.lr.kind == "data" else None,
-                "update.retention.from": c.retention.source if c.retention and c.retention.kind == "data" else None}
-        wrong = [f for (f, src), (_, want) in zip(mine.items(), roles.values()) if src != want]
-        if wrong:
-            refuse(c.name, wrong[0], f"the component '{c.name}' must read keys, values, lr and "
-                   f"retention from the same memories as '{m.name}' "
-                   f"({', '.join(s for _, s in list(roles.values())[:4])})")
-        if c.update != m.update:
-            refuse(c.name, "update", f"the component '{c.name}' must have the update block of '{m.name}' "
-                   "(the five memories share one lr and one retention gate)")
-        if c.queries.project or c.queries.conv or c.queries != first.queries:
-            refuse(c.name, "queries", f"the component '{c.name}' reads its input unprojected and "
-                   "unconvolved, like the other components", "write queries: {from: input, project: false}")
-        for field, src in (("keys", c.keys), ("values", c.values)):
-            if src.conv or src.silu or src.l2_norm or not src.project:
-                refuse(c.name, field, f"the component '{c.name}' uses its {field} as generated: options "
-                       f"on them are not applied", f"write {field}: {src.source}")
-        if c.chunk != first.chunk or m.chunk % c.chunk:
-            refuse(c.name, "chunk", f"the components share one chunk ({first.chunk}) that divides the "
-                   f"main memory's chunk {m.chunk}", f"use chunk: {first.chunk}")
-        if c.output_gate:
-            refuse(c.name, "output_gate", f"the component '{c.name}' has no output projection to gate",
-                   "remove output_gate")
+        _component(c, m, components[0], refuse)
     return out
 
 
-def _hope_level(lv: MemoryFacts, main: MemoryFacts, refuse) -> None:
-    """The checks every memory of a HOPE pattern shares (HOPE Eqs. 86-89)."""
-    wants = (("memory.kind", lv.memory == "mlp" and lv.depth == 2 and lv.residual,
-              "a residual depth-2 MLP memory", "memory: {kind: mlp, depth: 2, residual: true}"),
-             ("update.rule", lv.rule == "dgd", "rule dgd", "rule: dgd"),
-             ("objective", lv.objective == "l2" and lv.self_target and lv.window == 1,
-              "objective l2 with self_target and no window", "objective: {kind: l2, self_target: true}"),
-             ("update", lv.weight_decay == 0 and lv.retention_kind == "l2" and not lv.guards,
-              "no weight_decay, retention_kind, grad_clip or grad_normalize", "remove them"),
-             ("update.output", lv.output == "identity", "the DGD step itself (no Newton-Schulz output)",
-              "remove 'output'"),
-             ("update.lr.per", lv.lr.per_chunk is False and not (lv.retention and lv.retention.per_chunk),
-              "per-token lr and retention", "remove 'per'"),
-             ("read", not lv.read_after_write, "a read before its write", "read: before_write"),
-             ("init", lv.init == "learned", "a learned initial state", "remove 'init'"),
-             ("heads", (lv.heads, lv.hidden, lv.activation) == (main.heads, main.hidden, main.activation),
-              f"the heads, hidden width and activation of '{main.name}'", "give them the same memory and heads"))
-    for field, ok, what, hint in wants:
-        if not ok:
+def _component(c: MemoryFacts, m: MemoryFacts, first: MemoryFacts, refuse) -> None:
+    """The checks of a component ``c`` of the self-modifying memory ``m`` (``first``: the
+    first component, whose input and chunk every component shares)."""
+    mine, want = component_roles(c), {r: s for r, s in component_roles(m).items() if r != "q"}
+    wrong = [r for r in ("k", "v", "eta", "alpha") if mine.get(r) != want.get(r)]
+    if wrong:
+        field = {"k": "keys.from", "v": "values.from", "eta": "update.lr.from",
+                 "alpha": "update.retention.from"}[wrong[0]]
+        refuse(c.name, field, f"the component '{c.name}' must read keys, values, lr and retention "
+               f"from the same memories as '{m.name}' "
+               f"({', '.join(f'{ROLE_NAMES[r]}: {s}' for r, s in want.items()) or 'none: all static'})")
+    if c.update != m.update:
+        refuse(c.name, "update", f"the component '{c.name}' must have the update block of '{m.name}' "
+               "(the memories of the pattern share one lr, retention and momentum)")
+    if c.queries.source != "input" or c.queries.project or c.queries != first.queries:
+        refuse(c.name, "queries", f"the component '{c.name}' reads its input unprojected, like the other "
+               "components (a short conv and norm: l2 apply, the same for all)",
+               "write queries: {from: input, project: false, conv: 4, norm: l2}")
+    for field in ("keys", "values"):
+        src, main_src = getattr(c, field), getattr(m, field)
+        if src.source == main_src.source == "input" and src != main_src:
+            refuse(c.name, field, f"the component '{c.name}' reads the static {field} of '{m.name}' (one "
+                   "projection serves the pattern): give it the same options", f"copy {field} of '{m.name}'")
+        elif src.source != "input" and (src.conv or src.silu or src.l2_norm or not src.project):
+            refuse(c.name, field, f"the component '{c.name}' uses its {field} as generated: options "
+                   f"on them are not applied", f"write {field}: {src.source}")
+    if c.chunk != first.chunk or m.chunk % c.chunk:
+        refuse(c.name, "chunk", f"the components share one chunk ({first.chunk}) that divides the "
+               f"main memory's chunk {m.chunk}", f"use chunk: {first.chunk}")
+    if c.output_gate:
+        refuse(c.name, "output_gate", f"the component '{c.name}' has no output projection to gate",
+               "remove output_gate")
+
+
+def _wants(lv: MemoryFacts, main: MemoryFacts) -> tuple[tuple[str, bool, str, str], ...]:
+    """``(field, ok, what it needs, hint)`` of every check a memory of a HOPE pattern shares
+    (HOPE Eqs. 86-89)."""
+    per = [f"update.{n}.per" for n, k in (("lr", lv.lr), ("retention", lv.retention), ("momentum", lv.momentum))
+           if k is not None and k.per_chunk]
+    return (("memory.kind", lv.memory == "mlp" and lv.depth == 2 and lv.residual,
+             "a residual depth-2 MLP memory", "memory: {kind: mlp, depth: 2, residual: true}"),
+            ("update.rule", lv.rule in ("dgd", "gd", "momentum"), "rule dgd (or gd / momentum)", "rule: dgd"),
+            ("objective", lv.objective == "l2" and lv.self_target and lv.window == 1,
+             "objective l2 with self_target and no window", "objective: {kind: l2, self_target: true}"),
+            ("update", lv.weight_decay == 0 and lv.retention_kind == "l2" and not lv.guards,
+             "no weight_decay, retention_kind, grad_clip or grad_normalize", "remove them"),
+            ("update.output", lv.output == "identity", "the DGD step itself (no Newton-Schulz output)",
+             "remove 'output'"),
+            ((per or ["update.lr.per"])[0], not per, "per-token lr, retention and momentum", "remove 'per'"),
+            ("read", not lv.read_after_write, "a read before its write", "read: before_write"),
+            ("init", lv.init == "learned", "a learned initial state", "remove 'init'"),
+            ("heads", (lv.heads, lv.hidden, lv.activation) == (main.heads, main.hidden, main.activation),
+             f"the heads, hidden width and activation of '{main.name}'", "give them the same memory and heads"))
+
+
+def _hope_level(lv: MemoryFacts, main: MemoryFacts, refuse, *, with_components: bool) -> None:
+    """Refuse each way ``lv`` fails :func:`_wants`. A main memory without components is one
+    only by its self-generated targets: its refusals say so."""
+    for field, ok, what, hint in _wants(lv, main):
+        if ok:
+            continue
+        if with_components:
             refuse(lv.name, field, f"'{lv.name}' is part of the self-modifying memory '{main.name}' "
                    f"(HOPE): it needs {what}", hint)
+        else:  # static sources: a self-modifying memory only through self_target
+            refuse(lv.name, "objective.self_target", f"self-generated values (self_target) run only in HOPE's "
+                   f"self-modifying pattern, where '{lv.name}' needs {what}", f"{hint}, or remove self_target")

@@ -43,10 +43,13 @@ MEMORY_AXES: dict[str, tuple] = {
     "retention_kind": ("l2", "lq", "elastic", "kl"),
     "guards": ("", "grad_clip"),
     "output": ("identity", "newton_schulz"),
+    "momentum": (False, True),
 }
 """Every value of each axis of a memory's update rule (a window is 1 or more: 2 stands for
 any Omega window > 1; ``grad_normalize`` is a guard like ``grad_clip``). The ``task``
-objective is refused for memories outright."""
+objective is refused for memories outright. A momentum is what rule ``momentum`` is, and rules
+``gd`` and ``delta`` take none (the spec model says so, :class:`nlc.spec.levels.Update`): only
+``dgd`` varies on it."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ class RuleCase:
     retention_kind: str
     guards: str
     output: str = "identity"
+    momentum: bool = False  # a momentum knob is given (rule momentum; dgd: HOPE's memories only)
 
 
 def memory_primitive(case: RuleCase) -> str | Refusal:
@@ -87,6 +91,10 @@ def memory_primitive(case: RuleCase) -> str | Refusal:
         return "linear_attention"
     if matrix and plain and c.rule == "delta" and c.objective == "l2":
         return "delta_rule"
+    if matrix and c.rule == "dgd" and c.momentum:
+        return Refusal("update.momentum", "the matrix DGD rule (NL-arXiv Eqs. 92-93) has no momentum; "
+                       "DGD with momentum runs in HOPE's self-modifying memories (MLP, self_target)",
+                       "remove 'momentum', or use rule: momentum")
     if matrix and plain and c.rule == "dgd" and c.objective in ("l2", "dot"):
         return "dgd"
     if matrix and c.rule == "gd" and c.objective == "l2" and c.window > 1 \
@@ -112,7 +120,7 @@ def _exact_rule_refusal(c: RuleCase) -> Refusal:
     if c.rule == "dgd" and c.memory != "matrix":
         return Refusal("update.rule", f"{name} on an MLP memory runs only in HOPE's self-modifying "
                        "pattern", "use a matrix memory, rule 'gd' / 'momentum', or the HOPE pattern "
-                       "(nlc cp hope)")
+                       "(a residual depth-2 MLP with objective: {kind: l2, self_target: true}; nlc cp hope)")
     if c.window > 1:
         return Refusal("objective.window", f"{name} has no Omega window (window {c.window})",
                        "use window: 1, or rule 'gd' / 'momentum'")
@@ -126,8 +134,9 @@ def _exact_rule_refusal(c: RuleCase) -> Refusal:
 def memory_combinations() -> Iterator[tuple[RuleCase, str | Refusal]]:
     """Every update-rule combination of :data:`MEMORY_AXES` with its primitive or refusal."""
     for values in product(*MEMORY_AXES.values()):
-        case = RuleCase(*values)
-        yield case, memory_primitive(case)
+        case = RuleCase(**dict(zip(MEMORY_AXES, values)))
+        if case.rule == "dgd" or case.momentum == (case.rule == "momentum"):
+            yield case, memory_primitive(case)
 
 
 def chunk_frozen(family: str, objective: str) -> bool:

@@ -13,7 +13,7 @@ TITLE = "nlc spec"
 
 def _accept_extends(schema: dict[str, Any]) -> None:
     """Spec *files* may ``extends`` a base (the loader merges and removes the key before
-    validation): accept the key; require ``nlc``, ``levels`` and ``model`` only of a file
+    validation): accept the key and a null level (removes the base's level); require ``nlc``, ``levels`` and ``model`` only of a file
     that extends nothing, and ``model.blocks`` of none (a base such as base/small.yaml
     leaves the blocks to the specs extending it; ``nlc validate`` still requires them)."""
     schema["properties"] = {
@@ -22,6 +22,9 @@ def _accept_extends(schema: dict[str, Any]) -> None:
                                    "this file or a bundled spec name (maps merge, lists replace)"},
         **schema["properties"],
     }
+    levels = schema["properties"]["levels"]
+    levels["additionalProperties"] = {"anyOf": [levels["additionalProperties"], {
+        "type": "null", "description": "in a file that extends another: remove this level of the base"}]}
     schema["if"] = {"required": ["extends"]}
     schema["else"] = {"required": schema.pop("required", [])}
     schema["$defs"]["ModelSpec"].pop("required", None)

@@ -16,7 +16,7 @@ import shlex
 from fractions import Fraction
 
 from ..ir.nodes import LayerIR, MemoryIR, ModelIR
-from ..ir.resolve import coupled_components
+from ..ir.resolve import coupled_components, is_self_modifying
 from ..schedule import UpdateSchedule
 from ..version import __version__
 from .names import comment, identifier
@@ -144,7 +144,7 @@ def _mixer_expr(ir: ModelIR, name: str) -> str:
         return f"rt.AttentionMixer({constant(name)}, width={w}, persistent={persistent})"
     if level.type == "memory":
         components = coupled_components(ir, name)
-        if components:
+        if components or is_self_modifying(level):
             comps = ", ".join(f"{c!r}: {constant(c)}" for c in components)
             return f"rt.SelfModifyingMemory({constant(name)}, components={{{comps}}}, width={w})"
         return f"rt.MemoryMixer({constant(name)}, width={w})"

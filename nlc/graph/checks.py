@@ -15,7 +15,8 @@ The rules (docs/design.md, "Validation rules", states them for users):
 8. the runtime builds what the spec says (:mod:`nlc.capabilities`, the table the lowering
    asserts): memory update rules, memory periods (on the chunk grid, read before write),
    CMS objectives / rules / lr / flush,
-   initial states and resets, and couplings of memories (only HOPE's self-modifying pattern);
+   initial states and resets, and couplings of memories (only HOPE's self-modifying pattern,
+   which also runs a memory with self-generated targets and static sources);
 9. a nested initial state (``init: {from: X}``, NL-arXiv Eq. 72) belongs to a task-driven
    CMS level applied in a layer of its own, in a block that applies X in a layer of its own
    (the model re-initialises it from that layer's state when X updates);
@@ -56,6 +57,7 @@ from ..capabilities import (
     init_refusals,
     memory_primitive,
     memory_refusals,
+    self_modifying,
 )
 from ..errors import Issue
 from ..spec.levels import AttentionLevel, MemoryLevel, MLPLevel, OptimizerLevel
@@ -216,7 +218,7 @@ def _check_capabilities(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
     """Rule 8: what the runtime builds (:mod:`nlc.capabilities`, the table lowering asserts)."""
     memories = {n: _memory_facts(spec, n, lv) for n, lv in spec.levels.items() if isinstance(lv, MemoryLevel)}
     sources = {n: f.level_sources() for n, f in memories.items()}
-    mains = [n for n in dict.fromkeys(block_levels(spec)) if n in memories and sources[n]]
+    mains = [n for n in dict.fromkeys(block_levels(spec)) if n in memories and self_modifying(memories[n])]
     hope = set(mains) | {c for n in mains for c in coupled(n, sources)}
     found: list[tuple[str, Refusal]] = []
     for name, level in spec.levels.items():
@@ -224,7 +226,7 @@ def _check_capabilities(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
         if isinstance(level, MemoryLevel):
             f = memories[name]
             rule = memory_primitive(RuleCase(f.memory, f.objective, f.rule, f.window, f.retention_kind,
-                                             f.guards, f.output))
+                                             f.guards, f.output, f.momentum is not None))
             if isinstance(rule, Refusal) and (name not in hope or f.objective == "task"):
                 refusals.append(rule)
             refusals += memory_refusals(level.period.tokens or 0, f.self_target, f.init, name in hope,

@@ -1,7 +1,9 @@
 """Spec -> IR: fill defaults, normalise gate conventions, order levels, unroll blocks."""
 from __future__ import annotations
 
-from ..capabilities import CMSCase, KnobFacts, MemoryFacts, RuleCase, SourceFacts, coupled, guards
+from ..capabilities import (
+    CMSCase, KnobFacts, MemoryFacts, RuleCase, SourceFacts, coupled, guards, self_modifying,
+)
 from ..graph.build import frequency, ordered_levels, outer_of
 from ..spec.levels import (
     AttentionLevel,
@@ -235,7 +237,7 @@ def rule_case(level: MemoryIR) -> RuleCase:
     """A memory's update rule as the capability table reads it."""
     r, o = level.rule, level.objective
     return RuleCase(level.memory, o.kind, r.kind, o.window, r.retention_kind,
-                    guards(r.grad_clip, r.grad_normalize), output_of(r))
+                    guards(r.grad_clip, r.grad_normalize), output_of(r), r.momentum is not None)
 
 
 def memory_facts(level: MemoryIR) -> MemoryFacts:
@@ -271,3 +273,9 @@ def coupled_components(ir: ModelIR, name: str) -> tuple[str, ...]:
     sources = {n: memory_facts(lv).level_sources() for n, lv in ir.levels.items()
                if isinstance(lv, MemoryIR)}
     return coupled(name, sources)
+
+
+def is_self_modifying(level: MemoryIR) -> bool:
+    """Whether HOPE's self-modifying mixer runs ``level`` (it reads other memories, or
+    generates its own targets from static sources; :func:`nlc.capabilities.self_modifying`)."""
+    return self_modifying(memory_facts(level))

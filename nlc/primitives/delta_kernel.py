@@ -55,6 +55,7 @@ __all__ = [
     "affine_terms",
     "chunk_end_state",
     "scan_chunks",
+    "solve_unit_lower",
 ]
 
 
@@ -152,6 +153,11 @@ def _ut_solve(k: Tensor, a: Tensor, P: Tensor, D: Tensor, b: Optional[Tensor],
     if b is None:
         return w
     L = b.unsqueeze(-1) * D[..., :C, :] * (k @ k.transpose(-1, -2))  # strictly lower
+    return solve_unit_lower(L, w)
+
+
+def solve_unit_lower(L: Tensor, w: Tensor) -> Tensor:
+    """``(I + L)^-1 w`` for a strictly lower ``L`` (.., C, C) (its diagonal is not read)."""
     if w.dtype in (torch.float16, torch.bfloat16):  # CPU has no half-precision triangular solve,
         L, w, low = L.float(), w.float(), w.dtype  # and bfloat16 autocast hands it one
         return torch.linalg.solve_triangular(L, w, upper=False, unitriangular=True).to(low)

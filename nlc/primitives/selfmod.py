@@ -3,32 +3,43 @@
 Notation::
 
     B batch   H heads   T tokens in the call   D per-head width   Dh memory hidden width
-    r         a role, one of ROLES = (k, v, eta, alpha, memory), plus q with adaptive queries
-              (HOPE's "adaptive q" ablation, NL-arXiv Table 6); otherwise q is static (given)
+    r         a role: the main memory (``memory``) or one of COMPONENTS = (k, v, eta, alpha, q).
+              A role with a component memory is *generated* from x_t; one without is *given*
+              by the caller (a static projection of the input; alpha absent = 1). HOPE
+              (NL-arXiv Eq. 79): k, v, eta, alpha generated, q given. NL-arXiv Table 6's
+              ablations: q generated ("adaptive q"), k or v given ("w/o inner projection"),
+              alpha absent ("w/o weight decay"), all given (static projections)
     M_r(x)    = x + W1_r act(W2_r x)       residual 2-layer MLP (NL-arXiv Eq. 89)
               W2_r (Dh, D) input side, W1_r (D, Dh) output side (paper names; note that
               :mod:`nlc.primitives.deep` numbers the layers the other way round)
-    C_m, C_o  ``chunk_memory`` (main memory) and ``chunk_other`` (k, v, eta, alpha memories)
+    S1_r, S2_r  momentum buffers of W1_r, W2_r (with ``momentum``; zeros at the start)
+    beta_t    the momentum (given, (B, H, T)); none: S_{r,t} = -eta_t grad (Eq. 88 as printed)
+    p         1 with the DGD preconditioner (rule dgd, Eq. 88), 0 without (rule gd / momentum:
+              Table 6's "DGD replaced by GD")
+    C_m, C_o  ``chunk_memory`` (main memory) and ``chunk_other`` (the component memories)
     xi_m, xi_o  chunk starts (0-based t): xi = C floor(t / C), counted from the call start;
               M_{r,xi} is the state *before* token xi (= last state of the previous chunk)
-    w_eta, b_eta, w_alpha, b_alpha   static read-outs (H, D) / (H,) (slow parameters)
+    w_eta, b_eta, w_alpha, b_alpha   static read-outs (H, D) / (H,) of generated gates
 
 The rule, per (batch, head), for t = 0..T-1 (s(r) = xi_m for r = memory, xi_o otherwise)::
 
-    k_t     = l2norm(M_{k,xi_o}(x_t))      (l2norm only if normalize_k; HOPE §8.3)
-    v_t     = M_{v,xi_o}(x_t)
-    eta_t   = eta_max * sigmoid(w_eta . M_{eta,xi_o}(x_t) + b_eta)
-    alpha_t = sigmoid(w_alpha . M_{alpha,xi_o}(x_t) + b_alpha)
-    q_t     = l2norm(M_{q,xi_o}(x_t))      (adaptive queries only; l2norm only if normalize_q)
+    k_t     = l2norm(M_{k,xi_o}(x_t))  or given   (l2norm only if normalize_k; HOPE §8.3)
+    v_t     = M_{v,xi_o}(x_t)           or given
+    eta_t   = eta_max * sigmoid(w_eta . M_{eta,xi_o}(x_t) + b_eta)       or given
+    alpha_t = sigmoid(w_alpha . M_{alpha,xi_o}(x_t) + b_alpha)           or given, or 1
+    q_t     = l2norm(M_{q,xi_o}(x_t))  or given   (l2norm only if normalize_q)
     vhat_{r,t} = M_{r,s(r)}(v_t)                                   (self-targets, Eqs. 83-85)
     L_r(W; t)  = 1/2 || M_W(k_t) - vhat_{r,t} ||^2, gradients at W = M_{r,s(r)} (frozen):
         h = act(W2 k_t), e = k_t + W1 h - vhat   (delta1),   delta2 = (W1^T e) * act'(W2 k_t)
         dL/dW1 = e h^T,   dL/dW2 = delta2 k_t^T
-    W2_{r,t} = W2_{r,t-1} (alpha_t I - eta_t k_t k_t^T) - eta_t delta2_{r,t} k_t^T   (Eq. 88)
-    W1_{r,t} = alpha_t W1_{r,t-1} - eta_t e_{r,t} h_{r,t}^T
+    S2_{r,t} = beta_t S2_{r,t-1} - eta_t delta2_{r,t} k_t^T                 (momentum)
+    S1_{r,t} = beta_t S1_{r,t-1} - eta_t e_{r,t} h_{r,t}^T
+    W2_{r,t} = W2_{r,t-1} (alpha_t I - p eta_t k_t k_t^T) + S2_{r,t}        (Eq. 88)
+    W1_{r,t} = alpha_t W1_{r,t-1} + S1_{r,t}
     o_t = M_{memory,t-1}(q_t)          (read before write, per-token state; Eq. 94)
 
-With C_m = C_o = 1 every xi is t: the exact self-referential per-token rule of Eqs. 83-88.
+With C_m = C_o = 1 every xi is t: the exact self-referential per-token rule of Eqs. 83-88
+(with Titans' momentum, below).
 
 Choices where the paper is silent or ambiguous (paper notes §3.3-3.4, marked [U] there):
 
@@ -49,8 +60,22 @@ Choices where the paper is silent or ambiguous (paper notes §3.3-3.4, marked [U
   also reads y_t = M_{memory,xi}(q_t); we read the per-token state M_{memory,t-1} under
   the frozen-gradient recurrence instead (same at C_m = 1, and causal/attention-like).
 * The main memory freezes its gradients and self-target at M_{memory,xi_m} (chunk_memory
-  grid); the other four at their own xi_o (chunk_other grid). C_m must be a multiple of
-  C_o. No momentum (Eq. 88 has none; HOPE Table 6's "w/o momentum" row is not modelled).
+  grid); the components at their own xi_o (chunk_other grid). C_m must be a multiple of C_o.
+* Momentum. Eq. 88 has none, but NL-arXiv Table 6 ablates "w/o momentum", so the trained
+  HOPE has one; the paper does not write it. Ours is Titans' momentum (Titans Eqs. 9-10,
+  the memory HOPE makes self-modifying) of the gradient write, S = beta S - eta grad, with
+  the DGD preconditioner acting, exactly per token, on the old weights and not on S (which
+  holds past gradients, not weights). beta = 0 is Eq. 88; C = 1 is the exact per-token rule
+  (gradients at M_{t-1}). Inside a chunk the gradients are frozen as for the rest, and the
+  preconditioner and the momentum stay exact recurrences: the change of W2 beyond its
+  decayed start state and momentum stays in the span of the chunk's keys, one UT solve per
+  chunk (:mod:`nlc.primitives.selfmod_momentum`). Every memory keeps its own momentum
+  buffers; beta_t, one per token and head, is the same for all (the components share the
+  main memory's update block). Alternatives considered: a momentum carried only across
+  chunks (one step of the chunk's summed write) means nothing per token and changes with the
+  chunk size; one through the preconditioner too, S_t = beta_t S_{t-1}(alpha_t I - eta_t k_t
+  k_t^T) - eta_t grad, would erase past gradients along the current key, which Titans'
+  momentum does not, at the cost of a second UT recurrence.
 
 Numerics. The self-targets grow with the weights (vhat = M(v), the W1 step scales with
 ||W||^2 ||v||), so the rule itself can blow up when ||v|| is large: with the default init,
@@ -60,121 +85,43 @@ Retention < 1 with little write signal decays the weights towards 0 (a fixed poi
 on CPU, float32 weights that reach subnormals make every op very slow
 (``torch.set_flush_denormal(True)`` avoids it).
 
-Chunked algorithm. The four memories k, v, eta, alpha never read the main memory, so pass 1
-runs them alone over chunk_other chunks (stacked into one batch: they share k, eta, alpha,
-so their W2 rows stack into one (4 Dh, D) matrix under one generalized delta recurrence) and
-emits k, v, eta, alpha for all T; pass 2 runs the main memory over chunk_memory chunks.
-Inside a chunk, with frozen rank-1 gradients, W2 follows the generalized delta recurrence
+Chunked algorithm. The component memories never read the main memory, so pass 1 runs them
+alone over chunk_other chunks (stacked into one batch: they share k, eta, alpha, so their W2
+rows stack into one (R Dh, D) matrix under one generalized delta recurrence) and emits their
+roles for all T; pass 2 runs the main memory over chunk_memory chunks. Inside a chunk, with
+frozen rank-1 gradients and no momentum, W2 follows the generalized delta recurrence
 S_t = S_{t-1}(alpha_t I - b_t k_t k_t^T) + u_t k_t^T of :mod:`nlc.primitives.delta_kernel`
-with b = eta, u = -eta delta2 (UT transform), and W1 a decayed sum (b = 0, keys h = act(W2_xi
+with b = p eta, u = -eta delta2 (UT transform), and W1 a decayed sum (b = 0, keys h = act(W2_xi
 k), u = -eta e). The main memory reads attention-like, layer by layer: z_t = W2_{t-1} q_t is
 the delta kernel's read, then W1_{t-1} act(z_t) the decayed-sum read. Pass 1 reads nothing
 from its memories' per-token states, so it forms only the end-of-chunk map of the same UT
-transform (:func:`nlc.primitives.delta_kernel.chunk_end_state`), with the decays of one ``log_decay`` shared by W1 and W2; the
-frozen-gradient error e = M(k) - M(v) takes one W1 matmul on act(W2 k) - act(W2 v). Loops run
-over chunks only. Streaming equals the whole call when segments split at multiples of
-``chunk_memory``.
+transform (:func:`nlc.primitives.delta_kernel.chunk_end_state`), with the decays of one
+``log_decay`` shared by W1 and W2; the frozen-gradient error e = M(k) - M(v) takes one W1
+matmul on act(W2 k) - act(W2 v). With momentum both passes use
+:func:`nlc.primitives.selfmod_momentum.momentum_chunk` instead. Loops run over chunks only.
+Streaming equals the whole call when segments split at multiples of ``chunk_memory``.
 """
 from __future__ import annotations
 
-import math
-from typing import Optional, Union
+from typing import Mapping, Optional
 
 import torch
 from torch import Tensor
 
-from nlc.primitives.deep_common import ACTIVATIONS, act, act_derivative, init_deep_params
+from nlc.primitives.deep_common import act, act_derivative
 from nlc.primitives.delta_kernel import chunk_end_state, generalized_delta_chunked, log_decay, log_gate
 from nlc.primitives.layers import l2_normalize, readout_gate
+from nlc.primitives.selfmod_common import (
+    COMPONENTS, GATES, HOPE_COMPONENTS, MEMORY, HParam, check_chunks, check_roles, components_of,
+    eta_ceiling, init_selfmod_params, init_selfmod_state, mlp, roles_of,
+)
+from nlc.primitives.selfmod_momentum import momentum_chunk
 
-__all__ = [
-    "ROLES", "ADAPTIVE_Q", "roles_of", "init_selfmod_params", "init_selfmod_state", "selfmod_chunked",
-    "selfmod_reference",
+__all__ = [  # the shared pieces of selfmod_common re-exported: the primitive's whole API
+    "MEMORY", "COMPONENTS", "HOPE_COMPONENTS", "components_of", "roles_of", "init_selfmod_params",
+    "init_selfmod_state", "selfmod_chunked", "selfmod_reference", "mlp", "check_chunks", "check_roles",
+    "eta_ceiling", "GATES", "HParam",
 ]
-
-ROLES = ("k", "v", "eta", "alpha", "memory")
-OTHER = ROLES[:4]
-ADAPTIVE_Q = "q"  # the optional fifth component: queries generated by a memory
-READOUTS = ("w_eta", "b_eta", "w_alpha", "b_alpha")
-HParam = Union[float, Tensor]
-
-
-# ------------------------------------------------------------------- parameters and state
-def init_selfmod_params(heads: int, dim: int, hidden: int, *, scale: float = 1.0,
-                        out_scale: float = 0.5, eta_bias: float = 0.0,
-                        alpha_bias: float = 5.0, adaptive_q: bool = False,
-                        generator: Optional[torch.Generator] = None,
-                        dtype: Optional[torch.dtype] = None,
-                        device: Optional[torch.device] = None) -> dict[str, Tensor]:
-    """Meta-learned initial weights of the five memories and the static gate read-outs.
-
-    Returns ``W2_<r>`` (H, Dh, D) ~ N(0, scale^2 / D), ``W1_<r>`` (H, D, Dh) ~
-    N(0, out_scale^2 / Dh) for r in :data:`ROLES` (and ``q`` with ``adaptive_q``); ``w_eta``, ``w_alpha`` (H, D) ~
-    N(0, 1 / D); ``b_eta`` (H,) = eta_bias (eta = eta_max / 2 at 0); ``b_alpha`` (H,) =
-    alpha_bias (alpha ~ 0.993 at 5). Wrap them in ``nn.Parameter`` to learn them (NL-arXiv
-    §8.1: the initial states of all memories are meta-learned across sequences).
-    """
-    kw = dict(dtype=dtype, device=device)
-    out: dict[str, Tensor] = {}
-    for r in ROLES + ((ADAPTIVE_Q,) if adaptive_q else ()):  # deep numbering: W1 = input side
-        p = init_deep_params(heads, [dim, hidden, dim], generator=generator, **kw)
-        out[f"W2_{r}"] = p["W1"] * scale
-        out[f"W1_{r}"] = p["W2"] * out_scale
-    for g, bias in (("eta", eta_bias), ("alpha", alpha_bias)):
-        w = torch.randn(heads, dim, generator=generator, **kw)
-        out[f"w_{g}"] = w / math.sqrt(dim)
-        out[f"b_{g}"] = torch.full((heads,), float(bias), **kw)
-    return out
-
-
-def _adaptive(weights: dict[str, Tensor]) -> tuple[str, ...]:
-    """``("q",)`` when ``weights`` (params or state) hold a q memory, else ``()``."""
-    return (ADAPTIVE_Q,) if f"W1_{ADAPTIVE_Q}" in weights else ()
-
-
-def roles_of(weights: dict[str, Tensor]) -> tuple[str, ...]:
-    """The roles whose memories ``weights`` hold: :data:`ROLES`, plus ``q``."""
-    return ROLES + _adaptive(weights)
-
-
-def others_of(weights: dict[str, Tensor]) -> tuple[str, ...]:
-    """The component roles (all but the main memory), in their stacking order."""
-    return OTHER + _adaptive(weights)
-
-
-def init_selfmod_state(params: dict[str, Tensor], batch: int) -> dict[str, Tensor]:
-    """Per-sequence memories ``W1_<r>`` (B, H, D, Dh), ``W2_<r>`` (B, H, Dh, D): the initial
-    weights of ``params`` *expanded* (no copy), so outer gradients reach them."""
-    state = {}
-    for r in roles_of(params):
-        for n in ("W1", "W2"):
-            w = params[f"{n}_{r}"]
-            state[f"{n}_{r}"] = w.unsqueeze(0).expand(batch, *w.shape)
-    return state
-
-
-# ----------------------------------------------------------------------------- helpers
-def check_chunks(chunk_memory: int, chunk_other: int, activation: str) -> None:
-    for name, c in (("chunk_memory", chunk_memory), ("chunk_other", chunk_other)):
-        if not isinstance(c, int) or c < 1:
-            raise ValueError(f"{name} must be a positive int, got {c!r}")
-    if chunk_memory % chunk_other:
-        raise ValueError(f"chunk_memory ({chunk_memory}) must be a multiple of chunk_other "
-                         f"({chunk_other})")
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
-
-
-def mlp(W1: Tensor, W2: Tensor, x: Tensor, activation: str) -> Tensor:
-    """M(x) = x + W1 act(W2 x) for x (..., n, D), W1 (..., D, Dh), W2 (..., Dh, D)."""
-    return x + act(activation, x @ W2.mT) @ W1.mT
-
-
-def eta_ceiling(eta_max: HParam, like: Tensor) -> Tensor:
-    """eta_max as a tensor broadcastable to (B, H, n): a scalar, or (B, H) -> (B, H, 1)."""
-    t = torch.as_tensor(eta_max, dtype=like.dtype, device=like.device)
-    return t.expand(like.shape[:2]).unsqueeze(-1) if t.dim() > 0 else t
-
 
 # R memories that read the same inputs are stacked: W1 (B, H, R, D, Dh) and their input-side
 # matrices as rows of one W2s (B, H, R Dh, D), so layer 2 is a single matmul for all R and
@@ -209,11 +156,23 @@ def _frozen_grads(W1: Tensor, W2s: Tensor, k: Tensor, v: Tensor, activation: str
     return e, _split(ak, R), (d2 if da is None else d2 * da)
 
 
+def _decays(alpha: Optional[Tensor], beta: Optional[Tensor], C: int, like: Tensor):
+    """log_decay of the retention (alpha None: 1) and, with a momentum, of beta."""
+    dec = log_decay(None if alpha is None else log_gate(alpha), C, like)
+    return dec, None if beta is None else log_decay(log_gate(beta), C, like)
+
+
+def _with_r(decay):
+    """Decays (P (.., C+1), D (.., C+1, C)) with a stacked-memory dim before the token dims."""
+    P, D = decay
+    return P.unsqueeze(-2), D.unsqueeze(-3)
+
+
 # ----------------------------------------------------------------------------- chunked form
-def _readouts(params: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-    """The eta and alpha read-outs stacked once per call: w (H, 2, 1, D), b (H, 2, 1)."""
-    w = torch.stack([params["w_eta"], params["w_alpha"]], 1).unsqueeze(2)
-    return w, torch.stack([params["b_eta"], params["b_alpha"]], 1).unsqueeze(2)
+def _readouts(params: Mapping[str, Tensor], gates: tuple[str, ...]) -> tuple[Tensor, Tensor]:
+    """The generated gates' read-outs stacked once per call: w (H, G, 1, D), b (H, G, 1)."""
+    w = torch.stack([params[f"w_{g}"] for g in gates], 1).unsqueeze(2)
+    return w, torch.stack([params[f"b_{g}"] for g in gates], 1).unsqueeze(2)
 
 
 def _add_matmul(x: Tensor, a: Tensor, b: Tensor) -> Tensor:
@@ -222,94 +181,140 @@ def _add_matmul(x: Tensor, a: Tensor, b: Tensor) -> Tensor:
     return torch.baddbmm(x.flatten(0, -3), a.flatten(0, -3), b.flatten(0, -3)).view(x.shape)
 
 
-def _others_chunk(W1: Tensor, W2s: Tensor, x: Tensor, readouts: tuple[Tensor, Tensor],
-                  em: Tensor, normalize_k: bool, normalize_q: bool, activation: str):
-    """One chunk_other chunk of the stacked (k, v, eta, alpha[, q]) memories: generated inputs
-    (Eqs. 83-85 with the read-outs of :func:`_readouts`) and the end-of-chunk weights."""
+def _generated(y: Tensor, comps: tuple[str, ...], readouts, em: Tensor, normalize_k: bool,
+               normalize_q: bool) -> dict[str, Tensor]:
+    """The roles the stacked components' outputs y (B, H, R, C, D) generate (Eqs. 83-85,
+    with the read-outs of :func:`_readouts`)."""
+    at = {r: i for i, r in enumerate(comps)}
+    out = {r: y[:, :, at[r]] for r in ("k", "v", "q") if r in at}
+    for r, norm in (("k", normalize_k), ("q", normalize_q)):
+        if r in out and norm:
+            out[r] = l2_normalize(out[r])
+    gates = tuple(g for g in GATES if g in at)  # adjacent in the stacking order
+    if gates:
+        lo = at[gates[0]]
+        values = readout_gate(y[:, :, lo:lo + len(gates)], *readouts)  # (B, H, G, C)
+        for i, g in enumerate(gates):
+            out[g] = em * values[:, :, i] if g == "eta" else values[:, :, i]
+    return out
+
+
+def _others_chunk(mem: tuple[Tensor, ...], x: Tensor, given: dict[str, Tensor], beta: Optional[Tensor],
+                  comps: tuple[str, ...], readouts, em: Tensor, precondition: bool,
+                  normalize_k: bool, normalize_q: bool, activation: str):
+    """One chunk_other chunk of the stacked components ``mem`` = (W1, W2s[, S1, S2s]): their
+    generated roles and their end-of-chunk weights (and momentum buffers)."""
     C = x.shape[2]
-    y = _mlp_stacked(W1, W2s, x, activation)  # (B, H, 4 or 5, C, D)
-    k = l2_normalize(y[:, :, 0]) if normalize_k else y[:, :, 0]
-    v = y[:, :, 1]
-    gates = readout_gate(y[:, :, 2:4], readouts[0], readouts[1])  # (B, H, 2, C)
-    eta, alpha = em * gates[:, :, 0], gates[:, :, 1]
-    e, h, d2 = _frozen_grads(W1, W2s, k, v, activation)
-    P, Dm = log_decay(log_gate(alpha), C, x)  # shared by both layers
-    # W2 of the four memories: one DGD recurrence on the stacked rows, u = -eta delta2
-    W2n = chunk_end_state(W2s, k, -eta.unsqueeze(-1) * d2, P, Dm, b=eta)
+    W1, W2s = mem[:2]
+    roles = {**given, **_generated(_mlp_stacked(W1, W2s, x, activation), comps, readouts, em,
+                                   normalize_k, normalize_q)}
+    k, eta, alpha = roles["k"], roles["eta"], roles.get("alpha")
+    e, h, d2 = _frozen_grads(W1, W2s, k, roles["v"], activation)
+    b = eta if precondition else None
+    u2 = -eta.unsqueeze(-1) * d2
+    dec, mdec = _decays(alpha, beta, C, x)
+    if mdec is not None:  # momentum: W2 rows under one recurrence, W1 per memory (keys h)
+        S1, S2s = mem[2:]
+        _, W2n, S2n = momentum_chunk(W2s, S2s, k, u2, dec, mdec, b=b)
+        _, W1n, S1n = momentum_chunk(W1, S1, h, -eta[:, :, None, :, None] * e, _with_r(dec), _with_r(mdec))
+        return roles, (W1n, W2n, S1n, S2n)
+    P, Dm = dec  # shared by both layers
+    W2n = chunk_end_state(W2s, k, u2, P, Dm, b=b)  # one DGD recurrence on the stacked rows
     # W1_end = R_C W1_xi - sum_j (R_C / R_j) eta_j e_j h_j^T    (R_t = prod_{i<=t} alpha_i)
     coef = -(Dm[..., C, :] * eta)  # (B, H, C)
     W1n = _add_matmul(W1 * P[..., C, None, None, None], e.mT, coef[:, :, None, :, None] * h)
-    generated = (k, v, eta, alpha)
-    if y.shape[2] > 4:  # adaptive queries
-        generated += (l2_normalize(y[:, :, 4]) if normalize_q else y[:, :, 4],)
-    return generated, W1n, W2n
+    return roles, (W1n, W2n)
 
 
-def _memory_chunk(W1: Tensor, W2: Tensor, q: Tensor, k: Tensor, v: Tensor, eta: Tensor,
-                  alpha: Tensor, activation: str) -> tuple[Tensor, Tensor, Tensor]:
-    """One chunk_memory chunk of the main memory: per-token reads o_t and end weights."""
+def _memory_chunk(mem: tuple[Tensor, ...], roles: dict[str, Tensor], beta: Optional[Tensor],
+                  precondition: bool, activation: str) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """One chunk_memory chunk of the main memory ``mem`` = (W1, W2[, S1, S2]): per-token
+    reads o_t and its end weights (and momentum buffers)."""
+    q, k, eta, alpha = roles["q"], roles["k"], roles["eta"], roles.get("alpha")
     C = q.shape[2]
-    e, h, d2 = _frozen_grads(W1.unsqueeze(2), W2, k, v, activation)
-    a = eta.unsqueeze(-1)
+    W1, W2 = mem[:2]
+    e, h, d2 = _frozen_grads(W1.unsqueeze(2), W2, k, roles["v"], activation)
+    a, b = eta.unsqueeze(-1), eta if precondition else None
+    if beta is not None:
+        dec, mdec = _decays(alpha, beta, C, q)
+        z, W2n, S2n = momentum_chunk(W2, mem[3], k, -a * d2, dec, mdec, b=b, q=q)
+        o1, W1n, S1n = momentum_chunk(W1, mem[2], h[:, :, 0], -a * e[:, :, 0], dec, mdec,
+                                      q=act(activation, z))
+        return q + o1, (W1n, W2n, S1n, S2n)
     # layer 2 (input side): z_t = W2_{t-1} q_t under the DGD recurrence (UT transform)
-    z, s2 = generalized_delta_chunked({"S": W2}, q, k, -a * d2, retention=alpha, b=eta,
-                                      chunk=C)
+    z, s2 = generalized_delta_chunked({"S": W2}, q, k, -a * d2, retention=alpha, b=b, chunk=C)
     # layer 1 (output side): W1_{t-1} act(z_t), W1 a decayed sum with keys h (dual form)
     o1, s1 = generalized_delta_chunked({"S": W1}, act(activation, z), h[:, :, 0],
                                        -a * e[:, :, 0], retention=alpha, chunk=C)
-    return q + o1, s1["S"], s2["S"]
+    return q + o1, (s1["S"], s2["S"])
 
 
-def selfmod_chunked(state: dict[str, Tensor], x: Tensor, q: Optional[Tensor], *,
-                    params: dict[str, Tensor], chunk_memory: int = 64, chunk_other: int = 16,
+def _buffers(state: Mapping[str, Tensor], r: str) -> tuple[str, ...]:
+    """The state keys of memory ``r``: W1, W2 and, when the state has them, S1, S2."""
+    names = ("W1", "W2", "S1", "S2") if f"S1_{r}" in state else ("W1", "W2")
+    return tuple(f"{n}_{r}" for n in names)
+
+
+def selfmod_chunked(state: Mapping[str, Tensor], x: Optional[Tensor], given: Mapping[str, Tensor], *,
+                    params: Mapping[str, Tensor], momentum: Optional[Tensor] = None,
+                    precondition: bool = True, chunk_memory: int = 64, chunk_other: int = 16,
                     eta_max: HParam = 1.0, normalize_k: bool = True, normalize_q: bool = True,
                     activation: str = "gelu") -> tuple[Tensor, dict[str, Tensor]]:
     """Self-modifying Titans (NL-arXiv Eqs. 83-91, 94), chunkwise-parallel.
 
-    Args: ``state`` from :func:`init_selfmod_state` (``W1_<r>``, ``W2_<r>`` for r in
-    :data:`ROLES`); ``x`` (B, H, T, D) the input the k / v / eta / alpha memories read;
-    ``q`` (B, H, T, D) the static query (the caller projects, convolves and normalises it),
-    or None when ``state`` holds a ``q`` memory (adaptive queries, l2-normalised if
-    ``normalize_q``);
-    ``params``: the read-outs ``w_eta``, ``b_eta``, ``w_alpha``, ``b_alpha`` (other entries
-    are ignored); ``chunk_memory`` / ``chunk_other``: the two chunk sizes of §8.2
-    (chunk_memory a multiple of chunk_other, else ValueError); ``eta_max``: float or tensor,
-    scalar or (B, H); ``normalize_k``: l2-normalise the generated keys; ``activation`` of
-    every memory (gelu = exact erf GELU, silu, relu, identity).
+    Args: ``state`` from :func:`init_selfmod_state` (``W1_<r>``, ``W2_<r>`` [, ``S1_<r>``,
+    ``S2_<r>``] for the main memory and each component); ``x`` (B, H, T, D) the input the
+    components read (None without components); ``given`` the roles without a component:
+    ``q``, ``k``, ``v`` (B, H, T, D) (the caller projects, convolves and normalises them),
+    ``eta`` (B, H, T) and optionally ``alpha`` (B, H, T) (absent: 1);
+    ``params``: the read-outs ``w_<g>``, ``b_<g>`` of the generated gates (other entries
+    are ignored); ``momentum``: beta (B, H, T) or broadcastable, or None (no momentum; then
+    the state holds no buffers); ``precondition``: the DGD preconditioner (False: rule gd);
+    ``chunk_memory`` / ``chunk_other``: the two chunk sizes of §8.2 (chunk_memory a multiple
+    of chunk_other, else ValueError); ``eta_max``: the ceiling of a generated eta, float or
+    tensor, scalar or (B, H); ``normalize_k`` / ``normalize_q``: l2-normalise the generated
+    keys / queries; ``activation`` of every memory (gelu = exact erf GELU, silu, relu,
+    identity).
 
     Returns ``(o (B, H, T, D), new_state)`` with o_t = M_{memory,t-1}(q_t); same results as
     :func:`selfmod_reference` (see the module docstring for the exact semantics).
     """
     check_chunks(chunk_memory, chunk_other, activation)
-    others = others_of(state)
-    if (q is None) != (len(others) > len(OTHER)):
-        raise ValueError("give a static q, or a state with a q memory (adaptive queries), not "
-                         + ("neither" if q is None else "both"))
-    B, H, T, D = x.shape
-    em = eta_ceiling(eta_max, x)
-    W1 = torch.stack([state[f"W1_{r}"] for r in others], 2)  # (B, H, R, D, Dh)
-    W2 = torch.cat([state[f"W2_{r}"] for r in others], 2)  # (B, H, R Dh, D)
-    readouts = _readouts(params)
-    gates: list[tuple[Tensor, ...]] = []
-    for s in range(0, T, chunk_other):  # pass 1: k, v, eta, alpha (and q) memories
-        g, W1, W2 = _others_chunk(W1, W2, x[:, :, s:s + chunk_other], readouts, em,
-                                  normalize_k, normalize_q, activation)
-        gates.append(g)
-    new = {f"W1_{r}": w for r, w in zip(others, W1.unbind(2))}
-    new.update({f"W2_{r}": w for r, w in zip(others, W2.unflatten(2, (len(others), -1)).unbind(2))})
-    Wm1, Wm2 = state["W1_memory"], state["W2_memory"]
+    comps = check_roles(state, x, given, momentum)
+    ref = x if x is not None else given["k"]
+    B, H, T, D = ref.shape
     if T == 0:
-        new.update(W1_memory=Wm1, W2_memory=Wm2)
-        return x.new_zeros(B, H, 0, D), new
-    k, v, eta, alpha, *generated_q = (torch.cat(t, 2) for t in zip(*gates))
-    q = generated_q[0] if generated_q else q
+        return ref.new_zeros(B, H, 0, D), dict(state)
+    beta = None if momentum is None else momentum.expand(B, H, T)
+    new: dict[str, Tensor] = {}
+    roles = dict(given)
+    if comps:  # pass 1: the component memories
+        keys = [_buffers(state, r) for r in comps]
+        mem = tuple(torch.stack([state[ks[i]] for ks in keys], 2) if i % 2 == 0  # W1, S1
+                    else torch.cat([state[ks[i]] for ks in keys], 2)  # W2, S2: stacked rows
+                    for i in range(len(keys[0])))
+        em = eta_ceiling(eta_max, x)
+        gates = tuple(g for g in GATES if g in comps)
+        readouts = _readouts(params, gates) if gates else None
+        chunks = []
+        for s in range(0, T, chunk_other):
+            c = slice(s, s + chunk_other)
+            out, mem = _others_chunk(mem, x[:, :, c], {r: t[:, :, c] for r, t in given.items()},
+                                     None if beta is None else beta[:, :, c], comps, readouts, em,
+                                     precondition, normalize_k, normalize_q, activation)
+            chunks.append({r: out[r] for r in comps})
+        roles.update({r: torch.cat([ch[r] for ch in chunks], 2) for r in comps})
+        for i, m in enumerate(mem):
+            parts = m.unbind(2) if i % 2 == 0 else m.unflatten(2, (len(comps), -1)).unbind(2)
+            new.update({ks[i]: w for ks, w in zip(keys, parts)})
+    mem = tuple(state[n] for n in _buffers(state, MEMORY))
     outs = []
     for s in range(0, T, chunk_memory):  # pass 2: the main memory
         c = slice(s, s + chunk_memory)
-        o, Wm1, Wm2 = _memory_chunk(Wm1, Wm2, q[:, :, c], k[:, :, c], v[:, :, c],
-                                    eta[:, :, c], alpha[:, :, c], activation)
+        o, mem = _memory_chunk(mem, {r: t[:, :, c] for r, t in roles.items()},
+                               None if beta is None else beta[:, :, c], precondition, activation)
         outs.append(o)
-    new.update(W1_memory=Wm1, W2_memory=Wm2)
+    new.update(zip(_buffers(state, MEMORY), mem))
     return torch.cat(outs, 2), new
 
 

@@ -3,52 +3,59 @@
 Notation::
 
     B batch  H heads  T tokens  D per-head width  Dh memory hidden width
-    r in (k, v, eta, alpha, memory)   M_r(x) = x + W1_r act(W2_r x)   (NL-arXiv Eq. 89)
+    r a role: the main memory or a component   M_r(x) = x + W1_r act(W2_r x)   (NL-arXiv Eq. 89)
     xi_m / xi_o  start of the token's chunk_memory / chunk_other chunk (frozen states)
+    S1_r, S2_r   momentum buffers (with a momentum beta)
 
 It reads as NL-arXiv Eqs. 83-91 (with the read-outs and choices documented in
 :mod:`nlc.primitives.selfmod`): one token at a time, the inner gradients come from
 ``torch.func.grad`` of 1/2 ||M(k) - vhat||^2 at the frozen chunk-start weights (``vmap`` over
-batch * heads), and every memory is updated by the DGD rule with weight decay (Eq. 88).
+batch * heads), and every memory is updated by the DGD rule with weight decay (Eq. 88),
+through Titans' momentum when one is given (Titans Eqs. 9-10).
 """
 from __future__ import annotations
+
+from typing import Mapping, Optional
 
 import torch
 from torch import Tensor
 from torch.func import grad, vmap
 
+from nlc.primitives.deep_common import act
 from nlc.primitives.layers import l2_normalize, readout_gate
+from nlc.primitives.selfmod_common import (
+    MEMORY, HParam, check_chunks, check_roles, eta_ceiling, roles_of,
+)
 
 __all__ = ["selfmod_reference"]
 
 
-def selfmod_reference(state: dict[str, Tensor], x: Tensor, q: Tensor | None, *,
-                      params: dict[str, Tensor], chunk_memory: int = 64, chunk_other: int = 16,
-                      eta_max=1.0, normalize_k: bool = True, normalize_q: bool = True,
+def selfmod_reference(state: Mapping[str, Tensor], x: Optional[Tensor], given: Mapping[str, Tensor], *,
+                      params: Mapping[str, Tensor], momentum: Optional[Tensor] = None,
+                      precondition: bool = True, chunk_memory: int = 64, chunk_other: int = 16,
+                      eta_max: HParam = 1.0, normalize_k: bool = True, normalize_q: bool = True,
                       activation: str = "gelu") -> tuple[Tensor, dict[str, Tensor]]:
     """Per-token loop; same signature and results as :func:`selfmod.selfmod_chunked`.
 
-    For t = 0..T-1, with F_r = M_{r,xi_o} for r in (k, v, eta, alpha[, q]) and
-    F_memory = M_{memory,xi_m} (states frozen at the start of t's chunk)::
+    For t = 0..T-1, with F_r = M_{r,xi_o} for the components and F_memory = M_{memory,xi_m}
+    (states frozen at the start of t's chunk), each role generated or given::
 
-        k_t = l2norm(F_k(x_t)),  v_t = F_v(x_t)
+        k_t = l2norm(F_k(x_t)),  v_t = F_v(x_t),  q_t = l2norm(F_q(x_t))
         eta_t = eta_max sigmoid(w_eta . F_eta(x_t) + b_eta)
-        alpha_t = sigmoid(w_alpha . F_alpha(x_t) + b_alpha)
-        q_t = l2norm(F_q(x_t))  (adaptive queries, when the state holds a q memory)
+        alpha_t = sigmoid(w_alpha . F_alpha(x_t) + b_alpha)      (neither: 1)
         o_t = M_{memory,t-1}(q_t)
         for every r:  vhat = F_r(v_t);  (g1, g2) = grad_{W1, W2} 1/2 ||M_{F_r}(k_t) - vhat||^2
-                      W2_r <- W2_r (alpha_t I - eta_t k_t k_t^T) - eta_t g2
-                      W1_r <- alpha_t W1_r - eta_t g1
+                      S1_r <- beta_t S1_r - eta_t g1,   S2_r <- beta_t S2_r - eta_t g2
+                      W2_r <- W2_r (alpha_t I - p eta_t k_t k_t^T) + S2_r
+                      W1_r <- alpha_t W1_r + S1_r
+    (no momentum: S_r = -eta_t g, i.e. beta = 0; p = 1 with ``precondition``, else 0).
     """
-    from nlc.primitives.selfmod import (  # local: selfmod re-exports this module
-        READOUTS, check_chunks, eta_ceiling, others_of, roles_of,
-    )
-    from nlc.primitives.deep_common import act
-
     check_chunks(chunk_memory, chunk_other, activation)
-    B, H, T, D = x.shape
+    comps = check_roles(state, x, given, momentum)
+    ref = x if x is not None else given["k"]
+    B, H, T, D = ref.shape
     BH = B * H
-    eye = torch.eye(D, dtype=x.dtype, device=x.device)
+    eye = torch.eye(D, dtype=ref.dtype, device=ref.device)
 
     def flat(t: Tensor) -> Tensor:
         return t.reshape(BH, *t.shape[2:])
@@ -61,44 +68,50 @@ def selfmod_reference(state: dict[str, Tensor], x: Tensor, q: Tensor | None, *,
         return 0.5 * ((y - target) ** 2).sum()
 
     inner_grad = vmap(grad(loss, argnums=(0, 1)))
-    em = eta_ceiling(eta_max, x).expand(B, H, 1).reshape(BH)
-    rd = {n: params[n] for n in READOUTS}
+    em = eta_ceiling(eta_max, ref).expand(B, H, 1).reshape(BH)
+    beta = None if momentum is None else flat(momentum.expand(B, H, T))
 
     def gate(y: Tensor, g: str) -> Tensor:  # (BH, D) -> (BH,), after the sigmoid
-        w, b = rd[f"w_{g}"], rd[f"b_{g}"]
+        w, b = params[f"w_{g}"], params[f"b_{g}"]
         return readout_gate(y.reshape(B, H, 1, D), w[:, None, :], b[:, None]).reshape(BH)
 
-    roles, others = roles_of(state), others_of(state)
+    roles = roles_of(state)
     W = {r: (flat(state[f"W1_{r}"]), flat(state[f"W2_{r}"])) for r in roles}
+    S = {r: (flat(state[f"S1_{r}"]), flat(state[f"S2_{r}"])) for r in roles} if beta is not None else {}
     F: dict[str, tuple[Tensor, Tensor]] = {}
     outs = []
     for t in range(T):
-        if t % chunk_other == 0:  # xi_o: freeze the k, v, eta, alpha memories
-            F.update({r: W[r] for r in others})
+        if t % chunk_other == 0:  # xi_o: freeze the components
+            F.update({r: W[r] for r in comps})
         if t % chunk_memory == 0:  # xi_m: freeze the main memory
-            F["memory"] = W["memory"]
-        xt = flat(x[:, :, t])
-        if "q" in F:  # adaptive queries: generated by the q memory
-            qt = l2_normalize(M(*F["q"], xt)) if normalize_q else M(*F["q"], xt)
-        else:
-            qt = flat(q[:, :, t])
-        k = M(*F["k"], xt)
-        if normalize_k:
-            k = l2_normalize(k)
-        v = M(*F["v"], xt)
-        eta = em * gate(M(*F["eta"], xt), "eta")
-        alpha = gate(M(*F["alpha"], xt), "alpha")
-        outs.append(M(*W["memory"], qt))  # read before write: M_{memory,t-1}(q_t)
-        pre = alpha[:, None, None] * eye - eta[:, None, None] * (k[:, :, None] * k[:, None, :])
+            F[MEMORY] = W[MEMORY]
+        z = {r: flat(g[:, :, t]) for r, g in given.items()}
+        for r in comps:
+            y = M(*F[r], flat(x[:, :, t]))
+            if r in ("k", "q") and (normalize_k if r == "k" else normalize_q):
+                y = l2_normalize(y)
+            z[r] = em * gate(y, r) if r == "eta" else gate(y, r) if r == "alpha" else y
+        k, eta = z["k"], z["eta"]
+        alpha = z.get("alpha", torch.ones_like(eta))
+        outs.append(M(*W[MEMORY], z["q"]))  # read before write: M_{memory,t-1}(q_t)
+        pre = alpha[:, None, None] * eye
+        if precondition:
+            pre = pre - eta[:, None, None] * (k[:, :, None] * k[:, None, :])
         for r in roles:
-            vhat = M(*F[r], v)  # self-generated target (Eqs. 83-85)
+            vhat = M(*F[r], z["v"])  # self-generated target (Eqs. 83-85)
             g1, g2 = inner_grad(*F[r], k, vhat)
+            s1, s2 = -eta[:, None, None] * g1, -eta[:, None, None] * g2
+            if beta is not None:  # Titans' momentum of the write (Titans Eqs. 9-10)
+                b = beta[:, t, None, None]
+                s1, s2 = b * S[r][0] + s1, b * S[r][1] + s2
+                S[r] = (s1, s2)
             W1, W2 = W[r]
-            W[r] = (alpha[:, None, None] * W1 - eta[:, None, None] * g1,
-                    W2 @ pre - eta[:, None, None] * g2)  # Eq. 88 on W2, plain decay on W1
-    o = torch.stack(outs, 1).reshape(B, H, T, D) if outs else x.new_zeros(B, H, 0, D)
+            W[r] = (alpha[:, None, None] * W1 + s1, W2 @ pre + s2)  # Eq. 88 on W2, plain decay on W1
+    o = torch.stack(outs, 1).reshape(B, H, T, D) if outs else ref.new_zeros(B, H, 0, D)
     new = {}
     for r in roles:
-        new[f"W1_{r}"] = W[r][0].reshape(B, H, *W[r][0].shape[1:])
-        new[f"W2_{r}"] = W[r][1].reshape(B, H, *W[r][1].shape[1:])
+        for i, n in enumerate(("W1", "W2")):
+            new[f"{n}_{r}"] = W[r][i].reshape(B, H, *W[r][i].shape[1:])
+            if r in S:
+                new[f"S{i + 1}_{r}"] = S[r][i].reshape(B, H, *S[r][i].shape[1:])
     return o, new

@@ -113,7 +113,9 @@ class Update(Strict):
     Rules: ``gd`` (one gradient step; gradients frozen at the chunk-start state inside a
     chunk), ``momentum`` (GD + momentum, Titans Eqs. 9-10 'surprise'), ``delta`` (the exact
     delta rule of a matrix memory with L2 objective, NL-arXiv Eq. 65), ``dgd`` (delta
-    gradient descent, ``M (alpha I - eta k k^T) - eta grad``, HOPE Eq. 88).
+    gradient descent, ``M (alpha I - eta k k^T) - eta grad``, HOPE Eq. 88; with ``momentum``
+    in HOPE's self-modifying memories, ``S <- momentum S - eta grad``,
+    ``M <- M (alpha I - eta k k^T) + S``, :mod:`nlc.primitives.selfmod`).
 
     Gate convention: ``retention`` multiplies the old state (NL/HOPE/MIRAS ``alpha``).
     Titans writes the forget gate ``alpha`` with ``(1 - alpha)`` multiplying: give it as
@@ -156,8 +158,11 @@ class Update(Strict):
         if self.retention is not None and self.forget is not None:
             raise FieldError("forget", "give 'retention' (the keep factor) or 'forget' (Titans' 1 - alpha), "
                              "not both", hint="forget: a is the same as retention: 1 - a")
-        _paired(self.rule == "momentum", self.momentum is not None, "momentum", "rule 'momentum'",
-                "momentum: 0.9")
+        if self.rule == "momentum" and self.momentum is None:
+            raise FieldError("momentum", "rule 'momentum' needs 'momentum'", hint="add 'momentum: 0.9'")
+        if self.momentum is not None and self.rule not in ("momentum", "dgd"):
+            raise FieldError("momentum", "'momentum' only applies to rule 'momentum' (and to rule 'dgd' in "
+                             "HOPE's self-modifying memories)", hint="remove 'momentum', or use rule: momentum")
         _paired(self.retention_kind == "lq", self.q is not None, "q", "retention_kind 'lq'", "q: 4")
         _paired(self.retention_kind == "elastic", self.shrink is not None, "shrink",
                 "retention_kind 'elastic'", "shrink: 1.0e-3")

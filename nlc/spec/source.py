@@ -251,12 +251,17 @@ def parse_yaml(text: str, file: str) -> RawSpec:
 
 
 def deep_merge(base: RawSpec, child: RawSpec) -> RawSpec:
-    """``child`` over ``base``: maps merge key by key, everything else (lists too) replaces."""
+    """``child`` over ``base``: maps merge key by key, everything else (lists too) replaces; a
+    level of ``base`` that ``child`` sets to null is removed (``levels: {mem_k: null}``)."""
 
     def merge(b: Any, c: Any, path: PathKey) -> Any:
         if isinstance(b, dict) and isinstance(c, dict):
             out = dict(b)
             for key, value in c.items():
+                if path == ("levels",) and value is None and key in b:
+                    del out[key]
+                    drop_marks(out_raw, (*path, key))
+                    continue
                 out[key] = merge(b.get(key), value, (*path, key)) if key in b else value
             return out
         drop_marks(out_raw, path)

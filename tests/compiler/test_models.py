@@ -1,5 +1,6 @@
 """Every bundled spec, compiled: streaming, causality, batch independence, determinism,
-compiled == eager, and a regression anchor (the loss after three AdamW steps on fixed data).
+compiled == eager, and a regression anchor (the loss after three AdamW steps on fixed data;
+the ablations of specs/ablations/ are checked but not anchored).
 
 The specs are shrunk (width 32, 2 heads, one block repetition) to keep the suite fast; the
 anchors in ``anchors.json`` were recorded by ``python tests/compiler/test_models.py``
@@ -19,7 +20,8 @@ sys.path.insert(0, str(ROOT))
 
 import nlc  # noqa: E402
 
-SPECS = sorted(p.stem for p in (ROOT / "specs").glob("*.yaml"))
+SPECS = sorted(p.stem for p in (ROOT / "specs").glob("*.yaml"))  # anchored: the top-level specs
+ABLATIONS = sorted(f"ablations/{p.stem}" for p in (ROOT / "specs" / "ablations").glob("*.yaml"))
 SMALL = ("model.width=32", "model.heads=2", "model.blocks.0.repeat=1")
 ANCHORS = Path(__file__).with_name("anchors.json")
 
@@ -59,7 +61,7 @@ def chunk_grid(model) -> int:
     return max([getattr(lv, "chunk", 16) for lv in model.ir.levels.values() if lv.type == "memory"] or [16])
 
 
-@pytest.mark.parametrize("name", SPECS)
+@pytest.mark.parametrize("name", SPECS + ABLATIONS)
 def test_streaming_equals_whole_and_is_causal(name):
     model = small_model(name)
     grid = chunk_grid(model)
@@ -83,7 +85,7 @@ def test_streaming_equals_whole_and_is_causal(name):
     torch.testing.assert_close(after[:, :t], whole[:, :t], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name", SPECS)
+@pytest.mark.parametrize("name", SPECS + ABLATIONS)
 def test_batch_independence_and_determinism(name):
     model = small_model(name)
     x = tokens(3, 32)

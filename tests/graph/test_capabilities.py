@@ -82,7 +82,7 @@ def memory_level(name: str, case: RuleCase, mark: str = "") -> list[str]:
         ("update", "update:"),
         ("update.rule", f"  rule: {case.rule}"),
         ("update.lr", "  lr: 0.01"),
-        ("update.momentum", "  momentum: 0.9" if case.rule == "momentum" else ""),
+        ("update.momentum", "  momentum: 0.9" if case.momentum else ""),
         ("update.retention_kind", f"  retention_kind: {case.retention_kind}"),
         ("update.q", "  q: 2" if case.memory == "matrix" and case.retention_kind == "lq"  # rule 10: a zero
          else f"  {_RK.get(case.retention_kind, '')}"),  # start with q > 2 blows up
@@ -105,7 +105,9 @@ ACCEPTED_RULES = [(c, r) for c, r in memory_combinations() if not isinstance(r, 
 def test_table_covers_every_primitive_family():
     assert {r for _, r in ACCEPTED_RULES} == {"linear_attention", "delta_rule", "dgd", "omega_rule",
                                               "deep_memory"}
-    assert len(ACCEPTED_RULES) + len(REFUSED_RULES) == 1024
+    # 1024 combinations without a momentum knob (rule momentum: with one), and rule dgd again with one
+    assert len(ACCEPTED_RULES) + len(REFUSED_RULES) == 1024 + 256
+    assert all(isinstance(r, Refusal) for c, r in memory_combinations() if c.rule == "dgd" and c.momentum)
 
 
 def test_every_refused_update_rule_is_refused_at_its_line(tmp_path):
@@ -276,7 +278,7 @@ def test_hope_with_adaptive_queries_trains():
     model = nlc.compile(text, overrides=TINY, seed=0)
     static = nlc.compile(HOPE, overrides=TINY, seed=0)
     layer = getattr(model, model.LAYERS[0]).mixer
-    assert layer.query is None and getattr(static, static.LAYERS[0]).mixer.query is not None
+    assert layer.sources is None and getattr(static, static.LAYERS[0]).mixer.sources is not None
     x = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(1))
     logits, _ = model(x)
     grads = torch.autograd.grad(logits.square().sum(), model.parameters_by_level()["mem_q"])
@@ -296,13 +298,13 @@ def hope_with(old: str, new: str) -> str:
 
 @pytest.mark.parametrize("old,new,path,fragment", [
     ("    queries: {from: input, conv: 4, norm: l2}", "    queries: mem_k  # <-",
-     "levels.memory.queries.from", "which already gives another role"),
+     "levels.memory.queries.from", "which already gives its keys"),
     ("    queries: {from: input, conv: 4, norm: l2}", "    queries: memory  # <-",
-     "levels.memory.queries.from", "or from a component memory of its own, not from 'memory'"),
+     "levels.memory.queries.from", "'memory' reads its own output"),
     ("    queries: {from: input, conv: 4, norm: l2}", "    queries: {from: mem_q, conv: 4, norm: l2}  # <-",
      "levels.memory.queries", "uses the queries its component generates as they are"),
     ("    values: mem_v\n    queries: {from: input, conv", "    values: mem_k  # <-\n    queries: {from: input, conv",
-     "levels.memory.values.from", "which already gives another role"),
+     "levels.memory.values.from", "which already gives its keys"),
     ("    values: mem_v\n    queries: {from: input, conv", "    values: {from: mem_v, norm: l2}  # <-\n"
      "    queries: {from: input, conv", "levels.memory.values", "as they are"),
     ("  mem_v: *c", "  mem_v: {<<: *c, output_gate: true}  # <-", "levels.mem_v.output_gate", "no output projection"),
@@ -329,7 +331,15 @@ def hope_with(old: str, new: str) -> str:
      "levels.memory.update.output", "no Newton-Schulz output"),
     ("  attn: {type: attention}", "  attn: {type: attention}\n  lin: {type: memory, objective: {kind: dot}, "
      "update: {lr: {from: mem_lr}}}  # <-\n", "levels.lin.update.lr.from",
-     "'lin' takes its keys, values, retention from elsewhere"),
+     "'lin' reads level 'mem_lr', and a memory reads other memories only as HOPE's self-modifying memory"),
+    ("retention: {from: mem_alpha, init: 0.99}}\n    chunk: 8",
+     "retention: {from: mem_alpha, init: 0.99}, momentum: {from: mem_k, init: 0.5}}  # <-\n    chunk: 8",
+     "levels.memory.update.momentum.from", "no component generates the momentum of 'memory'"),
+    ("retention: {from: mem_alpha, init: 0.99}}\n    chunk: 8",
+     "retention: {from: mem_alpha, init: 0.99}, momentum: {from: input, init: 0.5, per: chunk}}  # <-\n"
+     "    chunk: 8", "levels.memory.update.momentum.per", "per-token lr, retention and momentum"),
+    ("  mem_v: *c", "  mem_v: {<<: *c, queries: {from: input, project: false, conv: 4, norm: l2}}  # <-",
+     "levels.mem_v.queries", "the same for all"),
 ])
 def test_hope_coupling_refusals(tmp_path, old, new, path, fragment):
     text = hope_with(old, new)

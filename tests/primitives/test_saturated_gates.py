@@ -55,8 +55,8 @@ def test_selfmod_keeps_finite_gradients_at_a_zero_gate():
     params = {key: val.requires_grad_() for key, val in params.items()}
     x, q, _ = _inputs(1)
     x = torch.nn.functional.normalize(x.detach(), dim=-1).requires_grad_()
-    o, new = SM.selfmod_chunked(SM.init_selfmod_state(params, B), x, q, params=params, chunk_memory=4,
-                                chunk_other=2)
+    o, new = SM.selfmod_chunked(SM.init_selfmod_state(params, B), x, {"q": q}, params=params,
+                                chunk_memory=4, chunk_other=2)
     (o.square().sum() + sum(w.square().sum() for w in new.values())).backward()
     assert all(torch.isfinite(p.grad).all() for p in params.values() if p.grad is not None)
     assert torch.isfinite(x.grad).all() and torch.isfinite(q.grad).all()

@@ -1,4 +1,5 @@
-"""Exact streaming at any split (chunk-phase carry, nlc/runtime/aligned.py), on every bundled spec.
+"""Exact streaming at any split (chunk-phase carry, nlc/runtime/aligned.py), on every bundled spec
+(the ablations of specs/ablations/ included).
 
 Each spec is shrunk (width 16, 2 heads, one block repetition) and its grids made small (memory
 chunks 8, HOPE's component memories 4, CMS periods 4 / 8 / 16) so that a 40-token sequence
@@ -20,7 +21,8 @@ import nlc
 from nlc.runtime.memory import MemoryMixer
 
 ROOT = Path(__file__).resolve().parents[2]
-SPECS = sorted(p.stem for p in (ROOT / "specs").glob("*.yaml"))
+SPECS = sorted(p.stem for p in (ROOT / "specs").glob("*.yaml")) + sorted(
+    f"ablations/{p.stem}" for p in (ROOT / "specs" / "ablations").glob("*.yaml"))
 SMALL = ("model.width=16", "model.heads=2", "model.blocks.0.repeat=1")
 SMALL_PERIOD = {16: 4, 64: 8, 128: 16, 512: 32}  # bundled CMS period -> test period
 T, B, STEPWISE = 40, 2, 20  # sequence length, batch, tokens decoded one at a time first

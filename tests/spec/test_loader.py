@@ -97,6 +97,24 @@ def test_extends_replaces_lists(tmp_path):
     assert data["levels"]["outer"]["betas"] == [0.8, 0.9]
 
 
+def test_extends_a_null_level_removes_the_base_level(tmp_path):
+    """``levels: {X: null}`` drops X of the base (HOPE's ablations drop a component); a null
+    level that the base does not have stays an error at its line."""
+    write(tmp_path, "base.yaml", MINIMAL.replace("[cms]", "[cms, cms2]").replace(
+        "  outer:", "  cms2: {type: mlp}\n  outer:"))
+    child = write(tmp_path, "child.yaml", """\
+        extends: base.yaml
+        levels:
+          cms2: null
+        model: {blocks: [{layers: [cms]}]}
+        """)
+    assert set(load_raw(child).data["levels"]) == {"cms", "outer"}
+    assert set(load_spec(child).levels) == {"cms", "outer"}
+    typo = write(tmp_path, "typo.yaml", "extends: base.yaml\nlevels:\n  cms3: null\n")
+    issue = one(issues_of(typo), "valid dictionary")
+    assert (issue.path, issue.line) == ("levels.cms3", 3)
+
+
 def test_extends_scalar_replaces_map_and_map_replaces_scalar(tmp_path):
     write(tmp_path, "base.yaml", MINIMAL)
     child = write(tmp_path, "child.yaml", """\
