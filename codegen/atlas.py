@@ -96,6 +96,7 @@ LEVEL_atlas = rt.MemoryIR(
     reset='never',
     output_gate=True,
     lifetime='sequence',
+    features=None,
 )
 
 # level 'mlp' (specs/atlas.yaml:34)

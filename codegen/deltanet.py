@@ -82,6 +82,7 @@ LEVEL_delta = rt.MemoryIR(
     reset='never',
     output_gate=False,
     lifetime='sequence',
+    features=None,
 )
 
 # level 'mlp' (specs/deltanet.yaml:23)

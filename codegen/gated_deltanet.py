@@ -89,6 +89,7 @@ LEVEL_gdn = rt.MemoryIR(
     reset='never',
     output_gate=False,
     lifetime='sequence',
+    features=None,
 )
 
 # level 'mlp' (specs/gated_deltanet.yaml:25)

@@ -89,6 +89,7 @@ LEVEL_mem_k = rt.MemoryIR(
     reset='never',
     output_gate=False,
     lifetime='sequence',
+    features=None,
 )
 
 # level 'mem_v' (specs/hope.yaml:19)
@@ -169,6 +170,7 @@ LEVEL_mem_v = rt.MemoryIR(
     reset='never',
     output_gate=False,
     lifetime='sequence',
+    features=None,
 )
 
 # level 'mem_lr' (specs/hope.yaml:19)
@@ -249,6 +251,7 @@ LEVEL_mem_lr = rt.MemoryIR(
     reset='never',
     output_gate=False,
     lifetime='sequence',
+    features=None,
 )
 
 # level 'mem_alpha' (specs/hope.yaml:19)
@@ -329,6 +332,7 @@ LEVEL_mem_alpha = rt.MemoryIR(
     reset='never',
     output_gate=False,
     lifetime='sequence',
+    features=None,
 )
 
 # level 'memory' (specs/hope.yaml:33)
@@ -409,6 +413,7 @@ LEVEL_memory = rt.MemoryIR(
     reset='never',
     output_gate=False,
     lifetime='sequence',
+    features=None,
 )
 
 # level 'cms_fast' (specs/hope_continual.yaml:19)

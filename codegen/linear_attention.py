@@ -82,6 +82,7 @@ LEVEL_linattn = rt.MemoryIR(
     reset='never',
     output_gate=False,
     lifetime='sequence',
+    features=None,
 )
 
 # level 'mlp' (specs/linear_attention.yaml:19)

@@ -89,6 +89,7 @@ LEVEL_ssm = rt.MemoryIR(
     reset='never',
     output_gate=True,
     lifetime='sequence',
+    features=None,
 )
 
 # level 'mlp1' (specs/samba.yaml:30)

@@ -123,6 +123,7 @@ LEVEL_lmm = rt.MemoryIR(
     reset='never',
     output_gate=True,
     lifetime='sequence',
+    features=None,
 )
 
 # level 'mlp' (specs/titans_mag.yaml:31)
