@@ -227,8 +227,9 @@ class MemoryLevel(LevelBase):
     @model_validator(mode="after")
     def _features_on_unit_vectors(self) -> "MemoryLevel":
         """A polynomial of an unnormalised projection grows as ``|x|^degree``; on l2-normalised
-        keys and queries every power stays in [-1, 1]. (Sources from other levels are HOPE's
-        pattern, which takes no feature map: refused by the capability table.)"""
+        keys and queries every entry is at most 1 (sqrt(head dim) at the unit RMS the map is
+        evaluated at), so every power is bounded. (Sources from other levels are HOPE's pattern,
+        which takes no feature map: refused by the capability table.)"""
         raw = [name for name in ("keys", "queries")
                if getattr(self, name).source == INPUT and getattr(self, name).norm != "l2"]
         if self.features.kind == "polynomial" and raw:
