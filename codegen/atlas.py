@@ -106,6 +106,7 @@ LEVEL_atlas = rt.MemoryIR(
     output_gate=True,
     lifetime='sequence',
     norm='none',
+    features=None,
 )
 
 # level 'mlp' (specs/atlas.yaml:34)

@@ -92,6 +92,7 @@ LEVEL_delta = rt.MemoryIR(
     output_gate=False,
     lifetime='sequence',
     norm='none',
+    features=None,
 )
 
 # level 'mlp' (specs/deltanet.yaml:23)

@@ -99,6 +99,7 @@ LEVEL_gdn = rt.MemoryIR(
     output_gate=False,
     lifetime='sequence',
     norm='none',
+    features=None,
 )
 
 # level 'mlp' (specs/gated_deltanet.yaml:25)

@@ -106,6 +106,7 @@ LEVEL_mem_k = rt.MemoryIR(
     output_gate=False,
     lifetime='sequence',
     norm='none',
+    features=None,
 )
 
 # level 'mem_v' (specs/hope.yaml:24)
@@ -203,6 +204,7 @@ LEVEL_mem_v = rt.MemoryIR(
     output_gate=False,
     lifetime='sequence',
     norm='none',
+    features=None,
 )
 
 # level 'mem_lr' (specs/hope.yaml:24)
@@ -300,6 +302,7 @@ LEVEL_mem_lr = rt.MemoryIR(
     output_gate=False,
     lifetime='sequence',
     norm='none',
+    features=None,
 )
 
 # level 'mem_alpha' (specs/hope.yaml:24)
@@ -397,6 +400,7 @@ LEVEL_mem_alpha = rt.MemoryIR(
     output_gate=False,
     lifetime='sequence',
     norm='none',
+    features=None,
 )
 
 # level 'memory' (specs/hope.yaml:42)
@@ -494,6 +498,7 @@ LEVEL_memory = rt.MemoryIR(
     output_gate=False,
     lifetime='sequence',
     norm='none',
+    features=None,
 )
 
 # level 'cms_fast' (specs/hope_continual.yaml:19)

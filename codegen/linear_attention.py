@@ -92,6 +92,7 @@ LEVEL_linattn = rt.MemoryIR(
     output_gate=False,
     lifetime='sequence',
     norm='none',
+    features=None,
 )
 
 # level 'mlp' (specs/linear_attention.yaml:19)

@@ -99,6 +99,7 @@ LEVEL_memora = rt.MemoryIR(
     output_gate=True,
     lifetime='sequence',
     norm='none',
+    features=None,
 )
 
 # level 'mlp' (specs/memora.yaml:31)

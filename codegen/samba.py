@@ -99,6 +99,7 @@ LEVEL_ssm = rt.MemoryIR(
     output_gate=True,
     lifetime='sequence',
     norm='none',
+    features=None,
 )
 
 # level 'mlp1' (specs/samba.yaml:30)

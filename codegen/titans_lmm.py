@@ -106,6 +106,7 @@ LEVEL_lmm = rt.MemoryIR(
     output_gate=True,
     lifetime='sequence',
     norm='none',
+    features=None,
 )
 
 # level 'mlp' (specs/titans_lmm.yaml:32)

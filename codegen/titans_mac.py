@@ -133,6 +133,7 @@ LEVEL_lmm = rt.MemoryIR(
     output_gate=True,
     lifetime='sequence',
     norm='none',
+    features=None,
 )
 
 # level 'mlp' (specs/titans_mac.yaml:32)

@@ -92,6 +92,7 @@ LEVEL_ttt = rt.MemoryIR(
     output_gate=False,
     lifetime='sequence',
     norm='layernorm',
+    features=None,
 )
 
 # level 'mlp' (specs/ttt_mlp.yaml:28)

@@ -99,6 +99,7 @@ LEVEL_yaad = rt.MemoryIR(
     output_gate=True,
     lifetime='sequence',
     norm='none',
+    features=None,
 )
 
 # level 'mlp' (specs/yaad.yaml:31)

@@ -9,7 +9,8 @@
   (:mod:`nlc.capabilities`): memory update rules are drawn among the combinations it
   accepts, CMS objectives, lr forms and flush policies among those it does not refuse, so a
   row added there is drawn without a change here. Memories tick every token or every C
-  tokens and read only the input (level sources are HOPE's self-modifying pattern, not drawn here).
+  tokens and read only the input (level sources are HOPE's self-modifying pattern, not drawn here);
+  some map their keys and queries through ATLAS' polynomial feature map.
 * :mod:`tests.spec_mutations`: one known mistake injected into such a draw, and fuzz inputs;
 * :mod:`tests.runnable_specs`: draws shrunk to sizes the runtime runs in tests.
 
@@ -418,6 +419,11 @@ def valid_specs(draw, max_levels: int = 6):
             for field in ("keys", "values", "queries"):
                 if draw(_COIN):
                     lv[field] = draw(sources())
+            if draw(st.integers(0, 3)) == 0:  # ATLAS' feature map: on l2-normalised keys and queries
+                lv["features"] = {"kind": "polynomial", "degree": draw(st.integers(1, 8))}
+                for field in ("keys", "queries"):
+                    source = lv.get(field, INPUT)
+                    lv[field] = {**(source if isinstance(source, dict) else {"from": source}), "norm": "l2"}
             _maybe(draw, lv, "init", ["learned", "zero"])
             _maybe(draw, lv, "output_gate", _COIN)
             _keep_memory_stable(lv)

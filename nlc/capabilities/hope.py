@@ -68,6 +68,7 @@ class MemoryFacts:
     queries: SourceFacts
     init: str
     output_gate: bool
+    features: str  # the feature map of the keys and queries: identity | polynomial
 
     def level_sources(self) -> list[str]:
         """Levels whose outputs this memory uses (keys, values, queries, gates)."""
@@ -220,6 +221,8 @@ def _wants(lv: MemoryFacts, main: MemoryFacts) -> tuple[tuple[str, bool, str, st
             ((per or ["update.lr.per"])[0], not per, "per-token lr, retention and momentum", "remove 'per'"),
             ("read", not lv.read_after_write, "a read before its write", "read: before_write"),
             ("init", lv.init == "learned", "a learned initial state", "remove 'init'"),
+            ("features", lv.features == "identity", "no feature map on its keys and queries (the "
+             "self-modifying primitive reads them as generated)", "remove 'features'"),
             ("heads", (lv.heads, lv.hidden, lv.activation) == (main.heads, main.hidden, main.activation),
              f"the heads, hidden width and activation of '{main.name}'", "give them the same memory and heads"))
 

@@ -287,7 +287,8 @@ def _memory_facts(spec: Spec, name: str, level: MemoryLevel) -> MemoryFacts:
         retention_kind=update.retention_kind, guards=guards(update.grad_clip, update.grad_normalize),
         output=update.output, update=update, chunk=level.chunk, read_after_write=level.read == "after_write",
         keys=_source_facts(level.keys), values=_source_facts(level.values),
-        queries=_source_facts(level.queries), init=level.init.kind, output_gate=level.output_gate)
+        queries=_source_facts(level.queries), init=level.init.kind, output_gate=level.output_gate,
+        features=level.features.kind)
 
 
 def _cms_case(level: MLPLevel) -> CMSCase:

@@ -113,6 +113,8 @@ def _own_params_and_state(spec: Spec, name: str) -> tuple[int, int]:
         sources = (level.keys, level.values, level.queries)
         params = sum(width * width for s in sources if s.source == INPUT and s.project)
         params += sum(s.conv * width for s in sources)
+        if level.features.degree is not None:  # a polynomial feature map: its coefficients per head
+            params += heads * (level.features.degree + 1)
         if name in block_levels(spec):  # a memory only read by others (HOPE's k, v, ...) has no output map
             params += width * width * (2 if level.output_gate else 1)
         if any(r.target == name and ".update." in r.path for r in references(spec)):

@@ -47,6 +47,14 @@ class ObjectiveIR:
 
 
 @dataclass(frozen=True)
+class FeaturesIR:
+    """The feature map of a memory's keys and queries (``kind``: polynomial, ATLAS §3)."""
+
+    kind: str
+    degree: int
+
+
+@dataclass(frozen=True)
 class RuleIR:
     kind: str  # gd | momentum | delta | dgd
     lr: KnobIR
@@ -108,6 +116,7 @@ class MemoryIR(LevelIR):
     output_gate: bool
     lifetime: str = "sequence"  # sequence | document | stream
     norm: str = "none"  # none | layernorm: the memory output's normalisation (TTT)
+    features: FeaturesIR | None = None  # None: keys and queries as their sources make them
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from ..spec.presets import expand
 from ..spec.values import Knob, Source
 from .nodes import (
     AttentionIR,
+    FeaturesIR,
     GradientMemoryIR,
     GradientRuleIR,
     KnobIR,
@@ -121,6 +122,8 @@ def _level_ir(level, common: dict, width: int, heads: int):
             keys=source_ir(level.keys), values=source_ir(level.values), queries=source_ir(level.queries),
             init=level.init.kind, init_level=level.init.level, reset=level.init.reset,
             output_gate=level.output_gate, lifetime=level.lifetime,
+            features=(FeaturesIR(level.features.kind, level.features.degree)
+                      if level.features.kind != "identity" else None),
         )
     if isinstance(level, MLPLevel):
         return MLPIR(
@@ -253,7 +256,8 @@ def memory_facts(level: MemoryIR) -> MemoryFacts:
         retention_kind=r.retention_kind, guards=guards(r.grad_clip, r.grad_normalize),
         output=output_of(r), update=r, chunk=level.chunk, read_after_write=level.read_after_write,
         keys=source_facts(level.keys), values=source_facts(level.values),
-        queries=source_facts(level.queries), init=level.init, output_gate=level.output_gate)
+        queries=source_facts(level.queries), init=level.init, output_gate=level.output_gate,
+        features=level.features.kind if level.features else "identity")
 
 
 def cms_case(level: MLPIR) -> CMSCase:

@@ -6,6 +6,7 @@ from fractions import Fraction as Fraction
 
 from ..ir.nodes import (
     AttentionIR as AttentionIR,
+    FeaturesIR as FeaturesIR,
     KnobIR as KnobIR,
     MemoryIR as MemoryIR,
     MLPIR as MLPIR,

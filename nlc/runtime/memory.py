@@ -9,6 +9,8 @@ Per call (``forward(x (B, T, D), state, pos)``)::
 
     q, k, v = Sources(x)                                      (B, H, T, Dh)   projections.py
                                       (one fused GEMM, one depthwise conv per window)
+    q, k = phi(q), phi(k)             with ``features`` (ATLAS' polynomial map, one map for
+                                      both; feature_maps.py); :meth:`retrieve` maps its q too
     lr, momentum, retention, delta = Knob(x) ...              (B, H, T)       knobs.py
     retention <- retention * (1 - weight_decay)               (a constant factor, if any)
     lr <- lr / chunk                                          (reduce: mean, TTT's mini-batch GD)
@@ -57,6 +59,7 @@ from torch import Tensor, nn
 from ..capabilities import TABLE
 from ..ir.nodes import MemoryIR
 from ..primitives.deep_common import init_deep_params, init_deep_state, lq_norm_scale, mlp_forward, simplex
+from ..primitives.feature_maps import PolynomialFeatures
 from .aligned import TAIL, aligned_forward, init_tail, materialise
 from .knobs import Knob
 from .memory_rules import GLOBAL_RETENTION, Plan, plan_memory, run_plan
@@ -98,6 +101,9 @@ class MemoryMixer(nn.Module):
                                f"validation refuses it ({TABLE}, design rule 9): a bug")
         self.sources = Sources({short: getattr(ir, field) for short, field in SOURCES},
                                width, ir.heads, owner=ir.name)
+        # the feature map of q and k (its coefficients belong to this level, like the sources)
+        self.features = (PolynomialFeatures(ir.heads, ir.features.degree)
+                         if ir.features is not None else None)
         r = ir.rule
         self.lr = Knob(r.lr, width, ir.heads, role="lr", chunk=ir.chunk, owner=ir.name)
         self.momentum = (Knob(r.momentum, width, ir.heads, role="momentum", chunk=ir.chunk,
@@ -216,9 +222,11 @@ class MemoryMixer(nn.Module):
 
     def project(self, x: Tensor, state: dict[str, Tensor]
                 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        """q, k, v (B, H, T, Dh) and the new convolution states."""
+        """q, k, v (B, H, T, Dh), q and k through the feature map, and the new convolution states."""
         out, convs = self.sources.project(
             x, {short: state.get(f"conv_{short}") for short, _ in SOURCES})
+        if self.features is not None:
+            out = {**out, "q": self.features(out["q"]), "k": self.features(out["k"])}
         return out, {f"conv_{short}": conv for short, conv in convs.items()}
 
     def output(self, o: Tensor, x: Tensor) -> Tensor:
@@ -303,11 +311,12 @@ class MemoryMixer(nn.Module):
         ``h = output(M(q), x)`` with ``M`` the current memory (for every token, the state
         as it is in ``state``: Titans MAC's ``h_t = M*_{t-1}(q_t)``), read by
         :meth:`read_memory`. The query convolution runs on its own history
-        ``retrieve_conv_q`` (see ``init_state(retrieve=True)``); the returned state differs
+        ``retrieve_conv_q`` (see ``init_state(retrieve=True)``), and the feature map applies as
+        in :meth:`project`; the returned state differs
         from ``state`` only there.
         """
         q, conv = self.sources.read("q", x, state.get("retrieve_conv_q"))
-        o = self.read_memory(state, q)
+        o = self.read_memory(state, q if self.features is None else self.features(q))
         new_state = dict(state)
         if conv is not None:
             new_state["retrieve_conv_q"] = conv

@@ -23,13 +23,16 @@ from pydantic import Discriminator, Field, PositiveInt, Tag, model_validator
 from ..errors import FieldError, Issue
 
 from .optimizers import MAX_NS_STEPS, OptimizerLevel
-from .values import (MAX_TOKENS, ForgetKnob, HuberDeltaKnob, Init, LrKnob, MomentumKnob, Period,
+from .values import (INPUT, MAX_TOKENS, ForgetKnob, HuberDeltaKnob, Init, LrKnob, MomentumKnob, Period,
                      RetentionKnob, Source, Strict)
 
 MAX_WIDTH = 2**16  # hidden sizes of MLPs and memories (the model width has the same bound)
 MAX_HEADS = 4096
 MAX_CHUNK = 4096  # a chunk materialises chunk x chunk matrices per head
 MAX_POWER = 8  # exponents p (lp objective) and q (lq retention): |e|^8 is finite in fp32 up to |e| ~ 6e4
+# the degree of a polynomial feature map, evaluated at entries |x| <= sqrt(head dim) <= 256: 256^8 / 8!
+# = 4.6e14 squares (in its l2 norm) to 2e29, inside float32 and bfloat16 (3.4e38)
+MAX_DEGREE = 8
 
 
 Lifetime = Annotated[Literal["sequence", "document", "stream"], Field(description=(
@@ -173,6 +176,27 @@ class Update(Strict):
         return self
 
 
+class Features(Strict):
+    """The feature map ``phi`` a memory reads and writes its keys and queries through (ATLAS §3,
+    polynomial feature map; :mod:`nlc.primitives.feature_maps`).
+
+    ``identity`` (default): the keys and queries as their sources make them. ``polynomial``:
+    ATLAS' elementwise map ``phi(x) = sum_{i=0}^{degree} a_i x^i`` (``x^i`` elementwise), its
+    coefficients learned per head by the level's outer optimizer from ``a_i = 1/i!`` (the Taylor
+    series of the exponential kernel of softmax attention), evaluated at unit RMS per entry and
+    l2-normalised. It maps unit-norm keys and queries to unit-norm ones, so it needs ``norm: l2``
+    on both (the memory's stable learning rates assume unit-norm keys).
+    """
+
+    kind: Literal["identity", "polynomial"] = "identity"
+    degree: PositiveInt | None = Field(default=None, le=MAX_DEGREE)
+
+    @model_validator(mode="after")
+    def _degree_of_polynomial(self) -> "Features":
+        _paired(self.kind == "polynomial", self.degree is not None, "degree", "kind 'polynomial'", "degree: 3")
+        return self
+
+
 def _paired(selected: bool, given: bool, field: str, owner: str, example: str) -> None:
     """A field that must be given exactly when ``owner`` is selected."""
     if selected and not given:
@@ -218,12 +242,27 @@ class MemoryLevel(LevelBase):
     init: Init = Init()
     output_gate: bool = False
     lifetime: Lifetime = "sequence"
+    features: Features = Features()
 
     @model_validator(mode="after")
     def _token_clock(self) -> "MemoryLevel":
         if self.period.steps is not None:
             raise FieldError("period", "'steps' periods belong to optimizer levels",
                              hint="use a number of tokens, or 'never' for a memory only the outer level changes")
+        return self
+
+    @model_validator(mode="after")
+    def _features_on_unit_vectors(self) -> "MemoryLevel":
+        """A polynomial of an unnormalised projection grows as ``|x|^degree``; on l2-normalised
+        keys and queries every entry is at most 1 (sqrt(head dim) at the unit RMS the map is
+        evaluated at), so every power is bounded. (Sources from other levels are HOPE's pattern,
+        which takes no feature map: refused by the capability table.)"""
+        raw = [name for name in ("keys", "queries")
+               if getattr(self, name).source == INPUT and getattr(self, name).norm != "l2"]
+        if self.features.kind == "polynomial" and raw:
+            raise FieldError("features", f"the polynomial feature map takes l2-normalised keys and queries: "
+                             f"x^{self.features.degree} of the unnormalised {' and '.join(raw)} grows as "
+                             f"|x|^{self.features.degree}", hint=f"add norm: l2 to {' and '.join(raw)}")
         return self
 
 

@@ -134,6 +134,19 @@ def test_every_accepted_update_rule_trains(tmp_path, group):
     train_step(spec_file(tmp_path, "\n".join(lines) + "\n"))
 
 
+@pytest.mark.parametrize("degree", [1, 8])
+def test_the_feature_map_trains_on_every_primitive_family(tmp_path, degree):
+    """ATLAS' polynomial feature map is refused on no update rule: one layer per primitive family
+    (and the Muon output) with the map of the lowest and highest degree trains finite."""
+    cases = list({r if c.output == "identity" else c.output: c for c, r in ACCEPTED_RULES}.values())
+    lines = ["nlc: 1", "extends: base/small.yaml", "levels:"]
+    for i, case in enumerate(cases):
+        lines += [*memory_level(f"m{i}", case), f"    features: {{kind: polynomial, degree: {degree}}}"]
+    lines += ["model:", f"  blocks: [{{layers: [{', '.join(f'm{i}' for i in range(len(cases)))}]}}]"]
+    assert len(cases) == 6
+    train_step(spec_file(tmp_path, "\n".join(lines) + "\n"))
+
+
 # ------------------------------------------------------------------ memory levels
 
 @pytest.mark.parametrize("lines,path,fragment", [
@@ -326,6 +339,10 @@ def hope_with(old: str, new: str) -> str:
     ("    objective: {kind: l2, self_target: true}", "    objective: {kind: l2, self_target: true, window: 2}  # <-",
      "levels.memory.objective", "objective l2 with self_target and no window"),
     ("    chunk: 8", "    chunk: 8\n    period: 2  # <-", "levels.memory.period", "memories update every token"),
+    ("    chunk: 8", "    chunk: 8\n    features: {kind: polynomial, degree: 2}  # <-", "levels.memory.features",
+     "no feature map on its keys and queries"),
+    ("  mem_v: *c", "  mem_v: {<<: *c, features: {kind: polynomial, degree: 2}}  # <-", "levels.mem_v.features",
+     "no feature map on its keys and queries"),
     ("retention: {from: mem_alpha, init: 0.99}}\n    chunk: 8",
      "retention: {from: mem_alpha, init: 0.99}, output: newton_schulz}  # <-\n    chunk: 8",
      "levels.memory.update.output", "no Newton-Schulz output"),

@@ -107,6 +107,7 @@ def test_the_base_specs_are_clean(text: str):
 
 # --------------------------------------------------------------------------- refused at their line
 # (old text, new text, the bad value as written, dotted path, message)
+_KEYS = "keys: {from: input, norm: l2}"
 BAD = [
     ("momentum: 0.9", "momentum: 2.0", "2.0", "levels.mem.update.momentum",
      "momentum must be in [0, 1); got 2.0"),
@@ -151,6 +152,20 @@ BAD = [
     ("chunk: 16", "chunk: 1000000", "1000000", "levels.mem.chunk",
      "got 1000000; input should be less than or equal to 4096"),
     ("seq_len: 64", "seq_len: 1e30", "1e30", "train.seq_len", "got 1e+30; expected an integer"),
+    *[(_KEYS, f"{_KEYS}\n    queries: {{from: input, norm: l2}}\n    features: {features}", written, path, message)
+      for features, written, path, message in [
+          ("{kind: polynomial, degree: 0}", "0", "levels.mem.features.degree", "got 0; input should be greater than 0"),
+          ("{kind: polynomial, degree: 9}", "9", "levels.mem.features.degree",
+           "got 9; input should be less than or equal to 8"),
+          ("{kind: cubic, degree: 3}", "cubic", "levels.mem.features.kind",
+           "got 'cubic'; expected 'identity' or 'polynomial'"),
+          ("{kind: polynomial}", "{kind: polynomial}", "levels.mem.features.degree",
+           "kind 'polynomial' needs 'degree'"),
+          ("{kind: identity, degree: 2}", "2", "levels.mem.features.degree",
+           "'degree' only applies to kind 'polynomial'")]],
+    (_KEYS, f"{_KEYS}\n    features: {{kind: polynomial, degree: 3}}", "{kind: polynomial, degree: 3}",
+     "levels.mem.features", "the polynomial feature map takes l2-normalised keys and queries: x^3 of the "
+     "unnormalised queries grows as |x|^3"),
     ("steps: 10", "steps: 10000000000", "10000000000", "train.steps",
      "got 10000000000; input should be less than or equal to 100000000"),
 ]
