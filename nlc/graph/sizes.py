@@ -111,8 +111,17 @@ def _own_params_and_state(spec: Spec, name: str) -> tuple[int, int]:
     if isinstance(level, MemoryLevel):
         weights = memory_weights(level, width, heads)
         sources = (level.keys, level.values, level.queries)
-        params = sum(width * width for s in sources if s.source == INPUT and s.project)
-        params += sum(s.conv * width for s in sources)
+        # HOPE's components (memories only others read) own no sources: their input conv is one,
+        # shared, and their static keys / values are the main memory's; the main memory counts them
+        component = name not in block_levels(spec) and level.objective.self_target
+        own = () if component else sources
+        convs = [s.conv for s in own]
+        generated = [r.target for r in references(spec) if r.owner == name and r.kind == "generation"
+                     and isinstance(spec.levels.get(r.target), MemoryLevel)]
+        if not component and generated:
+            convs.append(spec.levels[generated[0]].queries.conv)
+        params = sum(width * width for s in own if s.source == INPUT and s.project)
+        params += sum(c * width for c in convs)
         if level.features.degree is not None:  # a polynomial feature map: its coefficients per head
             params += heads * (level.features.degree + 1)
         if name in block_levels(spec):  # a memory only read by others (HOPE's k, v, ...) has no output map
@@ -121,9 +130,13 @@ def _own_params_and_state(spec: Spec, name: str) -> tuple[int, int]:
             params += width + heads  # a memory read as a gate (HOPE's eta, alpha): a scalar read-out per head
         up = level.update
         params += sum(_knob_params(k, width, heads) for k in (up.lr, up.momentum, up.retention, up.forget))
+        if level.objective.delta is not None:  # a learned or data-dependent Huber threshold (Yaad)
+            params += _knob_params(level.objective.delta, width, heads)
+        if getattr(level.memory, "norm", "none") == "layernorm":  # TTT: a gain and a bias per head
+            params += 2 * width
         params += weights if level.init.kind in ("learned", "copy") else 0
-        state = weights * (2 if up.rule == "momentum" else 1)
-        state += sum((s.conv - 1) * width for s in sources if s.conv > 1)
+        state = weights * (2 if up.momentum is not None else 1)  # a momentum buffer per weight
+        state += sum((c - 1) * width for c in convs if c > 1)
         return params, state
     if isinstance(level, MLPLevel):
         weights = mlp_weights(level, width)

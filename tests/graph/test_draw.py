@@ -177,3 +177,17 @@ def test_every_bundled_spec_draws():
         assert len(draw.table_rows(spec)) == len(spec.levels)
         assert draw.to_mermaid(spec).count("subgraph ") == len(draw.ordered_levels(spec))
         assert draw.to_dot(spec).count("subgraph cluster_") == len(draw.ordered_levels(spec))
+
+
+BUNDLED = sorted(p for d in ("specs", "specs/ablations") for p in __import__("glob").glob(f"{d}/*.yaml"))
+
+
+@pytest.mark.parametrize("path", BUNDLED)
+def test_the_count_from_the_spec_is_the_compiled_models(path):
+    """nlc.graph.sizes counts every bundled spec's parameters as the compiled model has them
+    (HOPE's shared component conv and static roles once, TTT's norm, Yaad's delta read-out,
+    ATLAS' coefficients), at a small width."""
+    import nlc
+    spec = load_spec(path, ["model.width=32"])
+    model = nlc.compile(spec)
+    assert sizes.total_params(spec) == sum(p.numel() for p in model.parameters())
