@@ -152,9 +152,9 @@ def test_graph_table():
     for name in ("mem_k", "mem_v", "mem_lr", "mem_alpha", "memory", "cms_fast", "cms_mid", "cms_slow", "outer"):
         assert name in out
     assert "every 256 tokens" in out and "every optimizer step" in out and "(outermost)" in out
-    # memory (4 heads, MLP 32 -> 64 -> 32, 2 repeats): 2 x (q projection + conv 4 + output map
-    # + learned initial state)
-    assert f"{2 * (128 * 128 + 4 * 128 + 128 * 128 + 4 * (32 * 64 + 64 * 32)):,}" in out
+    # memory (4 heads, MLP 32 -> 64 -> 32, 2 repeats): 2 x (q projection + conv 4 + the components'
+    # shared input conv 4 + output map + learned initial state)
+    assert f"{2 * (128 * 128 + 4 * 128 + 4 * 128 + 128 * 128 + 4 * (32 * 64 + 64 * 32)):,}" in out
 
 
 def test_schedule_timeline_json_text_and_plot(tmp_path):
@@ -287,7 +287,11 @@ def test_schema_file_in_sync():
     for name, definition in generated["$defs"].items():
         if name not in changed:
             assert shipped["$defs"][name] == definition, name
-    assert {k: v for k, v in shipped["properties"].items() if k != "extends"} == generated["properties"]
+    # extends: the file form only; levels: an extending file may give a level null (removes the base's)
+    assert {k: v for k, v in shipped["properties"].items() if k not in ("extends", "levels")} == \
+        {k: v for k, v in generated["properties"].items() if k != "levels"}
+    levels = shipped["properties"]["levels"]["additionalProperties"]["anyOf"]
+    assert levels[0] == generated["properties"]["levels"]["additionalProperties"] and levels[1]["type"] == "null"
 
 
 def _validator():

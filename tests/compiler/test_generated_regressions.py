@@ -156,7 +156,9 @@ def test_memory_reading_values_from_another_memory_is_refused_clearly():
         nlc.compile(text, seed=0)
     [issue] = info.value.issues
     assert (issue.path, issue.line) == ("levels.m.values.from", 5)  # text starts with a newline
-    assert "'m' takes its keys, lr, retention from elsewhere" in issue.message
+    # HOPE's pattern now takes static keys, lr and retention (NL-arXiv Table 6's static rows), so
+    # what 'm' lacks is the self-generated target that makes a memory self-modifying
+    assert "reads level 'src'" in issue.message and "self_target: true" in issue.message
 
 
 CASE_COLLISIONS = {
