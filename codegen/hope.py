@@ -11,14 +11,14 @@ REGENERATE = 'nlc compile specs/hope.yaml --emit FILE'
 
 # The spec's levels, resolved: defaults filled, gates normalised to `retention`.
 
-# level 'mem_k' (specs/hope.yaml:24)
+# level 'mem_k' (specs/hope.yaml:28)
 LEVEL_mem_k = rt.MemoryIR(
     name='mem_k',
     type='memory',
     order=0,
     frequency=rt.Fraction(1, 1),
     outer='outer',
-    origin='specs/hope.yaml:24',
+    origin='specs/hope.yaml:28',
     heads=4,
     head_dim=32,
     memory='mlp',
@@ -44,15 +44,15 @@ LEVEL_mem_k = rt.MemoryIR(
         kind='dgd',
         lr=rt.KnobIR(
             kind='data',
-            init=0.002,
-            max=0.02,
+            init=0.001,
+            max=0.01,
             source='mem_lr',
             per_chunk=False,
             complement=False,
         ),
         momentum=rt.KnobIR(
             kind='constant',
-            init=0.9,
+            init=0.5,
             max=1.0,
             source=None,
             per_chunk=False,
@@ -109,14 +109,14 @@ LEVEL_mem_k = rt.MemoryIR(
     features=None,
 )
 
-# level 'mem_v' (specs/hope.yaml:24)
+# level 'mem_v' (specs/hope.yaml:28)
 LEVEL_mem_v = rt.MemoryIR(
     name='mem_v',
     type='memory',
     order=0,
     frequency=rt.Fraction(1, 1),
     outer='outer',
-    origin='specs/hope.yaml:24',
+    origin='specs/hope.yaml:28',
     heads=4,
     head_dim=32,
     memory='mlp',
@@ -142,15 +142,15 @@ LEVEL_mem_v = rt.MemoryIR(
         kind='dgd',
         lr=rt.KnobIR(
             kind='data',
-            init=0.002,
-            max=0.02,
+            init=0.001,
+            max=0.01,
             source='mem_lr',
             per_chunk=False,
             complement=False,
         ),
         momentum=rt.KnobIR(
             kind='constant',
-            init=0.9,
+            init=0.5,
             max=1.0,
             source=None,
             per_chunk=False,
@@ -207,14 +207,14 @@ LEVEL_mem_v = rt.MemoryIR(
     features=None,
 )
 
-# level 'mem_lr' (specs/hope.yaml:24)
+# level 'mem_lr' (specs/hope.yaml:28)
 LEVEL_mem_lr = rt.MemoryIR(
     name='mem_lr',
     type='memory',
     order=0,
     frequency=rt.Fraction(1, 1),
     outer='outer',
-    origin='specs/hope.yaml:24',
+    origin='specs/hope.yaml:28',
     heads=4,
     head_dim=32,
     memory='mlp',
@@ -240,15 +240,15 @@ LEVEL_mem_lr = rt.MemoryIR(
         kind='dgd',
         lr=rt.KnobIR(
             kind='data',
-            init=0.002,
-            max=0.02,
+            init=0.001,
+            max=0.01,
             source='mem_lr',
             per_chunk=False,
             complement=False,
         ),
         momentum=rt.KnobIR(
             kind='constant',
-            init=0.9,
+            init=0.5,
             max=1.0,
             source=None,
             per_chunk=False,
@@ -305,14 +305,14 @@ LEVEL_mem_lr = rt.MemoryIR(
     features=None,
 )
 
-# level 'mem_alpha' (specs/hope.yaml:24)
+# level 'mem_alpha' (specs/hope.yaml:28)
 LEVEL_mem_alpha = rt.MemoryIR(
     name='mem_alpha',
     type='memory',
     order=0,
     frequency=rt.Fraction(1, 1),
     outer='outer',
-    origin='specs/hope.yaml:24',
+    origin='specs/hope.yaml:28',
     heads=4,
     head_dim=32,
     memory='mlp',
@@ -338,15 +338,15 @@ LEVEL_mem_alpha = rt.MemoryIR(
         kind='dgd',
         lr=rt.KnobIR(
             kind='data',
-            init=0.002,
-            max=0.02,
+            init=0.001,
+            max=0.01,
             source='mem_lr',
             per_chunk=False,
             complement=False,
         ),
         momentum=rt.KnobIR(
             kind='constant',
-            init=0.9,
+            init=0.5,
             max=1.0,
             source=None,
             per_chunk=False,
@@ -403,14 +403,14 @@ LEVEL_mem_alpha = rt.MemoryIR(
     features=None,
 )
 
-# level 'memory' (specs/hope.yaml:42)
+# level 'memory' (specs/hope.yaml:46)
 LEVEL_memory = rt.MemoryIR(
     name='memory',
     type='memory',
     order=0,
     frequency=rt.Fraction(1, 1),
     outer='outer',
-    origin='specs/hope.yaml:42',
+    origin='specs/hope.yaml:46',
     heads=4,
     head_dim=32,
     memory='mlp',
@@ -436,15 +436,15 @@ LEVEL_memory = rt.MemoryIR(
         kind='dgd',
         lr=rt.KnobIR(
             kind='data',
-            init=0.002,
-            max=0.02,
+            init=0.001,
+            max=0.01,
             source='mem_lr',
             per_chunk=False,
             complement=False,
         ),
         momentum=rt.KnobIR(
             kind='constant',
-            init=0.9,
+            init=0.5,
             max=1.0,
             source=None,
             per_chunk=False,
@@ -501,14 +501,14 @@ LEVEL_memory = rt.MemoryIR(
     features=None,
 )
 
-# level 'cms_fast' (specs/hope.yaml:54)
+# level 'cms_fast' (specs/hope.yaml:58)
 LEVEL_cms_fast = rt.MLPIR(
     name='cms_fast',
     type='mlp',
     order=1,
     frequency=rt.Fraction(1, 16),
     outer='outer',
-    origin='specs/hope.yaml:54',
+    origin='specs/hope.yaml:58',
     hidden=512,
     activation='swiglu',
     period=16,
@@ -555,14 +555,14 @@ LEVEL_cms_fast = rt.MLPIR(
     lifetime='sequence',
 )
 
-# level 'cms_mid' (specs/hope.yaml:59)
+# level 'cms_mid' (specs/hope.yaml:63)
 LEVEL_cms_mid = rt.MLPIR(
     name='cms_mid',
     type='mlp',
     order=2,
     frequency=rt.Fraction(1, 64),
     outer='outer',
-    origin='specs/hope.yaml:59',
+    origin='specs/hope.yaml:63',
     hidden=512,
     activation='swiglu',
     period=64,
@@ -609,14 +609,14 @@ LEVEL_cms_mid = rt.MLPIR(
     lifetime='sequence',
 )
 
-# level 'cms_slow' (specs/hope.yaml:64)
+# level 'cms_slow' (specs/hope.yaml:68)
 LEVEL_cms_slow = rt.MLPIR(
     name='cms_slow',
     type='mlp',
     order=3,
     frequency=rt.Fraction(1, 128),
     outer='outer',
-    origin='specs/hope.yaml:64',
+    origin='specs/hope.yaml:68',
     hidden=512,
     activation='swiglu',
     period=128,
@@ -667,14 +667,14 @@ LEVEL_cms_slow = rt.MLPIR(
 class Model(rt.NLCModel):
     LAYERS = ('b0_r0_memory', 'b0_r0_cms_fast', 'b0_r0_cms_mid', 'b0_r0_cms_slow', 'b0_r1_memory', 'b0_r1_cms_fast', 'b0_r1_cms_mid', 'b0_r1_cms_slow')
     ORIGINS = {
-        'b0_r0_memory': "level 'memory' (layer at specs/hope.yaml:79; level at specs/hope.yaml:42)",
-        'b0_r0_cms_fast': "level 'cms_fast' (layer at specs/hope.yaml:79; level at specs/hope.yaml:54)",
-        'b0_r0_cms_mid': "level 'cms_mid' (layer at specs/hope.yaml:79; level at specs/hope.yaml:59)",
-        'b0_r0_cms_slow': "level 'cms_slow' (layer at specs/hope.yaml:79; level at specs/hope.yaml:64)",
-        'b0_r1_memory': "level 'memory' (layer at specs/hope.yaml:79; level at specs/hope.yaml:42)",
-        'b0_r1_cms_fast': "level 'cms_fast' (layer at specs/hope.yaml:79; level at specs/hope.yaml:54)",
-        'b0_r1_cms_mid': "level 'cms_mid' (layer at specs/hope.yaml:79; level at specs/hope.yaml:59)",
-        'b0_r1_cms_slow': "level 'cms_slow' (layer at specs/hope.yaml:79; level at specs/hope.yaml:64)",
+        'b0_r0_memory': "level 'memory' (layer at specs/hope.yaml:83; level at specs/hope.yaml:46)",
+        'b0_r0_cms_fast': "level 'cms_fast' (layer at specs/hope.yaml:83; level at specs/hope.yaml:58)",
+        'b0_r0_cms_mid': "level 'cms_mid' (layer at specs/hope.yaml:83; level at specs/hope.yaml:63)",
+        'b0_r0_cms_slow': "level 'cms_slow' (layer at specs/hope.yaml:83; level at specs/hope.yaml:68)",
+        'b0_r1_memory': "level 'memory' (layer at specs/hope.yaml:83; level at specs/hope.yaml:46)",
+        'b0_r1_cms_fast': "level 'cms_fast' (layer at specs/hope.yaml:83; level at specs/hope.yaml:58)",
+        'b0_r1_cms_mid': "level 'cms_mid' (layer at specs/hope.yaml:83; level at specs/hope.yaml:63)",
+        'b0_r1_cms_slow': "level 'cms_slow' (layer at specs/hope.yaml:83; level at specs/hope.yaml:68)",
     }
     # the update schedule (nlc.schedule): the one clock of the levels and optimizer levels
     SCHEDULE = rt.UpdateSchedule(
@@ -709,30 +709,30 @@ class Model(rt.NLCModel):
 
     def __init__(self):
         super().__init__(name='hope', vocab=256, width=128, norm='rms', tie_embeddings=True)
-        # level 'memory' (layer at specs/hope.yaml:79; level at specs/hope.yaml:42)
+        # level 'memory' (layer at specs/hope.yaml:83; level at specs/hope.yaml:46)
         self.b0_r0_memory = rt.Residual(rt.SelfModifyingMemory(LEVEL_memory, components={'mem_k': LEVEL_mem_k, 'mem_v': LEVEL_mem_v, 'mem_lr': LEVEL_mem_lr, 'mem_alpha': LEVEL_mem_alpha}, width=128), norm='rms', residual=True, width=128)
-        # level 'cms_fast' (layer at specs/hope.yaml:79; level at specs/hope.yaml:54)
+        # level 'cms_fast' (layer at specs/hope.yaml:83; level at specs/hope.yaml:58)
         self.b0_r0_cms_fast = rt.Residual(rt.CMSMixer(LEVEL_cms_fast, width=128), norm='rms', residual=True, width=128)
-        # level 'cms_mid' (layer at specs/hope.yaml:79; level at specs/hope.yaml:59)
+        # level 'cms_mid' (layer at specs/hope.yaml:83; level at specs/hope.yaml:63)
         self.b0_r0_cms_mid = rt.Residual(rt.CMSMixer(LEVEL_cms_mid, width=128), norm='rms', residual=True, width=128)
-        # level 'cms_slow' (layer at specs/hope.yaml:79; level at specs/hope.yaml:64)
+        # level 'cms_slow' (layer at specs/hope.yaml:83; level at specs/hope.yaml:68)
         self.b0_r0_cms_slow = rt.Residual(rt.CMSMixer(LEVEL_cms_slow, width=128), norm='rms', residual=True, width=128)
-        # level 'memory' (layer at specs/hope.yaml:79; level at specs/hope.yaml:42)
+        # level 'memory' (layer at specs/hope.yaml:83; level at specs/hope.yaml:46)
         self.b0_r1_memory = rt.Residual(rt.SelfModifyingMemory(LEVEL_memory, components={'mem_k': LEVEL_mem_k, 'mem_v': LEVEL_mem_v, 'mem_lr': LEVEL_mem_lr, 'mem_alpha': LEVEL_mem_alpha}, width=128), norm='rms', residual=True, width=128)
-        # level 'cms_fast' (layer at specs/hope.yaml:79; level at specs/hope.yaml:54)
+        # level 'cms_fast' (layer at specs/hope.yaml:83; level at specs/hope.yaml:58)
         self.b0_r1_cms_fast = rt.Residual(rt.CMSMixer(LEVEL_cms_fast, width=128), norm='rms', residual=True, width=128)
-        # level 'cms_mid' (layer at specs/hope.yaml:79; level at specs/hope.yaml:59)
+        # level 'cms_mid' (layer at specs/hope.yaml:83; level at specs/hope.yaml:63)
         self.b0_r1_cms_mid = rt.Residual(rt.CMSMixer(LEVEL_cms_mid, width=128), norm='rms', residual=True, width=128)
-        # level 'cms_slow' (layer at specs/hope.yaml:79; level at specs/hope.yaml:64)
+        # level 'cms_slow' (layer at specs/hope.yaml:83; level at specs/hope.yaml:68)
         self.b0_r1_cms_slow = rt.Residual(rt.CMSMixer(LEVEL_cms_slow, width=128), norm='rms', residual=True, width=128)
 
     def layers(self, x, state, pos):
-        x, state['b0_r0_memory'] = self.b0_r0_memory(x, state['b0_r0_memory'], pos)  # 'memory' (specs/hope.yaml:79)
-        x, state['b0_r0_cms_fast'] = self.b0_r0_cms_fast(x, state['b0_r0_cms_fast'], pos)  # 'cms_fast' (specs/hope.yaml:79)
-        x, state['b0_r0_cms_mid'] = self.b0_r0_cms_mid(x, state['b0_r0_cms_mid'], pos)  # 'cms_mid' (specs/hope.yaml:79)
-        x, state['b0_r0_cms_slow'] = self.b0_r0_cms_slow(x, state['b0_r0_cms_slow'], pos)  # 'cms_slow' (specs/hope.yaml:79)
-        x, state['b0_r1_memory'] = self.b0_r1_memory(x, state['b0_r1_memory'], pos)  # 'memory' (specs/hope.yaml:79)
-        x, state['b0_r1_cms_fast'] = self.b0_r1_cms_fast(x, state['b0_r1_cms_fast'], pos)  # 'cms_fast' (specs/hope.yaml:79)
-        x, state['b0_r1_cms_mid'] = self.b0_r1_cms_mid(x, state['b0_r1_cms_mid'], pos)  # 'cms_mid' (specs/hope.yaml:79)
-        x, state['b0_r1_cms_slow'] = self.b0_r1_cms_slow(x, state['b0_r1_cms_slow'], pos)  # 'cms_slow' (specs/hope.yaml:79)
+        x, state['b0_r0_memory'] = self.b0_r0_memory(x, state['b0_r0_memory'], pos)  # 'memory' (specs/hope.yaml:83)
+        x, state['b0_r0_cms_fast'] = self.b0_r0_cms_fast(x, state['b0_r0_cms_fast'], pos)  # 'cms_fast' (specs/hope.yaml:83)
+        x, state['b0_r0_cms_mid'] = self.b0_r0_cms_mid(x, state['b0_r0_cms_mid'], pos)  # 'cms_mid' (specs/hope.yaml:83)
+        x, state['b0_r0_cms_slow'] = self.b0_r0_cms_slow(x, state['b0_r0_cms_slow'], pos)  # 'cms_slow' (specs/hope.yaml:83)
+        x, state['b0_r1_memory'] = self.b0_r1_memory(x, state['b0_r1_memory'], pos)  # 'memory' (specs/hope.yaml:83)
+        x, state['b0_r1_cms_fast'] = self.b0_r1_cms_fast(x, state['b0_r1_cms_fast'], pos)  # 'cms_fast' (specs/hope.yaml:83)
+        x, state['b0_r1_cms_mid'] = self.b0_r1_cms_mid(x, state['b0_r1_cms_mid'], pos)  # 'cms_mid' (specs/hope.yaml:83)
+        x, state['b0_r1_cms_slow'] = self.b0_r1_cms_slow(x, state['b0_r1_cms_slow'], pos)  # 'cms_slow' (specs/hope.yaml:83)
         return x, state

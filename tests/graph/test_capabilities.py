@@ -117,6 +117,18 @@ def test_every_refused_update_rule_is_refused_at_its_line(tmp_path):
         assert_refused(tmp_path, text, f"levels.linattn.{refusal.field}", refusal.message)
 
 
+def test_matrix_dgd_with_a_momentum_is_refused_at_the_momentum(tmp_path):
+    """dgd takes a momentum only in HOPE's self-modifying memories; the matrix DGD primitive
+    (NL-arXiv Eqs. 92-93) has none."""
+    case = RuleCase("matrix", "l2", "dgd", 1, "l2", "", momentum=True)
+    text = "\n".join(["nlc: 1", "extends: linear_attention", "levels:",
+                      *memory_level("linattn", case, mark="update.momentum")]) + "\n"
+    assert_refused(tmp_path, text, "levels.linattn.update.momentum", "the matrix DGD rule (NL-arXiv Eqs. 92-93) "
+                   "has no momentum")
+    without = "\n".join(line for line in text.splitlines() if "momentum" not in line) + "\n"
+    assert train_step(spec_file(tmp_path, without)) > 0  # the same memory without it trains
+
+
 def _group(case: RuleCase) -> tuple[str, str, str]:
     return case.memory, case.objective, case.rule
 

@@ -270,3 +270,30 @@ def test_every_pattern_the_validator_accepts_trains_and_streams(text):
         logits, state = model(x[:, a:b], state)
         parts.append(logits)
     torch.testing.assert_close(torch.cat(parts, 1), whole.detach(), rtol=1e-9, atol=1e-10)
+
+
+TABLE_6 = {  # NL-arXiv Table 6 row -> (spec, components, rule dgd, a momentum)
+    "HOPE": ("hope", ("k", "v", "eta", "alpha"), True, True),
+    "DGD replaced by GD": ("ablations/hope_gd", ("k", "v", "eta", "alpha"), False, True),
+    "w/o momentum": ("ablations/hope_no_momentum", ("k", "v", "eta", "alpha"), True, False),
+    "w/o weight decay": ("ablations/hope_no_weight_decay", ("k", "v", "eta"), True, True),
+    "w/o inner projection k": ("ablations/hope_static_k", ("v", "eta", "alpha"), True, True),
+    "w/o inner projection v": ("ablations/hope_static_v", ("k", "eta", "alpha"), True, True),
+    "w/o inner projection q (adaptive q)": ("ablations/hope_adaptive_q", ("k", "v", "eta", "alpha", "q"), True, True),
+    "static k, v, eta, alpha": ("ablations/hope_static_projections", (), True, True),
+}
+
+
+@pytest.mark.parametrize("row", TABLE_6)
+def test_the_table_6_ablations_say_their_row(row):
+    """Each ablation spec compiles to hope.yaml's mixer with exactly its row's change."""
+    name, components, dgd, momentum = TABLE_6[row]
+    model = nlc.compile(f"{name}", overrides=["model.width=16", "model.heads=2"], seed=0)
+    m = mixer(model)
+    assert tuple(r for r in m.roles if r != "memory") == components
+    assert m.precondition == dgd and (m.momentum is not None) == momentum
+    retention = "component" if "alpha" in m.roles else "knob" if "alpha" in m.knobs else "none"
+    assert retention == {"w/o weight decay": "none", "static k, v, eta, alpha": "knob"}.get(row, "component")
+    static = {"q", "k", "v"} - set(components)
+    assert set(m.sources.irs if m.sources is not None else ()) == static
+    assert m.component_input is None or m.component_input.irs["queries"].conv == 4
