@@ -11,14 +11,14 @@ REGENERATE = 'nlc compile specs/atlas.yaml --emit FILE'
 
 # The spec's levels, resolved: defaults filled, gates normalised to `retention`.
 
-# level 'atlas' (specs/atlas.yaml:18)
+# level 'atlas' (specs/atlas.yaml:22)
 LEVEL_atlas = rt.MemoryIR(
     name='atlas',
     type='memory',
     order=0,
     frequency=rt.Fraction(1, 1),
     outer='outer',
-    origin='specs/atlas.yaml:18',
+    origin='specs/atlas.yaml:22',
     heads=4,
     head_dim=32,
     memory='mlp',
@@ -106,17 +106,20 @@ LEVEL_atlas = rt.MemoryIR(
     output_gate=True,
     lifetime='sequence',
     norm='none',
-    features=None,
+    features=rt.FeaturesIR(
+        kind='polynomial',
+        degree=2,
+    ),
 )
 
-# level 'mlp' (specs/atlas.yaml:34)
+# level 'mlp' (specs/atlas.yaml:39)
 LEVEL_mlp = rt.MLPIR(
     name='mlp',
     type='mlp',
     order=1,
     frequency=rt.Fraction(1, 2048),
     outer='outer',
-    origin='specs/atlas.yaml:34',
+    origin='specs/atlas.yaml:39',
     hidden=512,
     activation='swiglu',
     period=0,
@@ -133,10 +136,10 @@ LEVEL_mlp = rt.MLPIR(
 class Model(rt.NLCModel):
     LAYERS = ('b0_r0_atlas', 'b0_r0_mlp', 'b0_r1_atlas', 'b0_r1_mlp')
     ORIGINS = {
-        'b0_r0_atlas': "level 'atlas' (layer at specs/atlas.yaml:39; level at specs/atlas.yaml:18)",
-        'b0_r0_mlp': "level 'mlp' (layer at specs/atlas.yaml:39; level at specs/atlas.yaml:34)",
-        'b0_r1_atlas': "level 'atlas' (layer at specs/atlas.yaml:39; level at specs/atlas.yaml:18)",
-        'b0_r1_mlp': "level 'mlp' (layer at specs/atlas.yaml:39; level at specs/atlas.yaml:34)",
+        'b0_r0_atlas': "level 'atlas' (layer at specs/atlas.yaml:44; level at specs/atlas.yaml:22)",
+        'b0_r0_mlp': "level 'mlp' (layer at specs/atlas.yaml:44; level at specs/atlas.yaml:39)",
+        'b0_r1_atlas': "level 'atlas' (layer at specs/atlas.yaml:44; level at specs/atlas.yaml:22)",
+        'b0_r1_mlp': "level 'mlp' (layer at specs/atlas.yaml:44; level at specs/atlas.yaml:39)",
     }
     # the update schedule (nlc.schedule): the one clock of the levels and optimizer levels
     SCHEDULE = rt.UpdateSchedule(
@@ -158,18 +161,18 @@ class Model(rt.NLCModel):
 
     def __init__(self):
         super().__init__(name='atlas', vocab=256, width=128, norm='rms', tie_embeddings=True)
-        # level 'atlas' (layer at specs/atlas.yaml:39; level at specs/atlas.yaml:18)
+        # level 'atlas' (layer at specs/atlas.yaml:44; level at specs/atlas.yaml:22)
         self.b0_r0_atlas = rt.Residual(rt.MemoryMixer(LEVEL_atlas, width=128), norm='rms', residual=True, width=128)
-        # level 'mlp' (layer at specs/atlas.yaml:39; level at specs/atlas.yaml:34)
+        # level 'mlp' (layer at specs/atlas.yaml:44; level at specs/atlas.yaml:39)
         self.b0_r0_mlp = rt.Residual(rt.MLPMixer(LEVEL_mlp, width=128), norm='rms', residual=True, width=128)
-        # level 'atlas' (layer at specs/atlas.yaml:39; level at specs/atlas.yaml:18)
+        # level 'atlas' (layer at specs/atlas.yaml:44; level at specs/atlas.yaml:22)
         self.b0_r1_atlas = rt.Residual(rt.MemoryMixer(LEVEL_atlas, width=128), norm='rms', residual=True, width=128)
-        # level 'mlp' (layer at specs/atlas.yaml:39; level at specs/atlas.yaml:34)
+        # level 'mlp' (layer at specs/atlas.yaml:44; level at specs/atlas.yaml:39)
         self.b0_r1_mlp = rt.Residual(rt.MLPMixer(LEVEL_mlp, width=128), norm='rms', residual=True, width=128)
 
     def layers(self, x, state, pos):
-        x, state['b0_r0_atlas'] = self.b0_r0_atlas(x, state['b0_r0_atlas'], pos)  # 'atlas' (specs/atlas.yaml:39)
-        x, state['b0_r0_mlp'] = self.b0_r0_mlp(x, state['b0_r0_mlp'], pos)  # 'mlp' (specs/atlas.yaml:39)
-        x, state['b0_r1_atlas'] = self.b0_r1_atlas(x, state['b0_r1_atlas'], pos)  # 'atlas' (specs/atlas.yaml:39)
-        x, state['b0_r1_mlp'] = self.b0_r1_mlp(x, state['b0_r1_mlp'], pos)  # 'mlp' (specs/atlas.yaml:39)
+        x, state['b0_r0_atlas'] = self.b0_r0_atlas(x, state['b0_r0_atlas'], pos)  # 'atlas' (specs/atlas.yaml:44)
+        x, state['b0_r0_mlp'] = self.b0_r0_mlp(x, state['b0_r0_mlp'], pos)  # 'mlp' (specs/atlas.yaml:44)
+        x, state['b0_r1_atlas'] = self.b0_r1_atlas(x, state['b0_r1_atlas'], pos)  # 'atlas' (specs/atlas.yaml:44)
+        x, state['b0_r1_mlp'] = self.b0_r1_mlp(x, state['b0_r1_mlp'], pos)  # 'mlp' (specs/atlas.yaml:44)
         return x, state

@@ -10,7 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nlc
+from nlc.graph.sizes import level_params_and_state
 from nlc.primitives.feature_maps import PolynomialFeatures, polynomial, taylor_coefficients
+from nlc.spec import load_spec
 
 TINY = ["model.width=16", "model.heads=2", "train.seq_len=16", "train.batch=2"]
 
@@ -135,9 +137,6 @@ def test_the_coefficients_are_trained_by_the_loss():
 
 
 def test_graph_counts_the_coefficients():
-    from nlc.graph.sizes import level_params_and_state
-    from nlc.spec import load_spec
-
     spec = load_spec(SPEC, overrides=TINY)
     model = nlc.compile(SPEC, overrides=TINY, seed=0)
     counted, _ = level_params_and_state(spec, "mem")
