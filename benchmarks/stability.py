@@ -2,8 +2,10 @@
 rate of the paper benchmark's grid, for every seed, at the bench size, with nothing added?
 
 Run ``python benchmarks/stability.py --specs hope,titans_lmm`` (default: every bundled spec
-at the top of specs/). Prints a table and writes ``benchmarks/results/stability.json``. CPU,
-fp32, one intra-op thread.
+at the top of specs/ and every Table 6 ablation in specs/ablations/). Prints a table and writes
+``benchmarks/results/stability.json`` after every run (atomically), so ``--resume`` carries an
+interrupted sweep on: it keeps the rows of the JSON that match this sweep's steps and width and
+runs only the missing (spec, lr, seed). CPU, fp32, one intra-op thread.
 
 Each run is one ``nlc.train`` of the spec with the settings of ``nlc bench paper --full``
 (:data:`nlc.bench.plan.MODES`): heads 4, sequences of 128, batch 8, 64 steps (``--steps``;
@@ -34,6 +36,7 @@ import nlc  # noqa: E402
 from benchmarks._harness import format_table  # noqa: E402
 from nlc.bench.plan import MODES  # noqa: E402
 from nlc.errors import NonFiniteError  # noqa: E402
+from nlc.files import atomic_write_text  # noqa: E402
 
 FULL = MODES["full"]
 
@@ -62,33 +65,43 @@ def main() -> None:
     parser.add_argument("--lrs", default=",".join(f"{lr:g}" for lr in FULL.lrs))
     parser.add_argument("--width", type=int, default=FULL.reference_width)
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "stability.json"))
+    parser.add_argument("--resume", action="store_true", help="keep the JSON's rows of this sweep, run the rest")
     args = parser.parse_args()
     torch.set_num_threads(1)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    names = [n for n in args.specs.split(",") if n] or sorted(p.stem for p in (ROOT / "specs").glob("*.yaml"))
-    specs = [Path(n) if Path(n).suffix else ROOT / "specs" / f"{n}.yaml" for n in names]
+    if args.specs:
+        specs = [Path(n) if Path(n).suffix else ROOT / "specs" / f"{n}.yaml" for n in args.specs.split(",") if n]
+    else:
+        specs = sorted((ROOT / "specs").glob("*.yaml")) + sorted((ROOT / "specs" / "ablations").glob("*.yaml"))
     lrs = [float(x) for x in args.lrs.split(",")]
+    steps, out_json = args.steps * args.factor, Path(args.json)
+    header = {"steps": steps, "width": args.width, "lrs": lrs, "seeds": args.seeds}
     rows = []
+    if args.resume and out_json.exists():
+        saved = json.loads(out_json.read_text())
+        if (saved.get("steps"), saved.get("width")) == (steps, args.width):
+            rows = saved["rows"]
+    done = {(r["spec"], r["lr"], r["seed"]) for r in rows}
     with tempfile.TemporaryDirectory() as tmp:
         for spec in specs:
             for seed in range(args.seeds):
                 for lr in lrs:
-                    row = run_one(spec, lr, seed, args.steps * args.factor, args.width,
-                                  Path(tmp) / f"{spec.stem}-{lr}-{seed}")
+                    if (spec.stem, lr, seed) in done:
+                        continue
+                    row = run_one(spec, lr, seed, steps, args.width, Path(tmp) / f"{spec.stem}-{lr}-{seed}")
                     rows.append(row)
+                    atomic_write_text(out_json, json.dumps({**header, "rows": rows}, indent=1) + "\n")
                     what = f"diverged at step {row['step']} in {row['level']!r}" if row["diverged"] else \
                         f"val bpb {row['val_bpb']:.4f}"
                     print(f"  {spec.stem} lr {lr:g} seed {seed}: {what} ({row['seconds']} s)", flush=True)
     table = []
     for spec in specs:
-        mine = [r for r in rows if r["spec"] == spec.stem]
+        mine = [r for r in rows if r["spec"] == spec.stem and r["lr"] in lrs and r["seed"] < args.seeds]
         bad = [r for r in mine if r["diverged"]]
         table.append({"spec": spec.stem, "runs": str(len(mine)), "diverged": str(len(bad)),
                       "where": "; ".join(f"lr {r['lr']:g} s{r['seed']} step {r['step']} {r['level']!r}" for r in bad)})
     print(format_table(table, [("spec", "spec"), ("runs", "runs"), ("diverged", "diverged"), ("where", "where")]))
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"steps": args.steps * args.factor, "width": args.width, "lrs": lrs,
-                                           "seeds": args.seeds, "rows": rows}, indent=1) + "\n")
+    atomic_write_text(out_json, json.dumps({**header, "rows": rows}, indent=1) + "\n")
     print(f"wrote {args.json}")
 
 
