@@ -7,17 +7,15 @@ softmax are not counted; causal attention counts only the unmasked part. fwd+bwd
 
 Notation: d model width, H heads of D = d / H, C chunk, G per-head scalar gates per token,
 Dh hidden width of an MLP memory, T sequence length. ``s`` is a
-:class:`benchmarks._rules.Shape`.
+:class:`benchmarks._shapes.Shape`.
 """
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 from benchmarks._harness import mm
-
-if TYPE_CHECKING:
-    from benchmarks._rules import Shape
+from benchmarks._shapes import Shape
 
 
 def flops_memory_projections(s: Shape, n_gates: int) -> float:

@@ -21,7 +21,8 @@ import torch
 from torch import Tensor
 
 from benchmarks._harness import MiB, OutOfTime, profile_call, saved_tensor_bytes, time_call
-from benchmarks._rules import RuleSpec, Shape
+from benchmarks._rules import RuleSpec
+from benchmarks._shapes import Shape
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Optional
 
 from benchmarks._harness import fmt_si, format_table
-from benchmarks._rules import RuleSpec, Shape
+from benchmarks._rules import RuleSpec
+from benchmarks._shapes import Shape
 
 
 def find_row(rows: list[dict], **kw) -> Optional[dict]:

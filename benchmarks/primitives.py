@@ -64,7 +64,8 @@ from benchmarks._harness import (  # noqa: E402
 )
 from benchmarks._measure import Config, first_line, fwd_bwd_fns, measure  # noqa: E402
 from benchmarks._report import evaluate_targets, find_row, render  # noqa: E402
-from benchmarks._rules import FULL, TINY, RuleSpec, Shape, rule_specs  # noqa: E402
+from benchmarks._rules import RuleSpec, rule_specs  # noqa: E402
+from benchmarks._shapes import FULL, TINY, Shape  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                        "primitives.json")

@@ -4,7 +4,8 @@ YAML spec of nested optimization levels -> validated level graph -> runnable PyT
 ``import nlc`` does not import torch; the torch-backed parts load on first use.
 """
 from .errors import Issue as Issue, NLCError as NLCError, SpecError as SpecError
-from .spec import Spec as Spec, load_spec as load_spec, validate as validate
+from .spec import Spec as Spec
+from .graph.validate import load_spec as load_spec, validate as validate
 
 from .version import __version__ as __version__
 

@@ -21,7 +21,8 @@ from .errors import NLCError
 from .graph.build import build_graph
 from .ir.resolve import resolve
 from .runtime.model import locate_error
-from .spec import Spec, load_spec
+from .spec import Spec
+from .graph.validate import load_spec
 
 
 class CompileError(NLCError):

@@ -8,7 +8,8 @@ import pytest
 
 from benchmarks import _flops, primitives as bench
 from benchmarks._harness import mm
-from benchmarks._rules import FULL, rule_specs
+from benchmarks._rules import rule_specs
+from benchmarks._shapes import FULL
 
 NUMBERS = ("fwd_s", "fwdbwd_s", "fwd_tok_s", "fwdbwd_tok_s", "fwd_us_per_tok",
            "fwdbwd_us_per_tok")

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from nlc.cli.app import app
 from nlc.spec.load import bundled_specs
 from nlc.graph.build import ordered_levels
-from nlc.spec import load_spec
+from nlc.graph.validate import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 HOPE = str(ROOT / "specs" / "hope.yaml")

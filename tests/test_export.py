@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 import nlc
 from nlc.cli.app import app
 from nlc.export import ExportError, export
-from nlc.spec import load_spec
+from nlc.graph.validate import load_spec
 from nlc.train import load_checkpoint, read_meta, spec_hash
 
 from .test_runs import TINY, design_doc

@@ -32,7 +32,7 @@ from typer.testing import CliRunner
 
 from nlc.cli.app import app
 from nlc.generate import printable
-from nlc.spec import validate
+from nlc.graph.validate import validate
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from nlc.spec import validate
+from nlc.graph.validate import validate
 from nlc.spec.load import bundled_specs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 REPORT = """
 import json, sys
 import nlc
-from nlc.spec import validate
+from nlc.graph.validate import validate
 from nlc.spec.load import bundled_specs
 found = {name: sorted(i.path for i in validate(name)[1] if i.severity == "error") for name in bundled_specs()}
 print(json.dumps({"nlc": nlc.__file__, "specs": found,

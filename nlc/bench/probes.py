@@ -19,14 +19,13 @@ from .jobs import Unit
 from .lm import train_lm
 from .params import ParamMatch
 from .plan import BenchPlan, Probe, bench_model
+from .stamps import spec_digest, utc_now
 
 Log = Callable[[str], None]
 
 
 def probe_units(plan: BenchPlan, runs: Path) -> list[Unit]:
     """One unit per probe of ``plan``, each needing its model's unit (for the lr and match)."""
-    from .run import spec_digest
-
     def args(probe: Probe):
         return lambda done: (probe, plan.probe_plan(probe), _base(done[probe.model]), runs)
 
@@ -45,7 +44,6 @@ def probe_unit(probe: Probe, plan: BenchPlan, base: dict, runs: Path, log: Log =
     import time
 
     from ..data import load_corpus
-    from .run import utc_now
 
     clock, started = time.perf_counter(), utc_now()
     model, match, lr = bench_model(probe.model), ParamMatch.from_json(base["match"]), base["best_lr"]

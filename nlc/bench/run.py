@@ -18,9 +18,7 @@ Returns one JSON-ready dict with every number (``docs/results/paper.json``); the
 """
 from __future__ import annotations
 
-import hashlib
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -28,6 +26,7 @@ from .lm import best_lr, fresh, parameter_count, train_lm
 from .params import match_params, spec_params
 from .jobs import Unit
 from .plan import COST_ORDER, MODELS, BenchModel, BenchPlan, bench_model
+from .stamps import span_seconds, spec_digest, utc_now
 from .summary import summarise
 from .tasks import RETRIEVAL_TASKS, fresh_model, retrieval_accuracy, task_accuracy, train_on_task
 
@@ -64,7 +63,7 @@ def run_paper(plan: BenchPlan, runs: Path, log: Log = print, jobs: int = 1, thre
     from .probes import probe_units
     from .report import machine
 
-    started, clock = datetime.now(timezone.utc), time.perf_counter()
+    started, clock = utc_now(), time.perf_counter()
     models = plan.bench_models()
     target = target_params(plan)
     log(f"[paper/{plan.mode}] target: {target:,} parameters (Transformer++ at width {plan.reference_width}); "
@@ -73,7 +72,7 @@ def run_paper(plan: BenchPlan, runs: Path, log: Log = print, jobs: int = 1, thre
     units = [Unit(m.label, model_unit, lambda done, m=m: (m.label, settings, target, runs), salt=spec_digest(m))
              for m in sorted(models, key=lambda m: COST_ORDER.index(m.label))]
     done = run_units(probe_units(plan, runs) + units, runs, jobs, threads, log)
-    results: dict = {"plan": plan.to_json(), "target_params": target, "started": started.isoformat(),
+    results: dict = {"plan": plan.to_json(), "target_params": target, "started": started,
                      "machine": {**machine(), "threads": threads, "jobs": jobs},
                      "models": {m.label: done[m.label] for m in models},
                      "probes": {p.label: done[p.label] for p in plan.probes}}
@@ -84,25 +83,6 @@ def run_paper(plan: BenchPlan, runs: Path, log: Log = print, jobs: int = 1, thre
     results["unit_seconds"] = sum(entry["seconds"] for entry in entries)
     results["summary"] = summarise(results)
     return results
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat()
-
-
-def span_seconds(entries) -> float:
-    """Seconds from the first unit's start to the last unit's finish (resumed runs included)."""
-    starts = [datetime.fromisoformat(e["started"]) for e in entries]
-    ends = [datetime.fromisoformat(e["finished"]) for e in entries]
-    return (max(ends) - min(starts)).total_seconds()
-
-
-def spec_digest(model: BenchModel) -> str:
-    """A digest of the model's resolved spec (its file and every file it extends)."""
-    from ..spec import load_spec
-    from ..spec.load import spec_to_yaml
-
-    return hashlib.sha256(spec_to_yaml(load_spec(model.path)).encode()).hexdigest()
 
 
 def model_unit(label: str, plan: BenchPlan, target: int, runs: Path, log: Log = print) -> dict:

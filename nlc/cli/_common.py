@@ -46,13 +46,13 @@ def print_issues(issues: Iterable["Issue"]) -> None:
 
 
 def validate_path(path: str, overrides: list[str]) -> tuple["Spec | None", list["Issue"], int]:
-    """Like :func:`nlc.spec.validate`, for a spec named on the command line: a file or a
+    """Like :func:`nlc.validate`, for a spec named on the command line: a file or a
     bundled spec name, never YAML text (:func:`nlc.spec.load.spec_source` decides, as for
     the Python API), with the exit status its issues call for: BAD_INPUT when the spec
     cannot be used at all (missing, a directory, unreadable, over the limits), FAILED when
     it is invalid, else 0."""
     from ..errors import Issue, SpecError
-    from ..spec import validate
+    from ..graph.validate import validate
     from ..spec.load import load_raw
 
     try:

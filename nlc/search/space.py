@@ -29,7 +29,8 @@ from typing import Any, Protocol
 import yaml
 
 from ..errors import Issue, SpecError
-from ..spec import Spec, load_raw, validate
+from ..spec import Spec, load_raw
+from ..graph.validate import validate
 from ..spec.model import SearchDim
 from ..spec.overrides import apply_overrides, split_path
 from ..spec.source import RawSpec

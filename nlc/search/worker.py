@@ -165,7 +165,7 @@ def run_spec_text(sampled: TrialSpec, steps: int | None, seed: int) -> tuple[str
     """``(text, "")``: the canonical YAML of the spec a trial trains, ``sampled`` with
     ``train.steps`` (when the search sets ``--steps``) and the trial's ``train.seed``
     written in; ``(None, errors)`` when that spec does not validate."""
-    from ..spec import validate
+    from ..graph.validate import validate
     from ..spec.load import spec_to_yaml
 
     settings = [f"train.seed={seed}"] + ([f"train.steps={steps}"] if steps is not None else [])
@@ -181,7 +181,7 @@ def _train(run: SearchRun, trial: optuna.Trial, text: str, *, single: bool) -> d
     pruned (``optuna.TrialPruned``) when the study's pruner says so at any validation before
     the last step (a trial that trained all its steps is complete); Optuna prunes no
     multi-objective trial."""
-    from ..spec import load_spec
+    from ..graph.validate import load_spec
     from ..train import train
 
     spec = load_spec(text)

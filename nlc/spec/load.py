@@ -1,9 +1,7 @@
-"""Load and validate a spec: YAML -> extends -> overrides -> pydantic -> level graph ->
-learning-rate warnings -> the model-size budget (``nlc.limits``).
-
-Every problem from every stage is collected and raised together as one
-:class:`~nlc.errors.SpecError`; warnings are returned by :func:`validate` and never
-stop a load.
+"""Read a spec: where it comes from (a file, a bundled name, YAML text), YAML -> extends ->
+overrides (:func:`load_raw`), positions of its fields for messages, and the resolved spec
+written back as data or YAML. Validation past pydantic (the level graph, the size budget)
+is :mod:`nlc.graph.validate`, the next stage of the pipeline.
 """
 from __future__ import annotations
 
@@ -12,12 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
 
-from .. import limits
-from ..errors import Issue, SpecError, one_line
-from .levels import lr_warnings
-from .locate import issues_from_validation, sort_issues
+from ..errors import Issue, one_line
 from .model import Spec
 from .overrides import apply_overrides, split_path
 from .source import RawSpec, SpecDumper, SpecInputError, read_spec
@@ -88,43 +82,6 @@ def load_raw(source: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
     found, name = spec_source(source, allow_text=allow_text)
     raw = read_spec(found, name=name, bundled_dir=BUNDLED_DIR)
     return apply_overrides(raw, list(overrides))
-
-
-def validate(source: str | Path | RawSpec, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Spec | None, list[Issue]]:
-    """All issues of a spec (a file, a bundled name, YAML text: :func:`spec_source`; or a
-    :class:`RawSpec`), errors and warnings, in file order; the spec if it has no error."""
-    try:
-        raw = source if isinstance(source, RawSpec) else load_raw(source, overrides)
-    except SpecError as err:
-        return None, err.issues
-    try:
-        spec = Spec.model_validate(raw.data)
-    except ValidationError as err:
-        return None, issues_from_validation(err, raw, Spec)
-    from ..graph.checks import check_spec  # the graph package imports the spec package
-    from ..graph.sizes import check_model_bytes
-
-    found = check_spec(spec) + [w for name, level in spec.levels.items() for w in lr_warnings(name, level)]
-    if not any(i.severity == "error" for i in found):  # sizes assume a sound graph
-        found += check_model_bytes(spec, limits.current().model_bytes)
-    issues = [locate_issue(issue, raw) for issue in found]
-    spec._raw = raw
-    errors = [i for i in issues if i.severity == "error"]
-    return (None if errors else spec), sort_issues(issues)
-
-
-def load_spec(source: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
-    """Load a valid spec or raise :class:`SpecError` listing every problem.
-
-    ``source`` is a spec file, a bundled spec name (``"hope"``) or YAML text, told apart by
-    :func:`spec_source`; ``overrides`` are ``a.b=v`` / ``~a.b`` strings applied after
-    ``extends``. A spec that cannot be read at all raises the reader's
-    :class:`~nlc.spec.source.SpecInputError` (exit status 2), not a plain :class:`SpecError`.
-    """
-    spec, issues = validate(load_raw(source, overrides))
-    if spec is None:
-        raise SpecError([i for i in issues if i.severity == "error"])
-    return spec
 
 
 def locate_issue(issue: Issue, raw: RawSpec) -> Issue:

@@ -308,7 +308,7 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device | None = Non
 def stored_spec(meta: Meta) -> Spec:
     """The spec in ``meta["spec_yaml"]``, parsed as text (never as a file name) and validated
     by the normal loader; its first error becomes one CheckpointError line."""
-    from ..spec.load import validate
+    from ..graph.validate import validate
     from ..spec.source import parse_yaml
 
     text = meta["spec_yaml"]

@@ -20,7 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import NLCError
-from ..spec import Spec, load_spec
+from ..spec import Spec
+from ..graph.validate import load_spec
 from ..spec.load import spec_to_yaml
 
 

@@ -11,7 +11,7 @@ import torch
 import nlc
 from nlc.codegen.emit import emit
 from nlc.ir.resolve import resolve
-from nlc.spec import load_spec
+from nlc.graph.validate import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = sorted(p.stem for p in (ROOT / "specs").glob("*.yaml"))

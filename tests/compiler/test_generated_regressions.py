@@ -13,7 +13,8 @@ import yaml
 
 import nlc
 from nlc.errors import SpecError
-from nlc.spec import Spec, validate
+from nlc.spec import Spec
+from nlc.graph.validate import validate
 from nlc.spec.load import load_raw
 from tests.compiler.generated_helpers import (
     CMS,

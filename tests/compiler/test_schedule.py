@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from nlc.ir.resolve import resolve
 from nlc.schedule import UpdateSchedule
-from nlc.spec import load_spec
+from nlc.graph.validate import load_spec
 
 HOPE = "specs/hope.yaml"
 

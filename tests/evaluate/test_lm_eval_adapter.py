@@ -18,7 +18,7 @@ import torch.nn.functional as F
 lm_eval = pytest.importorskip("lm_eval")
 
 import nlc  # noqa: E402
-from nlc.evaluate.lm_eval_adapter import NLCLM  # noqa: E402
+from nlc.lm_eval_adapter import NLCLM  # noqa: E402
 from nlc.generate import generate  # noqa: E402
 
 TINY = Path(__file__).resolve().parents[1] / "train" / "tiny.yaml"

@@ -1,7 +1,7 @@
 """Validation equals capability (issue 12): the capability table (:mod:`nlc.capabilities`)
 is what both the validator and the lowering read.
 
-* every combination the table refuses is refused by :func:`nlc.spec.validate` with the
+* every combination the table refuses is refused by :func:`nlc.validate` with the
   table's message, at the offending field's YAML file and line;
 * every combination it accepts compiles at a tiny size (width 16, 2 heads, 16 tokens) and
   trains one forward + backward step with a finite loss and finite gradients.
@@ -24,7 +24,7 @@ from nlc.capabilities import (
     cms_init_refusals,
     memory_combinations,
 )
-from nlc.spec import validate
+from nlc.graph.validate import validate
 
 TINY = ["model.width=16", "model.heads=2", "train.seq_len=16", "train.batch=2"]
 MARK = "# <-"  # the line a refusal must point at

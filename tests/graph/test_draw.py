@@ -6,7 +6,8 @@ import re
 import pytest
 
 from nlc.graph import draw, sizes
-from nlc.spec import Spec, load_spec
+from nlc.spec import Spec
+from nlc.graph.validate import load_spec
 from nlc.spec.load import load_raw
 
 TINY = """

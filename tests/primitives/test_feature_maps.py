@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import nlc
 from nlc.graph.sizes import level_params_and_state
 from nlc.primitives.feature_maps import PolynomialFeatures, polynomial, taylor_coefficients
-from nlc.spec import load_spec
+from nlc.graph.validate import load_spec
 
 TINY = ["model.width=16", "model.heads=2", "train.seq_len=16", "train.batch=2"]
 

@@ -13,7 +13,7 @@ from nlc.graph.sizes import level_params_and_state
 from nlc.ir.nodes import AttentionIR, PersistentIR
 from nlc.ir.resolve import resolve
 from nlc.runtime.attention import AttentionMixer, PersistentTokens, QKVProjection
-from nlc.spec.load import load_spec
+from nlc.graph.validate import load_spec
 
 SPECS = "specs/"
 

@@ -218,7 +218,7 @@ def test_bundled_titans_mac_builds_and_streams():
     from pathlib import Path
 
     from nlc.ir.resolve import resolve
-    from nlc.spec import load_spec
+    from nlc.graph.validate import load_spec
 
     ir = resolve(load_spec(Path(__file__).resolve().parents[2] / "specs" / "titans_mac.yaml"))
     layer = next(lay for lay in ir.layers if lay.kind == "context")

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 import nlc
 from nlc.data.documents import IGNORE, PAD, lay_out, offsets_of, split_for
-from nlc.spec import validate
+from nlc.graph.validate import validate
 from tests.runtime.test_lifetime import stream_spec
 
 

@@ -20,7 +20,7 @@ from nlc.runtime.attention import AttentionMixer
 from nlc.runtime.cms import CMSMixer
 from nlc.runtime.layers import Parallel, Residual
 from nlc.runtime.mlp import MLPMixer
-from nlc.spec.load import load_spec
+from nlc.graph.validate import load_spec
 
 D = 8
 F64 = torch.float64

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 import nlc
 from nlc.runtime.lifetime import CLOCK
-from nlc.spec import validate
+from nlc.graph.validate import validate
 
 CMS = "{{type: mlp, hidden: 16, period: {p}, objective: {{kind: task}}, update: {{rule: gd, lr: 0.05}}, lifetime: {life}{extra}}}"
 

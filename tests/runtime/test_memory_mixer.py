@@ -509,7 +509,7 @@ def test_bundled_spec_memories_build_and_run(spec):
     from pathlib import Path
 
     from nlc.ir.resolve import resolve
-    from nlc.spec import load_spec
+    from nlc.graph.validate import load_spec
 
     root = Path(__file__).resolve().parents[2] / "specs"
     ir = resolve(load_spec(root / f"{spec}.yaml"))
@@ -528,7 +528,7 @@ def test_hope_memory_is_refused_with_its_source_level():
     from pathlib import Path
 
     from nlc.ir.resolve import resolve
-    from nlc.spec import load_spec
+    from nlc.graph.validate import load_spec
 
     ir = resolve(load_spec(Path(__file__).resolve().parents[2] / "specs" / "hope.yaml"))
     with pytest.raises(RuntimeError, match="'memory'.*(mem_k|mem_v|mem_lr|mem_alpha|self)"):

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nlc
-from nlc.spec import validate
+from nlc.graph.validate import validate
 
 F64 = torch.float64
 

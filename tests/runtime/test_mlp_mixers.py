@@ -15,7 +15,7 @@ from nlc.ir.resolve import resolve
 from nlc.runtime.cms import CMSMixer
 from nlc.runtime.layers import Residual
 from nlc.runtime.mlp import MLPMixer
-from nlc.spec.load import load_spec
+from nlc.graph.validate import load_spec
 
 D, DH = 6, 5
 F64 = torch.float64

@@ -18,7 +18,7 @@ import nlc
 from nlc.primitives.layers import l2_normalize
 from nlc.runtime.projections import split_heads
 from nlc.runtime.selfmod import SelfModifyingMemory
-from nlc.spec import validate
+from nlc.graph.validate import validate
 
 NAMES = {"k": "mem_k", "v": "mem_v", "eta": "mem_lr", "alpha": "mem_alpha", "q": "mem_q"}
 

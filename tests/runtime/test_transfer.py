@@ -16,7 +16,7 @@ import torch
 import nlc
 from nlc.graph.sizes import level_sizes
 from nlc.runtime.transfer import Transfers
-from nlc.spec import load_spec, validate
+from nlc.graph.validate import load_spec, validate
 
 SPEC = "specs/transfer.yaml"
 SMALL = ["model.width=32", "model.heads=2", "train.seq_len=256"]

@@ -19,7 +19,7 @@ from nlc.search import SearchRun, load_study, run_worker, write_report
 from nlc.search.budget import BudgetChangedError
 from nlc.search.study import make_study, open_storage
 from nlc.search.worker import run_trial, trial_seed
-from nlc.spec import load_spec
+from nlc.graph.validate import load_spec
 from nlc.status import BAD_INPUT
 from nlc.train import checkpoint as ckpt
 

@@ -23,7 +23,7 @@ from nlc.search import SearchRun, load_study, run_worker, run_workers, write_rep
 from nlc.search.resume import SURPLUS_ATTR, WORKER_ATTR
 from nlc.search.study import open_storage
 from nlc.search.worker import trial_seed
-from nlc.spec import load_spec
+from nlc.graph.validate import load_spec
 
 from .tiny import ROOT, states, write_tiny_search
 

@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 import nlc
 from nlc.codegen.names import comment, identifier
 from nlc.errors import SpecError
-from nlc.spec import validate
+from nlc.graph.validate import validate
 
 CANARY = "NLC_PWNED"
 PAYLOAD = f"__import__('builtins').__setattr__({CANARY!r}, 1)"
@@ -256,7 +256,7 @@ def test_a_checkpoint_spec_with_a_payload_name_loads_without_running_it(tmp_path
     meta_file = tmp_path / "checkpoint" / "meta.json"
     meta = json.loads(meta_file.read_text(encoding="utf-8"))
     name = HOSTILE[0] + "\n" + HOSTILE[2]
-    spec = nlc.spec.load_spec(meta["spec_yaml"], [f"name={quoted(name)}"])
+    spec = nlc.load_spec(meta["spec_yaml"], [f"name={quoted(name)}"])
     meta.update(spec_yaml=spec_to_yaml(spec), spec_sha256=spec_hash(spec))
     meta_file.write_text(json.dumps(meta), encoding="utf-8")
     loaded, _ = load_checkpoint(tmp_path)

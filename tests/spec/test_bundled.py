@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nlc.spec import Spec, load_raw, load_spec, spec_to_yaml, validate
+from nlc.spec import Spec, load_raw, spec_to_yaml
+
+from nlc.graph.validate import load_spec, validate
 from nlc.spec.levels import OptimizerLevel
 
 ROOT = Path(__file__).resolve().parents[2]

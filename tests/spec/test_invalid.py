@@ -4,7 +4,7 @@
 To add a case, write the fixture and its golden text; it is picked up by the glob. To
 regenerate a golden file after a deliberate message change, run from the repository root::
 
-    python -c "import sys; from nlc.spec import validate; p = sys.argv[1]; \
+    python -c "import sys; from nlc import validate; p = sys.argv[1]; \
 print(''.join(i.format() + '\\n' for i in validate(p)[1]), end='')" specs/invalid/NAME.yaml
 """
 from __future__ import annotations
@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from nlc.spec import SpecError, load_spec, validate
+from nlc.spec import SpecError
+
+from nlc.graph.validate import load_spec, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = sorted((ROOT / "specs" / "invalid").glob("*.yaml"))

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from nlc.errors import SpecError
-from nlc.spec import load_raw, load_spec, spec_to_yaml, validate
+from nlc.spec import load_raw, spec_to_yaml
+from nlc.graph.validate import load_spec, validate
 
 LEVELS = """\
 levels:

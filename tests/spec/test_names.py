@@ -16,7 +16,8 @@ from nlc import status
 from nlc.cli.app import app
 from nlc.cli.cp import portable_text
 from nlc.errors import SpecError
-from nlc.spec import load_spec, spec_to_yaml, validate
+from nlc.spec import spec_to_yaml
+from nlc.graph.validate import load_spec, validate
 from nlc.spec.load import bundled_specs, spec_source
 from nlc.spec.source import SpecInputError
 

@@ -20,7 +20,8 @@ from hypothesis import assume, given, note
 from hypothesis import strategies as st
 
 from nlc.errors import SpecError
-from nlc.spec import Spec, load_raw, load_spec, spec_to_data, spec_to_yaml, validate
+from nlc.spec import Spec, load_raw, spec_to_data, spec_to_yaml
+from nlc.graph.validate import load_spec, validate
 from tests.spec_mutations import MUTATIONS, _typo, corrupted_specs, mutations, yaml_values, yamlish_text
 from tests.strategies import ALL_KEYS, ALL_LITERALS, valid_specs
 

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 import nlc.limits
 from nlc.errors import Issue
 from nlc.graph.sizes import level_sizes, model_params
-from nlc.spec import load_raw, load_spec, spec_to_yaml, validate
+from nlc.spec import load_raw, spec_to_yaml
+from nlc.graph.validate import load_spec, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "docs" / "nlc.schema.json").read_text(encoding="utf-8"))

@@ -10,7 +10,8 @@ import pytest
 
 from nlc import limits
 from nlc.errors import SpecError
-from nlc.spec import load_spec, spec_to_yaml
+from nlc.spec import spec_to_yaml
+from nlc.graph.validate import load_spec
 from nlc.spec.source import SpecInputError, read_spec
 
 ROOT = Path(__file__).resolve().parents[2]

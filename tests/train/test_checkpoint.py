@@ -79,7 +79,7 @@ def test_resume_with_another_spec_is_refused_naming_both_hashes(tmp_path, text_d
     with pytest.raises(CheckpointError) as err:
         nlc.train(TINY, data=text_data, out=tmp_path, steps=2, overrides=["model.width=64"], resume=True,
                   progress=False)
-    other = spec_hash(nlc.spec.load_spec(TINY, ["model.width=64", "train.steps=2", "train.data=design-doc"]))
+    other = spec_hash(nlc.load_spec(TINY, ["model.width=64", "train.steps=2", "train.data=design-doc"]))
     message = str(err.value)
     assert stored in message and other in message and "--out" in message
     assert "-  width: 32" in message and "+  width: 64" in message  # the diff of the two specs

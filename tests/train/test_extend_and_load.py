@@ -52,7 +52,7 @@ def test_the_readme_resume_command_extends_a_run_and_its_metrics_continue(tmp_pa
     assert records[-1]["elapsed"] > first[-1]["elapsed"]  # the clock continues too
     meta = read_meta(run)
     assert (meta["step"], meta["steps"]) == (4, 4)
-    assert "steps: 4" in meta["spec_yaml"] and spec_hash(nlc.spec.load_spec(run / "checkpoint" / "spec.yaml")) == \
+    assert "steps: 4" in meta["spec_yaml"] and spec_hash(nlc.load_spec(run / "checkpoint" / "spec.yaml")) == \
         meta["spec_sha256"]
 
 

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 import nlc
 from nlc.ir.resolve import _gradient_rule
 from nlc.optim import GradientMemories
-from nlc.spec import validate
+from nlc.graph.validate import validate
 from nlc.spec.optimizers import OptimizerLevel
 from nlc.spec.presets import expand
 
@@ -243,7 +243,7 @@ def test_nlc_show_expand_writes_presets_out(tmp_path):
     from typer.testing import CliRunner
 
     from nlc.cli.app import app
-    from nlc.spec import load_spec
+    from nlc.graph.validate import load_spec
 
     spec = tmp_path / "s.yaml"
     spec.write_text(MOMENTUM_AS_MEMORY.replace("rule: memories", "rule: m3").replace(

@@ -6,10 +6,10 @@ file or a bundled name). lm-eval finds no plugin on its own, so its stock ``lm_e
 does not know ``nlc``; run the harness through this module instead, with lm-eval's own
 arguments::
 
-    python -m nlc.evaluate.lm_eval_adapter --model nlc --model_args pretrained=runs/hope \\
+    python -m nlc.lm_eval_adapter --model nlc --model_args pretrained=runs/hope \\
         --tasks lambada_openai
 
-or from Python: ``import nlc.evaluate.lm_eval_adapter`` then
+or from Python: ``import nlc.lm_eval_adapter`` then
 ``lm_eval.simple_evaluate(model="nlc", model_args="pretrained=runs/hope", tasks=[...])``.
 
 Scoring is the model's own next-token distribution, as :func:`nlc.evaluate.lm.evaluate_lm`
@@ -44,13 +44,13 @@ try:
     from lm_eval.api.registry import register_model
     from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 except ImportError:  # pragma: no cover - depends on the environment
-    from ..errors import NLCError
+    from .errors import NLCError
 
     raise NLCError("the lm-eval adapter needs the lm_eval package: pip install 'nlc[lm-eval]'") from None
 
-from ..data import get_tokenizer
-from ..generate import generate
-from ..train.loading import load
+from .data import get_tokenizer
+from .generate import generate
+from .train.loading import load
 
 PREFIX_TOKEN = {"gpt2": 50256}  # <|endoftext|>; other tokenizers start from a newline
 
@@ -127,7 +127,7 @@ class NLCLM(LM):
 
 
 def main() -> None:
-    """lm-eval's command line with ``nlc`` registered (``python -m nlc.evaluate.lm_eval_adapter``)."""
+    """lm-eval's command line with ``nlc`` registered (``python -m nlc.lm_eval_adapter``)."""
     from lm_eval.__main__ import cli_evaluate
 
     cli_evaluate()

@@ -1,0 +1,71 @@
+"""The imports point one way (issue 16): no circle between two files or two packages of
+``nlc`` and ``benchmarks``, read from the source with :mod:`ast` (an import inside a function
+counts too: it hides a circle, it does not remove it)."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import networkx as nx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> nx.DiGraph:
+    """``a -> b`` where module ``a`` imports module ``b`` (both in the repository). Importing a
+    package's submodule by ``from package import sub`` is an edge to ``sub`` only; an edge to
+    one of the importer's own parent packages is left out (Python runs those first anyway)."""
+    files = [*ROOT.glob("nlc/**/*.py"), *ROOT.glob("benchmarks/*.py")]
+    modules = {module_name(p): p for p in files}
+    graph = nx.DiGraph()
+    graph.add_nodes_from(modules)
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(up + ([node.module] if node.module else []))
+                subs = [f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in modules]
+                targets = subs if len(subs) == len(node.names) else [base, *subs]
+            else:
+                continue
+            graph.add_edges_from((name, t) for t in targets
+                                 if t in modules and t != name and not name.startswith(t + "."))
+    return graph
+
+
+def package_graph(files: nx.DiGraph) -> nx.DiGraph:
+    """The same edges between the packages one level below the top (``nlc.graph``, ``nlc.spec``)."""
+    graph = nx.DiGraph()
+    for a, b in files.edges:
+        pa, pb = ".".join(a.split(".")[:2]), ".".join(b.split(".")[:2])
+        if pa != pb:
+            graph.add_edge(pa, pb)
+    return graph
+
+
+def test_the_graph_sees_imports() -> None:
+    """The reader finds the edges it must (else an empty graph would pass the tests below)."""
+    graph = import_graph()
+    assert graph.has_edge("nlc.graph.validate", "nlc.graph.checks")
+    assert graph.has_edge("nlc.compiler", "nlc.graph.validate")
+    assert graph.has_edge("benchmarks._rules", "benchmarks._flops")
+    assert ("nlc.spec.load", "nlc.graph.checks") not in graph.edges
+
+
+@pytest.mark.parametrize("level", ["files", "packages"])
+def test_no_import_circles(level: str) -> None:
+    graph = import_graph()
+    graph = graph if level == "files" else package_graph(graph)
+    cycles = sorted(nx.simple_cycles(graph), key=len)[:5]
+    assert not cycles, f"import circles between {level}: {cycles}"
