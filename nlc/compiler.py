@@ -59,11 +59,11 @@ def compile(  # noqa: A001 - the public name the API promises
     """Compile a spec (a :class:`Spec`, a file, a bundled name such as ``"hope"``, or YAML
     text: :func:`nlc.spec.load.spec_source` tells them apart) into a model.
 
-    The model is an :class:`~nlc.runtime.model.NLCModel` with ``.spec``, ``.ir``,
-    ``.source`` (the generated Python), ``.schedule`` (:class:`~nlc.schedule.UpdateSchedule`, the generated
-    ``Model.SCHEDULE``) and
-    ``.graph`` (the level graph). ``compile="default"`` wraps the model's ``run`` (one
-    pass over a segment; the teach-signal loop stays in Python) with ``torch.compile``;
+    The model is an :class:`~nlc.runtime.model.NLCModel` with its declared ``.spec``, ``.ir``,
+    ``.source`` (the generated Python), ``.graph`` (the level graph) and ``.schedule``
+    (:class:`~nlc.schedule.UpdateSchedule`, the generated ``Model.SCHEDULE``).
+    ``compile="default"`` runs the model's ``run`` (one pass over a segment; the
+    teach-signal loop stays in Python) through ``torch.compile``;
     ``"fullgraph"`` also forbids graph breaks. Parameters are
     initialised from ``seed`` (default: the spec's ``train.seed``).
     """
@@ -79,10 +79,9 @@ def compile(  # noqa: A001 - the public name the API promises
         raise
     except Exception as err:  # noqa: BLE001 - lowering errors are re-raised with the spec location
         raise CompileError(f"cannot lower spec '{ir.name}': {locate_error(module.Model, err)}") from err
-    model.spec, model.ir, model.source = spec, ir, source
-    model.graph = build_graph(spec)
+    model.record_provenance(spec=spec, ir=ir, source=source, graph=build_graph(spec))
     if device is not None or dtype is not None:
         model = model.to(device=device, dtype=dtype)
     if compile is not None:
-        model.run = torch.compile(model.run, fullgraph=compile == "fullgraph")
+        model.use_torch_compile(fullgraph=compile == "fullgraph")
     return model

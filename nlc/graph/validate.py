@@ -37,7 +37,7 @@ def validate(source: str | Path | RawSpec, overrides: list[str] | tuple[str, ...
     if not any(i.severity == "error" for i in found):  # sizes assume a sound graph
         found += check_model_bytes(spec, limits.current().model_bytes)
     issues = [locate_issue(issue, raw) for issue in found]
-    spec._raw = raw
+    spec.located_by(raw)
     errors = [i for i in issues if i.severity == "error"]
     return (None if errors else spec), sort_issues(issues)
 

@@ -93,8 +93,8 @@ def resolve(spec: Spec) -> ModelIR:
         name=spec.name or "model", vocab=spec.model.vocab, tokenizer=spec.model.tokenizer,
         width=width, norm=spec.model.norm, tie_embeddings=spec.model.tie_embeddings,
         levels=levels, layers=tuple(layers), ordered=tuple(tuple(g) for g in ordered),
-        source_file=getattr(spec._raw, "file", "<spec>"),
-        overrides=tuple(getattr(spec._raw, "overrides", ())),
+        source_file=getattr(spec.raw, "file", "<spec>"),
+        overrides=tuple(getattr(spec.raw, "overrides", ())),
     )
 
 

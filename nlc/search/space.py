@@ -108,7 +108,7 @@ class SearchSpace:
 
     def __init__(self, source: Any, overrides: list[str] | tuple[str, ...] = ()) -> None:
         self.spec = _load_search_spec(source, overrides)
-        self.raw: RawSpec = self.spec._raw
+        self.raw: RawSpec = self.spec.raw
         self.search = self.spec.search
         self.dimensions = _dependency_order(self.raw, self.search.space)
         self.used_levels = _reached_levels(self.spec)

@@ -106,7 +106,7 @@ def spec_to_yaml(spec: Spec) -> str:
 
 def source_line(spec: Spec, path: str) -> str:
     """``file:line`` of a dotted path in the spec's YAML (for messages from later stages)."""
-    raw: RawSpec | None = getattr(spec, "_raw", None)
+    raw: RawSpec | None = spec.raw
     mark = raw.mark(split_path(path)) if raw is not None else None
     return f"{mark.file}:{mark.line}" if mark else "<spec>"
 

@@ -232,6 +232,18 @@ class Spec(Strict):
 
     _raw: Any = PrivateAttr(default=None)  # the RawSpec it was loaded from (file/line marks)
 
+    @property
+    def raw(self) -> Any:
+        """The :class:`~nlc.spec.source.RawSpec` this spec was validated from (the file, line
+        and column of every field, for messages of later stages); None for a spec built in
+        Python."""
+        return self._raw
+
+    def located_by(self, raw: Any) -> Spec:
+        """Keep ``raw`` as :attr:`raw` (the validator calls this); returns the spec."""
+        self._raw = raw
+        return self
+
     def __eq__(self, other: object) -> bool:
         """Specs are equal when their fields are, wherever they were loaded from."""
         return type(other) is type(self) and self.__dict__ == other.__dict__

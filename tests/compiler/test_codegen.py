@@ -77,3 +77,18 @@ def test_source_without_a_schedule_fails_clearly():
     model(x)  # no teach signal: the schedule is not needed
     with pytest.raises(NLCError, match="no update schedule"):
         model(x, targets=x)
+
+
+def test_compile_hands_over_declared_attributes_and_patches_nothing() -> None:
+    """What ``nlc.compile`` returns keeps its spec, IR, source and graph in attributes the
+    model class declares, and ``compile="default"`` leaves the model's own ``run`` in place
+    (the compiled pass is held beside it), so hooks and the eager probe see the same class."""
+    from nlc.runtime.model import NLCModel
+
+    spec = load_spec("transformer", ["model.width=32"])
+    model = nlc.compile(spec, seed=0, compile="default")
+    assert {"spec", "ir", "source", "graph"} <= set(NLCModel.__annotations__)
+    assert model.spec is spec and model.ir.name == "transformer" and model.source == emit(resolve(spec))
+    assert set(model.graph.nodes) >= set(spec.levels)
+    assert "run" not in vars(model) and type(model).run is NLCModel.run
+    assert model._compiled_run is not None
