@@ -1,10 +1,10 @@
 """IR -> readable Python source of a standalone PyTorch module.
 
-The emitted module imports only ``torch`` and ``nlc.runtime``. It defines one constant
-per spec level (its resolved IR node, written out field by field) and one
+The emitted module imports only ``nlc.runtime``. It defines one constant per spec level
+(its resolved IR node, the fields that differ from their defaults; a comment names the
+YAML line and the paper equations the level implements, :mod:`.equations`) and one
 :class:`~nlc.runtime.model.NLCModel` subclass, ``Model``, whose ``layers`` method calls
-one mixer per layer, each line commented with the spec level and the YAML line it came
-from. ``nlc.compile`` executes exactly this text, so the file and the model never drift.
+one mixer per layer, each line commented with the spec level. ``nlc.compile`` executes exactly this text, so the file and the model never drift.
 Text from the spec reaches this source only through :mod:`nlc.codegen.names` and
 ``repr`` (see there why).
 """
@@ -13,12 +13,15 @@ from __future__ import annotations
 import dataclasses
 import math
 import shlex
+import textwrap
 from fractions import Fraction
 
+from ..graph.build import INFINITE
 from ..ir.nodes import LayerIR, MemoryIR, ModelIR
 from ..ir.resolve import coupled_components, is_self_modifying
 from ..schedule import UpdateSchedule
 from ..version import __version__
+from .equations import equations
 from .names import comment, identifier
 
 
@@ -34,60 +37,142 @@ def regenerate(ir: ModelIR) -> str:
     return shlex.join(["nlc", "compile", ir.source_file, *ir.overrides, "--emit", "FILE"])
 
 
-def literal(value: object, indent: int = 0) -> str:
-    """Python source for an IR value: dataclasses as ``rt.Class(field=...)``, one field a line."""
-    pad = " " * (indent + 4)
+WIDTH = 100  # the emitted source's line length
+
+
+def inline(value: object) -> str:
+    """Python source for an IR value on one line: a dataclass as ``rt.Class(...)`` with only
+    the fields that differ from their defaults (the leading required fields of the small
+    value classes positionally), a Fraction as ``rt.Fraction(n, d)`` (``rt.INFINITE`` for
+    f = infinity), containers item by item, anything else by ``repr``."""
+    if isinstance(value, Code):
+        return str(value)
+    if isinstance(value, Call):
+        return f"{value.function}({', '.join(p + inline(v) for p, v in _call_parts(value))})"
     if dataclasses.is_dataclass(value):
-        fields = [f"{pad}{f.name}={literal(getattr(value, f.name), indent + 4)},"
-                  for f in dataclasses.fields(value)]
-        return f"rt.{type(value).__name__}(\n" + "\n".join(fields) + f"\n{' ' * indent})"
+        return f"rt.{type(value).__name__}({', '.join(_arguments(value))})"
     if isinstance(value, Fraction):
-        return f"rt.Fraction({value.numerator}, {value.denominator})"
+        if value == INFINITE:
+            return "rt.INFINITE"
+        return f"rt.Fraction({value.numerator})" if value.denominator == 1 else \
+            f"rt.Fraction({value.numerator}, {value.denominator})"
     if isinstance(value, dict):
-        items = [f"{pad}{k!r}: {literal(v, indent + 4)}," for k, v in value.items()]
-        return "{\n" + "\n".join(items) + f"\n{' ' * indent}}}"
+        return "{" + ", ".join(f"{k!r}: {inline(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, tuple):
+        items = [inline(v) for v in value]
+        return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
     if isinstance(value, float) and not math.isfinite(value):  # pragma: no cover - the validator refuses them
         raise ValueError(f"{value} in IR: repr would write a bare name, not a literal")
     return repr(value)
 
 
+def _call_parts(call: Call) -> list[tuple[str, object]]:
+    """``("" or "name=", value)`` for each argument of ``call``."""
+    return [("", item) for item in call.args] + [(f"{k}=", item) for k, item in call.keywords]
+
+
+POSITIONAL = ("KnobIR", "SourceIR", "ObjectiveIR", "FeaturesIR")  # small values: kind first
+
+
+def _arguments(value: object) -> list[str]:
+    out = []
+    for f in dataclasses.fields(value):
+        item = getattr(value, f.name)
+        if f.default is not dataclasses.MISSING and item == f.default:
+            continue
+        positional = type(value).__name__ in POSITIONAL and f.default is dataclasses.MISSING
+        out.append(inline(item) if positional else f"{f.name}={inline(item)}")
+    return out
+
+
+class Code(str):
+    """Source text that :func:`inline` writes as it is (an expression already made here)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """A call ``function(*args, **keywords)`` that :func:`literal` breaks like a dataclass."""
+
+    function: str
+    args: tuple = ()
+    keywords: tuple[tuple[str, object], ...] = ()
+
+
+def literal(value: object, indent: int = 0, lead: int = 0) -> str:
+    """:func:`inline`, broken over lines where it does not fit in :data:`WIDTH` at
+    ``indent`` after ``lead`` characters of its first line: the arguments or items packed
+    into lines, one that does not fit alone broken the same way one level deeper."""
+    one = inline(value)
+    if indent + lead + len(one) <= WIDTH or not isinstance(value, (dict, tuple)) and not dataclasses.is_dataclass(value):
+        return one
+    pad = " " * (indent + 4)
+    if isinstance(value, Call):
+        head, tail = f"{value.function}(", ")"
+        parts = _call_parts(value)
+    elif dataclasses.is_dataclass(value):
+        head, tail = f"rt.{type(value).__name__}(", ")"
+        names = [(f.name, getattr(value, f.name)) for f in dataclasses.fields(value)
+                 if f.default is dataclasses.MISSING or getattr(value, f.name) != f.default]
+        parts = [(f"{n}=", v) for n, v in names]
+    elif isinstance(value, dict):
+        head, tail = "{", "}"
+        parts = [(f"{k!r}: ", v) for k, v in value.items()]
+    else:
+        head, tail = "(", ")"
+        parts = [("", v) for v in value]
+    lines, line = [], ""
+    for prefix, item in parts:
+        text = prefix + inline(item) + ","
+        if len(pad) + len(text) > WIDTH:  # too long for a line of its own: break it too
+            text = prefix + literal(item, indent + 4) + ","
+        if line and len(pad) + len(line) + 1 + len(text) <= WIDTH and "\n" not in text:
+            line += " " + text
+        else:
+            if line:
+                lines.append(pad + line)
+            line = text
+    lines.append(pad + line)
+    return head + "\n" + "\n".join(lines) + "\n" + " " * indent + tail
+
+
 def emit(ir: ModelIR) -> str:
     """The module source for a model IR."""
-    used = _levels_used(ir)
     lines = [
         f'"""Generated by nlc {__version__} from the spec SPEC in the file SOURCE. Do not edit:',
         "the shell command REGENERATE writes it again (with FILE, the file to write).",
         '"""',
-        "import torch",
-        "",
         "from nlc import runtime as rt",
         "",
         f"SPEC = {ir.name!r}",
         f"SOURCE = {ir.source_file!r}",
         f"REGENERATE = {regenerate(ir)!r}",
         "",
-        "# The spec's levels, resolved: defaults filled, gates normalised to `retention`.",
+        "# The spec's levels, resolved: gates normalised to `retention`; a field at its default",
+        "# (nlc.ir.nodes: no momentum, no gate, never reset) is left out.",
     ]
-    for name in used:
+    for name in _levels_used(ir):
         level = ir.levels[name]
-        lines += ["", comment(f"level '{name}' ({level.origin})"), f"{constant(name)} = {literal(level)}"]
+        lines += ["", comment(f"level '{name}' ({level.origin})"), *_comments(_equations(ir, name)),
+                  f"{constant(name)} = {literal(level, 0, len(constant(name)) + 3)}"]
     attrs = {layer.name: identifier(layer.name) for layer in ir.layers}
     lines += ["", "", "class Model(rt.NLCModel):",
-              f"    LAYERS = {tuple(attrs.values())!r}",
-              "    ORIGINS = {"]
-    lines += [f"        {attrs[layer.name]!r}: {_origin(ir, layer)!r}," for layer in ir.layers]
-    lines += ["    }"]
-    lines += ["    # the update schedule (nlc.schedule): the one clock of the levels and optimizer levels",
-              f"    SCHEDULE = {literal(UpdateSchedule.from_ir(ir), 4)}"]
+              f"    LAYERS = {literal(tuple(attrs.values()), 4, 9)}",
+              f"    ORIGINS = {literal({attrs[layer.name]: _origin(ir, layer) for layer in ir.layers}, 4, 10)}",
+              "    # the update schedule (nlc.schedule): the one clock of the levels and optimizer levels",
+              f"    SCHEDULE = {literal(UpdateSchedule.from_ir(ir), 4, 11)}"]
     nested = _nested_layers(ir)
     if nested:
-        lines += ["    NESTED = {"] + [f"        {attrs[a]!r}: {attrs[b]!r}," for a, b in nested.items()] + ["    }"]
+        lines.append(f"    NESTED = {literal({attrs[a]: attrs[b] for a, b in nested.items()}, 4, 9)}")
     lines += ["", "    def __init__(self):",
               f"        super().__init__(name={ir.name!r}, vocab={ir.vocab}, width={ir.width}, "
               f"norm={ir.norm!r}, tie_embeddings={ir.tie_embeddings})"]
+    where = None
     for layer in ir.layers:
-        lines += [f"        {comment(_origin(ir, layer))}",
-                  f"        self.{attrs[layer.name]} = {_layer_expr(ir, layer)}"]
+        if (layer.block, layer.repeat) != where:
+            where = layer.block, layer.repeat
+            lines.append(f"        {comment(f'block {layer.block}, repeat {layer.repeat} ({layer.origin})')}")
+        target = f"self.{attrs[layer.name]} = "
+        lines.append(f"        {target}{literal(_layer_expr(ir, layer), 8, len(target))}")
     lines += ["", "    def layers(self, x, state, pos):"]
     sources = {src for layer in ir.layers for _, src in layer.transfers}  # transfer edges read them
     for layer in ir.layers:
@@ -102,6 +187,28 @@ def emit(ir: ModelIR) -> str:
             lines.append(f"        out_{attr} = x - before" if layer.residual else f"        out_{attr} = x")
     lines += ["        return x, state", ""]
     return "\n".join(lines)
+
+
+def _comments(text: str) -> list[str]:
+    """``text`` as comment lines of at most :data:`WIDTH` characters (:func:`comment` each),
+    broken after a ``;`` where it can be (a citation stays on one line)."""
+    lines, line = [], ""
+    for part in text.split("; "):
+        candidate = f"{line}; {part}" if line else part
+        if line and len(candidate) + 2 > WIDTH:
+            lines.append(line + ";")
+            candidate = part
+        line = candidate
+    lines.append(line)
+    return [comment(piece) for line in lines
+            for piece in textwrap.wrap(line, WIDTH - 2, break_long_words=False, break_on_hyphens=False)]
+
+
+def _equations(ir: ModelIR, name: str) -> str:
+    level = ir.levels[name]
+    mains = [n for n, lv in ir.levels.items() if isinstance(lv, MemoryIR) and name in coupled_components(ir, n)]
+    main = isinstance(level, MemoryIR) and (bool(coupled_components(ir, name)) or is_self_modifying(level))
+    return equations(level, self_modifying=main, component=bool(mains))
 
 
 def _nested_layers(ir: ModelIR) -> dict[str, str]:
@@ -136,34 +243,34 @@ def _levels_used(ir: ModelIR) -> list[str]:
     return [n for n in ir.levels if n in used]
 
 
-def _mixer_expr(ir: ModelIR, name: str) -> str:
+def _mixer_expr(ir: ModelIR, name: str) -> Call:
     level = ir.levels[name]
-    w = ir.width
+    w = ("width", ir.width)
     if level.type == "attention":
-        persistent = constant(level.persistent) if level.persistent else "None"
-        return f"rt.AttentionMixer({constant(name)}, width={w}, persistent={persistent})"
+        persistent = Code(constant(level.persistent)) if level.persistent else None
+        return Call("rt.AttentionMixer", (Code(constant(name)),), (w, ("persistent", persistent)))
     if level.type == "memory":
         components = coupled_components(ir, name)
         if components or is_self_modifying(level):
-            comps = ", ".join(f"{c!r}: {constant(c)}" for c in components)
-            return f"rt.SelfModifyingMemory({constant(name)}, components={{{comps}}}, width={w})"
-        return f"rt.MemoryMixer({constant(name)}, width={w})"
+            comps = {c: Code(constant(c)) for c in components}
+            return Call("rt.SelfModifyingMemory", (Code(constant(name)),), (("components", comps), w))
+        return Call("rt.MemoryMixer", (Code(constant(name)),), (w,))
     if level.type == "mlp":
         kind = "CMSMixer" if level.period else "MLPMixer"
-        return f"rt.{kind}({constant(name)}, width={w})"
+        return Call(f"rt.{kind}", (Code(constant(name)),), (w,))
     raise ValueError(f"level '{name}' ({level.origin}) of type {level.type} cannot be a layer")
 
 
-def _layer_expr(ir: ModelIR, layer: LayerIR) -> str:
-    common = f"norm={layer.norm!r}, residual={layer.residual}, width={ir.width}"
+def _layer_expr(ir: ModelIR, layer: LayerIR) -> Call:
+    common = (("norm", layer.norm), ("residual", layer.residual), ("width", ir.width))
     if layer.kind == "level":
         kinds = tuple(kind for kind, _ in layer.transfers)
-        edges = f", transfers={kinds!r}" if kinds else ""
-        return f"rt.Residual({_mixer_expr(ir, layer.levels[0])}, {common}{edges})"
+        edges = (("transfers", kinds),) if kinds else ()
+        return Call("rt.Residual", (_mixer_expr(ir, layer.levels[0]),), common + edges)
     if layer.kind == "parallel":
-        mixers = ", ".join(_mixer_expr(ir, n) for n in layer.levels)
-        return f"rt.Parallel([{mixers}], combine={layer.combine!r}, {common})"
+        mixers = Code("[" + ", ".join(inline(_mixer_expr(ir, n)) for n in layer.levels) + "]")
+        return Call("rt.Parallel", (mixers,), (("combine", layer.combine), *common))
     attention, memory, *rest = layer.levels
-    persistent = constant(rest[0]) if rest else "None"
-    return (f"rt.Context({_mixer_expr(ir, attention)}, {_mixer_expr(ir, memory)}, "
-            f"persistent={persistent}, segment={layer.segment}, {common})")
+    persistent = Code(constant(rest[0])) if rest else None
+    return Call("rt.Context", (_mixer_expr(ir, attention), _mixer_expr(ir, memory)),
+                (("persistent", persistent), ("segment", layer.segment), *common))

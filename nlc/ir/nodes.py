@@ -9,6 +9,9 @@ Frozen dataclasses, no pydantic, no torch. Differences from the spec:
 * read order is a bool, periods are ints (``0`` = never in context), frequencies and
   ordered-level indices come from the level graph;
 * every level remembers the YAML ``file:line`` it came from, for messages and codegen.
+
+A field's default is its neutral value (no momentum, no gate, never reset); the emitted
+source (:mod:`nlc.codegen.emit`) writes only the fields that differ from it.
 """
 from __future__ import annotations
 
@@ -58,14 +61,14 @@ class FeaturesIR:
 class RuleIR:
     kind: str  # gd | momentum | delta | dgd
     lr: KnobIR
-    momentum: KnobIR | None
-    retention: KnobIR | None
-    weight_decay: float
-    retention_kind: str  # l2 | lq | elastic
-    q: float
-    shrink: float
-    grad_clip: float | None
-    grad_normalize: bool
+    momentum: KnobIR | None = None
+    retention: KnobIR | None = None
+    weight_decay: float = 0.0
+    retention_kind: str = "l2"  # l2 | lq | elastic | kl
+    q: float = 2.0
+    shrink: float = 0.0
+    grad_clip: float | None = None
+    grad_normalize: bool = False
     ns_steps: int = 0  # Newton-Schulz steps of a Muon output; 0: identity output
     mass: float = 0.0  # kl retention: the total weight of a row (MIRAS' c)
     reduce: str = "sum"  # sum | mean: how a chunk-frozen rule combines a chunk's gradients
@@ -87,10 +90,10 @@ class LevelIR:
 class AttentionIR(LevelIR):
     heads: int
     head_dim: int
-    window: int | None
-    rope: bool
-    persistent: str | None
-    qk_norm: bool
+    window: int | None = None
+    rope: bool = True
+    persistent: str | None = None
+    qk_norm: bool = False
 
 
 @dataclass(frozen=True)
@@ -110,10 +113,10 @@ class MemoryIR(LevelIR):
     keys: SourceIR
     values: SourceIR
     queries: SourceIR
-    init: str  # learned | zero | from | copy
-    init_level: str | None
-    reset: str
-    output_gate: bool
+    init: str = "learned"  # learned | zero | from | copy
+    init_level: str | None = None
+    reset: str = "never"
+    output_gate: bool = False
     lifetime: str = "sequence"  # sequence | document | stream
     norm: str = "none"  # none | layernorm: the memory output's normalisation (TTT)
     features: FeaturesIR | None = None  # None: keys and queries as their sources make them
@@ -124,12 +127,12 @@ class MLPIR(LevelIR):
     hidden: int
     activation: str
     period: int  # 0 = never in context (a Transformer MLP); C = a CMS level
-    objective: ObjectiveIR | None
-    rule: RuleIR | None
-    init: str
-    init_level: str | None
-    reset: str
-    flush: str
+    objective: ObjectiveIR | None = None
+    rule: RuleIR | None = None
+    init: str = "learned"
+    init_level: str | None = None
+    reset: str = "never"
+    flush: str = "carry"
     lifetime: str = "sequence"  # sequence | document | stream
 
 

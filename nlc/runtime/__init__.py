@@ -4,6 +4,7 @@
 """
 from fractions import Fraction as Fraction
 
+from ..graph.build import INFINITE as INFINITE  # f = infinity (attention), rt.INFINITE in generated code
 from ..ir.nodes import (
     AttentionIR as AttentionIR,
     FeaturesIR as FeaturesIR,
