@@ -4,7 +4,8 @@ It is the one clock of a compiled model (docs/design.md, "Level semantics: the c
 generated code holds it as a literal (``Model.SCHEDULE``), the runtime asks it which
 levels are due, and the training loop asks it which optimizer levels step.
 
-Two clocks (paper notes section 7.1):
+Two clocks (tokens, the unit of time of NL-arXiv §3.2's update frequency; optimizer steps,
+the clock of the outermost level, pre-training, NL-arXiv §6):
 
 * tokens, inside a context: a memory or CMS level with period C changes after every
   C-th token (``fires(level, t)`` for 0-based token index t, counted from the start of

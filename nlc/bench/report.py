@@ -20,8 +20,8 @@ from .aggregate import Stat, format_stat, mean_std
 from .plan import NAIVE_BASELINE
 from .tasks import RETRIEVAL_TASKS
 
-# The paper's ordering on language modelling (NL-arXiv Table 2, 760M / 30B tokens, Wiki ppl;
-# notes/paper.md section 5.2), best first, and the numbers quoted next to the measured ones.
+# The paper's ordering on language modelling (NL-arXiv Table 2, 760M / 30B tokens, Wiki ppl),
+# best first, and the numbers quoted next to the measured ones.
 PAPER_ORDER = ("HOPE", "Titans (LMM)", "Samba*", "Transformer++")
 ABLATION_ORDER = (("HOPE", "HOPE w/o CMS"), ("HOPE", "HOPE, 1-level CMS"))  # NL-arXiv Table 6, Fig. 7
 PAPER_LM = {

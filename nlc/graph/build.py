@@ -1,7 +1,7 @@
 """The level graph: levels as nodes, dependencies as edges, frequencies and ordered levels.
 
 An edge ``A -> B`` records that B uses A. It is *same-time* when B's state at token t
-needs A's state at token t (NL paper section 1.3, Definition 2's ordering); it is
+needs A's state at token t (NL-arXiv §3.2, Definition 2's ordering); it is
 *lagged* when B only needs an earlier state of A (a memory read before its own write,
 a CMS block frozen inside its chunk, a parameter that never changes in context). Only
 same-time edges can form a forbidden cycle: two levels that need each other at the same

@@ -27,7 +27,8 @@ autograd graph); ``learn`` consumes and drops them.
 
 Objectives (``ir.objective.kind``):
 
-* ``task`` (the LM-loss gradient at the block output, paper notes §2.2): ``teach = True``.
+* ``task`` (the LM-loss gradient at the block output, as the loss of NL-arXiv Eqs. 70-71,
+  which the paper leaves open): ``teach = True``.
   ``forward`` only *reads* (``y = MLP(theta; x)`` with the current weights, no update) and
   records ``"in"``/``"out"``; the model then computes ``delta = dLoss/d out`` (a stop-gradient
   signal) and calls ``learn(state, delta, pos, due)``, which adds

@@ -6,7 +6,7 @@ Notation::
     S segment length (default: the memory's chunk)   s_i the i-th token of a segment
     M the memory (a :class:`~nlc.runtime.memory.MemoryMixer`)   pos tokens consumed before
 
-Titans §4.1 (paper notes 4.1 "MAC"), per segment ``X`` (tokens at absolute positions
+Titans §4.1 (MAC), per segment ``X`` (tokens at absolute positions
 ``[jS, (j+1)S)``; the input is first normalised, ``u = norm(x)``)::
 
     h_i = M*_{j}(q_i)                 retrieve with the memory as it was at the segment start,

@@ -12,7 +12,7 @@ class supplies the rest:
   calling it on consecutive segments with the returned state equals one call on the whole
   sequence; ``starts`` (B, T) bool marks where documents begin, and the call is cut there
   to reset the rows of ``lifetime: document`` layers (:func:`~nlc.runtime.lifetime.reset_rows`);
-* the teach signal of CMS levels driven by the task objective (paper notes section 2.2):
+* the teach signal of CMS levels driven by the task objective (the loss of NL-arXiv Eqs. 70-71):
   the call runs in segments of ``teach_period`` tokens (the gcd of those levels'
   periods); after each segment the summed next-token loss of the segment is
   differentiated w.r.t. each such level's output (``autograd.grad``, a stop-gradient

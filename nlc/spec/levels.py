@@ -1,6 +1,6 @@
 """Level types of the spec language: one pydantic model per ``type``.
 
-A *level* (NL paper section 1.3) is an associative memory with its own state,
+A *level* (NL-arXiv §3.2) is an associative memory with its own state,
 inner objective, update rule and update frequency. The ``type`` key picks the
 model:
 

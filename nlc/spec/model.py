@@ -4,7 +4,7 @@ A spec is ``nlc: 1`` plus four sections::
 
     levels:   {name: level}      # what learns, how and how often (levels.py)
     model:    how levels compose into blocks: residuals, norms, repeat, head
-    transfer: extra knowledge-transfer edges between levels (paper section 1.4)
+    transfer: extra knowledge-transfer edges between levels (NL-arXiv §3.3)
     train:    data, batch, sequence length, steps, seed
     search:   a search space over any field (used by ``nlc search``)
 """
@@ -153,7 +153,7 @@ class ModelSpec(Strict):
 
 
 class Transfer(Strict):
-    """A knowledge-transfer edge (NL-arXiv section 3.3): ``source`` -> ``target``."""
+    """A knowledge-transfer edge (NL-arXiv §3.3): ``source`` -> ``target``."""
 
     source: str = Field(alias="from")
     target: str = Field(alias="to")

@@ -128,7 +128,7 @@ class GradientRule(Strict):
 
 class OptimizerLevel(Strict):
     """An outer level: an optimiser on the optimizer-step clock (pre-training is the
-    outermost level, NL-arXiv section 6). ``period: {steps: k}`` steps its parameter
+    outermost level, NL-arXiv §6). ``period: {steps: k}`` steps its parameter
     group every k optimizer steps, accumulating gradients in between. ``rule`` is a preset
     or ``memories`` (module doc); a field the rule does not read is an error, and a level
     dumps only the fields its rule reads."""

@@ -286,12 +286,12 @@ class Init(Strict):
     """A level's initial state.
 
     * ``learned`` (default) - meta-learned by the level's outer optimizer through the
-      unrolled inner updates (paper section 1.4, knowledge transfer by initialisation);
+      unrolled inner updates (NL-arXiv §3.3, Eq. 28, knowledge transfer by initialisation);
     * ``zero`` - all zeros, not learned;
     * ``from: <level>`` - meta-learned by a named *slower* level, whose current state the
       level is re-initialised to every ``reset`` (nested CMS, NL-arXiv Eq. 72);
     * ``copy: <level>`` - starts as a copy of another level's initial state (ad-hoc level
-      stacking, NL-arXiv section 7.3).
+      stacking, NL-arXiv §7.3).
     """
 
     kind: Literal["learned", "zero", "from", "copy"] = "learned"

@@ -90,7 +90,7 @@ def configs(draw, T=(1, 13)):
 
 
 def bounded(o, state, limit=1e6):
-    """The rule can diverge for some draws (self-targets grow with the weights, notes §3.3);
+    """The rule (NL-arXiv Eq. 88) can diverge for some draws (self-targets grow with the weights);
     equality of two forms is only asserted on trajectories that stay finite and bounded."""
     return all(bool(t.isfinite().all()) and float(t.abs().max()) < limit
                for t in (o, *state.values()) if t.numel())
