@@ -4,6 +4,7 @@ counts too: it hides a circle, it does not remove it)."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import networkx as nx
@@ -61,6 +62,18 @@ def test_the_graph_sees_imports() -> None:
     assert graph.has_edge("nlc.compiler", "nlc.graph.validate")
     assert graph.has_edge("benchmarks._rules", "benchmarks._flops")
     assert ("nlc.spec.load", "nlc.graph.checks") not in graph.edges
+
+
+def test_the_architecture_picture_says_what_the_code_does() -> None:
+    """docs/architecture.md's arrows reach exactly the packages the code's imports reach."""
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    arrows = re.findall(r"^ +(\w+) --> (\w+)$", text, flags=re.M)  # the mermaid block's lines
+    drawn = nx.DiGraph((f"nlc.{a}", f"nlc.{b}") for a, b in arrows)
+    code = package_graph(import_graph())
+    code = code.subgraph(n for n in code if n.startswith("nlc.")).copy()
+    missing = set(nx.transitive_closure(code).edges) - set(nx.transitive_closure(drawn).edges)
+    extra = set(nx.transitive_closure(drawn).edges) - set(nx.transitive_closure(code).edges)
+    assert not missing and not extra, f"redraw docs/architecture.md: missing {sorted(missing)}, not in the code {sorted(extra)}"
 
 
 @pytest.mark.parametrize("level", ["files", "packages"])
