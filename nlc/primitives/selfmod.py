@@ -90,12 +90,12 @@ alone over chunk_other chunks (stacked into one batch: they share k, eta, alpha,
 rows stack into one (R Dh, D) matrix under one generalized delta recurrence) and emits their
 roles for all T; pass 2 runs the main memory over chunk_memory chunks. Inside a chunk, with
 frozen rank-1 gradients and no momentum, W2 follows the generalized delta recurrence
-S_t = S_{t-1}(alpha_t I - b_t k_t k_t^T) + u_t k_t^T of :mod:`nlc.primitives.delta_kernel`
+S_t = S_{t-1}(alpha_t I - b_t k_t k_t^T) + u_t k_t^T of :mod:`nlc.primitives.matrix`
 with b = p eta, u = -eta delta2 (UT transform), and W1 a decayed sum (b = 0, keys h = act(W2_xi
 k), u = -eta e). The main memory reads attention-like, layer by layer: z_t = W2_{t-1} q_t is
 the delta kernel's read, then W1_{t-1} act(z_t) the decayed-sum read. Pass 1 reads nothing
 from its memories' per-token states, so it forms only the end-of-chunk map of the same UT
-transform (:func:`nlc.primitives.delta_kernel.chunk_end_state`), with the decays of one
+transform (:func:`nlc.primitives.matrix.kernels.chunk_end_state`), with the decays of one
 ``log_decay`` shared by W1 and W2; the frozen-gradient error e = M(k) - M(v) takes one W1
 matmul on act(W2 k) - act(W2 v). With momentum both passes use
 :func:`nlc.primitives.selfmod_momentum.momentum_chunk` instead. Loops run over chunks only.
@@ -109,7 +109,8 @@ import torch
 from torch import Tensor
 
 from nlc.primitives.deep_common import act, act_derivative
-from nlc.primitives.delta_kernel import chunk_end_state, generalized_delta_chunked, log_decay, log_gate
+from nlc.primitives.matrix.chunk import generalized_delta_chunked
+from nlc.primitives.matrix.kernels import chunk_end_state, log_decay, log_gate
 from nlc.primitives.layers import l2_normalize, readout_gate
 from nlc.primitives.selfmod_common import (
     COMPONENTS, GATES, HOPE_COMPONENTS, MEMORY, HParam, check_chunks, check_roles, components_of,
