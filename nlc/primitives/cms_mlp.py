@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from nlc.primitives.cms_state import fast_params
-from nlc.primitives.deep_common import act, act_and_grad
+from nlc.primitives.activations import act, act_and_grad
 
 __all__ = [
     "KINDS",

@@ -28,7 +28,7 @@ The hand-written backward (not autograd over every elementwise op of the dual fo
 about two matmuls per forward matmul and few elementwise passes. First-order gradients only
 (``once_differentiable``); p and a constant delta get no gradient (a learned delta and the
 output LayerNorm take :func:`key_path`'s autograd route). Derivatives:
-:mod:`nlc.primitives.deep_derivatives` (act and act': ``deep_common.act_and_grad``).
+:mod:`nlc.primitives.deep_derivatives` (act and act': ``activations.act_and_grad``).
 """
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from nlc.primitives.deep_common import act_and_grad, autocast_off, layer_norm_out, layer_norm_vjp
+from nlc.primitives.activations import act_and_grad
+from nlc.primitives.deep_common import autocast_off, layer_norm_out, layer_norm_vjp
 from nlc.primitives.deep_derivatives import act_dd, obj_d, obj_dd
 
 __all__ = ["KeyPath", "ReadEnd", "key_path", "read_end"]

@@ -55,9 +55,10 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from nlc.primitives.activations import act, act_and_grad
 from nlc.primitives.deep_common import (
-    HParam, act, act_and_grad, check_config, deep_layers, guard_scale, hparam, layer_norm_out,
-    layer_norm_vjp, log_gate_cumsum, segment_products, simplex, token_hparam,
+    HParam, check_config, deep_layers, guard_scale, hparam, layer_norm_out, layer_norm_vjp,
+    log_gate_cumsum, segment_products, simplex, token_hparam,
 )
 from nlc.primitives.deep_derivatives import obj_d
 from nlc.primitives.newton_schulz import newton_schulz

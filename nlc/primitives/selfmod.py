@@ -108,7 +108,7 @@ from typing import Mapping, Optional
 import torch
 from torch import Tensor
 
-from nlc.primitives.deep_common import act, act_derivative
+from nlc.primitives.activations import act, act_derivative
 from nlc.primitives.matrix.chunk import generalized_delta_chunked
 from nlc.primitives.matrix.kernels import chunk_end_state, log_decay, log_gate
 from nlc.primitives.layers import l2_normalize, readout_gate

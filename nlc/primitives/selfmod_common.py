@@ -16,7 +16,8 @@ from typing import Mapping, Optional, Union
 import torch
 from torch import Tensor
 
-from nlc.primitives.deep_common import ACTIVATIONS, act, init_deep_params
+from nlc.primitives.activations import ACTIVATIONS, act
+from nlc.primitives.deep_common import init_deep_params
 
 __all__ = [
     "MEMORY", "COMPONENTS", "HOPE_COMPONENTS", "GATES", "components_of", "roles_of",

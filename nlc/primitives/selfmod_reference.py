@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from torch.func import grad, vmap
 
-from nlc.primitives.deep_common import act
+from nlc.primitives.activations import act
 from nlc.primitives.layers import l2_normalize, readout_gate
 from nlc.primitives.selfmod_common import (
     MEMORY, HParam, check_chunks, check_roles, eta_ceiling, roles_of,

@@ -467,7 +467,7 @@ def test_without_grad_the_kernels_give_the_same_values(momentum, objective, raw)
 def test_activation_derivatives_match_autograd(name):
     """act' (deep_common.act_derivative, aten's fused gelu_backward for GELU) and act''
     (deep_derivatives.act_dd) equal autograd's first and second derivatives of act."""
-    from nlc.primitives.deep_common import act, act_derivative
+    from nlc.primitives.activations import act, act_derivative
     from nlc.primitives.deep_derivatives import act_dd
 
     z = torch.linspace(-4.0, 4.0, 81, dtype=DT).requires_grad_()
