@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from nlc.primitives.activations import ACTIVATIONS, act
-from nlc.primitives.deep_common import init_deep_params
+from nlc.primitives.deep.common import init_deep_params
 
 __all__ = [
     "MEMORY", "COMPONENTS", "HOPE_COMPONENTS", "GATES", "components_of", "roles_of",

@@ -19,7 +19,7 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from nlc.primitives.activations import ACTIVATIONS, act
+from ..activations import ACTIVATIONS, act
 
 __all__ = [
     "OBJECTIVES", "GLOBAL_RETENTIONS",
@@ -178,7 +178,7 @@ def token_hparam(x: HParam, B: int, H: int, T: int) -> Optional[Tensor]:
 
 # ----------------------------------------------------------------------------- objectives
 def objective_loss(name: str, y: Tensor, v: Tensor, p: Tensor, delta: Tensor) -> Tensor:
-    """MIRAS attentional bias l(y; v), summed over the last dim (MIRAS §3, notes §4.2).
+    """MIRAS attentional bias l(y; v), summed over the last dim (MIRAS §3).
 
     l2: ||y - v||^2;  lp: ||y - v||_p^p;  huber: sum_i h(e_i) with h(e) = e^2 for |e| <= delta
     and 2 delta |e| - delta^2 outside (C^1; equals l2 as delta -> inf);  dot: -<y, v>.

@@ -7,7 +7,7 @@ Notation (see :mod:`nlc.primitives.deep`)::
     l(y; v) objective: l2 ||e||^2, lp ||e||_p^p, huber (2 delta |e| - delta^2 beyond delta),
     dot -<y, v>   l' = dl/dy, l'' its derivatives w.r.t. y and v (elementwise)
 
-Used by the hand-written forward and backward passes of :mod:`nlc.primitives.deep_kernels`:
+Used by the hand-written forward and backward passes of :mod:`~nlc.primitives.deep.kernels`:
 ``obj_d`` in the forward (the error back-propagation of the inner objective; act' comes from
 :func:`nlc.primitives.activations.act_and_grad`), ``act_dd`` / ``obj_dd`` in their backward
 (the outer gradient through that propagation).
