@@ -1,4 +1,5 @@
-"""Reference (per-token loop) form of HOPE self-modifying Titans; see :mod:`nlc.primitives.selfmod`.
+"""HOPE self-modifying Titans, reference form: the per-token loop (the family legend is in
+:mod:`nlc.primitives.selfmod`).
 
 Notation::
 
@@ -21,11 +22,9 @@ import torch
 from torch import Tensor
 from torch.func import grad, vmap
 
-from nlc.primitives.activations import act
-from nlc.primitives.layers import l2_normalize, readout_gate
-from nlc.primitives.selfmod_common import (
-    MEMORY, HParam, check_chunks, check_roles, eta_ceiling, roles_of,
-)
+from ..activations import act
+from ..layers import l2_normalize, readout_gate
+from .common import MEMORY, HParam, check_chunks, check_roles, eta_ceiling, roles_of
 
 __all__ = ["selfmod_reference"]
 
@@ -35,7 +34,7 @@ def selfmod_reference(state: Mapping[str, Tensor], x: Optional[Tensor], given: M
                       precondition: bool = True, chunk_memory: int = 64, chunk_other: int = 16,
                       eta_max: HParam = 1.0, normalize_k: bool = True, normalize_q: bool = True,
                       activation: str = "gelu") -> tuple[Tensor, dict[str, Tensor]]:
-    """Per-token loop; same signature and results as :func:`selfmod.selfmod_chunked`.
+    """Per-token loop; same signature and results as ``chunk.selfmod_chunked``.
 
     For t = 0..T-1, with F_r = M_{r,xi_o} for the components and F_memory = M_{memory,xi_m}
     (states frozen at the start of t's chunk), each role generated or given::

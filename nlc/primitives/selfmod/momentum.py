@@ -26,7 +26,7 @@ products of beta, unrolling S and then W gives, with y_i = -b_i W_i k_i::
     S_t = Mp[t] S_0 + sum_{i<t} DM[t, i] u_i k_i^T
     W_t = R[t] W_0 + E[t] S_0 + sum_{i<t} (Cm[t, i] u_i + D[t, i] y_i) k_i^T
     E[t] = sum_{j<t} D[t, j] Mp[j+1]              E  = D Mp[1:]
-    Cm[t, i] = sum_{i<=j<t} D[t, j] DM[j+1, i]    Cm = D DM[1:]   (Titans' c, deep.py)
+    Cm[t, i] = sum_{i<=j<t} D[t, j] DM[j+1, i]    Cm = D DM[1:]   (Titans' c, deep/chunk.py)
 
 Every term after the first two is a key of the chunk, so the momentum keeps the chunk
 parallel although S is not a rank-one write of token t's key: W_t - R[t] W_0 - E[t] S_0 lies
@@ -35,7 +35,7 @@ in the span of k_0..k_{t-1}, and y is one unit lower-triangular solve (the UT tr
     y_i + b_i sum_{j<i} D[i, j] (k_j . k_i) y_j
         = -b_i (R[i] W_0 k_i + E[i] S_0 k_i + sum_{j<i} Cm[i, j] (k_j . k_i) u_j)
 
-Reads before the write, o_i = W_i q_i (HOPE Eq. 94, rows 0..C-1)::
+Reads before the write, o_i = W_i q_i (NL-arXiv Eq. 94, rows 0..C-1)::
 
     o = R (Q W_0^T) + E (Q S_0^T) + (Cm o Q K^T) U + (D o Q K^T) Y
 
@@ -47,7 +47,7 @@ from typing import Optional
 
 from torch import Tensor
 
-from nlc.primitives.matrix.kernels import solve_unit_lower
+from ..matrix.kernels import solve_unit_lower
 
 __all__ = ["momentum_chunk"]
 
