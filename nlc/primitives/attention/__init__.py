@@ -8,12 +8,12 @@ Notation::
     N_p persistent tokens (Titans Eq. 19)
 
 NL-arXiv Eq. 62: softmax attention is the Nadaraya-Watson solution of a local L2 regression,
-``M*(q) = sum_i s(k_i, q) v_i / sum_j s(k_j, q)`` with ``s(k, q) = exp(q.k * scale)``; Eq. 63
-restricts the sum to a window (sliding-window attention, Titans' SWA). Keys visible to the
+``M*(q) = sum_i s(k_i, q) v_i / sum_j s(k_j, q)`` with ``s(k, q) = exp(q.k * scale)``;
+NL-arXiv Eq. 63 restricts the sum to a window (sliding-window attention, Titans' SWA). Keys visible to the
 query at absolute position ``t``:
 
 * every *prefix* key (``prefix_k / prefix_v``, e.g. Titans persistent tokens ``p_1..p_Np``
-  (Eq. 19) and MAC's retrieved memory tokens ``h_t``), scored with ``prefix_q`` (default the
+  (Titans Eq. 19) and MAC's retrieved memory tokens ``h_t``), scored with ``prefix_q`` (default the
   query itself);
 * sequence keys at positions ``j`` with ``j <= t`` (causal) and, with a window ``w``,
   ``j >= t - w + 1``. Keys of earlier calls come from the KV cache in ``state``.

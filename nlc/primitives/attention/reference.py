@@ -1,5 +1,5 @@
-"""Softmax attention, reference form: a loop over query tokens (NL-arXiv Eq. 62, Eq. 63 with
-a window).
+"""Softmax attention, reference form: a loop over query tokens (NL-arXiv Eq. 62; with a
+window, NL-arXiv Eq. 63).
 
 Notation (the family legend is in :mod:`nlc.primitives.attention`)::
 
@@ -36,7 +36,7 @@ def softmax_attention_reference(q: Tensor, k: Tensor, v: Tensor, *,
     For each query ``t`` (absolute cache-relative position ``L + t``) gather the visible keys
     ``{prefix} + {j : max(0, L+t-w+1) <= j <= L+t}`` and return
     ``sum_i softmax_i(s_i) v_i`` with ``s_i = scale * q_t . k_i`` (``prefix_q_t`` for the
-    prefix keys) -- NL-arXiv Eq. 62 (Eq. 63 with the window).
+    prefix keys) -- NL-arXiv Eq. 62 (NL-arXiv Eq. 63 with the window).
     """
     check_args(window, prefix_k, prefix_v)
     B, H, T, Dk = q.shape

@@ -79,7 +79,8 @@ def cms_chunked(state: Mapping[str, Tensor], x: Tensor, *, chunks: Sequence[int]
                 policy: str = "carry", kind: str = "gelu", residual: bool = False
                 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Multi-level CMS (``level{i}.*`` state), chunked form; see the family doc for
-    ``variant`` (sequential Eqs. 70-71, independent Eq. 74, nested Eq. 72).
+    ``variant`` (sequential NL-arXiv Eqs. 70-71, independent NL-arXiv Eq. 74, nested NL-arXiv
+    Eq. 72).
 
     Within each stretch between consecutive boundaries of any level, every level reads with
     its current parameters and adds its summed gradient (matmuls); at a level's boundary its

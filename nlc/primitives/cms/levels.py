@@ -124,7 +124,8 @@ def _slow_to_fast(chunks: Sequence[int]) -> list[int]:
 
 def _boundary(params: list[dict], accs: list[dict], due: Sequence[int], variant: str,
               chunks: Sequence[int]) -> None:
-    """Apply the due levels' summed updates (Eq. 71) and the nested resets (Eq. 72).
+    """Apply the due levels' summed updates (NL-arXiv Eq. 71) and the nested resets
+    (NL-arXiv Eq. 72).
 
     Mutates the Python lists only (never a tensor)."""
     for l in due:

@@ -7,8 +7,8 @@ Notation (full legend in :mod:`nlc.primitives.cms`)::
     C_l       chunk size of level l   theta_0  the meta-learned initial parameters
 
 :class:`CMSBlock` is one level (NL-arXiv Eqs. 70-71), :class:`ContinuumMemorySystem` several
-(sequential Eqs. 70-71/73, independent Eq. 74, nested Eq. 72, all NL-arXiv); both expand
-their parameters into per-sequence fast state and run :mod:`~nlc.primitives.cms.chunk`.
+(sequential NL-arXiv Eqs. 70-71/73, independent NL-arXiv Eq. 74, nested NL-arXiv Eq. 72);
+both expand their parameters into per-sequence fast state and run :mod:`~nlc.primitives.cms.chunk`.
 """
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ class ContinuumMemorySystem(nn.Module):
     * sequential: level l maps ``dims[l] -> dims[l+1]`` (``dims`` has L+1 entries; an int
       means every level is ``d -> d``).
     * independent: every level ``d -> d``; learned aggregation weights ``agg`` (init 1/L).
-    * nested: a chain of ``d -> d`` levels (any order, e.g. fast -> slow) with Eq. 72
+    * nested: a chain of ``d -> d`` levels (any order, e.g. fast -> slow) with NL-arXiv Eq. 72
       resets; one set of meta-learned parameters (the slowest level's initial state),
       every level starts from it.
     """

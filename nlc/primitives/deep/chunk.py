@@ -42,9 +42,10 @@ coefficients, guards and the MIRAS maps stay ordinary autograd. Gradients flow t
 initial weights (``init_deep_state`` expands the meta-learned ``params``), q, k, v and all
 gates. Limits of the chunked form: first-order gradients only (no double backward), and
 ``p`` / ``delta`` / ``grad_clip`` / ``normalize_eps`` / ``lq`` / ``elastic_lambda`` get
-gradients only where they enter through autograd glue (``lq``, ``elastic_lambda``, ``grad_clip``, ``normalize_eps`` do; ``p`` and
-``delta`` do not). The reference form (:mod:`~nlc.primitives.deep.reference`) differentiates
-everything through ``torch.func``.
+gradients only where they enter through autograd glue (``lq``, ``elastic_lambda``,
+``grad_clip``, ``normalize_eps`` do; ``p`` and ``delta`` do not). The reference form
+(:mod:`~nlc.primitives.deep.reference`) differentiates everything
+through ``torch.func``.
 """
 from __future__ import annotations
 

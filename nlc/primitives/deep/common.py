@@ -164,7 +164,7 @@ def layer_norm_vjp(z: Tensor, g: Tensor, gamma: Tensor) -> Tensor:
 
 def simplex(a: Tensor, mass: HParam) -> Tensor:
     """Memora's weights from their logits: every row ``mass * softmax(a)`` (MIRAS' KL retention
-    keeps the weights non-negative with a fixed total per row, the 'c' of its Eq. 21)."""
+    keeps the weights non-negative with a fixed total per row, the 'c' of MIRAS Eq. 21)."""
     return torch.softmax(a, -1) * mass
 
 

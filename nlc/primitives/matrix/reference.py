@@ -7,15 +7,16 @@ Notation (the family legend is in :mod:`nlc.primitives.matrix`)::
     S_xi   state at the start of token t's chunk (t % chunk == 0 starts one)
     q, k   (B, H, T, Dk)      v (B, H, T, Dv)      gates lr, retention, gamma (B, H, T)
 
-One token at a time, as the equations read (NL-arXiv unless said otherwise)::
+One token at a time, as the equations read::
 
     S_t = S_{t-1} (alpha_t I - b_t k_t k_t^T) + u_t k_t^T,   u_t = a_t + S_xi c_t      (R)
     o_t = S_t q_t (read_after_write)   or   S_{t-1} q_t
 
-linear attention (Eq. 64), gated linear attention (Eq. 64 with decay), DeltaNet (Eq. 65),
-Gated DeltaNet, DGD (Eqs. 88, 92-93) are (R) with the terms of
-:mod:`~nlc.primitives.matrix.terms`; the ATLAS Omega rule (Eq. 68) sums a window of
-writes in its own loop. Same signatures and results as :mod:`~nlc.primitives.matrix.chunk`.
+linear attention (NL-arXiv Eq. 64), gated linear attention (NL-arXiv Eq. 64 with decay),
+DeltaNet (NL-arXiv Eq. 65), Gated DeltaNet, DGD (NL-arXiv Eqs. 88, 92-93) are (R) with the
+terms of :mod:`~nlc.primitives.matrix.terms`; the ATLAS Omega rule (NL-arXiv Eq. 68) sums a
+window of writes in its own loop. Same signatures and results as
+:mod:`~nlc.primitives.matrix.chunk`.
 """
 from __future__ import annotations
 
@@ -118,13 +119,13 @@ def gated_delta_rule_reference(state: State, q: Tensor, k: Tensor, v: Tensor, lr
 def dgd_reference(state: State, q: Tensor, k: Tensor, v: Tensor, lr: Tensor,
                   retention: Tensor, *, objective: str = "l2", chunk: int = 64,
                   read_after_write: bool = False) -> Out:
-    """HOPE DGD with weight decay, matrix memory (NL-arXiv Eq. 88; Eqs. 90-93).
+    """HOPE DGD with weight decay, matrix memory (NL-arXiv Eqs. 88, 90-93).
 
-    ``objective="l2"`` (Eq. 93): ``S_t = S_{t-1}(alpha_t I - lr_t k_t k_t^T)
+    ``objective="l2"`` (NL-arXiv Eq. 93): ``S_t = S_{t-1}(alpha_t I - lr_t k_t k_t^T)
     - lr_t (S_xi k_t - v_t) k_t^T``, the gradient frozen at the chunk-start state S_xi
     (NL-arXiv §8.2, Eqs. 90-91); chunk = 1 is the exact per-token rule (NL-arXiv Eq. 88 with
     the gradient at S_{t-1}). Streams only at multiples of ``chunk``. ``objective="dot"``
-    (NL-arXiv Eq. 92): the gradient of -<S k, v> is -v k^T, so u_t = +lr_t v_t (Eq. 92
+    (NL-arXiv Eq. 92): the gradient of -<S k, v> is -v k^T, so u_t = +lr_t v_t (the paper
     prints -lr v k^T; we follow the gradient's sign); it does not read S_xi and is exact at
     any ``chunk``.
     (R) with b = lr, a = lr v, c = -lr k (l2) or c = 0 (dot).

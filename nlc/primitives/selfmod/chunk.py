@@ -104,7 +104,7 @@ def _add_matmul(x: Tensor, a: Tensor, b: Tensor) -> Tensor:
 
 def _generated(y: Tensor, comps: tuple[str, ...], readouts, em: Tensor, normalize_k: bool,
                normalize_q: bool) -> dict[str, Tensor]:
-    """The roles the stacked components' outputs y (B, H, R, C, D) generate (Eqs. 83-85,
+    """The roles the stacked components' outputs y (B, H, R, C, D) generate (NL-arXiv Eqs. 83-85,
     with the read-outs of :func:`_readouts`)."""
     at = {r: i for i, r in enumerate(comps)}
     out = {r: y[:, :, at[r]] for r in ("k", "v", "q") if r in at}

@@ -16,7 +16,7 @@ The rule of one matrix (NL-arXiv Eq. 88 with Titans' momentum, Titans Eqs. 9-10)
     S_{i+1} = beta_i S_i + u_i k_i^T                                      (momentum of the write)
     W_{i+1} = W_i (alpha_i I - b_i k_i k_i^T) + S_{i+1}                   (preconditioner, exact)
 
-beta = 0 is Eq. 88 itself (:mod:`nlc.primitives.matrix`'s recurrence (R) with a = u);
+beta = 0 is NL-arXiv Eq. 88 itself (:mod:`nlc.primitives.matrix`'s recurrence (R) with a = u);
 b = 0 is Titans' momentum step on an MLP layer (:mod:`nlc.primitives.deep`).
 
 Chunked form. With the decays of :func:`~nlc.primitives.matrix.kernels.log_decay`,

@@ -11,7 +11,7 @@ Notation::
 It reads as NL-arXiv Eqs. 83-91 (with the read-outs and choices documented in
 :mod:`nlc.primitives.selfmod`): one token at a time, the inner gradients come from
 ``torch.func.grad`` of 1/2 ||M(k) - vhat||^2 at the frozen chunk-start weights (``vmap`` over
-batch * heads), and every memory is updated by the DGD rule with weight decay (Eq. 88),
+batch * heads), and every memory is updated by the DGD rule with weight decay (NL-arXiv Eq. 88),
 through Titans' momentum when one is given (Titans Eqs. 9-10).
 """
 from __future__ import annotations
@@ -97,7 +97,7 @@ def selfmod_reference(state: Mapping[str, Tensor], x: Optional[Tensor], given: M
         if precondition:
             pre = pre - eta[:, None, None] * (k[:, :, None] * k[:, None, :])
         for r in roles:
-            vhat = M(*F[r], z["v"])  # self-generated target (Eqs. 83-85)
+            vhat = M(*F[r], z["v"])  # self-generated target (NL-arXiv Eqs. 83-85)
             g1, g2 = inner_grad(*F[r], k, vhat)
             s1, s2 = -eta[:, None, None] * g1, -eta[:, None, None] * g2
             if beta is not None:  # Titans' momentum of the write (Titans Eqs. 9-10)
@@ -105,7 +105,8 @@ def selfmod_reference(state: Mapping[str, Tensor], x: Optional[Tensor], given: M
                 s1, s2 = b * S[r][0] + s1, b * S[r][1] + s2
                 S[r] = (s1, s2)
             W1, W2 = W[r]
-            W[r] = (alpha[:, None, None] * W1 + s1, W2 @ pre + s2)  # Eq. 88 on W2, plain decay on W1
+            # NL-arXiv Eq. 88 on W2, plain decay on W1
+            W[r] = (alpha[:, None, None] * W1 + s1, W2 @ pre + s2)
     o = torch.stack(outs, 1).reshape(B, H, T, D) if outs else ref.new_zeros(B, H, 0, D)
     new = {}
     for r in roles:
