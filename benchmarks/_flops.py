@@ -27,7 +27,7 @@ def flops_memory_projections(s: Shape, n_gates: int) -> float:
 
 def flops_delta_kernel_chunk(C: int, Dk: int, Dv: int, *, b: bool, wk: bool, Cp: int = 0,
                              band: bool = False) -> float:
-    """One chunk of ``delta_kernel.generalized_delta_chunked`` (or the Omega variant).
+    """One chunk of ``matrix.chunk.generalized_delta_chunked`` (or the Omega variant).
 
     W = Dv (+ Dk when the writes read the chunk-start state: wk), C' = write keys (C, or
     C + window - 1 for Omega)::

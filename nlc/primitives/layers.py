@@ -13,7 +13,7 @@ return a ``dict[str, Tensor]`` state whose tensors lead with ``B``.
 Contents:
 
 * :func:`l2_normalize` -- ``x / sqrt(||x||^2 + eps)`` over the last dim (Titans §4.4,
-  HOPE §8.3 normalise q and k).
+  NL-arXiv §8.3 normalise q and k).
 * :func:`rms_norm` / :class:`RMSNorm` -- ``x / sqrt(mean(x^2) + eps) * g`` (Zhang & Sennrich).
 * :class:`SwiGLU` -- ``W_down (silu(W_gate x) * W_up x)`` (Shazeer 2020; Llama MLP), gate and
   up as one fused GEMM ``[W_gate; W_up] x``.
@@ -24,7 +24,7 @@ Contents:
   exactly as it would be inside the whole sequence.
 * :func:`causal_conv1d` / :func:`causal_conv1d_reference` / :class:`ShortConv` -- causal
   depthwise short convolution ``y_t = b + sum_{j=0}^{w-1} W[:, j] * x_{t-w+1+j}`` (window 4
-  in HOPE §8.3, Titans §4.4, Mamba). The streaming state ``{"conv": (B, w-1, D)}`` holds the
+  in NL-arXiv §8.3, Titans §4.4, Mamba). The streaming state ``{"conv": (B, w-1, D)}`` holds the
   last ``w-1`` inputs (zeros before the first token), so segment-by-segment == whole.
 * :func:`readout_gate` -- ``sigmoid(w . y + b)`` over the last dim: the gate a knob reads
   from another level's per-head output (HOPE's eta and alpha, NL-arXiv Eqs. 86-88).

@@ -10,8 +10,9 @@ of ``X_0 = G / ||G||_F`` into about [0.7, 1.2] within 5 steps::
 
 so ``X_k ≈ U V^T`` for ``G = U S V^T``. A tall ``G`` (A > B) is iterated as its transpose
 (the smaller Gram matrix). Used by the optimizer levels (:mod:`nlc.optim`) and by the
-in-context memories' Muon update (:mod:`nlc.primitives.deep_per_token`). Runs in the input's dtype (float32 here; bfloat16 on GPUs is the
-usual practice and is left to the caller).
+in-context memories' Muon update (:mod:`nlc.primitives.deep.chunk_per_token`). Runs in the
+input's dtype (float32 here; bfloat16 on GPUs is the usual practice and is left to the
+caller).
 """
 from __future__ import annotations
 

@@ -58,7 +58,7 @@ from torch import Tensor, nn
 
 from ..capabilities import TABLE
 from ..ir.nodes import MemoryIR
-from ..primitives.deep_common import init_deep_params, init_deep_state, lq_norm_scale, mlp_forward, simplex
+from ..primitives.deep import init_deep_params, init_deep_state, lq_norm_scale, mlp_forward, simplex
 from ..primitives.feature_maps import PolynomialFeatures
 from .aligned import TAIL, aligned_forward, init_tail, materialise
 from .knobs import Knob
@@ -290,7 +290,7 @@ class MemoryMixer(nn.Module):
 
     def read_memory(self, memory: dict[str, Tensor], q: Tensor) -> Tensor:
         """``M(q)`` (B, H, T, Dh) with the memory in ``memory``, no write: the read of
-        :func:`nlc.primitives.deep_common.mlp_forward` (a matrix memory is a depth-1 identity
+        :func:`nlc.primitives.deep.mlp_forward` (a matrix memory is a depth-1 identity
         MLP; lq retention reads ``A / ||A||_q^{q-2}``)."""
         p, r = self.plan, self.ir.rule
         if p.state == "matrix":

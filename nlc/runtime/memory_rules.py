@@ -28,7 +28,7 @@ any      l2 | lp |  gd |         any     any any     ``deep.deep_memory``       
 
 An ``output: newton_schulz`` (ATLAS' Muon inner optimizer, rules gd / momentum, l2
 retention) or ``retention_kind: kl`` (Memora) runs
-``deep_per_token.deep_memory_per_token_chunked`` instead of the deep memory (same state
+``deep.deep_memory_per_token_chunked`` instead of the deep memory (same state
 layout; kl keeps logits ``A{l}``). A learned or data-dependent Huber ``delta`` reaches the deep
 primitives per token, and an MLP memory's ``norm: layernorm`` as its (gamma, beta).
 
@@ -60,7 +60,6 @@ from ..ir.nodes import MemoryIR
 from ..ir.resolve import rule_case
 from ..primitives import deep as D
 from ..primitives import matrix as M
-from ..primitives.deep_per_token import deep_memory_per_token_chunked
 
 __all__ = ["Plan", "plan_memory", "run_plan", "GLOBAL_RETENTION"]
 
@@ -172,7 +171,7 @@ def _run_plan(plan: Plan, ir: MemoryIR, state: dict[str, Tensor], q: Tensor, k: 
                   grad_normalize=r.grad_normalize, global_retention=GLOBAL_RETENTION[r.retention_kind],
                   norm=norm, **kw)
     if name == "deep_per_token":
-        return deep_memory_per_token_chunked(state, q, k, v, lr, momentum, retention, None,
-                                             ns_steps=r.ns_steps, mass=r.mass, **common)
+        return D.deep_memory_per_token_chunked(state, q, k, v, lr, momentum, retention, None,
+                                               ns_steps=r.ns_steps, mass=r.mass, **common)
     return D.deep_memory_chunked(state, q, k, v, lr, momentum, retention, None, lq=r.q,
                                  elastic_lambda=r.shrink, **common)

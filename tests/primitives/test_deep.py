@@ -467,8 +467,8 @@ def test_without_grad_the_kernels_give_the_same_values(momentum, objective, raw)
 def test_activation_derivatives_match_autograd(name):
     """act' (deep_common.act_derivative, aten's fused gelu_backward for GELU) and act''
     (deep_derivatives.act_dd) equal autograd's first and second derivatives of act."""
-    from nlc.primitives.deep_common import act, act_derivative
-    from nlc.primitives.deep_derivatives import act_dd
+    from nlc.primitives.activations import act, act_derivative
+    from nlc.primitives.deep.derivatives import act_dd
 
     z = torch.linspace(-4.0, 4.0, 81, dtype=DT).requires_grad_()
     (d1,) = torch.autograd.grad(act(name, z).sum(), z, create_graph=True)
@@ -492,7 +492,7 @@ def test_lq_norm_scale_is_finite_at_zero_and_the_formula_elsewhere(q, dtype):
     """nu(A) = ||A||_q^{q-2}: at A = 0 (a zero memory) nu, A / nu (= 0) and the gradient of
     A / nu are finite for every q (regression: q > 2 gave 0/0 = NaN); elsewhere nu is the
     formula and its gradient is autograd's of the formula."""
-    from nlc.primitives.deep_common import lq_norm_scale
+    from nlc.primitives.deep import lq_norm_scale
 
     qt = torch.tensor(q, dtype=dtype)
     zero = torch.zeros(2, 3, 4, dtype=dtype, requires_grad=True)

@@ -11,8 +11,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nlc.primitives.deep import deep_memory_reference, init_deep_state
-from nlc.primitives.deep_per_token import deep_memory_per_token_chunked
+from nlc.primitives.deep import deep_memory_per_token_chunked, deep_memory_reference, init_deep_state
 from tests.primitives.test_deep import OBJ_KW, _close, _close_state, _examples, _grads, make_case, run
 from tests.train.test_optimizer_levels import reference_newton_schulz
 

@@ -11,8 +11,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nlc.primitives.deep import deep_memory_chunked, deep_memory_reference, init_deep_state
-from nlc.primitives.deep_per_token import deep_memory_per_token_chunked
+from nlc.primitives.deep import (
+    deep_memory_chunked, deep_memory_per_token_chunked, deep_memory_reference, init_deep_state,
+)
 from tests.primitives.test_deep import _close, _close_state, _examples, make_case, run
 
 DT = torch.float64

@@ -12,7 +12,7 @@ import torch
 
 from nlc.primitives import matrix as M
 from nlc.primitives import selfmod as SM
-from nlc.primitives.delta_kernel import generalized_delta_chunked
+from nlc.primitives.matrix import generalized_delta_chunked
 
 B, H, T, D = 2, 2, 8, 4
 

@@ -408,7 +408,8 @@ def test_pass_one_end_map_equals_the_delta_kernel(C, D, Do, seed):
     """Pass 1's read-free end-of-chunk map (chunk_end_state) == the end state of the
     generalized delta kernel S_t = S_{t-1}(alpha_t I - eta_t k_t k_t^T) + u_t k_t^T over one
     chunk, and == the plain decayed sum when there is no preconditioner (b = None)."""
-    from nlc.primitives.delta_kernel import chunk_end_state, generalized_delta_chunked, log_decay
+    from nlc.primitives.matrix import generalized_delta_chunked
+    from nlc.primitives.matrix.kernels import chunk_end_state, log_decay
 
     g = torch.Generator().manual_seed(seed)
     S = torch.randn(2, 3, Do, D, generator=g, dtype=DT)

@@ -1,4 +1,4 @@
-"""Shared pieces of the deep (MLP) associative memory: config, activations, objectives, state.
+"""Shared pieces of the deep (MLP) associative memory: config, MLP, objectives, state.
 
 Notation (see :mod:`nlc.primitives.deep` for the full legend)::
 
@@ -19,15 +19,15 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import Tensor
 
+from ..activations import ACTIVATIONS, act
+
 __all__ = [
-    "ACTIVATIONS", "OBJECTIVES", "GLOBAL_RETENTIONS",
-    "init_deep_params", "init_deep_state", "deep_layers", "mlp_forward", "act", "act_derivative",
-    "act_and_grad",
+    "OBJECTIVES", "GLOBAL_RETENTIONS",
+    "init_deep_params", "init_deep_state", "deep_layers", "mlp_forward",
     "objective_loss", "lq_norm_scale", "soft_threshold", "log_gate_cumsum", "segment_products",
     "simplex", "layer_norm_out", "layer_norm_vjp", "token_hparam",
 ]
 
-ACTIVATIONS = ("gelu", "silu", "relu", "identity")
 OBJECTIVES = ("l2", "lp", "huber", "dot")
 GLOBAL_RETENTIONS = ("decay", "lq", "elastic", "kl")
 LN_EPS = 1e-5  # the memory output's LayerNorm (torch's default)
@@ -129,38 +129,7 @@ def init_deep_state(params: dict[str, Tensor], batch: int, *, window: int = 1,
     return state
 
 
-# ----------------------------------------------------------------------- activations / MLP
-def act(name: str, z: Tensor) -> Tensor:
-    if name == "gelu":
-        return torch.nn.functional.gelu(z)
-    if name == "silu":
-        return torch.nn.functional.silu(z)
-    if name == "relu":
-        return torch.relu(z)
-    return z
-
-
-def act_derivative(name: str, z: Tensor) -> Optional[Tensor]:
-    """act'(z) analytically, differentiable; None for the identity.
-
-    GELU (exact erf form, x Phi(x)): Phi(x) + x phi(x) as aten's fused ``gelu_backward`` at
-    a unit upstream gradient (one op forward and one backward, twice differentiable).
-    """
-    if name == "gelu":
-        return torch.ops.aten.gelu_backward(z.new_ones(()).expand_as(z), z)
-    if name == "silu":
-        s = torch.sigmoid(z)
-        return s * (1.0 + z * (1.0 - s))
-    if name == "relu":
-        return (z > 0).to(z.dtype)
-    return None
-
-
-def act_and_grad(name: str, z: Tensor) -> tuple[Tensor, Optional[Tensor]]:
-    """(act(z), act'(z)), both differentiable (see :func:`act_derivative`)."""
-    return act(name, z), act_derivative(name, z)
-
-
+# ------------------------------------------------------------------------------------- MLP
 def mlp_forward(weights: Sequence[Tensor], x: Tensor, activation: str, residual: bool,
                 norm: Optional[tuple[Tensor, Tensor]] = None) -> Tensor:
     """M(x) for batched weights ``(..., D_l, D_{l-1})`` and inputs ``(..., n, D_0)``; ``norm``
@@ -195,7 +164,7 @@ def layer_norm_vjp(z: Tensor, g: Tensor, gamma: Tensor) -> Tensor:
 
 def simplex(a: Tensor, mass: HParam) -> Tensor:
     """Memora's weights from their logits: every row ``mass * softmax(a)`` (MIRAS' KL retention
-    keeps the weights non-negative with a fixed total per row, the 'c' of its Eq. 21)."""
+    keeps the weights non-negative with a fixed total per row, the 'c' of MIRAS Eq. 21)."""
     return torch.softmax(a, -1) * mass
 
 
@@ -209,7 +178,7 @@ def token_hparam(x: HParam, B: int, H: int, T: int) -> Optional[Tensor]:
 
 # ----------------------------------------------------------------------------- objectives
 def objective_loss(name: str, y: Tensor, v: Tensor, p: Tensor, delta: Tensor) -> Tensor:
-    """MIRAS attentional bias l(y; v), summed over the last dim (MIRAS §3, notes §4.2).
+    """MIRAS attentional bias l(y; v), summed over the last dim (MIRAS §3).
 
     l2: ||y - v||^2;  lp: ||y - v||_p^p;  huber: sum_i h(e_i) with h(e) = e^2 for |e| <= delta
     and 2 delta |e| - delta^2 outside (C^1; equals l2 as delta -> inf);  dot: -<y, v>.

@@ -1,5 +1,5 @@
-"""Shared pieces of HOPE's self-modifying memories (:mod:`nlc.primitives.selfmod` and its
-per-token reference): roles, meta-learned initial weights, per-sequence state, argument checks.
+"""Shared pieces of HOPE's self-modifying memories (both forms of :mod:`nlc.primitives.selfmod`):
+roles, meta-learned initial weights, per-sequence state, argument checks.
 
 Notation::
 
@@ -16,7 +16,8 @@ from typing import Mapping, Optional, Union
 import torch
 from torch import Tensor
 
-from nlc.primitives.deep_common import ACTIVATIONS, act, init_deep_params
+from ..activations import ACTIVATIONS, act
+from ..deep.common import init_deep_params
 
 __all__ = [
     "MEMORY", "COMPONENTS", "HOPE_COMPONENTS", "GATES", "components_of", "roles_of",

@@ -11,7 +11,7 @@ Block ``MLP(theta; x)`` (``kind``): ``"gelu" | "silu" | "relu"``:
 ``W_out act(W_in x + b_in) + b_out`` (biases iff present in the state); ``"swiglu"``:
 ``W_out (silu(W_gate x) * W_up x)``. ``residual=True`` adds ``x`` (NL-arXiv Eq. 89 style).
 
-Error signal (paper notes §2.2):
+Error signal (NL-arXiv Eq. 71 writes ``grad L(theta; x_t)`` without saying which L):
 
 * ``"local"``: associative L2 loss ``l_t = ||MLP(theta; x_t) - target_t||^2``, so
   ``delta_t = 2 (y_t - target_t)`` (:func:`cms_local_delta`).
@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from nlc.primitives.cms_state import fast_params
-from nlc.primitives.deep_common import act, act_and_grad
+from ..activations import act, act_and_grad
+from .state import fast_params
 
 __all__ = [
     "KINDS",

@@ -1,50 +1,13 @@
-"""Deep (MLP) associative memory: Titans LMM, MIRAS objectives / global retention, ATLAS Omega.
+"""Deep (MLP) memory, chunked form: the TTT dual form with momentum, decay and Omega window.
 
-Notation::
+Notation (the family legend, with the rule this form computes, is in
+:mod:`nlc.primitives.deep`)::
 
-    B batch   H heads   T tokens in the call   C chunk size (``chunk``)   N chunks
-    L depth (number of weight matrices, L >= 1; L = 1 is a linear matrix memory)
-    D_0 = Dk key/query dim,  D_L = Dv value dim,  D_1..D_{L-1} hidden widths (Dh)
-    W_l   (B, H, D_l, D_{l-1}) layer-l weights = the memory *state*; S_l its momentum buffer
-    M(x) = [x +] N(W_L act(W_{L-1} ... act(W_1 x)))   act in {gelu (erf), silu, relu, identity};
-           residual=True is the HOPE form x + W_1 act(W_2 x) (NL-arXiv Eq. 89; needs Dk = Dv);
-           N is TTT's output LayerNorm with ``norm``, else the identity
-    xi    chunk start; every token of a chunk takes its inner gradient at M_xi
-          (Titans §3.2: t' = t - mod(t, b); paper notes §3.4: xi = C floor((t-1)/C))
-    lr, momentum, retention, gamma: per-token gates (B, H, T) (theta, eta, 1 - alpha in Titans)
-    c     Omega window (``window``), gamma_i the weight of token i inside every window
-
-The rule (Titans Eqs. 8-14, normalised gates; MIRAS §3 attentional bias; ATLAS Omega)::
-
-    g_t = sum_{i=t-c+1}^{t} gamma_i s_i grad_W l(M_xi; k_i, v_i)     l = objective(M(k), v)
-    S_t = momentum_t S_{t-1} - lr_t g_t
-    A_t = retention_t A_{t-1} + S_t
-    o_t = M_{W_t}(q_t)  (read_after_write)   or   M_{W_{t-1}}(q_t)
-
-Objectives (MIRAS attentional bias): ``l2`` ||e||^2, ``lp`` ||e||_p^p (p >= 1), ``huber``
-(elementwise e^2 for |e| <= delta, 2 delta |e| - delta^2 outside: MIRAS' coordinate-wise Huber;
-delta constant, per head or per token, Yaad's delta_t), ``dot`` -<M(k), v>, with e = M(k) - v. ``s_i`` is the optional inner-gradient guard of token i's *own* gradient (norm
-over all weights of the memory): ``grad_normalize`` divides by max(||g_i||, eps), then
-``grad_clip`` scales by clip / max(||g_i||, clip). Tensor thresholds, no ``.item()``.
-
-Global retention (``global_retention``; MIRAS applies non-linear maps only at chunk
-boundaries). A chunk boundary is the end of every chunk of the call, counted from the call
-start, including the end of a final partial chunk (so a call always ends on a boundary)::
-
-    decay    W_t = A_t                         (Titans: retention is the weight decay)
-    elastic  W_t = A_t inside a chunk; at a boundary A <- W = soft_threshold(A, lambda)
-    lq       (Moneta) the state keeps the accumulator A (keys ``A{l}``); at a boundary
-             W = A / nu(A), nu(A) = ||A||_q^{q-2} per matrix; inside a chunk the normaliser is
-             frozen: W_t = A_t / nu(A_xi). Gradients are taken at W_xi = A_xi / nu(A_xi).
-
-With chunk = 1 every token is a boundary: the exact per-token rule of each variant. The
-read at a boundary token sees the mapped weights (read_after_write reads phi(A_t)).
-
-Streaming: calling on segments in turn with the carried state equals one call on the whole
-sequence when the segment boundaries fall on multiples of ``chunk`` (the gradients are frozen
-per chunk, and phi runs at the end of every call). The Omega window carries the last c-1
-(k, v, gamma) as ``omega_k`` / ``omega_v`` / ``omega_gamma``; their gradients are recomputed
-at the current chunk-start weights.
+    B batch   H heads   T tokens   C chunk size (``chunk``)   G = B H   L depth
+    W_l, S_l  layer-l weights and momentum (the state)   W_xi, S_xi  at the chunk start
+    a_{l-1,j}, delta_{l,j}  layer input and back-propagated error of write key j at M_xi
+    R, Mp     products of the retention / momentum gates inside a chunk
+    c, c', e  the chunk coefficients derived below;  w = window - 1
 
 Chunked form (the TTT "dual form" with momentum and decay). At frozen weights every per-token
 layer gradient is rank one, grad_{W_l} l(M_xi; k_j, v_j) = delta_{l,j} a_{l-1,j}^T with a the
@@ -74,16 +37,15 @@ gate that is exactly 0 is clamped to the smallest normal float: its product is ~
 formed; the Python loop runs over chunks only.
 
 The per-chunk work is two ``torch.autograd.Function`` s with hand-written backward passes
-(:mod:`nlc.primitives.deep_kernels`); gate coefficients, guards and the MIRAS maps stay
-ordinary autograd. Gradients flow to the initial weights (``init_deep_state`` expands the
-meta-learned ``params``), q, k, v and all gates. Limits of the chunked form: first-order
-gradients only (no double backward), and ``p`` / ``delta`` / ``grad_clip`` /
-``normalize_eps`` / ``lq`` / ``elastic_lambda`` get gradients only where they enter through
-autograd glue (``lq``, ``elastic_lambda``, ``grad_clip``, ``normalize_eps`` do; ``p`` and
-``delta`` do not). The reference form differentiates everything through ``torch.func``.
-
-Equation sources: paper notes /work/shared/notes/paper.md (Titans arXiv 2501.00663 §3,
-MIRAS arXiv 2504.13173 §3, ATLAS arXiv 2505.23735, NL-arXiv Eq. 89).
+(:mod:`~nlc.primitives.deep.kernels`, :mod:`~nlc.primitives.deep.read_end`); gate
+coefficients, guards and the MIRAS maps stay ordinary autograd. Gradients flow to the
+initial weights (``init_deep_state`` expands the meta-learned ``params``), q, k, v and all
+gates. Limits of the chunked form: first-order gradients only (no double backward), and
+``p`` / ``delta`` / ``grad_clip`` / ``normalize_eps`` / ``lq`` / ``elastic_lambda`` get
+gradients only where they enter through autograd glue (``lq``, ``elastic_lambda``,
+``grad_clip``, ``normalize_eps`` do; ``p`` and ``delta`` do not). The reference form
+(:mod:`~nlc.primitives.deep.reference`) differentiates everything
+through ``torch.func``.
 """
 from __future__ import annotations
 
@@ -92,17 +54,14 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from nlc.primitives.deep_common import (
-    HParam, check_config, deep_layers, guard_scale, hparam, init_deep_params,
-    init_deep_state, layer_norm_out, log_gate_cumsum, lq_norm_scale, mlp_forward, segment_products,
-    soft_threshold, token_hparam,
+from .common import (
+    HParam, check_config, deep_layers, guard_scale, hparam, layer_norm_out, log_gate_cumsum,
+    lq_norm_scale, mlp_forward, segment_products, soft_threshold, token_hparam,
 )
-from nlc.primitives.deep_kernels import key_path, read_end, s_part, w_part
-from nlc.primitives.deep_reference import deep_memory_reference
+from .kernels import key_path, s_part, w_part
+from .read_end import read_end
 
-__all__ = [
-    "init_deep_params", "init_deep_state", "deep_memory_reference", "deep_memory_chunked",
-]
+__all__ = ["deep_memory_chunked"]
 
 
 def _gate_coeffs(lr: Tensor, mom: Optional[Tensor], ret: Optional[Tensor],
@@ -174,13 +133,14 @@ def deep_memory_chunked(
     c > 1; missing means empty). ``p`` (lp), ``delta`` (huber), ``grad_clip``,
     ``normalize_eps``, ``lq`` (Moneta q), ``elastic_lambda``: floats or tensors, scalar or
     (B, H); ``delta`` may also be per token (B, H, T) (MIRAS' Yaad delta_t; window 1).
-    ``norm``: (gamma, beta), each (H, Dv), the output LayerNorm of TTT (module legend). Returns ``(o (B, H, T, Dv), new_state)``; see the module docstring for the exact
+    ``norm``: (gamma, beta), each (H, Dv), the output LayerNorm of TTT (family legend).
+    Returns ``(o (B, H, T, Dv), new_state)``; see the family docstring for the exact
     semantics (same results as :func:`deep_memory_reference`). The returned ``W{l}`` /
     ``S{l}`` may be (non-contiguous) views of one stacked buffer.
     """
     check_config(activation, objective, global_retention, chunk, window)
     if global_retention == "kl":
-        raise ValueError("kl retention forms per-token weights: deep_per_token.deep_memory_per_token_chunked")
+        raise ValueError("kl retention forms per-token weights: deep_memory_per_token_chunked")
     prefix, L = deep_layers(state)
     B, H, T, Dk = q.shape
     Dv = v.shape[-1]

@@ -1,104 +1,31 @@
-"""HOPE self-modifying Titans (NL-arXiv §8, Eqs. 83-93), chunkwise-parallel form (Eqs. 90-91).
+"""HOPE self-modifying Titans, chunkwise-parallel form (NL-arXiv Eqs. 90-91).
 
-Notation::
+Notation (the family legend, with the rule this form computes, is in
+:mod:`nlc.primitives.selfmod`)::
 
     B batch   H heads   T tokens in the call   D per-head width   Dh memory hidden width
-    r         a role: the main memory (``memory``) or one of COMPONENTS = (k, v, eta, alpha, q).
-              A role with a component memory is *generated* from x_t; one without is *given*
-              by the caller (a static projection of the input; alpha absent = 1). HOPE
-              (NL-arXiv Eq. 79): k, v, eta, alpha generated, q given. NL-arXiv Table 6's
-              ablations: q generated ("adaptive q"), k or v given ("w/o inner projection"),
-              alpha absent ("w/o weight decay"), all given (static projections)
-    M_r(x)    = x + W1_r act(W2_r x)       residual 2-layer MLP (NL-arXiv Eq. 89)
-              W2_r (Dh, D) input side, W1_r (D, Dh) output side (paper names; note that
-              :mod:`nlc.primitives.deep` numbers the layers the other way round)
-    S1_r, S2_r  momentum buffers of W1_r, W2_r (with ``momentum``; zeros at the start)
-    beta_t    the momentum (given, (B, H, T)); none: S_{r,t} = -eta_t grad (Eq. 88 as printed)
-    p         1 with the DGD preconditioner (rule dgd, Eq. 88), 0 without (rule gd / momentum:
-              Table 6's "DGD replaced by GD")
+    R         number of stacked component memories (they share k, eta, alpha)
     C_m, C_o  ``chunk_memory`` (main memory) and ``chunk_other`` (the component memories)
-    xi_m, xi_o  chunk starts (0-based t): xi = C floor(t / C), counted from the call start;
-              M_{r,xi} is the state *before* token xi (= last state of the previous chunk)
-    w_eta, b_eta, w_alpha, b_alpha   static read-outs (H, D) / (H,) of generated gates
-
-The rule, per (batch, head), for t = 0..T-1 (s(r) = xi_m for r = memory, xi_o otherwise)::
-
-    k_t     = l2norm(M_{k,xi_o}(x_t))  or given   (l2norm only if normalize_k; HOPE §8.3)
-    v_t     = M_{v,xi_o}(x_t)           or given
-    eta_t   = eta_max * sigmoid(w_eta . M_{eta,xi_o}(x_t) + b_eta)       or given
-    alpha_t = sigmoid(w_alpha . M_{alpha,xi_o}(x_t) + b_alpha)           or given, or 1
-    q_t     = l2norm(M_{q,xi_o}(x_t))  or given   (l2norm only if normalize_q)
-    vhat_{r,t} = M_{r,s(r)}(v_t)                                   (self-targets, Eqs. 83-85)
-    L_r(W; t)  = 1/2 || M_W(k_t) - vhat_{r,t} ||^2, gradients at W = M_{r,s(r)} (frozen):
-        h = act(W2 k_t), e = k_t + W1 h - vhat   (delta1),   delta2 = (W1^T e) * act'(W2 k_t)
-        dL/dW1 = e h^T,   dL/dW2 = delta2 k_t^T
-    S2_{r,t} = beta_t S2_{r,t-1} - eta_t delta2_{r,t} k_t^T                 (momentum)
-    S1_{r,t} = beta_t S1_{r,t-1} - eta_t e_{r,t} h_{r,t}^T
-    W2_{r,t} = W2_{r,t-1} (alpha_t I - p eta_t k_t k_t^T) + S2_{r,t}        (Eq. 88)
-    W1_{r,t} = alpha_t W1_{r,t-1} + S1_{r,t}
-    o_t = M_{memory,t-1}(q_t)          (read before write, per-token state; Eq. 94)
-
-With C_m = C_o = 1 every xi is t: the exact self-referential per-token rule of Eqs. 83-88
-(with Titans' momentum, below).
-
-Choices where the paper is silent or ambiguous (paper notes §3.3-3.4, marked [U] there):
-
-* eta and alpha are *scalars* per token and head: the eta / alpha memories map x_t to a
-  D-vector which a static linear read-out (w, b) and a sigmoid turn into a gate (eta also
-  times ``eta_max``). kmccleary3301/nested_learning also uses scalar per-token gates
-  (softplus for eta); a sigmoid with a ceiling keeps the DGD step stable for unit k
-  (eta < 1 + alpha).
-* The DGD preconditioner (alpha I - eta k k^T) right-multiplies only W2, the one matrix whose
-  input is k (dimensionally compatible); W1 gets the plain retention alpha (as kmccleary).
-* The objective is 1/2 ||.||^2, the convention of the paper's matrix case Eq. 93
-  (-eta (M_xi k - vhat) k^T, as :func:`nlc.primitives.matrix.dgd_reference`).
-* The inner gradient treats vhat as a constant target (derivative w.r.t. the memory only);
-  the outer (meta) gradient flows through everything, k, v, eta, alpha and vhat included,
-  over the whole unrolled call (full unroll; detach the carried state to truncate).
-* Chunking (Eqs. 90-91, xi = last state of the previous chunk): k, v, eta, alpha, the
-  self-targets and the inner gradients come from chunk-start states. The printed Eq. 90
-  also reads y_t = M_{memory,xi}(q_t); we read the per-token state M_{memory,t-1} under
-  the frozen-gradient recurrence instead (same at C_m = 1, and causal/attention-like).
-* The main memory freezes its gradients and self-target at M_{memory,xi_m} (chunk_memory
-  grid); the components at their own xi_o (chunk_other grid). C_m must be a multiple of C_o.
-* Momentum. Eq. 88 has none, but NL-arXiv Table 6 ablates "w/o momentum", so the trained
-  HOPE has one; the paper does not write it. Ours is Titans' momentum (Titans Eqs. 9-10,
-  the memory HOPE makes self-modifying) of the gradient write, S = beta S - eta grad, with
-  the DGD preconditioner acting, exactly per token, on the old weights and not on S (which
-  holds past gradients, not weights). beta = 0 is Eq. 88; C = 1 is the exact per-token rule
-  (gradients at M_{t-1}). Inside a chunk the gradients are frozen as for the rest, and the
-  preconditioner and the momentum stay exact recurrences: the change of W2 beyond its
-  decayed start state and momentum stays in the span of the chunk's keys, one UT solve per
-  chunk (:mod:`nlc.primitives.selfmod_momentum`). Every memory keeps its own momentum
-  buffers; beta_t, one per token and head, is the same for all (the components share the
-  main memory's update block). Alternatives considered: a momentum carried only across
-  chunks (one step of the chunk's summed write) means nothing per token and changes with the
-  chunk size; one through the preconditioner too, S_t = beta_t S_{t-1}(alpha_t I - eta_t k_t
-  k_t^T) - eta_t grad, would erase past gradients along the current key, which Titans'
-  momentum does not, at the cost of a second UT recurrence.
-
-Numerics. The self-targets grow with the weights (vhat = M(v), the W1 step scales with
-||W||^2 ||v||), so the rule itself can blow up when ||v|| is large: with the default init,
-D = 64 and ||x_t|| ~ 5 per head, the exact (chunk 1) rule overflows within ~10 tokens even
-in float64, while unit-norm x stays bounded. Keep x normalised and eta_max moderate.
-Retention < 1 with little write signal decays the weights towards 0 (a fixed point: M = id):
-on CPU, float32 weights that reach subnormals make every op very slow
-(``torch.set_flush_denormal(True)`` avoids it).
+    W1 (B, H, [R,] D, Dh), W2s (B, H, R Dh, D): the memories' weights, stacked; S1, S2 momenta
+    e, h, delta2  rank-1 factors of the frozen inner gradients (dL/dW1 = e h^T, dL/dW2 =
+              delta2 k^T)
+    P, Dm     decays of one chunk, (.., C+1) and (.., C+1, C)
+              (:func:`nlc.primitives.matrix.kernels.log_decay`)
 
 Chunked algorithm. The component memories never read the main memory, so pass 1 runs them
 alone over chunk_other chunks (stacked into one batch: they share k, eta, alpha, so their W2
 rows stack into one (R Dh, D) matrix under one generalized delta recurrence) and emits their
 roles for all T; pass 2 runs the main memory over chunk_memory chunks. Inside a chunk, with
 frozen rank-1 gradients and no momentum, W2 follows the generalized delta recurrence
-S_t = S_{t-1}(alpha_t I - b_t k_t k_t^T) + u_t k_t^T of :mod:`nlc.primitives.delta_kernel`
+S_t = S_{t-1}(alpha_t I - b_t k_t k_t^T) + u_t k_t^T of :mod:`nlc.primitives.matrix`
 with b = p eta, u = -eta delta2 (UT transform), and W1 a decayed sum (b = 0, keys h = act(W2_xi
 k), u = -eta e). The main memory reads attention-like, layer by layer: z_t = W2_{t-1} q_t is
 the delta kernel's read, then W1_{t-1} act(z_t) the decayed-sum read. Pass 1 reads nothing
 from its memories' per-token states, so it forms only the end-of-chunk map of the same UT
-transform (:func:`nlc.primitives.delta_kernel.chunk_end_state`), with the decays of one
+transform (:func:`nlc.primitives.matrix.kernels.chunk_end_state`), with the decays of one
 ``log_decay`` shared by W1 and W2; the frozen-gradient error e = M(k) - M(v) takes one W1
 matmul on act(W2 k) - act(W2 v). With momentum both passes use
-:func:`nlc.primitives.selfmod_momentum.momentum_chunk` instead. Loops run over chunks only.
+:func:`~nlc.primitives.selfmod.momentum.momentum_chunk` instead. Loops run over chunks only.
 Streaming equals the whole call when segments split at multiples of ``chunk_memory``.
 """
 from __future__ import annotations
@@ -108,20 +35,14 @@ from typing import Mapping, Optional
 import torch
 from torch import Tensor
 
-from nlc.primitives.deep_common import act, act_derivative
-from nlc.primitives.delta_kernel import chunk_end_state, generalized_delta_chunked, log_decay, log_gate
-from nlc.primitives.layers import l2_normalize, readout_gate
-from nlc.primitives.selfmod_common import (
-    COMPONENTS, GATES, HOPE_COMPONENTS, MEMORY, HParam, check_chunks, check_roles, components_of,
-    eta_ceiling, init_selfmod_params, init_selfmod_state, mlp, roles_of,
-)
-from nlc.primitives.selfmod_momentum import momentum_chunk
+from ..activations import act, act_derivative
+from ..layers import l2_normalize, readout_gate
+from ..matrix.chunk import generalized_delta_chunked
+from ..matrix.kernels import chunk_end_state, log_decay, log_gate
+from .common import GATES, MEMORY, HParam, check_chunks, check_roles, eta_ceiling
+from .momentum import momentum_chunk
 
-__all__ = [  # the shared pieces of selfmod_common re-exported: the primitive's whole API
-    "MEMORY", "COMPONENTS", "HOPE_COMPONENTS", "components_of", "roles_of", "init_selfmod_params",
-    "init_selfmod_state", "selfmod_chunked", "selfmod_reference", "mlp", "check_chunks", "check_roles",
-    "eta_ceiling", "GATES", "HParam",
-]
+__all__ = ["selfmod_chunked"]
 
 # R memories that read the same inputs are stacked: W1 (B, H, R, D, Dh) and their input-side
 # matrices as rows of one W2s (B, H, R Dh, D), so layer 2 is a single matmul for all R and
@@ -183,7 +104,7 @@ def _add_matmul(x: Tensor, a: Tensor, b: Tensor) -> Tensor:
 
 def _generated(y: Tensor, comps: tuple[str, ...], readouts, em: Tensor, normalize_k: bool,
                normalize_q: bool) -> dict[str, Tensor]:
-    """The roles the stacked components' outputs y (B, H, R, C, D) generate (Eqs. 83-85,
+    """The roles the stacked components' outputs y (B, H, R, C, D) generate (NL-arXiv Eqs. 83-85,
     with the read-outs of :func:`_readouts`)."""
     at = {r: i for i, r in enumerate(comps)}
     out = {r: y[:, :, at[r]] for r in ("k", "v", "q") if r in at}
@@ -262,7 +183,7 @@ def selfmod_chunked(state: Mapping[str, Tensor], x: Optional[Tensor], given: Map
                     activation: str = "gelu") -> tuple[Tensor, dict[str, Tensor]]:
     """Self-modifying Titans (NL-arXiv Eqs. 83-91, 94), chunkwise-parallel.
 
-    Args: ``state`` from :func:`init_selfmod_state` (``W1_<r>``, ``W2_<r>`` [, ``S1_<r>``,
+    Args: ``state`` from :func:`~nlc.primitives.selfmod.common.init_selfmod_state` (``W1_<r>``, ``W2_<r>`` [, ``S1_<r>``,
     ``S2_<r>``] for the main memory and each component); ``x`` (B, H, T, D) the input the
     components read (None without components); ``given`` the roles without a component:
     ``q``, ``k``, ``v`` (B, H, T, D) (the caller projects, convolves and normalises them),
@@ -270,14 +191,14 @@ def selfmod_chunked(state: Mapping[str, Tensor], x: Optional[Tensor], given: Map
     ``params``: the read-outs ``w_<g>``, ``b_<g>`` of the generated gates (other entries
     are ignored); ``momentum``: beta (B, H, T) or broadcastable, or None (no momentum; then
     the state holds no buffers); ``precondition``: the DGD preconditioner (False: rule gd);
-    ``chunk_memory`` / ``chunk_other``: the two chunk sizes of §8.2 (chunk_memory a multiple
+    ``chunk_memory`` / ``chunk_other``: the two chunk sizes of NL-arXiv §8.2 (chunk_memory a multiple
     of chunk_other, else ValueError); ``eta_max``: the ceiling of a generated eta, float or
     tensor, scalar or (B, H); ``normalize_k`` / ``normalize_q``: l2-normalise the generated
     keys / queries; ``activation`` of every memory (gelu = exact erf GELU, silu, relu,
     identity).
 
     Returns ``(o (B, H, T, D), new_state)`` with o_t = M_{memory,t-1}(q_t); same results as
-    :func:`selfmod_reference` (see the module docstring for the exact semantics).
+    ``reference.selfmod_reference`` (see the family docstring for the exact semantics).
     """
     check_chunks(chunk_memory, chunk_other, activation)
     comps = check_roles(state, x, given, momentum)
@@ -317,5 +238,3 @@ def selfmod_chunked(state: Mapping[str, Tensor], x: Optional[Tensor], given: Map
     new.update(zip(_buffers(state, MEMORY), mem))
     return torch.cat(outs, 2), new
 
-
-from nlc.primitives.selfmod_reference import selfmod_reference  # noqa: E402  (re-export)

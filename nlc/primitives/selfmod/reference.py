@@ -1,4 +1,5 @@
-"""Reference (per-token loop) form of HOPE self-modifying Titans; see :mod:`nlc.primitives.selfmod`.
+"""HOPE self-modifying Titans, reference form: the per-token loop (the family legend is in
+:mod:`nlc.primitives.selfmod`).
 
 Notation::
 
@@ -10,7 +11,7 @@ Notation::
 It reads as NL-arXiv Eqs. 83-91 (with the read-outs and choices documented in
 :mod:`nlc.primitives.selfmod`): one token at a time, the inner gradients come from
 ``torch.func.grad`` of 1/2 ||M(k) - vhat||^2 at the frozen chunk-start weights (``vmap`` over
-batch * heads), and every memory is updated by the DGD rule with weight decay (Eq. 88),
+batch * heads), and every memory is updated by the DGD rule with weight decay (NL-arXiv Eq. 88),
 through Titans' momentum when one is given (Titans Eqs. 9-10).
 """
 from __future__ import annotations
@@ -21,11 +22,9 @@ import torch
 from torch import Tensor
 from torch.func import grad, vmap
 
-from nlc.primitives.deep_common import act
-from nlc.primitives.layers import l2_normalize, readout_gate
-from nlc.primitives.selfmod_common import (
-    MEMORY, HParam, check_chunks, check_roles, eta_ceiling, roles_of,
-)
+from ..activations import act
+from ..layers import l2_normalize, readout_gate
+from .common import MEMORY, HParam, check_chunks, check_roles, eta_ceiling, roles_of
 
 __all__ = ["selfmod_reference"]
 
@@ -35,7 +34,7 @@ def selfmod_reference(state: Mapping[str, Tensor], x: Optional[Tensor], given: M
                       precondition: bool = True, chunk_memory: int = 64, chunk_other: int = 16,
                       eta_max: HParam = 1.0, normalize_k: bool = True, normalize_q: bool = True,
                       activation: str = "gelu") -> tuple[Tensor, dict[str, Tensor]]:
-    """Per-token loop; same signature and results as :func:`selfmod.selfmod_chunked`.
+    """Per-token loop; same signature and results as ``chunk.selfmod_chunked``.
 
     For t = 0..T-1, with F_r = M_{r,xi_o} for the components and F_memory = M_{memory,xi_m}
     (states frozen at the start of t's chunk), each role generated or given::
@@ -98,7 +97,7 @@ def selfmod_reference(state: Mapping[str, Tensor], x: Optional[Tensor], given: M
         if precondition:
             pre = pre - eta[:, None, None] * (k[:, :, None] * k[:, None, :])
         for r in roles:
-            vhat = M(*F[r], z["v"])  # self-generated target (Eqs. 83-85)
+            vhat = M(*F[r], z["v"])  # self-generated target (NL-arXiv Eqs. 83-85)
             g1, g2 = inner_grad(*F[r], k, vhat)
             s1, s2 = -eta[:, None, None] * g1, -eta[:, None, None] * g2
             if beta is not None:  # Titans' momentum of the write (Titans Eqs. 9-10)
@@ -106,7 +105,8 @@ def selfmod_reference(state: Mapping[str, Tensor], x: Optional[Tensor], given: M
                 s1, s2 = b * S[r][0] + s1, b * S[r][1] + s2
                 S[r] = (s1, s2)
             W1, W2 = W[r]
-            W[r] = (alpha[:, None, None] * W1 + s1, W2 @ pre + s2)  # Eq. 88 on W2, plain decay on W1
+            # NL-arXiv Eq. 88 on W2, plain decay on W1
+            W[r] = (alpha[:, None, None] * W1 + s1, W2 @ pre + s2)
     o = torch.stack(outs, 1).reshape(B, H, T, D) if outs else ref.new_zeros(B, H, 0, D)
     new = {}
     for r in roles:

@@ -6,7 +6,7 @@ Notation (full legend in :mod:`nlc.primitives.cms`)::
     theta_xi         a level's parameters at the start of its current chunk (fast state)
     acc.<name>       pending sum_t eta_t grad_theta l_t of the current, incomplete chunk
 
-Eq. 71 of NL-arXiv (= NL-NeurIPS Eq. 31) applies the summed per-token gradients of a
+NL-arXiv Eq. 71 (= NL-NeurIPS Eq. 31) applies the summed per-token gradients of a
 chunk once, at its boundary::
 
     theta_{i+1} = theta_i - sum_{t=i-C+1}^{i} eta_t grad_theta l(theta_{xi}; x_t)   if i = 0 mod C

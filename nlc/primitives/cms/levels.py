@@ -1,5 +1,6 @@
-"""Continuum Memory System (CMS) levels: chunk schedule and the sequential / independent /
-nested chains, in a chunked (matmul) and a reference (per-token ``torch.func``) form.
+"""Continuum Memory System (CMS) levels: the chunk schedule and the sequential / independent /
+nested chains that both forms (:mod:`~nlc.primitives.cms.chunk`,
+:mod:`~nlc.primitives.cms.reference`) run on.
 
 Notation (full legend in :mod:`nlc.primitives.cms`)::
 
@@ -7,43 +8,58 @@ Notation (full legend in :mod:`nlc.primitives.cms`)::
     pos       tokens already streamed (absolute position of the call's first token)
     phase_l   pos mod C_l under the "carry" policy, else 0 (chunks restart at the call)
     w_l       aggregation weight of level l (independent variant)
+    theta_l   level l's parameters;  acc_l  its pending gradient sum
 
 Schedule (NL-NeurIPS Eqs. 30-31 = NL-arXiv Eqs. 70-71): the tokens of a chunk read with
 the chunk-start parameters ``theta_xi``; the chunk of level l closes after the token with
 absolute (1-based) position ``pos + t + 1 = 0 (mod C_l)``, where its pending sum is applied.
-Both forms walk the call in segments (chunked: the stretches between consecutive
-boundaries of any level; reference: single tokens) and apply the due levels' sums at the
-end of each segment; the partial final chunk follows ``policy`` (carry / flush / drop).
+Both forms walk the call in segments (a :class:`Form`: chunked, the stretches between
+consecutive boundaries of any level; reference, single tokens), add each segment's
+gradients to the pending sums with their own ``step``, and apply the due levels' sums at
+the end of each segment; the partial final chunk follows ``policy`` (carry / flush / drop).
 
-Variants (NL-arXiv §7.1, paper notes §2.3), levels in the listed order:
+Variants (NL-arXiv §7.1, Eqs. 72-74), levels in the listed order:
 
-* ``"sequential"`` (Eqs. 70-71/73): ``y = MLP_L(...MLP_1(x))``; an inner level's task signal
-  is back-propagated through the later levels at their current (frozen) parameters.
-* ``"independent"`` (Eq. 74): ``y = sum_l w_l MLP_l(x)``; level l's task signal is ``w_l delta``.
-* ``"nested"`` (Eq. 72): the sequential chain plus re-initialisation. Levels sorted by chunk
-  size (distinct, each a multiple of the next smaller, identical parameter shapes); when a
-  level completes a chunk (after its own update), the next faster level is reset to its new
-  parameters and its pending sum discarded -- cascading slow -> fast.
+* ``"sequential"`` (NL-arXiv Eqs. 70-71/73): ``y = MLP_L(...MLP_1(x))``; an inner level's
+  task signal is back-propagated through the later levels at their current (frozen)
+  parameters.
+* ``"independent"`` (NL-arXiv Eq. 74): ``y = sum_l w_l MLP_l(x)``; level l's task signal is
+  ``w_l delta``.
+* ``"nested"`` (NL-arXiv Eq. 72): the sequential chain plus re-initialisation. Levels sorted
+  by chunk size (distinct, each a multiple of the next smaller, identical parameter shapes);
+  when a level completes a chunk (after its own update), the next faster level is reset to
+  its new parameters and its pending sum discarded -- cascading slow -> fast.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Mapping, NamedTuple, Optional, Sequence
 
 import torch
 from torch import Tensor
-from torch.func import grad as func_grad
-from torch.func import vmap
 
-from nlc.primitives.cms_mlp import (
-    LrLike, block_backward, block_forward, block_token, check_kind, cms_local_delta, step_sizes,
+from .mlp import LrLike, block_forward, check_kind, cms_mlp
+from .state import (
+    cms_merge_levels, cms_split_levels, fast_params, pack_levels, unpack_levels, zeros_like_all,
 )
-from nlc.primitives.cms_state import pack_levels, unpack_levels, zeros_like_all
 
-__all__ = ["POLICIES", "VARIANTS", "SIGNALS"]
+__all__ = [
+    "POLICIES", "VARIANTS", "SIGNALS", "Form", "read_levels", "run_levels", "run_block",
+    "run_stacked", "cms_read",
+]
 
 POLICIES = ("carry", "drop", "flush")
 VARIANTS = ("sequential", "independent", "nested")
 SIGNALS = ("local", "task")
+
+
+class Form(NamedTuple):
+    """How a form walks a call: ``step(params, accs, x, a, b, *, lrs, variant, weights,
+    signal, target, delta, kind, residual)`` reads tokens ``a..b-1`` (inside one chunk of
+    every level), returns their outputs and adds their gradients to ``accs``; ``per_token``:
+    the segments are single tokens, else the stretches between consecutive boundaries."""
+
+    step: Callable[..., Tensor]
+    per_token: bool
 
 
 # =========================================================================== validation
@@ -108,7 +124,8 @@ def _slow_to_fast(chunks: Sequence[int]) -> list[int]:
 
 def _boundary(params: list[dict], accs: list[dict], due: Sequence[int], variant: str,
               chunks: Sequence[int]) -> None:
-    """Apply the due levels' summed updates (Eq. 71) and the nested resets (Eq. 72).
+    """Apply the due levels' summed updates (NL-arXiv Eq. 71) and the nested resets
+    (NL-arXiv Eq. 72).
 
     Mutates the Python lists only (never a tensor)."""
     for l in due:
@@ -146,77 +163,8 @@ def read_levels(params: Sequence[dict], u: Tensor, *, variant: str, weights: Opt
     return out, ins, ys, caches
 
 
-# =========================================================================== segment steps
-def _chunk_step(params: list[dict], accs: list[dict], x: Tensor, a: int, b: int, *,
-                lrs, variant, weights, signal, target, delta, kind, residual) -> Tensor:
-    """Tokens ``a..b-1`` (inside one chunk of every level): outputs, and each level's summed
-    gradient added to its pending sum with matmuls (:func:`block_backward`)."""
-    n = len(params)
-    chained = variant != "independent"
-    out, ins, ys, caches = read_levels(params, x[:, a:b], variant=variant, weights=weights,
-                                       kind=kind, residual=residual)
-    if signal == "local":
-        tgt = None if target is None else target[:, a:b]
-        deltas = [cms_local_delta(ys[l], ins[l] if tgt is None else tgt) for l in range(n)]
-    elif chained:  # the outer level's signal; inner ones are back-propagated below
-        deltas = [delta[:, a:b].to(x.dtype)] * n
-    else:
-        deltas = [delta[:, a:b].to(x.dtype) * weights[l].to(x.dtype) for l in range(n)]
-    backprop = signal == "task" and chained
-    for l in reversed(range(n)):
-        eta = step_sizes(lrs[l], x.shape[0], a, b, x)
-        g, dx = block_backward(params[l], ins[l], caches[l], deltas[l], eta, kind, residual,
-                               need_dx=backprop and l > 0)
-        accs[l] = {k: accs[l][k] + g[k] for k in g}
-        if dx is not None:
-            deltas[l - 1] = dx
-    return out
-
-
-def _token_step(params: list[dict], accs: list[dict], x: Tensor, a: int, b: int, *,
-                lrs, variant, weights, signal, target, delta, kind, residual) -> Tensor:
-    """Token ``t = a`` (``b = a + 1``) read as the equation: outputs with the frozen
-    chunk-start parameters, then ``eta_t grad_theta l(theta_xi; x_t)`` (``torch.func.grad``)
-    added to every level's pending sum."""
-    t, B = a, x.shape[0]
-    chained = variant != "independent"
-    w = None if weights is None else weights.to(x.dtype)
-
-    def mlp(p, u):
-        return block_token(p, u, kind, residual)
-
-    def chain(ps, u):  # the block's output y_t as a function of every level's parameters
-        if chained:
-            for p in ps:
-                u = mlp(p, u)
-            return u
-        return sum(w[l] * mlp(ps[l], u) for l in range(len(ps)))
-
-    def local_loss(p, u, tgt):  # l_t = ||MLP(theta; u_t) - target_t||^2
-        r = mlp(p, u) - tgt
-        return (r * r).sum()
-
-    def task_loss(ps, u, d):  # surrogate <sg(delta_t), y_t(theta)>
-        return (chain(ps, u) * d).sum()
-
-    x_t = x[:, t]
-    if signal == "local":
-        grads, u = [], x_t
-        for p in params:  # level l's input: the previous level's output if chained, else x_t
-            tgt = u if target is None else target[:, t]
-            grads.append(vmap(func_grad(local_loss))(p, u, tgt))
-            if chained:
-                u = vmap(mlp)(p, u)
-    else:
-        grads = vmap(func_grad(task_loss))(params, x_t, delta[:, t].to(x.dtype))
-    for l, g_l in enumerate(grads):
-        e = step_sizes(lrs[l], B, t, t + 1, x)[:, 0]
-        accs[l] = {k: accs[l][k] + e.view(B, *([1] * (g.dim() - 1))) * g for k, g in g_l.items()}
-    return vmap(chain)(params, x_t).unsqueeze(1)
-
-
 # =========================================================================== driver
-def run_levels(levels: list[dict[str, Tensor]], x: Tensor, *, form: str, chunks: Sequence[int],
+def run_levels(levels: list[dict[str, Tensor]], x: Tensor, *, form: Form, chunks: Sequence[int],
                lrs: Sequence[LrLike], variant: str, weights: Optional[Tensor], signal: str,
                target: Optional[Tensor], delta: Optional[Tensor], pos: int, policy: str,
                kind: str, residual: bool) -> tuple[Tensor, list[dict[str, Tensor]]]:
@@ -225,14 +173,11 @@ def run_levels(levels: list[dict[str, Tensor]], x: Tensor, *, form: str, chunks:
     _validate(levels, x, chunks, lrs, variant, weights, signal, target, delta, pos, policy, kind)
     B, T, _ = x.shape
     phases = [pos % c if policy == "carry" else 0 for c in chunks]
-    if form == "chunked":
-        step, cuts = _chunk_step, _cuts(phases, chunks, T)
-    else:
-        step, cuts = _token_step, range(1, T + 1)
+    cuts = range(1, T + 1) if form.per_token else _cuts(phases, chunks, T)
     params, accs = unpack_levels(levels)
     outs, a = [], 0
     for b in cuts:
-        outs.append(step(params, accs, x, a, b, lrs=lrs, variant=variant, weights=weights,
+        outs.append(form.step(params, accs, x, a, b, lrs=lrs, variant=variant, weights=weights,
                          signal=signal, target=target, delta=delta, kind=kind,
                          residual=residual))
         _boundary(params, accs, _due(phases, chunks, b), variant, chunks)
@@ -246,3 +191,36 @@ def run_levels(levels: list[dict[str, Tensor]], x: Tensor, *, form: str, chunks:
     elif T > 0 and policy == "drop":
         accs = [zeros_like_all(acc) for acc in accs]
     return y, pack_levels(params, accs)
+
+
+def run_block(form: Form, state: Mapping[str, Tensor], x: Tensor, *, chunk: int, lr: LrLike,
+              **kw) -> tuple[Tensor, dict[str, Tensor]]:
+    """One block (an unprefixed state) as a single sequential level: ``(y, new_state)``."""
+    y, levels = run_levels([dict(state)], x, form=form, chunks=[chunk], lrs=[lr],
+                           variant="sequential", weights=None, **kw)
+    return y, levels[0]
+
+
+def run_stacked(form: Form, state: Mapping[str, Tensor], x: Tensor, **kw
+                ) -> tuple[Tensor, dict[str, Tensor]]:
+    """Several levels (a ``level{i}.*`` state): ``(y, new_state)``."""
+    y, levels = run_levels(cms_split_levels(state), x, form=form, **kw)
+    return y, cms_merge_levels(levels)
+
+
+def cms_read(state: Mapping[str, Tensor], x: Tensor, *, variant: str = "sequential",
+             weights: Optional[Tensor] = None, kind: str = "gelu", residual: bool = False
+             ) -> Tensor:
+    """Outputs with the current parameters, no update: the read a compiler runs before the
+    task loss of a chunk (valid for tokens inside the current chunk of every level). Takes a
+    single-block state (unprefixed) or a multi-level one (``level{i}.*``)."""
+    check_kind(kind)
+    if not any(k.startswith("level0.") for k in state):
+        return cms_mlp(state, x, kind=kind, residual=residual)
+    levels = [fast_params(lv) for lv in cms_split_levels(state)]
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown CMS variant {variant!r}")
+    if variant == "independent" and weights is None:
+        raise ValueError("independent CMS needs weights")
+    return read_levels(levels, x, variant=variant, weights=weights, kind=kind,
+                       residual=residual)[0]

@@ -7,9 +7,9 @@ Notation (see :mod:`nlc.primitives.deep`)::
     l(y; v) objective: l2 ||e||^2, lp ||e||_p^p, huber (2 delta |e| - delta^2 beyond delta),
     dot -<y, v>   l' = dl/dy, l'' its derivatives w.r.t. y and v (elementwise)
 
-Used by the hand-written forward and backward passes of :mod:`nlc.primitives.deep_kernels`:
+Used by the hand-written forward and backward passes of :mod:`~nlc.primitives.deep.kernels`:
 ``obj_d`` in the forward (the error back-propagation of the inner objective; act' comes from
-:func:`nlc.primitives.deep_common.act_and_grad`), ``act_dd`` / ``obj_dd`` in their backward
+:func:`nlc.primitives.activations.act_and_grad`), ``act_dd`` / ``obj_dd`` in their backward
 (the outer gradient through that propagation).
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ _LOG_INV_SQRT2PI = -0.5 * math.log(2.0 * math.pi)
 
 def act_dd(name: str, z: Tensor) -> Optional[Tensor]:
     """act''(z) (None when zero: relu, identity); act and act' themselves come from
-    :func:`nlc.primitives.deep_common.act_and_grad` (fused aten kernels for GELU)."""
+    :func:`nlc.primitives.activations.act_and_grad` (fused aten kernels for GELU)."""
     if name == "gelu":  # phi(z) (2 - z^2)
         c0 = torch.full((), _LOG_INV_SQRT2PI, dtype=z.dtype, device=z.device)
         pdf = torch.addcmul(c0, z, z, value=-0.5).exp_()

@@ -1,6 +1,6 @@
-"""Chunkwise-parallel kernel for matrix memories with a rank-1 generalized delta recurrence.
+"""The chunk algebra of recurrence (R): the UT transform, chunk affine maps, the chunk scan.
 
-Notation (shared with :mod:`nlc.primitives.matrix`)::
+Notation (the family legend is in :mod:`nlc.primitives.matrix`)::
 
     B batch   H heads   T tokens   C chunk size   N chunks   Dk key dim   Dv value dim
     S      memory matrix (Dv x Dk) per (batch, head); reading is o = S q
@@ -8,6 +8,7 @@ Notation (shared with :mod:`nlc.primitives.matrix`)::
     alpha  per-token retention (multiplies the old state), in (0, 1]
     b      per-token scalar of the rank-1 preconditioner  -b_t k_t k_t^T
     u      per-token write vector, u_t = a_t + S_xi c_t  (c = None: u_t = a_t)
+    g_t    log-cumulative retention inside a chunk; P[t] = exp(g_t), D[t, i] = exp(g_t - g_{i+1})
 
 The one recurrence every matrix rule is a special case of::
 
@@ -30,11 +31,14 @@ is then an affine map of its start state, built for all chunks in parallel::
     O      = Oa + Qs S_0^T                    (outputs, C x Dv)
     S_end  = S_0 Tr + Ad                      (Tr: Dk x Dk, or a scalar when Wk = 0)
 
-and only ``S <- S Tr + Ad`` runs sequentially over chunks. :func:`chunk_end_state` gives only
-``S_end`` of one chunk from given decays (no reads: the HOPE pass that needs no per-token
-outputs, :mod:`nlc.primitives.selfmod`). The same affine form serves the
-ATLAS Omega rule (window of write keys per step; see ``matrix.omega_rule_chunked``) by
-passing a different mixing matrix. A final partial chunk is processed as a shorter chunk.
+and only ``S <- S Tr + Ad`` runs sequentially over chunks (:func:`scan_chunks`).
+:func:`rank1_terms` builds the maps of (R) (used by
+:func:`nlc.primitives.matrix.chunk.generalized_delta_chunked`); the ATLAS Omega rule
+(window of write keys per step, :func:`nlc.primitives.matrix.chunk.omega_rule_chunked`)
+passes a different mixing matrix to :func:`affine_terms`. :func:`chunk_end_state` gives
+only ``S_end`` of one chunk from given decays (no reads: the HOPE pass that needs no
+per-token outputs, :mod:`nlc.primitives.selfmod`). A final partial chunk is processed as a
+shorter chunk.
 """
 from __future__ import annotations
 
@@ -45,14 +49,14 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "generalized_delta_reference",
-    "generalized_delta_chunked",
     "ChunkAffine",
     "chunk_layout",
     "to_chunks",
     "log_decay",
     "log_retention",
     "affine_terms",
+    "rank1_terms",
+    "log_gate",
     "chunk_end_state",
     "scan_chunks",
     "solve_unit_lower",
@@ -170,8 +174,8 @@ def chunk_end_state(S: Tensor, k: Tensor, a: Tensor, P: Tensor, D: Tensor,
 
     S (.., Dv, Dk) the chunk-start state; k (.., C, Dk); a (.., C, Dv); b (.., C) or None;
     ``P, D = log_decay(log alpha, C, k)`` (passed in so that several recurrences over the
-    same retention share them). Same algebra as :func:`generalized_delta_chunked`'s last
-    state: ``S_C = S tr + ad``.
+    same retention share them). Same algebra as the last state of
+    :func:`nlc.primitives.matrix.chunk.generalized_delta_chunked`: ``S_C = S tr + ad``.
     """
     w = _ut_solve(k, a, P, D, b, None)
     tr, ad = _end_map(k, P[..., -1].expand(k.shape[:-2]), D[..., -1, :], w, a.shape[-1])
@@ -208,8 +212,8 @@ def scan_chunks(S0: Tensor, groups: list[ChunkAffine]) -> tuple[Tensor, Tensor]:
     return cat(outs), S.unflatten(0, (B, H))
 
 
-def _rank1_terms(q: Tensor, k: Tensor, a: Tensor, log_a: Optional[Tensor], b: Optional[Tensor],
-                 c: Optional[Tensor], read_after_write: bool) -> ChunkAffine:
+def rank1_terms(q: Tensor, k: Tensor, a: Tensor, log_a: Optional[Tensor], b: Optional[Tensor],
+                c: Optional[Tensor], read_after_write: bool) -> ChunkAffine:
     """Affine chunk maps of recurrence (R) for chunks (B, H, N, C, .) (UT transform if b)."""
     P, D = log_decay(log_a, q.shape[-2], q)
     return affine_terms(q, k, P, D, _ut_solve(k, a, P, D, b, c), a.shape[-1], read_after_write)
@@ -225,58 +229,3 @@ def log_gate(alpha: Tensor) -> Tensor:
 def log_retention(retention: Optional[Tensor], like: Tensor) -> Optional[Tensor]:
     """log(alpha) expanded to (B, H, T) (:func:`log_gate`); None stays None (alpha = 1)."""
     return None if retention is None else log_gate(retention.expand(like.shape[:3]))
-
-
-def generalized_delta_chunked(state: dict[str, Tensor], q: Tensor, k: Tensor, a: Tensor, *,
-                              retention: Optional[Tensor] = None, b: Optional[Tensor] = None,
-                              c: Optional[Tensor] = None, chunk: int = 64,
-                              read_after_write: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
-    """Chunkwise-parallel form of recurrence (R); same signature/results as the reference.
-
-    q, k (B, H, T, Dk); a (B, H, T, Dv); retention, b (B, H, T) or None (alpha = 1, b = 0);
-    c (B, H, T, Dk) or None. With ``c`` given, u_t reads the chunk-start state S_xi, so
-    results depend on ``chunk`` and streaming must split at multiples of ``chunk``.
-    """
-    la = log_retention(retention, q)
-    bb = None if b is None else b.expand(q.shape[:3])
-    groups = []
-    for start, stop, C in chunk_layout(q.shape[2], chunk):
-        cut = [to_chunks(x, start, stop, C) for x in (q, k, a, la, bb, c)]
-        groups.append(_rank1_terms(*cut, read_after_write))
-    o, S = scan_chunks(state["S"], groups)
-    return o, {"S": S}
-
-
-def generalized_delta_reference(state: dict[str, Tensor], q: Tensor, k: Tensor, a: Tensor, *,
-                                retention: Optional[Tensor] = None, b: Optional[Tensor] = None,
-                                c: Optional[Tensor] = None, chunk: int = 64,
-                                read_after_write: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
-    """Per-token loop of (R): ``S_t = S_{t-1}(alpha_t I - b_t k_t k_t^T) + (a_t + S_xi c_t) k_t^T``.
-
-    S_xi is the state at the start of the token's chunk (``t % chunk == 0``); ``chunk`` only
-    matters when ``c`` is given. Reads ``o_t = S_t q_t`` (read_after_write) or ``S_{t-1} q_t``.
-    """
-    if chunk < 1:
-        raise ValueError(f"chunk must be >= 1, got {chunk}")
-    S = state["S"]
-    B, H, T, Dk = q.shape
-    eye = torch.eye(Dk, dtype=q.dtype, device=q.device)
-    ones = q.new_ones(B, H, T)
-    alpha = ones if retention is None else retention.expand(B, H, T)
-    bb = torch.zeros_like(ones) if b is None else b.expand(B, H, T)
-    outs = []
-    S_xi = S
-    for t in range(T):
-        if t % chunk == 0:
-            S_xi = S
-        kt, qt = k[:, :, t], q[:, :, t]
-        u = a[:, :, t]
-        if c is not None:
-            u = u + (S_xi @ c[:, :, t, :, None]).squeeze(-1)
-        kkT = kt[..., :, None] * kt[..., None, :]
-        S_new = S @ (alpha[:, :, t, None, None] * eye - bb[:, :, t, None, None] * kkT) \
-            + u[..., :, None] * kt[..., None, :]
-        outs.append(((S_new if read_after_write else S) @ qt[..., None]).squeeze(-1))
-        S = S_new
-    o = torch.stack(outs, dim=2) if outs else S.new_zeros(B, H, 0, S.shape[-2])
-    return o, {"S": S}

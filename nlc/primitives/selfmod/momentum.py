@@ -16,17 +16,17 @@ The rule of one matrix (NL-arXiv Eq. 88 with Titans' momentum, Titans Eqs. 9-10)
     S_{i+1} = beta_i S_i + u_i k_i^T                                      (momentum of the write)
     W_{i+1} = W_i (alpha_i I - b_i k_i k_i^T) + S_{i+1}                   (preconditioner, exact)
 
-beta = 0 is Eq. 88 itself (:mod:`nlc.primitives.delta_kernel`'s recurrence (R) with a = u);
+beta = 0 is NL-arXiv Eq. 88 itself (:mod:`nlc.primitives.matrix`'s recurrence (R) with a = u);
 b = 0 is Titans' momentum step on an MLP layer (:mod:`nlc.primitives.deep`).
 
-Chunked form. With the decays of :func:`~nlc.primitives.delta_kernel.log_decay`,
+Chunked form. With the decays of :func:`~nlc.primitives.matrix.kernels.log_decay`,
 R[t] = prod_{j<t} alpha_j, D[t, i] = prod_{i<j<t} alpha_j (i < t), and Mp, DM the same
 products of beta, unrolling S and then W gives, with y_i = -b_i W_i k_i::
 
     S_t = Mp[t] S_0 + sum_{i<t} DM[t, i] u_i k_i^T
     W_t = R[t] W_0 + E[t] S_0 + sum_{i<t} (Cm[t, i] u_i + D[t, i] y_i) k_i^T
     E[t] = sum_{j<t} D[t, j] Mp[j+1]              E  = D Mp[1:]
-    Cm[t, i] = sum_{i<=j<t} D[t, j] DM[j+1, i]    Cm = D DM[1:]   (Titans' c, deep.py)
+    Cm[t, i] = sum_{i<=j<t} D[t, j] DM[j+1, i]    Cm = D DM[1:]   (Titans' c, deep/chunk.py)
 
 Every term after the first two is a key of the chunk, so the momentum keeps the chunk
 parallel although S is not a rank-one write of token t's key: W_t - R[t] W_0 - E[t] S_0 lies
@@ -35,7 +35,7 @@ in the span of k_0..k_{t-1}, and y is one unit lower-triangular solve (the UT tr
     y_i + b_i sum_{j<i} D[i, j] (k_j . k_i) y_j
         = -b_i (R[i] W_0 k_i + E[i] S_0 k_i + sum_{j<i} Cm[i, j] (k_j . k_i) u_j)
 
-Reads before the write, o_i = W_i q_i (HOPE Eq. 94, rows 0..C-1)::
+Reads before the write, o_i = W_i q_i (NL-arXiv Eq. 94, rows 0..C-1)::
 
     o = R (Q W_0^T) + E (Q S_0^T) + (Cm o Q K^T) U + (D o Q K^T) Y
 
@@ -47,11 +47,11 @@ from typing import Optional
 
 from torch import Tensor
 
-from nlc.primitives.delta_kernel import solve_unit_lower
+from ..matrix.kernels import solve_unit_lower
 
 __all__ = ["momentum_chunk"]
 
-Decay = tuple[Tensor, Tensor]  # (P (.., C+1), D (.., C+1, C)) of delta_kernel.log_decay
+Decay = tuple[Tensor, Tensor]  # (P (.., C+1), D (.., C+1, C)) of matrix.kernels.log_decay
 
 
 def momentum_chunk(W: Tensor, S: Tensor, k: Tensor, u: Tensor, decay: Decay, momentum: Decay,
@@ -60,7 +60,7 @@ def momentum_chunk(W: Tensor, S: Tensor, k: Tensor, u: Tensor, decay: Decay, mom
     """One chunk of the rule of the module docstring: ``(o, W_C, S_C)``.
 
     W, S (.., Dv, Dk); k (.., C, Dk); u (.., C, Dv); ``decay`` the (R, D) of the retention and
-    ``momentum`` the (Mp, DM) of beta, from :func:`~nlc.primitives.delta_kernel.log_decay`
+    ``momentum`` the (Mp, DM) of beta, from :func:`~nlc.primitives.matrix.kernels.log_decay`
     (leading dims broadcastable to those of k); b (.., C) or None (no preconditioner);
     q (.., C, Dk) or None: ``o`` (.., C, Dv) the reads W_i q_i before each write, else None.
     """

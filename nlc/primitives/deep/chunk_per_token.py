@@ -31,7 +31,7 @@ token. The gradient is taken w.r.t. W (MIRAS), at W_xi; with chunk 1 this is the
 
 Muon's step size stands outside the orthogonalisation (NS_k is scale-free, so inside it
 would only weigh tokens against each other in the momentum); ``s_i`` is the gradient guard of
-:func:`~nlc.primitives.deep_common.guard_scale`.
+:func:`~nlc.primitives.deep.common.guard_scale`.
 
 Chunked form. At the frozen W_xi each token's layer gradient is rank one, delta_j a_j^T, so
 a chunk's momenta follow without a per-token loop (DM[t, s] = prod_{s<i<=t} momentum_i,
@@ -45,7 +45,7 @@ NS_k runs once on the C momenta of a chunk as one batch; each token reads with i
 weights phi(A_t) (or phi(A_{t-1})). The per-token weights are formed: O(C D_l D_{l-1})
 memory per head and layer, so the chunk size bounds it. Everything is ordinary autograd
 (first and second order). Streaming equals one call when segments start on multiples of
-``chunk``; the reference is :func:`~nlc.primitives.deep_reference.deep_memory_reference`
+``chunk``; the reference is :func:`~nlc.primitives.deep.reference.deep_memory_reference`
 with ``ns_steps`` / ``global_retention="kl"``.
 """
 from __future__ import annotations
@@ -55,12 +55,13 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from nlc.primitives.deep_common import (
-    HParam, act, act_and_grad, check_config, deep_layers, guard_scale, hparam, layer_norm_out,
-    layer_norm_vjp, log_gate_cumsum, segment_products, simplex, token_hparam,
+from ..activations import act, act_and_grad
+from ..newton_schulz import newton_schulz
+from .common import (
+    HParam, check_config, deep_layers, guard_scale, hparam, layer_norm_out, layer_norm_vjp,
+    log_gate_cumsum, segment_products, simplex, token_hparam,
 )
-from nlc.primitives.deep_derivatives import obj_d
-from nlc.primitives.newton_schulz import newton_schulz
+from .derivatives import obj_d
 
 __all__ = ["deep_memory_per_token_chunked"]
 
@@ -108,7 +109,7 @@ def deep_memory_per_token_chunked(
     mass: float = 1.0, norm: Optional[tuple[Tensor, Tensor]] = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """The memory of the module docstring, chunkwise-parallel. Arguments and state as
-    :func:`~nlc.primitives.deep.deep_memory_chunked`; ``ns_steps`` Newton-Schulz steps (0: no
+    :func:`~nlc.primitives.deep.chunk.deep_memory_chunked`; ``ns_steps`` Newton-Schulz steps (0: no
     Muon); ``global_retention`` ``decay`` or ``kl`` (Memora: state ``A{l}`` holds logits,
     weights ``mass * softmax``). Returns ``(o (B, H, T, Dv), new_state)``."""
     check_config(activation, objective, global_retention, chunk, window)

@@ -1,10 +1,12 @@
-"""Reference (per-token loop) form of the deep MLP memory; see :mod:`nlc.primitives.deep`.
+"""Deep (MLP) memory, reference form: the per-token loop (the family legend is in
+:mod:`nlc.primitives.deep`).
 
 Notation::
 
     B batch  H heads  T tokens  C chunk  L depth  c Omega window  W_l / S_l weights / momentum
+    A_l   the accumulator (= W_l with decay retention; Moneta's / Memora's A otherwise)
     xi   chunk start: the gradients of every token in a chunk are taken at M_xi
-         (Titans §3.2, t' = t - mod(t, b); paper notes §3.4 xi = C floor((t-1)/C))
+         (Titans §3.2, t' = t - mod(t, b); NL-arXiv §8.2: xi = C floor((t-1)/C))
 
 It reads as the equations (Titans Eqs. 8-14 with normalised gates, MIRAS attentional bias
 and global retention, ATLAS Omega rule); the per-token gradients come from ``torch.func``
@@ -19,11 +21,11 @@ import torch
 from torch import Tensor
 from torch.func import grad, vmap
 
-from nlc.primitives.deep_common import (
+from ..newton_schulz import newton_schulz
+from .common import (
     HParam, check_config, deep_layers, guard_scale, hparam, lq_norm_scale, mlp_forward,
     objective_loss, simplex, soft_threshold, token_hparam,
 )
-from nlc.primitives.newton_schulz import newton_schulz
 
 __all__ = ["deep_memory_reference"]
 
@@ -41,15 +43,15 @@ def deep_memory_reference(
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Per-token loop of the deep memory rule; same signature/results as ``deep_memory_chunked``
     (and, with ``ns_steps`` > 0 or ``global_retention="kl"``, as
-    :func:`~nlc.primitives.deep_per_token.deep_memory_per_token_chunked`). ``delta`` may be
-    per token (B, H, T); ``norm`` (gamma, beta), each (H, Dv), is the output LayerNorm.
+    :func:`~nlc.primitives.deep.chunk_per_token.deep_memory_per_token_chunked`). ``delta``
+    may be per token (B, H, T); ``norm`` (gamma, beta), each (H, Dv), is the output LayerNorm.
 
     For t = 1..T (chunk start xi = the last chunk boundary before t)::
 
         g_t = sum_{i=t-c+1}^{t} gamma_i s_i grad_W l(M_xi; k_i, v_i)   (ATLAS Omega; c=1: Titans)
         S_t = momentum_t S_{t-1} - lr_t g_t                              (Titans Eqs. 9-10)
         A_t = retention_t A_{t-1} + S_t                                  (Titans Eqs. 13-14)
-        W_t = phi(A_t) at a chunk boundary, A_t / nu_xi inside a chunk   (MIRAS, see deep.py)
+        W_t = phi(A_t) at a chunk boundary, A_t / nu_xi inside a chunk   (MIRAS; see the family legend)
               kl: W_t = mass softmax(A_t) at every token (Memora, MIRAS Eq. 21)
         o_t = M_{W_t}(q_t)   (read_after_write)   or   M_{W_{t-1}}(q_t)
 
