@@ -465,8 +465,8 @@ def test_without_grad_the_kernels_give_the_same_values(momentum, objective, raw)
 
 @pytest.mark.parametrize("name", ["gelu", "silu", "relu", "identity"])
 def test_activation_derivatives_match_autograd(name):
-    """act' (deep_common.act_derivative, aten's fused gelu_backward for GELU) and act''
-    (deep_derivatives.act_dd) equal autograd's first and second derivatives of act."""
+    """act' (activations.act_derivative, aten's fused gelu_backward for GELU) and act''
+    (deep.derivatives.act_dd) equal autograd's first and second derivatives of act."""
     from nlc.primitives.activations import act, act_derivative
     from nlc.primitives.deep.derivatives import act_dd
 
