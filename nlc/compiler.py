@@ -16,7 +16,7 @@ from typing import Literal
 
 import torch
 
-from .codegen.emit import emit
+from .lower.emit import emit
 from .errors import NLCError
 from .graph.build import build_graph
 from .ir.resolve import resolve

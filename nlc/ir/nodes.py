@@ -8,10 +8,10 @@ Frozen dataclasses, no pydantic, no torch. Differences from the spec:
 * sizes are resolved: heads, head dims, hidden widths;
 * read order is a bool, periods are ints (``0`` = never in context), frequencies and
   ordered-level indices come from the level graph;
-* every level remembers the YAML ``file:line`` it came from, for messages and codegen.
+* every level remembers the YAML ``file:line`` it came from, for messages and the emitted source.
 
 A field's default is its neutral value (no momentum, no gate, never reset); the emitted
-source (:mod:`nlc.codegen.emit`) writes only the fields that differ from it.
+source (:mod:`nlc.lower.emit`) writes only the fields that differ from it.
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import nlc
-from nlc.codegen.emit import emit
+from nlc.lower.emit import emit
 from nlc.ir.resolve import resolve
 from nlc.graph.validate import load_spec
 

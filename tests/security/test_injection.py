@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import nlc
-from nlc.codegen.names import comment, identifier
+from nlc.lower.names import comment, identifier
 from nlc.errors import SpecError
 from nlc.graph.validate import validate
 

@@ -5,7 +5,7 @@ The emitted module imports only ``nlc.runtime``. It defines one constant per spe
 YAML line and the paper equations the level implements, :mod:`.equations`) and one
 :class:`~nlc.runtime.model.NLCModel` subclass, ``Model``, whose ``layers`` method calls
 one mixer per layer, each line commented with the spec level. ``nlc.compile`` executes exactly this text, so the file and the model never drift.
-Text from the spec reaches this source only through :mod:`nlc.codegen.names` and
+Text from the spec reaches this source only through :mod:`nlc.lower.names` and
 ``repr`` (see there why).
 """
 from __future__ import annotations
