@@ -36,6 +36,7 @@ import time
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 MiB = float(1 << 20)
 
@@ -117,7 +118,7 @@ def _profile_events(prof) -> tuple[list[tuple[float, int]], Optional[int]]:
     None when unknown). Reads the profiler's event tree (fast; private API), else the
     exported chrome trace (allocations only)."""
     try:
-        from torch._C._profiler import _EventType
+        from torch._C._profiler import _EventType  # in the try: a private API that may move
 
         allocs, n_ops = [], 0
         stack = [(n, False) for n in prof.profiler.kineto_results.experimental_event_tree()]
@@ -149,8 +150,6 @@ def profile_call(fn: Callable[[], Any]) -> dict[str, Optional[int]]:
     the call (None when the profiler recorded no memory events) and ``aten_ops`` (outermost
     aten ops executed: eager dispatch overhead and, on a busy machine, one OpenMP
     rendezvous each)."""
-    from torch.profiler import ProfilerActivity, profile
-
     gc.collect()
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()

@@ -39,6 +39,7 @@ import torch._functorch.config as functorch_config
 import torch._inductor.config as inductor_config
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch._dynamo.utils import counters
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if __package__ in (None, ""):  # run as a script: make the repo root importable
@@ -306,7 +307,6 @@ def titans_row(s: Settings, mode: str) -> dict[str, Any]:
 # ============================================================================= per spec
 def spec_row(name: str, s: Settings) -> dict[str, Any]:
     """Parts 1 and 2 for one spec (a failing torch.compile is reported, not raised)."""
-    from torch._dynamo.utils import counters
     path = spec_path(name)
     timed = time_call(lambda: nlc.compile(path), min_reps=s.build_reps, max_reps=s.build_reps, budget_s=0)
     model = nlc.compile(path)

@@ -55,6 +55,7 @@ import traceback
 from typing import Optional
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 if __package__ in (None, ""):  # run as a script: make the repo root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -261,8 +262,6 @@ def run(quick: bool = False, tiny: bool = False, out: Optional[str] = RESULTS,
 def profile_one(name: str, seq: int, chunk: int, mode: str, impl: str, tiny: bool = False,
                 top: int = 25) -> None:
     """Print torch.profiler's top ops (self CPU time) of one fwd+bwd of one row."""
-    from torch.profiler import ProfilerActivity, profile
-
     torch.set_num_threads(1 if tiny else 2)
     s = TINY if tiny else FULL
     spec = next(sp for sp in rule_specs() if sp.name == name)

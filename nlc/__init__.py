@@ -13,7 +13,7 @@ from .version import __version__ as __version__
 def __getattr__(name: str):
     """torch-backed API, imported on first use so ``import nlc`` stays light."""
     if name == "compile":
-        from .compiler import compile
+        from .compiler import compile  # lazy: keeps import nlc free of torch
 
         return compile
     if name == "train":

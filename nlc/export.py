@@ -22,6 +22,8 @@ import secrets
 import shutil
 from pathlib import Path
 
+from safetensors import safe_open
+
 from .errors import NLCError
 from .files import fsync_path
 from .status import BAD_INPUT
@@ -44,7 +46,7 @@ def export(run: str | Path, out: str | Path, *, force: bool = False) -> Path:
     to ``out``; returns ``out``. Raises :class:`nlc.train.CheckpointError` for a checkpoint
     that cannot be used and :class:`ExportError` for a target that exists (without
     ``force``) or is not a folder."""
-    from .train.checkpoint import find_checkpoint, load_checkpoint
+    from .train.checkpoint import find_checkpoint, load_checkpoint  # lazy: keeps CLI startup free of torch
 
     out = Path(out)
     if out.exists() and not (out.is_dir() and force):
@@ -76,8 +78,6 @@ def export(run: str | Path, out: str | Path, *, force: bool = False) -> Path:
 
 def _saved_step(file: Path) -> str | None:
     """The step nlc train recorded in a safetensors file's metadata (None if it recorded none)."""
-    from safetensors import safe_open
-
     with safe_open(str(file), framework="pt") as handle:
         return (handle.metadata() or {}).get("nlc_step")
 

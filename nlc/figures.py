@@ -17,7 +17,7 @@ DPI = 110
 def new_figure(width: float, height: float, layout: str | None = None):
     """A matplotlib ``Figure`` of ``width`` x ``height`` inches on an Agg canvas of its own
     (no display needed; the global backend and pyplot's state untouched)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: keeps CLI startup free of matplotlib
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(width, height), dpi=DPI, layout=layout)

@@ -40,7 +40,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .data import get_tokenizer
 from .errors import NLCError
+from .runtime.diagnose import non_finite_error
 
 __all__ = ["GenerateError", "generate", "sample_next", "prompt_targets", "detach_state", "printable"]
 
@@ -97,8 +99,6 @@ def _check(max_new_tokens: int, temperature: float, top_k: int | None) -> None:
 
 
 def _tokenizer(model):
-    from .data import get_tokenizer
-
     return get_tokenizer(model.spec.model.tokenizer)
 
 
@@ -150,8 +150,6 @@ def _decode(model, tokens: Tensor, max_new_tokens: int, temperature: float, top_
 def _non_finite(model, prompt: Tensor, new: list[Tensor]) -> Exception:
     """The error for non-finite logits after ``prompt`` and ``new`` tokens: the decode so
     far re-run as one call (which equals it, see the module doc) to locate the value."""
-    from .runtime.diagnose import non_finite_error
-
     tokens = torch.cat([prompt, *(t[:, None] for t in new)], dim=1)
     targets = prompt_targets(prompt, len(new)) if model.teach_period is not None else None
     where = "the prompt" if not new else f"generated token {len(new)}"

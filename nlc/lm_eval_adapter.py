@@ -40,6 +40,7 @@ import torch.nn.functional as F
 
 try:
     import lm_eval.models  # noqa: F401 - the built-in models first: lm-eval loads them only into an empty registry
+    from lm_eval.__main__ import cli_evaluate
     from lm_eval.api.model import LM
     from lm_eval.api.registry import register_model
     from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
@@ -128,8 +129,6 @@ class NLCLM(LM):
 
 def main() -> None:
     """lm-eval's command line with ``nlc`` registered (``python -m nlc.lm_eval_adapter``)."""
-    from lm_eval.__main__ import cli_evaluate
-
     cli_evaluate()
 
 

@@ -26,6 +26,9 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .errors import NLCError
+from .figures import new_figure, save_figure
+
 DEPTH = 3  # levels below a given folder searched for runs
 CHECKPOINT_NAMES = ("checkpoint", ".checkpoint.old")  # the latest one, or one in mid-swap
 
@@ -84,8 +87,7 @@ def read_run(path: str | Path) -> Run:
     metrics or its checkpoint cannot be read (see the module doc; files named relative to
     the run), with the metrics records kept when it is the checkpoint that is damaged."""
     path = Path(path)
-    from .errors import NLCError
-    from .train.metrics import read_metrics
+    from .train.metrics import read_metrics  # lazy: keeps CLI startup free of torch
 
     records: list[dict] = []
     try:
@@ -101,7 +103,7 @@ def read_run(path: str | Path) -> Run:
 
 
 def _summary(path: Path, records: list[dict]) -> Run:
-    from .train.checkpoint import NoCheckpointError, read_meta, stored_spec
+    from .train.checkpoint import NoCheckpointError, read_meta, stored_spec  # lazy: keeps CLI startup free of torch
 
     try:
         meta = read_meta(path)
@@ -149,8 +151,6 @@ def _number(value: object) -> float | None:
 def plot_runs(runs: list[Run], path: str | Path, labels: list[str] | None = None) -> Path:
     """One PNG at ``path``: the runs' validation bpb (left) and train loss (right) against
     the optimizer step, one colour per run; written atomically (:mod:`nlc.figures`)."""
-    from .figures import new_figure, save_figure
-
     labels = labels or [str(run.path) for run in runs]
     figure = new_figure(12, 4.5, layout="constrained")
     val_axes, train_axes = figure.subplots(1, 2)
@@ -171,7 +171,7 @@ def plot_runs(runs: list[Run], path: str | Path, labels: list[str] | None = None
 
 def _colours(count: int) -> list:
     """Distinct colours for ``count`` runs (matplotlib's cycle, then a colour map)."""
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # lazy: keeps CLI startup free of matplotlib
 
     if count <= 10:
         return [f"C{i}" for i in range(count)]

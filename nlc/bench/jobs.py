@@ -23,6 +23,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
+
 from ..files import atomic_write_bytes
 
 Log = Callable[[str], None]
@@ -77,8 +79,6 @@ def _stderr(line: str) -> None:
 
 
 def _in_worker(fn: Callable[..., dict], args: tuple, threads: int) -> dict:
-    import torch
-
     torch.set_num_threads(threads)
     return fn(*args, log=_stderr)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from torch import nn
 
+from ..train import train
 from .params import ParamMatch
 from .plan import BenchModel, BenchPlan
 
@@ -53,8 +54,6 @@ def train_lm(model: BenchModel, match: ParamMatch, plan: BenchPlan, lr: float, s
              runs: Path, kind: str = "lm", extra: tuple[str, ...] = ()) -> tuple[LMRun, nn.Module]:
     """Train ``model`` at ``lr`` and ``seed`` on ``corpus`` (``extra`` overrides on top of
     the match and the plan's; the run folder named by ``kind``); its record and the model."""
-    from ..train import train
-
     start = time.perf_counter()
     result = train(model.path, data=corpus, out=fresh(run_dir(runs, model, kind, lr, seed)), steps=plan.steps,
                    overrides=[*match.overrides, *plan.train_overrides(lr), *extra], seed=seed, progress=False,

@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import NLCError
+from ..graph.sizes import total_params
+from ..graph.validate import load_spec
+from ..spec.levels import MLPLevel
 
 MAX_WIDTH = 4096
 HIDDEN_PER_WIDTH = 16
@@ -61,17 +64,11 @@ class ParamMatch:
 
 def spec_params(spec_path: str | Path, overrides: Sequence[str] = ()) -> int:
     """The parameter count of the spec with ``overrides`` (analytic: no model is built)."""
-    from ..graph.sizes import total_params
-    from ..graph.validate import load_spec
-
     return total_params(load_spec(spec_path, list(overrides)))
 
 
 def mlp_levels(spec_path: str | Path, overrides: Sequence[str] = ()) -> list[str]:
     """Names of the spec's ``type: mlp`` levels (Transformer MLPs and CMS levels)."""
-    from ..graph.validate import load_spec
-    from ..spec.levels import MLPLevel
-
     spec = load_spec(spec_path, list(overrides))
     return [name for name, level in spec.levels.items() if isinstance(level, MLPLevel)]
 
@@ -84,8 +81,6 @@ def match_params(spec_path: str | Path, target: int, *, tolerance: float = 0.05,
                  overrides: Sequence[str] = ()) -> ParamMatch:
     """The width and MLP hidden size that bring the spec within ``tolerance`` of ``target``
     parameters (module doc); ``overrides`` are applied first (e.g. ``model.heads=2``)."""
-    from ..graph.validate import load_spec
-
     if target < 1 or not 0 < tolerance < 1:
         raise ParamMatchError(f"need target >= 1 and 0 < tolerance < 1, got {target} and {tolerance}")
     base = list(overrides)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..continual.plots import plot_matrices
 from ..figures import new_figure, save_figure
 from .tasks import RETRIEVAL_TASKS
 
@@ -133,8 +134,6 @@ def plot_mqar(results: dict, path: Path) -> Path:
 def plot_continual(results: dict, folder: Path, per_figure: int = 4) -> dict[str, Path]:
     """``continual_R_<k>.png``: the R matrices of the first continual seed, ``per_figure``
     models per file (one row of heatmaps each, so eight models stay legible)."""
-    from ..continual.plots import plot_matrices
-
     panels, tasks = {}, []
     for label, entry in results["models"].items():
         if entry["continual"]:

@@ -12,9 +12,11 @@ other (does HOPE's gap to the Transformer shrink with 4x the tokens?).
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Callable
 
+from ..data import load_corpus
 from .jobs import Unit
 from .lm import train_lm
 from .params import ParamMatch
@@ -41,10 +43,6 @@ def _base(entry: dict) -> dict:
 def probe_unit(probe: Probe, plan: BenchPlan, base: dict, runs: Path, log: Log = print) -> dict:
     """Train ``probe``'s model with its change on every seed of ``plan`` (already the
     probe's plan: :meth:`.plan.BenchPlan.probe_plan`)."""
-    import time
-
-    from ..data import load_corpus
-
     clock, started = time.perf_counter(), utc_now()
     model, match, lr = bench_model(probe.model), ParamMatch.from_json(base["match"]), base["best_lr"]
     corpus = load_corpus("shakespeare")

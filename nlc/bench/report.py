@@ -10,14 +10,18 @@ by hand: rerunning the benchmark rewrites it.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
 from pathlib import Path
 
+import torch
+
 from ..files import atomic_write_text
 from .aggregate import Stat, format_stat, mean_std
 from .plan import NAIVE_BASELINE
+from .plots import write_plots
 from .tasks import RETRIEVAL_TASKS
 
 # The paper's ordering on language modelling (NL-arXiv Table 2, 760M / 30B tokens, Wiki ppl),
@@ -34,8 +38,6 @@ PAPER_LM = {
 
 def machine() -> dict:
     """nproc, CPU model (/proc/cpuinfo), torch and Python versions, platform."""
-    import torch
-
     model = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -357,11 +359,8 @@ def _reading(results: dict) -> list[str]:
 
 def write_outputs(results: dict, docs: Path) -> dict[str, Path]:
     """``docs/results/paper.json``, the figures and ``docs/results.md``; their paths."""
-    import json
-
     folder = docs / "results"
     folder.mkdir(parents=True, exist_ok=True)
-    from .plots import write_plots
 
     plots = write_plots(results, folder)
     json_path = atomic_write_text(folder / "paper.json", json.dumps(results, indent=1, sort_keys=False) + "\n")

@@ -22,10 +22,17 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import torch
+
+from ..continual import run_continual
+from ..continual.domains import load_domains
+from ..data import load_corpus
 from .lm import best_lr, fresh, parameter_count, train_lm
 from .params import match_params, spec_params
-from .jobs import Unit
+from .jobs import Unit, run_units
 from .plan import COST_ORDER, MODELS, BenchModel, BenchPlan, bench_model
+from .probes import probe_units
+from .report import machine, write_outputs
 from .stamps import span_seconds, spec_digest, utc_now
 from .summary import summarise
 from .tasks import RETRIEVAL_TASKS, fresh_model, retrieval_accuracy, task_accuracy, train_on_task
@@ -42,10 +49,6 @@ def run_and_report(plan: BenchPlan, runs: Path, docs: Path, command: str, thread
     parallelism costs more than it gains, and on a shared machine a spinning second thread
     slows every op down (measured: a 12k-parameter Transformer step takes 1.2 s on 2 threads
     under load, 0.02 s on 1); ``jobs`` = the number of free cores runs models side by side."""
-    import torch
-
-    from .report import write_outputs
-
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -59,10 +62,6 @@ def run_and_report(plan: BenchPlan, runs: Path, docs: Path, command: str, thread
 def run_paper(plan: BenchPlan, runs: Path, log: Log = print, jobs: int = 1, threads: int = 1) -> dict:
     """Run ``plan`` with its training runs and per-unit results under ``runs``
     (:mod:`.jobs`: rerunning with the same ``runs`` resumes); every number, as a dict."""
-    from .jobs import run_units
-    from .probes import probe_units
-    from .report import machine
-
     started, clock = utc_now(), time.perf_counter()
     models = plan.bench_models()
     target = target_params(plan)
@@ -87,9 +86,6 @@ def run_paper(plan: BenchPlan, runs: Path, log: Log = print, jobs: int = 1, thre
 
 def model_unit(label: str, plan: BenchPlan, target: int, runs: Path, log: Log = print) -> dict:
     """Every column of one model (the module doc's steps 1-5), with its compute time."""
-    from ..continual.domains import load_domains
-    from ..data import load_corpus
-
     clock, started = time.perf_counter(), utc_now()
     model = bench_model(label)
     corpus = load_corpus("shakespeare")
@@ -154,8 +150,6 @@ def _trained_tasks(model: BenchModel, plan: BenchPlan, overrides: list[str], log
 
 
 def _continual(model: BenchModel, plan: BenchPlan, overrides: list[str], domains: dict, runs: Path) -> list[dict]:
-    from ..continual import run_continual
-
     records = []
     for seed in plan.continual_seeds:
         (run,) = run_continual(model.path, list(plan.continual_stream), plan.continual_tokens,

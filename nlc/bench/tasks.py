@@ -26,7 +26,10 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
+from ..compiler import compile as compile_spec
+from ..evaluate import evaluate_task, task_batch, teach_targets
 from ..tasks import IGNORE, TaskError
+from ..train.optim import OuterLevels
 
 TRAIN_SEED_BASE = 1_000_000
 RETRIEVAL_TASKS = ("passkey", "niah_number", "niah_word")
@@ -35,9 +38,6 @@ RETRIEVAL_TASKS = ("passkey", "niah_number", "niah_word")
 def train_on_task(model: nn.Module, task: str, lengths: tuple[int, ...], steps: int, batch: int,
                   seed: int) -> list[float]:
     """Train ``model`` on ``task`` (``mqar`` | ``copy``) in place; the per-step losses."""
-    from ..evaluate import task_batch, teach_targets
-    from ..train.optim import OuterLevels
-
     outer = OuterLevels(model, steps)
     teach = getattr(model, "teach_period", None) is not None
     device = next(model.parameters()).device
@@ -60,8 +60,6 @@ def train_on_task(model: nn.Module, task: str, lengths: tuple[int, ...], steps: 
 def task_accuracy(model: nn.Module, task: str, lengths: tuple[int, ...], examples: int,
                   seed: int) -> dict[int, float]:
     """Accuracy of ``model`` on ``task`` at each length (:func:`nlc.evaluate.evaluate_task`)."""
-    from ..evaluate import evaluate_task
-
     return dict(evaluate_task(model, task, list(lengths), n=examples, seed=seed, check_finite=False).accuracy)
 
 
@@ -79,8 +77,6 @@ def retrieval_accuracy(model: nn.Module, task: str, lengths: list[int], examples
 
 
 def _retrieval_at(model: nn.Module, task: str, length: int, examples: int, seed: int) -> float:
-    from ..evaluate import evaluate_task
-
     name, value = {"passkey": ("passkey", "number"), "niah_number": ("niah", "number"),
                    "niah_word": ("niah", "word")}[task]
     return evaluate_task(model, name, [length], n=examples, seed=seed, niah_value=value,
@@ -89,6 +85,4 @@ def _retrieval_at(model: nn.Module, task: str, length: int, examples: int, seed:
 
 def fresh_model(spec_path, overrides: list[str], seed: int) -> nn.Module:
     """The parameter-matched model compiled anew (the starting point of a task run)."""
-    from ..compiler import compile as compile_spec
-
     return compile_spec(spec_path, overrides=overrides, seed=seed)

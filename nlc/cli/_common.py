@@ -7,6 +7,9 @@ from typing import TYPE_CHECKING, Iterable, NoReturn
 
 import typer
 
+from ..errors import Issue, NLCError, SpecError
+from ..graph.validate import validate
+from ..spec.load import load_raw
 from ..status import BAD_INPUT, FAILED
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -51,10 +54,6 @@ def validate_path(path: str, overrides: list[str]) -> tuple["Spec | None", list[
     the Python API), with the exit status its issues call for: BAD_INPUT when the spec
     cannot be used at all (missing, a directory, unreadable, over the limits), FAILED when
     it is invalid, else 0."""
-    from ..errors import Issue, SpecError
-    from ..graph.validate import validate
-    from ..spec.load import load_raw
-
     try:
         raw = load_raw(path, overrides, allow_text=False)
     except SpecError as err:
@@ -85,8 +84,7 @@ def load_checkpoint_or_exit(checkpoint: Path):
     """``(model, meta)`` from a checkpoint (``nlc.train.load_checkpoint``), or print the
     one-line reason and exit 2: a checkpoint that cannot be used is bad input, whatever
     failed in it (a file, the stored spec, the model it builds)."""
-    from ..errors import NLCError
-    from ..train import load_checkpoint
+    from ..train import load_checkpoint  # lazy: keeps CLI startup free of torch
 
     try:
         return load_checkpoint(checkpoint)

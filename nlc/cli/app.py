@@ -10,6 +10,7 @@ from typing import Optional
 
 import typer
 
+from .. import __version__, limits
 from . import compile as compile_cmd, cp, graph, ls, schema, show, validate
 from . import schedule as schedule_cmd
 from . import search as search_cmd
@@ -44,8 +45,6 @@ def _root(
     """Nested Learning Compiler: YAML specs of nested optimization levels -> PyTorch."""
     set_input_limits(max_spec_bytes, max_model_bytes)
     if version:
-        from .. import __version__
-
         typer.echo(f"nlc {__version__}")
         raise typer.Exit()
     if ctx.invoked_subcommand is None:
@@ -56,8 +55,6 @@ def set_input_limits(spec_bytes: int | None, model_bytes: int | None) -> None:
     """Apply ``--max-spec-bytes`` / ``--max-model-bytes`` (:func:`nlc.limits.set_limits`).
     The node limit of a YAML document scales with the byte limit (default: 100,000 nodes
     per 4 MiB), so a larger file that is legitimately larger is not refused for its nodes."""
-    from .. import limits
-
     changes = {}
     if spec_bytes is not None:
         default = limits.Limits()

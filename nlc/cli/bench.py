@@ -19,6 +19,8 @@ from typing import Optional
 
 import typer
 
+from ..bench.plan import plan_for
+from ..errors import NLCError
 from ._common import fail
 from ..status import BAD_INPUT
 
@@ -48,9 +50,7 @@ def paper(
                                                       "(at most the free cores)"),
 ) -> None:
     """The paper's comparison table, measured: HOPE vs Titans vs Samba vs Transformer."""
-    from ..errors import NLCError
-    from ..bench.plan import plan_for
-    from ..bench.run import run_and_report
+    from ..bench.run import run_and_report  # lazy: keeps CLI startup free of torch
 
     if quick and smoke:
         typer.echo("error: choose one of --quick and --smoke", err=True)

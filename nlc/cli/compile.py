@@ -12,6 +12,7 @@ from typing import List, Optional
 
 import typer
 
+from ..errors import NLCError
 from ._common import load_or_exit
 
 
@@ -31,8 +32,7 @@ def compile_verb(
 ) -> None:
     """Compile a spec into a PyTorch module (and optionally write its source)."""
     spec = load_or_exit(args)
-    from ..compiler import compile as compile_spec
-    from ..errors import NLCError
+    from ..compiler import compile as compile_spec  # lazy: keeps CLI startup free of torch
 
     try:
         model = compile_spec(spec)
@@ -52,7 +52,7 @@ def compile_verb(
 
 def _check(model, tokens: int) -> int:
     """Graph breaks of the forward under torch.compile's capture (0 = fullgraph)."""
-    import torch
+    import torch  # lazy: keeps CLI startup free of torch
     import torch._dynamo
 
     torch._dynamo.reset()

@@ -15,6 +15,7 @@ from typing import List, Optional
 
 import typer
 
+from ..errors import NLCError
 from ._common import fail, load_or_exit, split_args
 
 
@@ -44,10 +45,9 @@ def continual_verb(
     """Continual learning of SPEC on a stream of domains (or Brown genres)."""
     spec = load_or_exit(args)
     paths, overrides = split_args(args)
-    from rich.console import Console
+    from rich.console import Console  # lazy: keeps CLI startup free of rich and torch
 
     from ..continual import matrix_table, run_continual, run_genres, save_runs, summary_table
-    from ..errors import NLCError
 
     domains = [name.strip() for name in stream.split(",") if name.strip()]
     common = dict(tokens_per_stage=tokens_per_stage, out=out, overrides=overrides, seed=seed,

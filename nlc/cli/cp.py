@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 import typer
+import yaml
 
 from ..spec.load import bundled_specs, closest_bundled
 from ..status import BAD_INPUT
@@ -67,8 +68,6 @@ def portable_text(source: Path, target: Path) -> str:
 def _rewrite_extends(text: str, source: Path) -> str:
     """Each ``extends`` entry that names a bundled spec relative to ``source`` replaced by
     that spec's bundled name, located by the YAML parser's marks (any quoting or list form)."""
-    import yaml
-
     names = {path: name for name, path in bundled_specs().items()}
     root = yaml.compose(text, Loader=yaml.SafeLoader)
     pairs = root.value if isinstance(root, yaml.MappingNode) else []

@@ -11,6 +11,10 @@ from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
+from ..data import CORPORA, DEFAULT_CORPUS, DataFetchError, split_point
+from ..data.fetch import downloads_dir
+from ..data.text_cache import cached_text
+from ..errors import NLCError
 from ._common import fail
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -39,9 +43,6 @@ CacheOption = typer.Option(None, "--cache-dir", help="cache folder (default: $NL
 @data_app.command("ls", epilog=LS_EXAMPLES)
 def ls(cache_dir: Optional[str] = CacheOption) -> None:
     """List the corpora: source, text size, documents, train/val byte tokens, sha256, cache path."""
-    from ..data import CORPORA, DEFAULT_CORPUS, DataFetchError, split_point
-    from ..data.text_cache import cached_text
-
     header = ("NAME", "SOURCE", "BYTES", "DOCS", "TRAIN", "VAL", "SHA256", "CACHE")
     rows = [header]
     for name, source in CORPORA.items():
@@ -71,9 +72,7 @@ def fetch(
     cache_dir: Optional[str] = CacheOption,
 ) -> None:
     """Fetch corpora into the cache (verified by sha256), extract, tokenize and split them."""
-    from ..data import CORPORA, load_corpus
-    from ..data.fetch import downloads_dir
-    from ..errors import NLCError
+    from ..data import load_corpus  # lazy: load_corpus loads torch; keeps CLI startup free of it
 
     for name in names:
         start = time.perf_counter()

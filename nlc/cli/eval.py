@@ -22,6 +22,8 @@ from typing import Optional
 import typer
 
 
+from ..data import CORPORA
+from ..errors import NLCError, NonFiniteError
 from ._common import fail, load_checkpoint_or_exit
 
 TASK_CHOICES = ("lm", "niah", "passkey", "mqar", "copy")
@@ -45,7 +47,7 @@ def haystack_text(source: str) -> str:
     path = Path(source)
     if path.is_file():
         return path.read_text(encoding="utf-8", errors="replace")
-    from ..data import CORPORA, get_tokenizer, load_corpus
+    from ..data import get_tokenizer, load_corpus  # lazy: keeps CLI startup free of torch
 
     if source not in CORPORA:
         raise typer.BadParameter(f"{source!r} is neither a file nor a corpus "
@@ -79,9 +81,8 @@ def eval_verb(
     """Evaluate CHECKPOINT: bits per byte (lm) or task accuracy at several lengths."""
     if task not in TASK_CHOICES:
         raise typer.BadParameter(f"{task!r}: choose one of {', '.join(TASK_CHOICES)}", param_hint="--task")
-    from rich.console import Console
+    from rich.console import Console  # lazy: keeps CLI startup free of rich and torch
 
-    from ..errors import NLCError
     from ..evaluate import evaluate_task, task_table, write_json
 
     model, _ = load_checkpoint_or_exit(checkpoint)
@@ -105,9 +106,8 @@ def eval_verb(
 
 
 def _lm(model, data: str, lengths: list[int], batches: int, seed: int, check_finite: bool):
-    from ..data import load_corpus
+    from ..data import load_corpus  # lazy: keeps CLI startup free of torch and rich
     from ..data.documents import split_for
-    from ..errors import NonFiniteError
     from rich.console import Group
 
     from ..evaluate import evaluate_lm, evaluate_stream, lm_json, lm_table, stream_table

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import typer
 
+from ..errors import NLCError
+from ..export import FILES, export
 from ._common import fail
 
 # The end of `nlc export --help` (app.py passes it as the epilog): commands that run as written.
@@ -26,9 +28,6 @@ def export_verb(
     force: bool = typer.Option(False, "--force", help="replace OUT if it exists"),
 ) -> None:
     """Write RUN's model as a folder that loads without nlc's compiler: model.py, weights, spec, README."""
-    from ..errors import NLCError
-    from ..export import FILES, export
-
     try:
         export(run, out, force=force)
     except NLCError as err:  # a bad checkpoint or target: exit 2 (nlc.status)

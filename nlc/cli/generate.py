@@ -17,6 +17,7 @@ from typing import Optional
 import typer
 
 
+from ..errors import NLCError
 from ._common import fail, load_checkpoint_or_exit
 
 
@@ -41,8 +42,7 @@ def generate_verb(
 
     Control characters in the output are printed as visible escapes (\\x1b); --raw keeps them.
     """
-    from ..errors import NLCError
-    from ..generate import generate, printable
+    from ..generate import generate, printable  # lazy: keeps CLI startup free of torch
 
     model, _ = load_checkpoint_or_exit(checkpoint)
     try:

@@ -6,6 +6,7 @@ from typing import List
 
 import typer
 
+from ..graph import draw
 from ._common import load_or_exit
 
 
@@ -29,14 +30,13 @@ def graph(
 ) -> None:
     """Show the levels: ordered by frequency, with sizes, or as a Mermaid / DOT graph."""
     spec = load_or_exit(args)
-    from ..graph import draw
 
     if fmt is Format.mermaid:
         typer.echo(draw.to_mermaid(spec), nl=False)
     elif fmt is Format.dot:
         typer.echo(draw.to_dot(spec), nl=False)
     else:
-        from rich.console import Console
+        from rich.console import Console  # lazy: keeps CLI startup free of rich
 
         console = Console()
         if not console.is_terminal:  # piped or captured: do not squeeze columns to 80

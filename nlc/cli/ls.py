@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+import yaml
 
 from ..spec.load import bundled_specs
 
@@ -11,8 +12,6 @@ from ..spec.load import bundled_specs
 def summary(path: Path, limit: int = 100) -> str:
     """The first line of the spec's ``description`` (else its first plain comment line),
     cut after its first sentence when longer than ``limit`` characters."""
-    import yaml
-
     text = path.read_text(encoding="utf-8")
     try:
         data = yaml.safe_load(text)

@@ -16,7 +16,7 @@ from typing import List
 
 import typer
 
-from ..runs import DEPTH
+from ..runs import DEPTH, find_runs, plot_runs, read_run
 from ..status import BAD_INPUT
 
 LS_EXAMPLES = ("Examples:\n"
@@ -39,8 +39,6 @@ DirsArgument = typer.Argument(..., metavar="DIR", help=f"run folders, or folders
 def ls(dirs: List[Path] = DirsArgument,
        as_json: bool = typer.Option(False, "--json", help="print the rows as one JSON list")) -> None:
     """Table the runs in or below DIR: spec, steps, final loss and bpb, tokens/s, status."""
-    from ..runs import read_run
-
     runs = [read_run(path) for path in _run_paths(dirs)]
     if as_json:
         typer.echo(json.dumps([run.as_json() for run in runs], indent=1))
@@ -49,7 +47,7 @@ def ls(dirs: List[Path] = DirsArgument,
         typer.echo(f"no runs under {', '.join(map(str, dirs))} (a run folder holds metrics.jsonl or checkpoint/)",
                    err=True)
         return
-    from rich.console import Console
+    from rich.console import Console  # lazy: keeps CLI startup free of rich
     from rich.table import Table
     from rich.text import Text
 
@@ -66,8 +64,6 @@ def ls(dirs: List[Path] = DirsArgument,
 def plot(dirs: List[Path] = DirsArgument,
          out: Path = typer.Option(..., "--out", "-o", help="the PNG to write")) -> None:
     """Overlay the validation bpb and train loss curves of the runs in or below DIR in one PNG."""
-    from ..runs import plot_runs, read_run
-
     runs = []
     for run in map(read_run, _run_paths(dirs)):
         if not any(r.get("kind") in ("train", "val") for r in run.records):
@@ -84,8 +80,6 @@ def plot(dirs: List[Path] = DirsArgument,
 
 def _run_paths(dirs: list[Path]) -> list[Path]:
     """The runs in or below each folder, in order, each once; exit 2 for a folder that is not there."""
-    from ..runs import find_runs
-
     missing = [str(d) for d in dirs if not d.is_dir()]
     if missing:
         typer.echo(f"error: not a folder: {', '.join(missing)}", err=True)

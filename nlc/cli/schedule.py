@@ -8,6 +8,9 @@ from typing import List, Optional
 
 import typer
 
+from ..figures import new_figure, save_figure
+from ..ir.resolve import resolve
+from ..schedule import UpdateSchedule
 from ._common import load_or_exit
 
 EPILOG = ("Examples:\n"
@@ -53,9 +56,7 @@ def render(rows: list[dict], tokens: int, steps: int) -> str:
 
 def plot(rows: list[dict], tokens: int, steps: int, path: Path, title: str) -> Path:
     """Two panels (token clock, optimizer-step clock): a tick mark where each level fires."""
-    from matplotlib.ticker import MaxNLocator
-
-    from ..figures import new_figure, save_figure
+    from matplotlib.ticker import MaxNLocator  # lazy: keeps CLI startup free of matplotlib
 
     panels = [(clock, [r for r in rows if r["clock"] == clock]) for clock in ("tokens", "steps")]
     panels = [(c, rs) for c, rs in panels if rs]
@@ -85,8 +86,6 @@ def schedule(
 ) -> None:
     """When each level fires: the token clock of in-context levels, the step clock of optimizer levels."""
     spec = load_or_exit(args)
-    from ..ir.resolve import resolve
-    from ..schedule import UpdateSchedule
 
     ir = resolve(spec)
     rows = UpdateSchedule.from_ir(ir).timeline(tokens, steps)

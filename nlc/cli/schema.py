@@ -7,6 +7,8 @@ from typing import Any, Optional
 
 import typer
 
+from ..spec import Spec
+
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 TITLE = "nlc spec"
 
@@ -33,8 +35,6 @@ def _accept_extends(schema: dict[str, Any]) -> None:
 def build_schema() -> dict[str, Any]:
     """``Spec.model_json_schema()`` with ``$schema`` and ``title`` set, as seen by an editor
     on a spec *file*: a layer may be a bare level name, and a file may ``extends`` a base."""
-    from ..spec import Spec
-
     body = Spec.model_json_schema()
     _accept_extends(body)
     body.pop("title", None)

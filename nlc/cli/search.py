@@ -15,6 +15,7 @@ from typing import List, Optional
 import typer
 from typer.core import TyperGroup
 
+from ..errors import NLCError, SpecError
 from ._common import exit_status, fail, print_issues, split_args
 from ..status import BAD_INPUT, FAILED
 
@@ -67,8 +68,8 @@ def run(
                                        "(the changes are printed and kept in report.json)"),
 ) -> None:
     """Search: sample trial specs, train each, keep the study in OUT (or --storage)."""
-    from ..errors import NLCError, SpecError
-    from ..search.worker import SearchRun, dry_run as sample_specs, run_workers
+    from ..search.worker import (  # lazy: keeps CLI startup free of optuna
+        SearchRun, dry_run as sample_specs, run_workers)
 
     paths, overrides = split_args(args)
     if len(paths) != 1:
@@ -103,7 +104,7 @@ def run(
 
 def _exit_on_failures(study, lost: list[str]) -> None:
     """Exit 1, saying how many, when trials failed or worker processes died."""
-    from ..search.report import failure_counts, reported_trials
+    from ..search.report import failure_counts, reported_trials  # lazy: keeps CLI startup free of optuna
 
     counts = failure_counts(study)
     failed = sum(counts.values())
@@ -125,8 +126,7 @@ def report(
     out: Optional[Path] = typer.Option(None, "--out", help="report folder (default: STUDY_DIR/report or ./search-report)"),
 ) -> None:
     """Table of trials, best spec as YAML, PNG plots and report.json."""
-    from ..errors import NLCError
-    from ..search.study import is_url
+    from ..search.study import is_url  # lazy: keeps CLI startup free of optuna
 
     if out is None and is_url(target):
         out = Path("search-report")
@@ -140,7 +140,7 @@ def report(
 
 def _report(target: str | Path, study_name: str | None, folder: Path):
     """Write and print the report of a study; the study."""
-    from rich.console import Console
+    from rich.console import Console  # lazy: keeps CLI startup free of rich and optuna
 
     from ..search.report import render_table, write_report
     from ..search.study import load_study

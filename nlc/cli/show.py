@@ -9,6 +9,10 @@ from typing import List
 
 import typer
 
+from ..spec import spec_to_yaml
+from ..spec.optimizers import OptimizerLevel
+from ..spec.presets import expand as written_out
+from ..status import NON_FINITE
 from ._common import load_or_exit
 
 
@@ -27,10 +31,6 @@ def show(
                                     "initialisation (one batch of 2 random sequences of train.seq_len)"),
 ) -> None:
     """Print the resolved spec as YAML, every default filled in."""
-    from ..spec import spec_to_yaml
-    from ..spec.optimizers import OptimizerLevel
-    from ..spec.presets import expand as written_out
-
     spec = load_or_exit(args)
     if init_stats:
         _print_init_stats(spec)
@@ -43,11 +43,10 @@ def show(
 
 def _print_init_stats(spec) -> None:
     """The :func:`~nlc.runtime.init_scale.init_scales` table of ``spec`` (seeded by train.seed)."""
-    import torch  # here: the spec-only uses of `nlc show` stay free of torch
+    import torch  # lazy: keeps the spec-only uses of `nlc show` free of torch
 
     from ..compiler import compile as compile_spec
     from ..runtime.init_scale import BAND, format_scales, init_scales
-    from ..status import NON_FINITE
 
     torch.manual_seed(spec.train.seed)
     model = compile_spec(spec)

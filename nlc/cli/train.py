@@ -14,12 +14,14 @@ fields to change, keeps the last checkpoint as it was and exits with status 3
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 
+from ..errors import NLCError
 from ._common import fail, load_or_exit, split_args
 
 
@@ -57,9 +59,8 @@ def train_verb(
     """Train a spec; print validation bpb, the checkpoint and a generated sample."""
     load_or_exit(args)  # every spec issue printed with its location before torch loads
     paths, overrides = split_args(args)
-    import torch
+    import torch  # lazy: keeps CLI startup free of torch
 
-    from ..errors import NLCError
     from ..generate import printable
     from ..train import train
 
@@ -83,14 +84,11 @@ def train_verb(
 
 
 def _is_main_rank() -> bool:
-    import os
-
     return os.environ.get("RANK", "0") == "0"
 
 
 def _sample(model, prompt: str, tokens: int, seed: int) -> str:
-    from ..errors import NLCError
-    from ..generate import generate
+    from ..generate import generate  # lazy: keeps CLI startup free of torch
 
     try:
         return prompt + generate(model, prompt, max_new_tokens=tokens, temperature=0.8, top_k=None, seed=seed)

@@ -9,6 +9,7 @@ from typing import List
 import typer
 
 from ..errors import one_line
+from ..graph.build import ordered_levels
 from ._common import print_issues, split_args, validate_path
 from ..status import BAD_INPUT
 
@@ -45,8 +46,6 @@ def validate(
             continue
         print_issues(issues)
         if spec is not None:
-            from ..graph.build import ordered_levels
-
             warnings = len(issues)
             note = f", {warnings} warning{'s' if warnings != 1 else ''}" if warnings else ""
             typer.echo(f"OK {one_line(str(path))}: {one_line(spec.name or 'spec')}, {len(spec.levels)} levels in "

@@ -19,6 +19,9 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from ..data import load_corpus
+from ..data.documents import split_for
+from ..evaluate import evaluate_lm
 from .metrics import ContinualError
 
 __all__ = ["DEFAULT_STREAM", "TokenSplits", "domain_bpb", "load_domains", "union_corpus"]
@@ -52,8 +55,6 @@ class TokenSplits:
 
 def load_domains(names: Sequence[str], tokenizer: str = "bytes") -> dict:
     """``{name: Corpus}`` in stream order; a domain named twice is an error."""
-    from ..data import load_corpus
-
     if len(set(names)) != len(names):
         raise ContinualError(f"a domain appears twice in the stream {list(names)}: each stage "
                              "needs its own domain (R is stage x domain)")
@@ -88,9 +89,6 @@ def _joined(parts: list, split: str, lengths: list[int]) -> Tensor | None:
 def domain_bpb(model, corpora: dict, batch: int, seq_len: int, batches: int, seed: int,
                check_finite: bool = True) -> dict[str, float]:
     """Validation bits per byte of ``model`` on each domain (one row of R)."""
-    from ..data.documents import split_for
-    from ..evaluate import evaluate_lm
-
     return {name: evaluate_lm(model, split_for(c, "val", model.document_period), batch, seq_len, batches, seed,
                               bytes_per_token=c.val_bytes / c.val.numel(),
                               check_finite=check_finite)["bpb"]

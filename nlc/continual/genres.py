@@ -30,6 +30,9 @@ from typing import Sequence
 
 import torch
 
+from ..compiler import compile as compile_spec
+from ..data import load_corpus
+from ..evaluate.tasks import task_logits
 from ..tasks import IGNORE, TaskBatch, score
 from .domains import TokenSplits
 from .metrics import ContinualError
@@ -89,8 +92,6 @@ def label_batch(examples: list[tuple[torch.Tensor, int]]) -> TaskBatch:
 
 def genre_accuracy(model, batch: TaskBatch, candidates: list[int], batch_size: int) -> float:
     """Accuracy when only the ``candidates`` labels may be predicted."""
-    from ..evaluate.tasks import task_logits
-
     was_training = model.training
     model.eval()
     try:
@@ -109,16 +110,12 @@ def run_genres(spec, groups: int = 5, tokens_per_stage: int | None = None, *,
                corpus=None, eval_pieces: int = 64) -> list[ContinualRun]:
     """Class-incremental Brown genres (module doc); ``corpus`` skips loading Brown (any
     object with ``documents_by_label``); ``eval_pieces`` caps the scored pieces per group."""
-    from ..compiler import compile as compile_spec
-
     overrides = (*overrides, *([f"train.seed={seed}"] if seed is not None else []))
     model = compile_spec(spec, overrides=overrides)
     t = model.spec.train
     if model.vocab < 256:
         raise ContinualError("genre classification reads UTF-8 bytes: it needs a byte-level model")
     if corpus is None:
-        from ..data import load_corpus
-
         corpus = load_corpus("brown")
     text_len = t.seq_len // 2
     grouped = genre_groups(corpus.documents_by_label, groups)

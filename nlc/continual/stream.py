@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from ..compiler import compile as compile_spec
+from ..spec.load import bundled_specs
 from .domains import DEFAULT_STREAM, domain_bpb, load_domains, union_corpus
 from .metrics import ContinualError, cl_metrics
 
@@ -78,7 +80,7 @@ def train_in_sequence(model, stages: Sequence[tuple[str, object]], steps: int, o
     returned matrix. ``check_finite=False`` lets a diverged stage finish with
     non-finite scores (the paper benchmark counts such runs) instead of raising
     :class:`~nlc.errors.NonFiniteError`."""
-    from ..train import train
+    from ..train import train  # at call time: tests/runtime/test_lifetime.py patches nlc.train.train
 
     rows, carried = [], None
     for k, (name, data) in enumerate(stages):
@@ -98,8 +100,6 @@ def baseline_overrides(spec) -> list[str]:
 
 
 def _naive_spec_path() -> Path:
-    from ..spec.load import bundled_specs
-
     return bundled_specs()[NAIVE_SPEC]
 
 
@@ -124,8 +124,6 @@ def run_protocol(model, spec, protocol: Protocol, steps: int, out: Path, *, over
                  check_finite: bool = True) -> list[ContinualRun]:
     """``model`` (compiled from ``spec`` with ``overrides``) through the stages, then the
     naive and joint baselines (module doc); every run scored by ``protocol.score``."""
-    from ..compiler import compile as compile_spec
-
     score = protocol.score
 
     def sequential(label, m):
@@ -159,8 +157,6 @@ def run_continual(spec, stream: Sequence[str] = DEFAULT_STREAM, tokens_per_stage
     ``joint`` when ``baselines``). ``corpora`` ({name: Corpus}) skips loading the stream's
     corpora (they must be the stream's domains, in order); ``check_finite=False``: see
     :func:`train_in_sequence`."""
-    from ..compiler import compile as compile_spec
-
     overrides = (*overrides, *([f"train.seed={seed}"] if seed is not None else []))
     model = compile_spec(spec, overrides=overrides)
     t = model.spec.train

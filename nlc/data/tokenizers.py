@@ -83,7 +83,7 @@ class GPT2Tokenizer:
 
     def __init__(self, ranks_file: Path) -> None:
         try:
-            import tiktoken
+            import tiktoken  # optional dependency (nlc[gpt2])
         except ImportError:
             raise NLCError("the gpt2 tokenizer needs the tiktoken package: pip install tiktoken") from None
         ranks = {}

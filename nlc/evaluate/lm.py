@@ -44,7 +44,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..data import sample_batch, stream_batch
 from ..data.documents import Documents
+from ..runtime.diagnose import non_finite_error
 
 
 def evaluate_lm(model: nn.Module, tokens: Tensor | Documents, batch: int, seq_len: int, batches: int, seed: int, *,
@@ -53,8 +55,6 @@ def evaluate_lm(model: nn.Module, tokens: Tensor | Documents, batch: int, seq_le
     """``{"loss": L, "bpb": bits per byte, "tokens": tokens scored, "loss_stderr",
     "bpb_stderr": their standard errors over the batches (None for one batch)}`` on
     ``tokens`` (1-D)."""
-    from ..data import sample_batch
-
     generator = torch.Generator().manual_seed(seed)
     draw = tokens.sample if isinstance(tokens, Documents) else partial(sample_batch, tokens)
     windows = (draw(batch, seq_len, generator) for _ in range(batches))
@@ -73,8 +73,6 @@ def evaluate_stream(model: nn.Module, tokens: Tensor | Documents, batch: int, se
     difference is what test-time learning across segments gains (every token is still
     scored before any level learns from it). Each result has the ``segment`` length scored
     (``seq_len``, rounded up to the document grid for a :class:`Documents` split)."""
-    from ..data import stream_batch
-
     if isinstance(tokens, Documents):
         seq_len = -(-seq_len // tokens.period) * tokens.period
     draw = tokens.stream if isinstance(tokens, Documents) else partial(stream_batch, tokens)
@@ -89,8 +87,6 @@ def evaluate_stream(model: nn.Module, tokens: Tensor | Documents, batch: int, se
 
 def _scored(model: nn.Module, windows, count: int, what: str, bytes_per_token: float,
             autocast_dtype: torch.dtype | None, check_finite: bool, *, carry: bool) -> dict[str, float]:
-    from ..runtime.diagnose import non_finite_error
-
     device = next(model.parameters()).device
     losses, per_batch, scored, state = [], [], 0, None
     was_training = model.training

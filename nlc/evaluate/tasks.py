@@ -54,6 +54,7 @@ import torch
 from torch import Tensor
 
 from ..errors import NLCError, NonFiniteError
+from ..runtime.diagnose import non_finite_error
 from ..tasks import IGNORE, TaskBatch, mqar, niah, passkey, score, selective_copy
 from ..tasks.needle_values import KINDS as NEEDLE_KINDS
 
@@ -154,8 +155,6 @@ def task_logits(model, batch: TaskBatch, batch_size: int, *, check_finite: bool 
     """The model's logits (N, T, V) on ``batch``, each example from a fresh state, in
     mini-batches of ``batch_size`` examples (CPU, float32); with ``check_finite`` a
     mini-batch with a NaN or inf logit raises :class:`~nlc.errors.NonFiniteError`."""
-    from ..runtime.diagnose import non_finite_error
-
     device = _device(model)
     teach = getattr(model, "teach_period", None) is not None
     targets = teach_targets(batch) if teach else None

@@ -86,7 +86,7 @@ def _n(value: int) -> str:
 
 def to_table(spec: Spec) -> Any:
     """A ``rich.table.Table`` of the levels; the caption sums parameters and state."""
-    from rich.table import Table
+    from rich.table import Table  # lazy: keeps CLI startup free of rich
 
     rows = table_rows(spec)
     table = Table(title=f"levels of {spec.name or 'spec'}", title_justify="left")

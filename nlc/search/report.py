@@ -17,11 +17,13 @@ Surplus trials (claimed beyond the budget by concurrent workers, never run) are 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+from rich.table import Table
 
 from .budget import BUDGET_ATTR, CHANGES_ATTR
 from .resume import RETRY_ATTR, SURPLUS_ATTR
@@ -96,7 +98,7 @@ def export_spec(trial: FrozenTrial, path: Path) -> str:
 
 def write_plots(study: optuna.Study, out: Path) -> dict[str, str]:
     """PNG plots; a plot that needs more trials than the study has is skipped with the reason."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: keeps import nlc.search free of pyplot (it picks a backend)
     from optuna.visualization import matplotlib as ovm
 
     objectives = objectives_of(study)
@@ -119,7 +121,7 @@ def write_plots(study: optuna.Study, out: Path) -> dict[str, str]:
 
 
 def _draw_plots(plots: dict, out: Path, written: dict[str, str]) -> None:
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: keeps import nlc.search free of pyplot (it picks a backend)
 
     for name, draw in plots.items():
         try:
@@ -136,8 +138,6 @@ def _draw_plots(plots: dict, out: Path, written: dict[str, str]) -> None:
 
 def write_report(study: optuna.Study, out: Path) -> dict[str, Any]:
     """Write the report folder; the JSON report (also written as ``report.json``)."""
-    import warnings
-
     out.mkdir(parents=True, exist_ok=True)
     rows = trial_rows(study)
     best = best_trials(study)
@@ -170,8 +170,6 @@ def write_report(study: optuna.Study, out: Path) -> dict[str, Any]:
 
 def render_table(report: dict[str, Any]) -> Any:
     """A rich table of the trials (best first by the first objective)."""
-    from rich.table import Table
-
     objectives = report["objectives"]
     names = sorted({p for r in report["trials"] for p in r["params"]})
     table = Table(title=f"study {report['study']}: {report['counts']}")

@@ -26,9 +26,12 @@ import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import networkx as nx
 import yaml
+from pydantic import ValidationError
 
 from ..errors import Issue, SpecError
+from ..graph.build import block_levels, build_graph
 from ..spec import Spec, load_raw
 from ..graph.validate import validate
 from ..spec.model import SearchDim
@@ -137,8 +140,6 @@ class SearchSpace:
 
     def _unused_levels(self, data: dict) -> list[str]:
         """Levels of the search spec that the sampled structure no longer reaches."""
-        from pydantic import ValidationError
-
         try:
             spec = Spec.model_validate(data)
         except ValidationError:
@@ -172,9 +173,6 @@ def _load_search_spec(source: Any, overrides: list[str] | tuple[str, ...]) -> Sp
 
 
 def _reached_levels(spec: Spec) -> set[str]:
-    from ..graph.build import block_levels, build_graph
-    import networkx as nx
-
     graph = build_graph(spec)
     reached = set(block_levels(spec))
     for name in list(reached):

@@ -14,10 +14,12 @@ seeded per worker so that concurrent workers do not propose the same first trial
 """
 from __future__ import annotations
 
+import importlib.util
 import warnings
 from pathlib import Path
 
 import optuna
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
 from ..errors import NLCError
 
@@ -51,7 +53,6 @@ def open_storage(target: str | Path, *, create: bool = True) -> optuna.storages.
             raise SearchError(f"no study journal at {path}: give the --out folder of a search "
                               "or an RDB URL (postgresql://...)")
         path.parent.mkdir(parents=True, exist_ok=True)
-    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
     # the open(O_EXCL) lock also works on network file systems, so workers may share one file
     backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
@@ -59,7 +60,7 @@ def open_storage(target: str | Path, *, create: bool = True) -> optuna.storages.
 
 
 def _rdb_storage(url: str) -> optuna.storages.RDBStorage:
-    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError  # lazy: only a database URL needs sqlalchemy
 
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat, retries
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
@@ -76,8 +77,6 @@ def _rdb_storage(url: str) -> optuna.storages.RDBStorage:
 def _with_driver(url: str) -> str:
     """``postgresql://`` with the psycopg2 driver when psycopg (SQLAlchemy 2.1's default) is
     not installed but psycopg2 is."""
-    import importlib.util
-
     if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None \
             and importlib.util.find_spec("psycopg2") is not None:
         return "postgresql+psycopg2://" + url[len("postgresql://"):]

@@ -36,6 +36,8 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
+from ..graph.validate import load_spec, validate
+from ..spec.load import spec_to_yaml
 from .budget import check_budget, search_budget
 from .resume import Heartbeat, budget_left, claim, fail_stale_trials, original_number
 from .space import SearchSpace, TrialSpec
@@ -165,9 +167,6 @@ def run_spec_text(sampled: TrialSpec, steps: int | None, seed: int) -> tuple[str
     """``(text, "")``: the canonical YAML of the spec a trial trains, ``sampled`` with
     ``train.steps`` (when the search sets ``--steps``) and the trial's ``train.seed``
     written in; ``(None, errors)`` when that spec does not validate."""
-    from ..graph.validate import validate
-    from ..spec.load import spec_to_yaml
-
     settings = [f"train.seed={seed}"] + ([f"train.steps={steps}"] if steps is not None else [])
     spec, issues = validate(spec_to_yaml(sampled.spec), settings)
     if spec is None:
@@ -181,8 +180,7 @@ def _train(run: SearchRun, trial: optuna.Trial, text: str, *, single: bool) -> d
     pruned (``optuna.TrialPruned``) when the study's pruner says so at any validation before
     the last step (a trial that trained all its steps is complete); Optuna prunes no
     multi-objective trial."""
-    from ..graph.validate import load_spec
-    from ..train import train
+    from ..train import train  # lazy: keeps nlc search reports and dry runs free of torch
 
     spec = load_spec(text)
 

@@ -5,6 +5,7 @@ is :mod:`nlc.graph.validate`, the next stage of the pipeline.
 """
 from __future__ import annotations
 
+import difflib
 import functools
 from pathlib import Path
 from typing import Any
@@ -69,8 +70,6 @@ def _is_file_or_odd(path: Path) -> bool:
 
 def closest_bundled(name: str) -> str | None:
     """The bundled spec name closest to ``name`` (``.yaml`` ignored), if any is close."""
-    import difflib
-
     key = name.rsplit(".", 1)[0] if name.endswith((".yaml", ".yml")) else name
     close = difflib.get_close_matches(key, list(bundled_specs()), n=1)
     return close[0] if close else None

@@ -40,16 +40,20 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
+import safetensors
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
 from .. import limits
+from ..compiler import compile as compile_spec
 from ..errors import NLCError
 from ..files import fsync_path
+from ..graph.validate import validate
 from ..spec import Spec
 from ..spec.load import spec_to_yaml
+from ..spec.source import parse_yaml
 from ..version import __version__
 from ..runtime.lifetime import CLOCK
 from .checkpoint_checks import (FILES, FORMAT, CheckpointError, Meta, NoCheckpointError, check_meta, match_model,
@@ -66,8 +70,6 @@ def spec_hash(spec: Spec) -> str:
 
 
 def versions() -> dict[str, str]:
-    import safetensors
-
     return {"nlc": __version__, "torch": torch.__version__, "python": platform.python_version(),
             "safetensors": safetensors.__version__}
 
@@ -292,8 +294,6 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device | None = Non
     further, as :func:`nlc.train` does) and has ``.spec``, ``.schedule`` etc. like any
     compiled one.
     """
-    from ..compiler import compile as compile_spec
-
     meta = read_meta(path)
     spec = stored_spec(meta)
     if spec_hash(spec) != meta["spec_sha256"]:
@@ -308,9 +308,6 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device | None = Non
 def stored_spec(meta: Meta) -> Spec:
     """The spec in ``meta["spec_yaml"]``, parsed as text (never as a file name) and validated
     by the normal loader; its first error becomes one CheckpointError line."""
-    from ..graph.validate import validate
-    from ..spec.source import parse_yaml
-
     text = meta["spec_yaml"]
     try:
         spec, issues = validate(parse_yaml(text, f"{meta.file} spec_yaml"))

@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..compiler import compile as compile_spec
+from ..data import load_corpus
 from ..errors import NLCError
 from ..spec import Spec
 from ..graph.validate import load_spec
@@ -70,8 +72,6 @@ def _model_spec(model: nn.Module) -> Spec:
 def train_data(data: Any, spec: Spec) -> TrainData:
     """The run's token splits (fetching the corpus named by ``spec.train.data`` if needed)."""
     if data is None or isinstance(data, str):
-        from ..data import load_corpus
-
         data = load_corpus(spec.train.data, tokenizer=spec.model.tokenizer)
     for split in ("train", "val"):
         tokens = getattr(data, split, None)
@@ -109,6 +109,5 @@ def build_model(spec_or_model: Any, spec: Spec, device: torch.device) -> nn.Modu
     if isinstance(spec_or_model, nn.Module):
         spec_or_model.spec = spec  # the run's train settings, same architecture
         return spec_or_model.to(device)
-    from ..compiler import compile as compile_spec
 
     return compile_spec(spec, device=device)

@@ -20,16 +20,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..compiler import compile as compile_spec
+from ..spec.load import spec_source
 from .checkpoint import load_checkpoint
 
 
 def load(source: str | Path, *, device: str | torch.device | None = None) -> nn.Module:
     """The model at ``source`` (a run folder, a checkpoint folder, a spec file or a bundled
     spec name; see the module docstring), on ``device``, in eval mode, with ``.spec``."""
-    from ..compiler import compile as compile_spec
-
-    from ..spec.load import spec_source
-
     path, kind = Path(source), _kind(source)
     if kind == "dir" or (kind == "file" and path.suffix not in (".yaml", ".yml")):
         return load_checkpoint(path, device=device)[0]  # a file such as model.safetensors: it names the folder

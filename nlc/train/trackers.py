@@ -35,6 +35,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Protocol
 
+import torch
+
 from ..errors import NLCError
 from ..status import BAD_INPUT
 
@@ -183,8 +185,6 @@ def open_trackers(names: Iterable[str]) -> list[Tracker]:
 def level_norms(model) -> dict[str, float]:
     """The L2 norm of each spec level's parameters (``""``, the embedding, final norm and
     head, as :data:`SHARED_LEVEL`), one device sync for all."""
-    import torch
-
     groups = {level or SHARED_LEVEL: params for level, params in model.parameters_by_level().items() if params}
     norms = [torch.linalg.vector_norm(torch.stack([p.detach().float().norm() for p in ps])) for ps in groups.values()]
     return dict(zip(groups, torch.stack(norms).tolist())) if norms else {}
