@@ -6,7 +6,7 @@ writes ``benchmarks/results/finite_guard.json``. fp32, ``--threads`` intra-op th
 
 Two measurements per spec (``transformer`` and ``hope``, width 64, batch 4 x 128 tokens):
 
-1. **training steps**: one run of ``nlc.train``'s loop (``nlc.train.loop._Run``) whose
+1. **training steps**: one run of ``nlc.train``'s loop (``nlc.training.loop._Run``) whose
    steps alternate the guard on and off in ABBA order, so load drift hits both alike; a
    step's time is the wall time the loop itself measures (batch, forward, backward, guard,
    optimizer step). The first two steps are warm-up. ``overhead`` = the median over
@@ -43,10 +43,10 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 
 import nlc  # noqa: E402
 from benchmarks._harness import format_table  # noqa: E402
-from nlc.train.config import TrainConfig  # noqa: E402
-from nlc.train.distributed import join_world  # noqa: E402
-from nlc.train.inputs import run_spec, train_data  # noqa: E402
-from nlc.train.loop import _Run  # noqa: E402
+from nlc.training.config import TrainConfig  # noqa: E402
+from nlc.training.distributed import join_world  # noqa: E402
+from nlc.training.inputs import run_spec, train_data  # noqa: E402
+from nlc.training.loop import _Run  # noqa: E402
 
 SPECS = ("transformer", "hope")
 SIZE = ["model.width=64", "model.heads=4", "train.batch=4", "train.seq_len=128", "train.eval_batches=1"]
@@ -92,7 +92,7 @@ def check_cost(spec: Path, data, device: str, reps: int) -> dict[str, float]:
     loss = loss.detach()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
 
-    def guarded() -> None:  # what nlc.train.loop._Run._finite_loss reads
+    def guarded() -> None:  # what nlc.training.loop._Run._finite_loss reads
         norms = [n.float() for n in torch._foreach_norm(grads)]
         torch.stack([loss.float(), torch.stack(norms).sum()]).tolist()
 

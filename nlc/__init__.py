@@ -13,15 +13,15 @@ from .version import __version__ as __version__
 def __getattr__(name: str):
     """torch-backed API, imported on first use so ``import nlc`` stays light."""
     if name == "compile":
-        from .compiler import compile  # lazy: keeps import nlc free of torch
+        from .compiler import compile_spec  # lazy: keeps import nlc free of torch
 
-        return compile
+        return compile_spec
     if name == "train":
-        from .train import train
+        from .training import train  # lazy: keeps import nlc free of torch
 
         return train
     if name == "load":  # torch and the compiler load with it
-        from .train.loading import load
+        from .training.loading import load  # lazy: keeps import nlc free of torch
 
         return load
     raise AttributeError(f"module 'nlc' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""``nlc.compile``: spec -> IR -> generated source -> a live ``nn.Module``.
+"""``nlc.compile`` (:func:`compile_spec`): spec -> IR -> generated source -> a live ``nn.Module``.
 
 The model is built by executing the emitted source (registered with ``linecache`` so a
 traceback shows the generated line and its comment naming the spec level), so the code
@@ -6,7 +6,6 @@ traceback shows the generated line and its comment naming the spec level), so th
 """
 from __future__ import annotations
 
-import builtins
 import hashlib
 import linecache
 import sys
@@ -43,11 +42,11 @@ def load_source(source: str) -> types.ModuleType:
     module = types.ModuleType(module_name)
     module.__file__ = filename
     sys.modules[module_name] = module
-    exec(builtins.compile(source, filename, "exec"), module.__dict__)  # noqa: S102 - our own generated code
+    exec(compile(source, filename, "exec"), module.__dict__)  # noqa: S102 - our own generated code
     return module
 
 
-def compile(  # noqa: A001 - the public name the API promises
+def compile_spec(
     spec: Spec | str | Path,
     *,
     overrides: tuple[str, ...] | list[str] = (),

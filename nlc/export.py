@@ -8,7 +8,7 @@ The folder holds:
 * ``spec.yaml``: the resolved spec stored in the checkpoint (valid input to every nlc verb);
 * ``README.md``: what it is and the few lines of Python that load it.
 
-The checkpoint is validated as on any load (:func:`nlc.train.load_checkpoint`: files,
+The checkpoint is validated as on any load (:func:`nlc.training.load_checkpoint`: files,
 stored spec, tensor shapes) before anything is written. The folder is written complete
 under a temporary name beside the target and renamed into place, so it appears whole or
 not at all; an existing target is replaced only with ``force`` (moved aside, then removed).
@@ -43,10 +43,10 @@ EXPORTED = ("model.py", "model.safetensors", "spec.yaml", "README.md")  # all an
 
 def export(run: str | Path, out: str | Path, *, force: bool = False) -> Path:
     """Write the export folder of the checkpoint at ``run`` (a run or checkpoint folder)
-    to ``out``; returns ``out``. Raises :class:`nlc.train.CheckpointError` for a checkpoint
+    to ``out``; returns ``out``. Raises :class:`nlc.training.CheckpointError` for a checkpoint
     that cannot be used and :class:`ExportError` for a target that exists (without
     ``force``) or is not a folder."""
-    from .train.checkpoint import find_checkpoint, load_checkpoint  # lazy: keeps CLI startup free of torch
+    from .training.checkpoint import find_checkpoint, load_checkpoint  # lazy: keeps CLI startup free of torch
 
     out = Path(out)
     if out.exists() and not (out.is_dir() and force):

@@ -3,7 +3,7 @@
 A write goes to a temporary file in the target's folder, is flushed and fsynced, then
 renamed over the target (``os.replace`` is atomic within one file system), so a crash or a
 kill never leaves a half-written metrics log, report, figure (:mod:`nlc.figures`) or cache entry. Checkpoints
-(folders) have their own rename scheme (:mod:`nlc.train.checkpoint`).
+(folders) have their own rename scheme (:mod:`nlc.training.checkpoint`).
 
 ``tempfile.mkstemp`` creates its file private (mode 0600); the file is given the mode an
 ordinary ``open(path, "w")`` would have (``0o666`` less the process umask) before the

@@ -51,7 +51,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 from .data import get_tokenizer
 from .generate import generate
-from .train.loading import load
+from .training.loading import load
 
 PREFIX_TOKEN = {"gpt2": 50256}  # <|endoftext|>; other tokenizers start from a newline
 

@@ -1,7 +1,7 @@
 """Run folders as a researcher compares them: find the runs under a folder, summarise each.
 
-A run folder is what ``nlc train --out`` writes: ``metrics.jsonl`` (:mod:`nlc.train.metrics`)
-and ``checkpoint/`` (:mod:`nlc.train.checkpoint`). :func:`find_runs` looks a few levels
+A run folder is what ``nlc train --out`` writes: ``metrics.jsonl`` (:mod:`nlc.training.metrics`)
+and ``checkpoint/`` (:mod:`nlc.training.checkpoint`). :func:`find_runs` looks a few levels
 below the folders given (a search writes its trials at ``OUT/trials/NNNN``) without
 entering a run, a hidden folder or a symbolic link (no loops, no checkpoint snapshots).
 :func:`read_run` summarises one run and never raises for what is inside it: a damaged
@@ -87,7 +87,7 @@ def read_run(path: str | Path) -> Run:
     metrics or its checkpoint cannot be read (see the module doc; files named relative to
     the run), with the metrics records kept when it is the checkpoint that is damaged."""
     path = Path(path)
-    from .train.metrics import read_metrics  # lazy: keeps CLI startup free of torch
+    from .training.metrics import read_metrics  # lazy: keeps CLI startup free of torch
 
     records: list[dict] = []
     try:
@@ -103,7 +103,7 @@ def read_run(path: str | Path) -> Run:
 
 
 def _summary(path: Path, records: list[dict]) -> Run:
-    from .train.checkpoint import NoCheckpointError, read_meta, stored_spec  # lazy: keeps CLI startup free of torch
+    from .training.checkpoint import NoCheckpointError, read_meta, stored_spec  # lazy: keeps CLI startup free of torch
 
     try:
         meta = read_meta(path)

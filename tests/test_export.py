@@ -17,7 +17,7 @@ import nlc
 from nlc.cli.app import app
 from nlc.export import ExportError, export
 from nlc.graph.validate import load_spec
-from nlc.train import load_checkpoint, read_meta, spec_hash
+from nlc.training import load_checkpoint, read_meta, spec_hash
 
 from .test_runs import TINY, design_doc
 
@@ -70,7 +70,7 @@ def test_the_readme_code_loads_it_without_the_compiler_and_gives_nlc_s_logits(ru
     assert done.returncode == 0, done.stderr
     imported = set(json.loads(done.stdout.splitlines()[-1]))
     assert "nlc.runtime" in imported
-    assert not {m for m in imported if m.startswith(("nlc.compiler", "nlc.lower", "nlc.train"))}
+    assert not {m for m in imported if m.startswith(("nlc.compiler", "nlc.lower", "nlc.training"))}
 
     model, _ = load_checkpoint(run)
     with torch.no_grad():

@@ -82,3 +82,16 @@ def test_no_import_circles(level: str) -> None:
     graph = graph if level == "files" else package_graph(graph)
     cycles = sorted(nx.simple_cycles(graph), key=len)[:5]
     assert not cycles, f"import circles between {level}: {cycles}"
+
+
+def test_the_api_names_are_functions_whatever_was_imported() -> None:
+    """``nlc.train``, ``nlc.compile`` and ``nlc.load`` stay the functions after the packages
+    behind them are imported (a package named ``nlc.train`` used to replace the function)."""
+    import nlc
+    import nlc.compiler
+    import nlc.training.loading
+    import nlc.training.loop
+
+    assert nlc.train is nlc.training.loop.train
+    assert nlc.compile is nlc.compiler.compile_spec
+    assert nlc.load is nlc.training.loading.load

@@ -27,7 +27,7 @@ import pytest
 import torch
 import typer
 
-import nlc.train  # noqa: F401  (the module, for monkeypatching its train)
+import nlc.training  # noqa: F401  (the module, for monkeypatching its train)
 from typer.testing import CliRunner
 
 from nlc.cli.app import app
@@ -69,7 +69,7 @@ def test_generate_escapes_the_model_output_and_raw_keeps_it(hostile_model):
 
 def test_train_escapes_its_closing_sample(hostile_model, monkeypatch, tmp_path):
     done = SimpleNamespace(val_bpb=2.5, checkpoint=tmp_path / "checkpoint", model=object())
-    monkeypatch.setattr(sys.modules["nlc.train"], "train", lambda *args, **kwargs: done)  # nlc.train: the function
+    monkeypatch.setattr(sys.modules["nlc.training"], "train", lambda *args, **kwargs: done)  # nlc.train: the function
     result = CliRunner().invoke(app, ["train", "specs/transformer.yaml", "--out", str(tmp_path),
                                       "--prompt", "P:"])
     assert result.exit_code == 0, result.output
@@ -85,8 +85,8 @@ def test_nlc_leaves_the_matplotlib_backend_alone(tmp_path):
         import sys
         import matplotlib
         matplotlib.use("svg")
-        import nlc, nlc.figures, nlc.train.plots, nlc.continual.plots, nlc.bench.plots, nlc.search.report
-        from nlc.train.plots import plot_curves
+        import nlc, nlc.figures, nlc.training.plots, nlc.continual.plots, nlc.bench.plots, nlc.search.report
+        from nlc.training.plots import plot_curves
         records = [{{"kind": "train", "step": 1, "bpb": 3.0}}, {{"kind": "val", "step": 1, "bpb": 2.9}}]
         path = plot_curves(records, {str(tmp_path / "curves.png")!r}, title="t")
         print(matplotlib.get_backend(), "matplotlib.pyplot" in sys.modules, path.read_bytes()[:4] == b"\\x89PNG")

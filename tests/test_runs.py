@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 import nlc
 from nlc.cli.app import app
 from nlc.runs import find_runs, read_run
-from nlc.train.metrics import read_metrics
+from nlc.training.metrics import read_metrics
 
 TINY = Path(__file__).parent / "train" / "tiny.yaml"
 REPO = Path(__file__).resolve().parents[1]

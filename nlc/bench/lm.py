@@ -18,7 +18,7 @@ from pathlib import Path
 
 from torch import nn
 
-from ..train import train
+from ..training import train
 from .params import ParamMatch
 from .plan import BenchModel, BenchPlan
 

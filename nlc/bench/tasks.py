@@ -26,10 +26,10 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
-from ..compiler import compile as compile_spec
+from ..compiler import compile_spec
 from ..evaluate import evaluate_task, task_batch, teach_targets
 from ..tasks import IGNORE, TaskError
-from ..train.optim import OuterLevels
+from ..training.optim import OuterLevels
 
 TRAIN_SEED_BASE = 1_000_000
 RETRIEVAL_TASKS = ("passkey", "niah_number", "niah_word")

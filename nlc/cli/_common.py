@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def exit_status(err: BaseException) -> int:
     """The exit status for an error a verb reports: the error's ``exit_status`` (bad input,
-    e.g. :class:`nlc.train.checkpoint.CheckpointError`, says 2), else FAILED (1)."""
+    e.g. :class:`nlc.training.checkpoint.CheckpointError`, says 2), else FAILED (1)."""
     return getattr(err, "exit_status", FAILED)
 
 
@@ -81,10 +81,10 @@ def load_or_exit(args: list[str]) -> "Spec":
 
 
 def load_checkpoint_or_exit(checkpoint: Path):
-    """``(model, meta)`` from a checkpoint (``nlc.train.load_checkpoint``), or print the
+    """``(model, meta)`` from a checkpoint (``nlc.training.load_checkpoint``), or print the
     one-line reason and exit 2: a checkpoint that cannot be used is bad input, whatever
     failed in it (a file, the stored spec, the model it builds)."""
-    from ..train import load_checkpoint  # lazy: keeps CLI startup free of torch
+    from ..training import load_checkpoint  # lazy: keeps CLI startup free of torch
 
     try:
         return load_checkpoint(checkpoint)

@@ -32,7 +32,7 @@ def compile_verb(
 ) -> None:
     """Compile a spec into a PyTorch module (and optionally write its source)."""
     spec = load_or_exit(args)
-    from ..compiler import compile as compile_spec  # lazy: keeps CLI startup free of torch
+    from ..compiler import compile_spec  # lazy: keeps CLI startup free of torch
 
     try:
         model = compile_spec(spec)

@@ -45,7 +45,7 @@ def _print_init_stats(spec) -> None:
     """The :func:`~nlc.runtime.init_scale.init_scales` table of ``spec`` (seeded by train.seed)."""
     import torch  # lazy: keeps the spec-only uses of `nlc show` free of torch
 
-    from ..compiler import compile as compile_spec
+    from ..compiler import compile_spec
     from ..runtime.init_scale import BAND, format_scales, init_scales
 
     torch.manual_seed(spec.train.seed)

@@ -62,7 +62,7 @@ def train_verb(
     import torch  # lazy: keeps CLI startup free of torch
 
     from ..generate import printable
-    from ..train import train
+    from ..training import train
 
     if threads is not None:
         torch.set_num_threads(threads)

@@ -30,7 +30,7 @@ from typing import Sequence
 
 import torch
 
-from ..compiler import compile as compile_spec
+from ..compiler import compile_spec
 from ..data import load_corpus
 from ..evaluate.tasks import task_logits
 from ..tasks import IGNORE, TaskBatch, score

@@ -3,7 +3,7 @@
 Protocol (GEM's result matrix, Lopez-Paz & Ranzato 2017, in bits per byte). Stages
 k = 0 .. T-1, one per domain of the stream, each with the same token budget
 (``tokens_per_stage``, rounded to whole optimizer steps of ``batch x seq_len`` tokens).
-Stage k continues the *same model* on domain k with :func:`nlc.train.train`; after it,
+Stage k continues the *same model* on domain k with :func:`nlc.training.train`; after it,
 the validation bits per byte of every domain (fixed windows, :func:`.domains.domain_bpb`)
 is row k of the matrix R (T x T, lower is better).
 The model's in-context and CMS levels update inside every forward -- in training and in
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..compiler import compile as compile_spec
+from ..compiler import compile_spec
 from ..spec.load import bundled_specs
 from .domains import DEFAULT_STREAM, domain_bpb, load_domains, union_corpus
 from .metrics import ContinualError, cl_metrics
@@ -80,7 +80,7 @@ def train_in_sequence(model, stages: Sequence[tuple[str, object]], steps: int, o
     returned matrix. ``check_finite=False`` lets a diverged stage finish with
     non-finite scores (the paper benchmark counts such runs) instead of raising
     :class:`~nlc.errors.NonFiniteError`."""
-    from ..train import train  # at call time: tests/runtime/test_lifetime.py patches nlc.train.train
+    from ..training import train  # at call time: tests/runtime/test_lifetime.py patches nlc.training.train
 
     rows, carried = [], None
     for k, (name, data) in enumerate(stages):

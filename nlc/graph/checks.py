@@ -366,7 +366,7 @@ def _check_knobs(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
 
 
 def _check_warmup(spec: Spec, graph: nx.MultiDiGraph) -> list[Issue]:
-    """Rule 11: a warm-up (in the level's own updates, :mod:`nlc.train.lr`) that lasts the
+    """Rule 11: a warm-up (in the level's own updates, :mod:`nlc.training.lr`) that lasts the
     whole run is almost always a forgotten edit after lowering ``train.steps``."""
     issues = []
     for name, level in spec.levels.items():

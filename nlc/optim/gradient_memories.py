@@ -31,7 +31,7 @@ their keys' likeness: the read's norm relative to η ||g|| grows with the number
 matrices of very different heights.
 
 The clock is the level's: n is the group's ``update`` (set by
-:class:`nlc.train.optim.OuterLevels` from the update schedule, so a resumed run knows it);
+:class:`nlc.training.optim.OuterLevels` from the update schedule, so a resumed run knows it);
 memory k writes at the n that P_k divides. A parameter without a gradient at an update is
 skipped, as torch's optimizers skip it, and its counts are its own: n_k (its writes, for
 bias correction) and the second moment's are per parameter, like Adam's step count. A

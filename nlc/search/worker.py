@@ -12,7 +12,7 @@ join from other machines through an RDB URL. A trial:
    canonical YAML (``spec_to_yaml``) stored as the user attr ``run_spec``. That text is
    what trains and what the report writes as ``best.yaml``: ``nlc train best.yaml``
    repeats the best trial exactly (the same spec hash as its checkpoint);
-4. trains that text with ``nlc.train.train`` under a heartbeat into ``OUT/trials/NNNN``;
+4. trains that text with ``nlc.training.train`` under a heartbeat into ``OUT/trials/NNNN``;
    each validation bpb is recorded as an intermediate value (single objective only), and
    the pruner is asked at every validation but the last: a trial that reached its final
    step is always complete;
@@ -180,7 +180,7 @@ def _train(run: SearchRun, trial: optuna.Trial, text: str, *, single: bool) -> d
     pruned (``optuna.TrialPruned``) when the study's pruner says so at any validation before
     the last step (a trial that trained all its steps is complete); Optuna prunes no
     multi-objective trial."""
-    from ..train import train  # lazy: keeps nlc search reports and dry runs free of torch
+    from ..training import train  # lazy: keeps nlc search reports and dry runs free of torch
 
     spec = load_spec(text)
 

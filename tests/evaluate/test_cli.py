@@ -12,7 +12,7 @@ from nlc.continual import TokenSplits
 from nlc.data import get_tokenizer
 from nlc.evaluate import evaluate_task
 from nlc.generate import generate, printable
-from nlc.train import load_checkpoint, train
+from nlc.training import load_checkpoint, train
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["model.width=16", "model.heads=2", "model.blocks.0.repeat=1", "train.batch=2",

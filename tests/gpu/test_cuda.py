@@ -111,7 +111,7 @@ def test_torch_compile_equals_eager_on_the_device(name):
 
 
 def test_training_on_the_device_learns_and_its_checkpoint_reloads(tmp_path):
-    from nlc.train import load_checkpoint, train
+    from nlc.training import load_checkpoint, train
 
     result = train(bundled_specs()["hope"], out=tmp_path / "run", steps=60, progress=False, device=DEVICE,
                    overrides=[*SMALL, "train.batch=8", "train.seq_len=128", "train.eval_every=20",

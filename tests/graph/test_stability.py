@@ -29,7 +29,7 @@ def deep_spec(head_dim: int, heads: int, hidden: int, depth: int, activation: st
 
 
 def losses(spec, steps: int = 3) -> list[float]:
-    from nlc.train.optim import OuterLevels
+    from nlc.training.optim import OuterLevels
 
     model = nlc.compile(spec, seed=0)
     outer = OuterLevels(model, steps)

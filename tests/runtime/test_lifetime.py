@@ -219,7 +219,7 @@ def test_a_resumed_stream_run_ends_with_the_uninterrupted_weights(tmp_path):
     a, b = dict(whole.model.named_parameters()), dict(resumed.model.named_parameters())
     assert all(torch.equal(a[k], b[k]) for k in a)
     # without the carried state the resumed run differs: the state is what makes it exact
-    from nlc.train import checkpoint as ckpt
+    from nlc.training import checkpoint as ckpt
 
     nlc.train(spec, data, out=tmp_path / "c", steps=3, **kw)
     meta_file = ckpt.find_checkpoint(tmp_path / "c") / "meta.json"
@@ -248,14 +248,14 @@ def test_a_continual_stage_goes_on_from_the_last_stages_streams(tmp_path, monkey
     def score(model, k):
         return [0.0]
 
-    from nlc.train.loop import train as real_train
+    from nlc.training.loop import train as real_train
 
     def recording_train(*args, **kw):  # what each stage starts from and ends with
         result = real_train(*args, **kw)
         seen.append((kw.get("carry"), result.carried))
         return result
 
-    monkeypatch.setattr("nlc.train.train", recording_train)  # what train_in_sequence imports (nlc.train's train)
+    monkeypatch.setattr("nlc.training.train", recording_train)  # what train_in_sequence imports (nlc.train's train)
     train_in_sequence(nlc.compile(spec, seed=0), stages, 3, tmp_path, 0, False, score)
     monkeypatch.undo()
     (first_in, first_out), (second_in, second_out) = seen

@@ -21,7 +21,7 @@ from nlc.search.study import make_study, open_storage
 from nlc.search.worker import run_trial, trial_seed
 from nlc.graph.validate import load_spec
 from nlc.status import BAD_INPUT
-from nlc.train import checkpoint as ckpt
+from nlc.training import checkpoint as ckpt
 
 from .tiny import ROOT, write_tiny_search
 
@@ -60,7 +60,7 @@ def test_best_yaml_is_the_spec_the_best_trial_trained(searched: Path, tmp_path: 
     meta = ckpt.read_meta(searched / "trials" / f"{best.number:04d}")
     assert meta["spec_yaml"] == text and meta["spec_sha256"] == ckpt.spec_hash(spec) and meta["step"] == 3
     # nlc train best.yaml repeats the trial
-    from nlc.train import train
+    from nlc.training import train
 
     again = train(tmp_path / "report" / "best.yaml", out=tmp_path / "again", progress=False)
     assert again.val_bpb == pytest.approx(best.values[0], abs=1e-6)

@@ -68,7 +68,7 @@ def test_report_exports_a_best_spec_that_trains(shared: Path, tmp_path: Path):
     spec = load_spec(tmp_path / "report" / "best.yaml")
     assert spec.levels["outer"].lr == pytest.approx(best.params["levels.outer.lr"])
     assert spec.levels["ffn"].expansion == best.params["levels.ffn.expansion"] and spec.search is None
-    from nlc.train import train
+    from nlc.training import train
 
     result = train(spec, data=spec.train.data, out=tmp_path / "retrain", steps=2, seed=0, progress=False)
     assert result.val_bpb > 0

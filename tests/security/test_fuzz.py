@@ -161,7 +161,7 @@ def _dump(data: dict) -> str:
 
 def run_step(spec) -> Outcome:
     """Compile ``spec`` and run one training step (see the module docstring)."""
-    from nlc.train.optim import OuterLevels
+    from nlc.training.optim import OuterLevels
 
     stage = "compile"
     try:

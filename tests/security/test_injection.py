@@ -248,7 +248,7 @@ def test_a_checkpoint_spec_with_a_payload_name_loads_without_running_it(tmp_path
     """A checkpoint's meta.json is user data too: its spec goes through the loader and the
     code generator like any other, whoever wrote it (its hash is no signature)."""
     from nlc.spec.load import spec_to_yaml
-    from nlc.train import load_checkpoint, save_checkpoint, spec_hash
+    from nlc.training import load_checkpoint, save_checkpoint, spec_hash
 
     model = compiled(tiny())
     save_checkpoint(tmp_path, model, {}, {"step": 0, "spec_yaml": spec_to_yaml(model.spec),

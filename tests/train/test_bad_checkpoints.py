@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from nlc.cli.app import app
 from nlc.status import BAD_INPUT
-from nlc.train import CheckpointError, load_checkpoint
+from nlc.training import CheckpointError, load_checkpoint
 
 TINY = str(Path(__file__).parent / "tiny.yaml")
 TRAIN = ["train", TINY, "--steps", "2", "--sample-tokens", "0", "--no-progress"]

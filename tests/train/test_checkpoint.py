@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import nlc
-from nlc.train import CheckpointError, load_checkpoint, read_meta, save_checkpoint, spec_hash
-from nlc.train import checkpoint as ckpt
+from nlc.training import CheckpointError, load_checkpoint, read_meta, save_checkpoint, spec_hash
+from nlc.training import checkpoint as ckpt
 
 TINY = Path(__file__).parent / "tiny.yaml"
 

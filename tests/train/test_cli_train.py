@@ -7,8 +7,8 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from nlc.cli.app import app
-from nlc.train import read_meta
-from nlc.train.metrics import read_metrics
+from nlc.training import read_meta
+from nlc.training.metrics import read_metrics
 
 TINY = str(Path(__file__).parent / "tiny.yaml")
 

@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 import nlc
-from nlc.train.distributed import DistributedError, World
-from nlc.train.metrics import read_metrics
+from nlc.training.distributed import DistributedError, World
+from nlc.training.metrics import read_metrics
 
 from .conftest import subprocess_env
 

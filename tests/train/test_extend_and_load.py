@@ -20,8 +20,8 @@ from nlc.cli.app import app
 from nlc.spec.load import bundled_models
 from nlc.status import BAD_INPUT
 from nlc.spec.source import SpecInputError
-from nlc.train import load_checkpoint, read_meta, spec_hash
-from nlc.train.metrics import read_metrics
+from nlc.training import load_checkpoint, read_meta, spec_hash
+from nlc.training.metrics import read_metrics
 
 TINY = Path(__file__).parent / "tiny.yaml"
 CONSTANT = ["levels.fast.schedule=constant", "levels.outer.schedule=constant"]

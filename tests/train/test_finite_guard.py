@@ -23,10 +23,10 @@ from nlc.status import NON_FINITE
 from nlc.errors import NonFiniteError
 from nlc.evaluate import evaluate_lm, evaluate_task
 from nlc.generate import generate
-from nlc.train import read_meta, train
-from nlc.train.checkpoint import load_weights
-from nlc.train.metrics import read_metrics
-from nlc.train.optim import OuterLevels
+from nlc.training import read_meta, train
+from nlc.training.checkpoint import load_weights
+from nlc.training.metrics import read_metrics
+from nlc.training.optim import OuterLevels
 from nlc.data import sample_batch
 
 TINY = str(Path(__file__).parent / "tiny.yaml")

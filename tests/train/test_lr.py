@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nlc.train.lr import lr_factor
+from nlc.training.lr import lr_factor
 
 
 def test_warmup_then_cosine_hand_values():

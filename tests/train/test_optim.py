@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import nlc
-from nlc.train.optim import OuterLevels
+from nlc.training.optim import OuterLevels
 
 TINY = Path(__file__).parent / "tiny.yaml"
 # plain SGD with a constant lr and nothing else, so every update can be written out by hand

@@ -294,7 +294,7 @@ def test_deep_momentum_learns_its_keys_on_the_dot_objective():
 def test_matrices_and_others_get_their_rules():
     """Under muon the hidden 2-D weights are orthogonalised; the embedding, norms and an
     untied head follow AdamW."""
-    from nlc.train.optim import OuterLevels
+    from nlc.training.optim import OuterLevels
 
     model = nlc.compile(MOMENTUM_AS_MEMORY.replace("rule: memories", "rule: muon").replace(
         "\n    matrices: {momenta: [{objective: dot, retention: 0.9, lr: 1.0}], decay: l2}", "").replace(

@@ -15,8 +15,8 @@ import torch
 from safetensors.torch import load_file
 
 import nlc
-from nlc.train import read_meta
-from nlc.train.metrics import read_metrics
+from nlc.training import read_meta
+from nlc.training.metrics import read_metrics
 
 from .conftest import subprocess_env
 

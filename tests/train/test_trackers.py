@@ -17,9 +17,9 @@ import torch
 import nlc
 from nlc.spec.load import spec_to_yaml
 from nlc.status import BAD_INPUT
-from nlc.train import trackers
-from nlc.train.metrics import read_metrics
-from nlc.train.trackers import TrackerError, flatten, level_norms, open_trackers
+from nlc.training import trackers
+from nlc.training.metrics import read_metrics
+from nlc.training.trackers import TrackerError, flatten, level_norms, open_trackers
 
 TINY = Path(__file__).parent / "tiny.yaml"
 RUN = dict(steps=4, overrides=["train.eval_every=2"], progress=False)

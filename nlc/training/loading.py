@@ -3,7 +3,7 @@
 ``source`` is tried in this order:
 
 1. an existing folder: a checkpoint folder or a run folder holding ``checkpoint/``
-   (:func:`nlc.train.checkpoint.load_checkpoint`: the stored spec, validated again, and the
+   (:func:`nlc.training.checkpoint.load_checkpoint`: the stored spec, validated again, and the
    trained weights, every file checked first);
 2. anything else :func:`nlc.spec.load.spec_source` names (a spec file or a bundled spec
    name, the rule every verb uses; never YAML text): compiled with fresh weights.
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..compiler import compile as compile_spec
+from ..compiler import compile_spec
 from ..spec.load import spec_source
 from .checkpoint import load_checkpoint
 

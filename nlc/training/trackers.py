@@ -1,7 +1,7 @@
 """Experiment trackers: the records of ``metrics.jsonl`` sent to TensorBoard, MLflow or W&B.
 
 ``nlc.train(..., loggers=("tensorboard",))`` (``nlc train --logger tensorboard``) opens one
-:class:`Tracker` per name; :class:`~nlc.train.metrics.MetricsLog` hands every record it writes
+:class:`Tracker` per name; :class:`~nlc.training.metrics.MetricsLog` hands every record it writes
 to ``metrics.jsonl`` to each of them, so a tracker shows exactly what the file holds. At
 each validation the loop also sends a ``norm`` record: the L2 norm of each spec level's
 parameters (``norm/<level>``; the embedding, final norm and head, which belong to no named

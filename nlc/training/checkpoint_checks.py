@@ -5,7 +5,7 @@ checked here: a safetensors file's header against the file's size (:func:`tensor
 which reads the header only), each tensor's name, shape and dtype against the model the
 spec builds (:func:`match_model`, :func:`match_optimizer`), and meta.json's structure,
 entries and types (:func:`check_meta`). Each problem is one :class:`CheckpointError` line
-naming the file. Locating, writing and loading checkpoints is :mod:`nlc.train.checkpoint`,
+naming the file. Locating, writing and loading checkpoints is :mod:`nlc.training.checkpoint`,
 which imports this module (never the other way round).
 """
 from __future__ import annotations

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..compiler import compile as compile_spec
+from ..compiler import compile_spec
 from ..data import load_corpus
 from ..errors import NLCError
 from ..spec import Spec

@@ -16,7 +16,7 @@ embedding and an untied head) follow the rule's ``matrices``, the rest its ``oth
 Weight decay applies to parameters with two or more dimensions only (projections, MLP and
 memory weights, meta-learned matrix initial states, an untied head), never to norms,
 biases, scalar/vector knobs or the token embedding. ``grad_clip`` caps the global L2 norm
-of the level's gradient. The learning rate follows :mod:`nlc.train.lr` on the level's own
+of the level's gradient. The learning rate follows :mod:`nlc.training.lr` on the level's own
 update count.
 """
 from __future__ import annotations

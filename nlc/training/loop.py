@@ -4,7 +4,7 @@ Optimizer step s (1-based) of a run seeded with ``seed``:
 
 1. the global batch ``x, y`` (B, T) is ``nlc.data.sample_batch(train, B, T, g)`` with
    ``g`` seeded by ``step_seed(seed, s)`` (reproducible without replaying steps < s);
-   under ``torchrun`` each rank keeps its B/N rows (:mod:`nlc.train.distributed`);
+   under ``torchrun`` each rank keeps its B/N rows (:mod:`nlc.training.distributed`);
 2. every sequence starts from ``model.init_state``; ``logits, _ = model(x, state, y)``:
    in-context and CMS levels update inside this forward (under autocast when
    ``train.dtype`` is bfloat16). A model with ``lifetime: stream`` levels reads
@@ -16,13 +16,13 @@ Optimizer step s (1-based) of a run seeded with ``seed``:
    (:meth:`nlc.data.Documents.stream`) and passes the document starts to the forward,
    which resets those levels' rows there (:mod:`nlc.data.documents`);
 3. ``loss = CE(logits, y)`` (mean next-token cross-entropy, nats), ``loss.backward()``;
-4. the optimizer levels due at s step (:class:`nlc.train.optim.OuterLevels`), the
+4. the optimizer levels due at s step (:class:`nlc.training.optim.OuterLevels`), the
    others keep accumulating;
 5. a ``train`` record goes to ``metrics.jsonl``; every ``eval_every`` steps and at the
    end validation bpb on ``eval_batches`` fixed batches (:func:`nlc.evaluate.lm.evaluate_lm`)
    and ``curves.png``; every ``checkpoint_every`` steps and at the end a checkpoint.
 
-Trackers (``loggers``, e.g. ``("tensorboard", "mlflow")``; :mod:`nlc.train.trackers`): every
+Trackers (``loggers``, e.g. ``("tensorboard", "mlflow")``; :mod:`nlc.training.trackers`): every
 record of ``metrics.jsonl`` is also sent to each, with the spec and run settings at the
 start and each spec level's parameter norm at every validation.
 
@@ -45,7 +45,7 @@ accumulating gradients, RNG states, step); as the batch of a step depends only o
 step), a resumed run ends with the same weights as an uninterrupted one (bit for bit on
 CPU). Without ``resume`` an existing checkpoint in ``out`` is never overwritten. A resume
 may raise ``train.steps`` and change ``train.eval_every``
-(:data:`nlc.train.config.RESUMABLE`): the lr schedules are then recomputed for the new
+(:data:`nlc.training.config.RESUMABLE`): the lr schedules are then recomputed for the new
 total (continued training, not a replay: the result equals an uninterrupted run of the new
 length bit for bit only when every optimizer level's lr ignores the total, i.e. has
 ``schedule: constant``); any other difference is refused with a diff of the two specs.
@@ -92,7 +92,7 @@ def train(spec_or_model_or_path: Any, data: Any = None, out: str | Path = "runs/
     validation on rank 0; an exception it raises (e.g. ``optuna.TrialPruned``) stops the
     run and propagates. ``check_finite``: stop at the first non-finite loss, gradient or
     parameter with a :class:`~nlc.errors.NonFiniteError`. ``loggers``: experiment trackers
-    (``tensorboard``, ``mlflow``, ``wandb``; :mod:`nlc.train.trackers`) that get every
+    (``tensorboard``, ``mlflow``, ``wandb``; :mod:`nlc.training.trackers`) that get every
     metrics record. ``carry``: the state a model with ``lifetime: stream`` levels starts its
     streams from (``TrainResult.carried`` of an earlier run of the same model and batch: a
     continual-learning stage goes on from the last, :mod:`nlc.continual`). See the module

@@ -6,9 +6,9 @@ A checkpoint is a folder:
   handles tied weights);
 * ``optimizer.safetensors``: the optimizer levels' state and the gradients still being
   accumulated by levels with ``period: {steps: k}`` (flat tensors, see
-  :meth:`nlc.train.optim.OuterLevels.state_tensors`);
+  :meth:`nlc.training.optim.OuterLevels.state_tensors`);
 * ``meta.json``: the resolved spec (YAML) and its sha256, the step, the schedule state,
-  RNG states, the data's name and sha256, library versions (written by :mod:`nlc.train.loop`);
+  RNG states, the data's name and sha256, library versions (written by :mod:`nlc.training.loop`);
 * ``spec.yaml`` (when meta holds the spec): the same resolved spec as a file, every default
   filled in and no ``extends``, so ``nlc train checkpoint/spec.yaml`` trains it afresh and
   other tools read it as any spec. nlc itself reads the spec from meta.json (hashed).
@@ -23,7 +23,7 @@ Readers never change a run folder (a reader may poll a run that is still writing
 ``checkpoint-<step>/`` snapshots (``keep=True``) are hard links of the same files.
 
 Reading trusts nothing (a checkpoint may be truncated, edited or hostile): every file is
-checked before torch sees it (:mod:`nlc.train.checkpoint_checks`: the safetensors header
+checked before torch sees it (:mod:`nlc.training.checkpoint_checks`: the safetensors header
 against the file's size, each tensor's shape and dtype against the model the spec builds,
 meta.json's entries and types), and the stored spec is validated again by the normal
 loader from its YAML text. Each problem is one :class:`CheckpointError` line naming the file.
@@ -47,7 +47,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
 from .. import limits
-from ..compiler import compile as compile_spec
+from ..compiler import compile_spec
 from ..errors import NLCError
 from ..files import fsync_path
 from ..graph.validate import validate
@@ -198,7 +198,7 @@ def find_checkpoint(path: str | Path) -> Path:
 
 def read_meta(path: str | Path) -> Meta:
     """meta.json of the checkpoint at ``path``, its entries checked
-    (:func:`~nlc.train.checkpoint_checks.check_meta`)."""
+    (:func:`~nlc.training.checkpoint_checks.check_meta`)."""
     file = find_checkpoint(path) / "meta.json"
     most = 2 * limits.current().spec_bytes + 2**20  # the resolved spec, RNG states, a few numbers
     size = file.stat().st_size
@@ -238,7 +238,7 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
 
 
 def load_optimizer_state(path: str | Path, model: nn.Module | None = None) -> dict[str, torch.Tensor]:
-    """The flat optimizer state (:meth:`nlc.train.optim.OuterLevels.state_tensors`); with
+    """The flat optimizer state (:meth:`nlc.training.optim.OuterLevels.state_tensors`); with
     ``model``, each entry is checked against the parameter it belongs to."""
     file = find_checkpoint(path) / "optimizer.safetensors"
     index = tensor_index(file)

@@ -14,7 +14,7 @@ Records (every value a plain number or a string):
   null; the token position, or null; the whole message).
 
 Every record written here also goes to the run's experiment trackers
-(:mod:`nlc.train.trackers`, ``loggers=``); :meth:`MetricsLog.track` sends the records that
+(:mod:`nlc.training.trackers`, ``loggers=``); :meth:`MetricsLog.track` sends the records that
 only the trackers get (the per-level parameter norms of each validation).
 
 On resume the file is cut back to the records of steps up to the checkpoint's step (a

@@ -1,6 +1,6 @@
 """Training: the outer loop, per-level optimizers, exact-resume checkpoints, DDP.
 
-``nlc.train(spec, data, out=...)`` trains a spec on a corpus (:mod:`.loop`);
+:func:`.loop.train` is ``nlc.train(spec, data, out=...)``: it trains a spec on a corpus;
 :mod:`.optim` holds one torch optimizer per optimizer level, stepped by the update
 schedule; :mod:`.checkpoint` writes and reads atomic safetensors + JSON checkpoints
 (:func:`.loading.load` is ``nlc.load``);
@@ -9,9 +9,6 @@ schedule; :mod:`.checkpoint` writes and reads atomic safetensors + JSON checkpoi
 """
 from __future__ import annotations
 
-import sys
-import types
-
 from .checkpoint import CheckpointError, load_checkpoint, read_meta, save_checkpoint, spec_hash
 from .config import TrainConfig, TrainResult, spec_identity
 from .loading import load
@@ -19,14 +16,3 @@ from .loop import train
 
 __all__ = ["CheckpointError", "TrainConfig", "TrainResult", "load", "load_checkpoint", "read_meta",
            "save_checkpoint", "spec_hash", "spec_identity", "train"]
-
-
-class _CallablePackage(types.ModuleType):
-    """Importing ``nlc.train`` (this package) makes ``nlc.train`` the package, not the
-    function; calling the package calls :func:`train`, so ``nlc.train(...)`` always works."""
-
-    def __call__(self, *args, **kwargs) -> TrainResult:
-        return train(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallablePackage
