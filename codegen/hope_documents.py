@@ -25,50 +25,14 @@ LEVEL_mem_k = rt.MemoryIR(
     values=rt.SourceIR('mem_v'), queries=rt.SourceIR('input', project=False, conv=4, l2_norm=True),
 )
 
-# level 'mem_v' (specs/hope.yaml:28)
-# generates a role of the self-modifying memory, NL-arXiv Eq. 79; DGD, NL-arXiv Eq. 88;
-# momentum, Titans Eqs. 9-10
-LEVEL_mem_v = rt.MemoryIR(
-    name='mem_v', type='memory', order=0, frequency=rt.Fraction(1), outer='outer',
-    origin='specs/hope.yaml:28', heads=4, head_dim=32, memory='mlp', depth=2, hidden=64,
-    residual=True, activation='gelu', objective=rt.ObjectiveIR('l2', self_target=True),
-    rule=rt.RuleIR(
-        kind='dgd', lr=rt.KnobIR('data', 0.001, max=0.01, source='mem_lr'),
-        momentum=rt.KnobIR('constant', 0.5), retention=rt.KnobIR('data', 0.99, source='mem_alpha'),
-    ),
-    period=1, chunk=16, read_after_write=False, keys=rt.SourceIR('mem_k'),
-    values=rt.SourceIR('mem_v'), queries=rt.SourceIR('input', project=False, conv=4, l2_norm=True),
-)
+# level 'mem_v' (specs/hope.yaml:28): level 'mem_k' under another name
+LEVEL_mem_v = rt.replace(LEVEL_mem_k, name='mem_v')
 
-# level 'mem_lr' (specs/hope.yaml:28)
-# generates a role of the self-modifying memory, NL-arXiv Eq. 79; DGD, NL-arXiv Eq. 88;
-# momentum, Titans Eqs. 9-10
-LEVEL_mem_lr = rt.MemoryIR(
-    name='mem_lr', type='memory', order=0, frequency=rt.Fraction(1), outer='outer',
-    origin='specs/hope.yaml:28', heads=4, head_dim=32, memory='mlp', depth=2, hidden=64,
-    residual=True, activation='gelu', objective=rt.ObjectiveIR('l2', self_target=True),
-    rule=rt.RuleIR(
-        kind='dgd', lr=rt.KnobIR('data', 0.001, max=0.01, source='mem_lr'),
-        momentum=rt.KnobIR('constant', 0.5), retention=rt.KnobIR('data', 0.99, source='mem_alpha'),
-    ),
-    period=1, chunk=16, read_after_write=False, keys=rt.SourceIR('mem_k'),
-    values=rt.SourceIR('mem_v'), queries=rt.SourceIR('input', project=False, conv=4, l2_norm=True),
-)
+# level 'mem_lr' (specs/hope.yaml:28): level 'mem_k' under another name
+LEVEL_mem_lr = rt.replace(LEVEL_mem_k, name='mem_lr')
 
-# level 'mem_alpha' (specs/hope.yaml:28)
-# generates a role of the self-modifying memory, NL-arXiv Eq. 79; DGD, NL-arXiv Eq. 88;
-# momentum, Titans Eqs. 9-10
-LEVEL_mem_alpha = rt.MemoryIR(
-    name='mem_alpha', type='memory', order=0, frequency=rt.Fraction(1), outer='outer',
-    origin='specs/hope.yaml:28', heads=4, head_dim=32, memory='mlp', depth=2, hidden=64,
-    residual=True, activation='gelu', objective=rt.ObjectiveIR('l2', self_target=True),
-    rule=rt.RuleIR(
-        kind='dgd', lr=rt.KnobIR('data', 0.001, max=0.01, source='mem_lr'),
-        momentum=rt.KnobIR('constant', 0.5), retention=rt.KnobIR('data', 0.99, source='mem_alpha'),
-    ),
-    period=1, chunk=16, read_after_write=False, keys=rt.SourceIR('mem_k'),
-    values=rt.SourceIR('mem_v'), queries=rt.SourceIR('input', project=False, conv=4, l2_norm=True),
-)
+# level 'mem_alpha' (specs/hope.yaml:28): level 'mem_k' under another name
+LEVEL_mem_alpha = rt.replace(LEVEL_mem_k, name='mem_alpha')
 
 # level 'memory' (specs/hope.yaml:46)
 # self-modifying memory, NL-arXiv Eqs. 83-91 (read before write: Eq. 94); DGD, NL-arXiv Eq. 88;

@@ -32,12 +32,8 @@ LEVEL_mlp1 = rt.MLPIR(
     origin='specs/samba.yaml:30', hidden=512, activation='swiglu', period=0,
 )
 
-# level 'mlp2' (specs/samba.yaml:30)
-# MLP, written by the outer optimizer only (NL-arXiv \xa75)
-LEVEL_mlp2 = rt.MLPIR(
-    name='mlp2', type='mlp', order=2, frequency=rt.Fraction(1, 2048), outer='outer',
-    origin='specs/samba.yaml:30', hidden=512, activation='swiglu', period=0,
-)
+# level 'mlp2' (specs/samba.yaml:30): level 'mlp1' under another name
+LEVEL_mlp2 = rt.replace(LEVEL_mlp1, name='mlp2')
 
 # level 'swa' (specs/samba.yaml:32)
 # sliding-window attention, NL-arXiv Eq. 63

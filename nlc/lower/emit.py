@@ -150,10 +150,17 @@ def emit(ir: ModelIR) -> str:
         "# The spec's levels, resolved: gates normalised to `retention`; a field at its default",
         "# (nlc.ir.nodes: no momentum, no gate, never reset) is left out.",
     ]
+    written: list[str] = []
     for name in _levels_used(ir):
         level = ir.levels[name]
-        lines += ["", comment(f"level '{name}' ({level.origin})"), *_comments(_equations(ir, name)),
-                  f"{constant(name)} = {literal(level, 0, len(constant(name)) + 3)}"]
+        twin = next((w for w in written if _differences(ir.levels[w], level) == ["name"]), None)
+        if twin is not None:  # the same level under another name (one YAML anchor, several levels)
+            lines += ["", comment(f"level '{name}' ({level.origin}): level '{twin}' under another name"),
+                      f"{constant(name)} = rt.replace({constant(twin)}, name={name!r})"]
+        else:
+            lines += ["", comment(f"level '{name}' ({level.origin})"), *_comments(_equations(ir, name)),
+                      f"{constant(name)} = {literal(level, 0, len(constant(name)) + 3)}"]
+        written.append(name)
     attrs = {layer.name: identifier(layer.name) for layer in ir.layers}
     lines += ["", "", "class Model(rt.NLCModel):",
               f"    LAYERS = {literal(tuple(attrs.values()), 4, 9)}",
@@ -187,6 +194,13 @@ def emit(ir: ModelIR) -> str:
             lines.append(f"        out_{attr} = x - before" if layer.residual else f"        out_{attr} = x")
     lines += ["        return x, state", ""]
     return "\n".join(lines)
+
+
+def _differences(a: object, b: object) -> list[str]:
+    """The fields in which two IR nodes of one type differ (all of them across types)."""
+    if type(a) is not type(b):
+        return [f.name for f in dataclasses.fields(b)]
+    return [f.name for f in dataclasses.fields(b) if getattr(a, f.name) != getattr(b, f.name)]
 
 
 def _comments(text: str) -> list[str]:

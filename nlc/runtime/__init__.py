@@ -2,6 +2,7 @@
 
 ``from nlc import runtime as rt`` is the only nlc import in an emitted module.
 """
+from dataclasses import replace as replace  # a level written as another with a new name
 from fractions import Fraction as Fraction
 
 from ..graph.build import INFINITE as INFINITE  # f = infinity (attention), rt.INFINITE in generated code

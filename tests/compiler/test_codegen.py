@@ -93,3 +93,23 @@ def test_compile_hands_over_declared_attributes_and_patches_nothing() -> None:
     assert set(model.graph.nodes) >= set(spec.levels)
     assert "run" not in vars(model) and type(model).run is NLCModel.run
     assert model._compiled_run is not None
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_the_emitted_constants_are_the_ir(name):
+    """The compact form (defaults left out, a twin level as ``rt.replace``, ``rt.INFINITE``)
+    rebuilds exactly the resolved IR: every ``LEVEL_`` constant equals its IR node, and the
+    schedule equals the IR's."""
+    from nlc.compiler import load_source
+    from nlc.lower.emit import constant
+    from nlc.schedule import UpdateSchedule
+
+    ir = resolve(load_spec(f"specs/{name}.yaml"))
+    module = load_source(emit(ir))
+    constants = {key: value for key, value in vars(module).items() if key.startswith("LEVEL_")}
+    assert constants, name
+    for level in ir.levels:
+        if constant(level) in constants:
+            assert constants.pop(constant(level)) == ir.levels[level], level
+    assert not constants  # every constant is a level's
+    assert module.Model.SCHEDULE == UpdateSchedule.from_ir(ir)
