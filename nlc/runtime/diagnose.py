@@ -17,6 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import NonFiniteError
+from ..graph.validate import validate
+from ..spec.overrides import apply_overrides
 
 
 def non_finite_error(model: nn.Module, found: str, **where) -> NonFiniteError:
@@ -133,6 +135,14 @@ def describe(model: "NLCModel", site: dict | None) -> str:
     return text
 
 
+def _accepted(model: "NLCModel", override: str) -> bool:
+    """Whether the spec ``model`` was compiled from stays valid with ``override``: a hint
+    offers only settings the validator accepts (HOPE's and the exact rules' updates take no
+    clip, a CMS level none either). True for a model without its spec."""
+    raw = getattr(getattr(model, "spec", None), "raw", None)
+    return raw is None or validate(apply_overrides(raw, [override]))[0] is not None
+
+
 def hint(model: "NLCModel", site: dict | None) -> str:
     """The spec fields that bound the blamed level: its inner update (clip, lr), its keys,
     its layer's norm, and the outer level that trains it (lr, grad clip)."""
@@ -145,8 +155,10 @@ def hint(model: "NLCModel", site: dict | None) -> str:
     rule = getattr(level, "rule", None)
     if rule is not None:
         path = f"levels.{level.name}.update"
-        tips.append(f"set {path}.grad_clip: 1.0 (none now)" if rule.grad_clip is None
-                    else f"lower {path}.grad_clip (now {rule.grad_clip:g})")
+        if rule.grad_clip is not None:
+            tips.append(f"lower {path}.grad_clip (now {rule.grad_clip:g})")
+        elif _accepted(model, f"{path}.grad_clip=1.0"):
+            tips.append(f"set {path}.grad_clip: 1.0 (none now)")
         lr = {"constant": (f"{path}.lr", rule.lr.init), "learned": (f"{path}.lr.learned", rule.lr.init),
               "data": (f"{path}.lr.max", rule.lr.max)}.get(rule.lr.kind)
         if lr:
