@@ -10,12 +10,12 @@ REGENERATE = 'nlc compile specs/hope_continual.yaml --emit FILE'
 # The spec's levels, resolved: gates normalised to `retention`; a field at its default
 # (nlc.ir.nodes: no momentum, no gate, never reset) is left out.
 
-# level 'mem_k' (specs/hope.yaml:28)
+# level 'mem_k' (specs/hope.yaml:29)
 # generates a role of the self-modifying memory, NL-arXiv Eq. 79; DGD, NL-arXiv Eq. 88;
 # momentum, Titans Eqs. 9-10
 LEVEL_mem_k = rt.MemoryIR(
     name='mem_k', type='memory', order=0, frequency=rt.Fraction(1), outer='outer',
-    origin='specs/hope.yaml:28', heads=4, head_dim=32, memory='mlp', depth=2, hidden=64,
+    origin='specs/hope.yaml:29', heads=4, head_dim=32, memory='mlp', depth=2, hidden=64,
     residual=True, activation='gelu', objective=rt.ObjectiveIR('l2', self_target=True),
     rule=rt.RuleIR(
         kind='dgd', lr=rt.KnobIR('data', 0.001, max=0.01, source='mem_lr'),
@@ -25,21 +25,21 @@ LEVEL_mem_k = rt.MemoryIR(
     values=rt.SourceIR('mem_v'), queries=rt.SourceIR('input', project=False, conv=4, l2_norm=True),
 )
 
-# level 'mem_v' (specs/hope.yaml:28): level 'mem_k' under another name
+# level 'mem_v' (specs/hope.yaml:29): level 'mem_k' under another name
 LEVEL_mem_v = rt.replace(LEVEL_mem_k, name='mem_v')
 
-# level 'mem_lr' (specs/hope.yaml:28): level 'mem_k' under another name
+# level 'mem_lr' (specs/hope.yaml:29): level 'mem_k' under another name
 LEVEL_mem_lr = rt.replace(LEVEL_mem_k, name='mem_lr')
 
-# level 'mem_alpha' (specs/hope.yaml:28): level 'mem_k' under another name
+# level 'mem_alpha' (specs/hope.yaml:29): level 'mem_k' under another name
 LEVEL_mem_alpha = rt.replace(LEVEL_mem_k, name='mem_alpha')
 
-# level 'memory' (specs/hope.yaml:46)
+# level 'memory' (specs/hope.yaml:47)
 # self-modifying memory, NL-arXiv Eqs. 83-91 (read before write: Eq. 94); DGD, NL-arXiv Eq. 88;
 # momentum, Titans Eqs. 9-10
 LEVEL_memory = rt.MemoryIR(
     name='memory', type='memory', order=0, frequency=rt.Fraction(1), outer='outer',
-    origin='specs/hope.yaml:46', heads=4, head_dim=32, memory='mlp', depth=2, hidden=64,
+    origin='specs/hope.yaml:47', heads=4, head_dim=32, memory='mlp', depth=2, hidden=64,
     residual=True, activation='gelu', objective=rt.ObjectiveIR('l2', self_target=True),
     rule=rt.RuleIR(
         kind='dgd', lr=rt.KnobIR('data', 0.001, max=0.01, source='mem_lr'),
@@ -83,14 +83,14 @@ class Model(rt.NLCModel):
         'b0_r1_cms_fast', 'b0_r1_cms_mid', 'b0_r1_cms_slow',
     )
     ORIGINS = {
-        'b0_r0_memory': "level 'memory' (layer at specs/hope.yaml:83; level at specs/hope.yaml:46)",
-        'b0_r0_cms_fast': "level 'cms_fast' (layer at specs/hope.yaml:83; level at specs/hope_continual.yaml:19)",
-        'b0_r0_cms_mid': "level 'cms_mid' (layer at specs/hope.yaml:83; level at specs/hope_continual.yaml:20)",
-        'b0_r0_cms_slow': "level 'cms_slow' (layer at specs/hope.yaml:83; level at specs/hope_continual.yaml:21)",
-        'b0_r1_memory': "level 'memory' (layer at specs/hope.yaml:83; level at specs/hope.yaml:46)",
-        'b0_r1_cms_fast': "level 'cms_fast' (layer at specs/hope.yaml:83; level at specs/hope_continual.yaml:19)",
-        'b0_r1_cms_mid': "level 'cms_mid' (layer at specs/hope.yaml:83; level at specs/hope_continual.yaml:20)",
-        'b0_r1_cms_slow': "level 'cms_slow' (layer at specs/hope.yaml:83; level at specs/hope_continual.yaml:21)",
+        'b0_r0_memory': "level 'memory' (layer at specs/hope.yaml:84; level at specs/hope.yaml:47)",
+        'b0_r0_cms_fast': "level 'cms_fast' (layer at specs/hope.yaml:84; level at specs/hope_continual.yaml:19)",
+        'b0_r0_cms_mid': "level 'cms_mid' (layer at specs/hope.yaml:84; level at specs/hope_continual.yaml:20)",
+        'b0_r0_cms_slow': "level 'cms_slow' (layer at specs/hope.yaml:84; level at specs/hope_continual.yaml:21)",
+        'b0_r1_memory': "level 'memory' (layer at specs/hope.yaml:84; level at specs/hope.yaml:47)",
+        'b0_r1_cms_fast': "level 'cms_fast' (layer at specs/hope.yaml:84; level at specs/hope_continual.yaml:19)",
+        'b0_r1_cms_mid': "level 'cms_mid' (layer at specs/hope.yaml:84; level at specs/hope_continual.yaml:20)",
+        'b0_r1_cms_slow': "level 'cms_slow' (layer at specs/hope.yaml:84; level at specs/hope_continual.yaml:21)",
     }
     # the update schedule (nlc.schedule): the one clock of the levels and optimizer levels
     SCHEDULE = rt.UpdateSchedule(
@@ -108,7 +108,7 @@ class Model(rt.NLCModel):
 
     def __init__(self):
         super().__init__(name='hope_continual', vocab=256, width=128, norm='rms', tie_embeddings=True)
-        # block 0, repeat 0 (specs/hope.yaml:83)
+        # block 0, repeat 0 (specs/hope.yaml:84)
         self.b0_r0_memory = rt.Residual(
             rt.SelfModifyingMemory(
                 LEVEL_memory,
@@ -129,7 +129,7 @@ class Model(rt.NLCModel):
         self.b0_r0_cms_slow = rt.Residual(
             rt.CMSMixer(LEVEL_cms_slow, width=128), norm='rms', residual=True, width=128,
         )
-        # block 0, repeat 1 (specs/hope.yaml:83)
+        # block 0, repeat 1 (specs/hope.yaml:84)
         self.b0_r1_memory = rt.Residual(
             rt.SelfModifyingMemory(
                 LEVEL_memory,
@@ -152,12 +152,12 @@ class Model(rt.NLCModel):
         )
 
     def layers(self, x, state, pos):
-        x, state['b0_r0_memory'] = self.b0_r0_memory(x, state['b0_r0_memory'], pos)  # 'memory' (specs/hope.yaml:83)
-        x, state['b0_r0_cms_fast'] = self.b0_r0_cms_fast(x, state['b0_r0_cms_fast'], pos)  # 'cms_fast' (specs/hope.yaml:83)
-        x, state['b0_r0_cms_mid'] = self.b0_r0_cms_mid(x, state['b0_r0_cms_mid'], pos)  # 'cms_mid' (specs/hope.yaml:83)
-        x, state['b0_r0_cms_slow'] = self.b0_r0_cms_slow(x, state['b0_r0_cms_slow'], pos)  # 'cms_slow' (specs/hope.yaml:83)
-        x, state['b0_r1_memory'] = self.b0_r1_memory(x, state['b0_r1_memory'], pos)  # 'memory' (specs/hope.yaml:83)
-        x, state['b0_r1_cms_fast'] = self.b0_r1_cms_fast(x, state['b0_r1_cms_fast'], pos)  # 'cms_fast' (specs/hope.yaml:83)
-        x, state['b0_r1_cms_mid'] = self.b0_r1_cms_mid(x, state['b0_r1_cms_mid'], pos)  # 'cms_mid' (specs/hope.yaml:83)
-        x, state['b0_r1_cms_slow'] = self.b0_r1_cms_slow(x, state['b0_r1_cms_slow'], pos)  # 'cms_slow' (specs/hope.yaml:83)
+        x, state['b0_r0_memory'] = self.b0_r0_memory(x, state['b0_r0_memory'], pos)  # 'memory' (specs/hope.yaml:84)
+        x, state['b0_r0_cms_fast'] = self.b0_r0_cms_fast(x, state['b0_r0_cms_fast'], pos)  # 'cms_fast' (specs/hope.yaml:84)
+        x, state['b0_r0_cms_mid'] = self.b0_r0_cms_mid(x, state['b0_r0_cms_mid'], pos)  # 'cms_mid' (specs/hope.yaml:84)
+        x, state['b0_r0_cms_slow'] = self.b0_r0_cms_slow(x, state['b0_r0_cms_slow'], pos)  # 'cms_slow' (specs/hope.yaml:84)
+        x, state['b0_r1_memory'] = self.b0_r1_memory(x, state['b0_r1_memory'], pos)  # 'memory' (specs/hope.yaml:84)
+        x, state['b0_r1_cms_fast'] = self.b0_r1_cms_fast(x, state['b0_r1_cms_fast'], pos)  # 'cms_fast' (specs/hope.yaml:84)
+        x, state['b0_r1_cms_mid'] = self.b0_r1_cms_mid(x, state['b0_r1_cms_mid'], pos)  # 'cms_mid' (specs/hope.yaml:84)
+        x, state['b0_r1_cms_slow'] = self.b0_r1_cms_slow(x, state['b0_r1_cms_slow'], pos)  # 'cms_slow' (specs/hope.yaml:84)
         return x, state
