@@ -13,6 +13,7 @@ Nothing here is differentiated through ``torch.func`` except in the reference fo
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional, Sequence, Union
 
@@ -250,8 +251,6 @@ def autocast_off(backward):
     saved tensors' dtype: the memory mixers run these kernels' forward outside autocast
     (``train.dtype: bfloat16``), but autograd may call the backward inside it (the teach
     signal's ``autograd.grad`` in the model's forward), where bmm would turn bfloat16."""
-    import functools
-
     @functools.wraps(backward)
     def wrapped(ctx, *grads):
         saved = next(t for t in ctx.saved_tensors if isinstance(t, Tensor) and t.is_floating_point())
