@@ -4,8 +4,8 @@ The emitted module imports only ``nlc.runtime``. It defines one constant per spe
 (its resolved IR node, the fields that differ from their defaults; a comment names the
 YAML line and the paper equations the level implements, :mod:`.equations`) and one
 :class:`~nlc.runtime.model.NLCModel` subclass, ``Model``, whose ``layers`` method calls
-one mixer per layer, each line commented with the spec level. ``nlc.compile`` executes exactly this text, so the file and the model never drift.
-Text from the spec reaches this source only through :mod:`nlc.lower.names` and
+one mixer per layer, each line commented with the spec level. ``nlc.compile`` executes
+exactly this text, so the file and the model never drift. Text from the spec reaches this source only through :mod:`nlc.lower.names` and
 ``repr`` (see there why).
 """
 from __future__ import annotations
@@ -44,45 +44,21 @@ def inline(value: object) -> str:
     """Python source for an IR value on one line: a dataclass as ``rt.Class(...)`` with only
     the fields that differ from their defaults (the leading required fields of the small
     value classes positionally), a Fraction as ``rt.Fraction(n, d)`` (``rt.INFINITE`` for
-    f = infinity), containers item by item, anything else by ``repr``."""
+    f = infinity), calls and containers item by item, anything else by ``repr``."""
     if isinstance(value, Code):
         return str(value)
-    if isinstance(value, Call):
-        return f"{value.function}({', '.join(p + inline(v) for p, v in _call_parts(value))})"
-    if dataclasses.is_dataclass(value):
-        return f"rt.{type(value).__name__}({', '.join(_arguments(value))})"
+    parts = _parts(value)
+    if parts is not None:
+        head, items, tail = parts
+        return head + ", ".join(prefix + inline(item) for prefix, item in items) + tail
     if isinstance(value, Fraction):
         if value == INFINITE:
             return "rt.INFINITE"
         return f"rt.Fraction({value.numerator})" if value.denominator == 1 else \
             f"rt.Fraction({value.numerator}, {value.denominator})"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k!r}: {inline(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, tuple):
-        items = [inline(v) for v in value]
-        return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
     if isinstance(value, float) and not math.isfinite(value):  # pragma: no cover - the validator refuses them
         raise ValueError(f"{value} in IR: repr would write a bare name, not a literal")
     return repr(value)
-
-
-def _call_parts(call: Call) -> list[tuple[str, object]]:
-    """``("" or "name=", value)`` for each argument of ``call``."""
-    return [("", item) for item in call.args] + [(f"{k}=", item) for k, item in call.keywords]
-
-
-POSITIONAL = ("KnobIR", "SourceIR", "ObjectiveIR", "FeaturesIR")  # small values: kind first
-
-
-def _arguments(value: object) -> list[str]:
-    out = []
-    for f in dataclasses.fields(value):
-        item = getattr(value, f.name)
-        if f.default is not dataclasses.MISSING and item == f.default:
-            continue
-        positional = type(value).__name__ in POSITIONAL and f.default is dataclasses.MISSING
-        out.append(inline(item) if positional else f"{f.name}={inline(item)}")
-    return out
 
 
 class Code(str):
@@ -91,37 +67,49 @@ class Code(str):
 
 @dataclasses.dataclass(frozen=True)
 class Call:
-    """A call ``function(*args, **keywords)`` that :func:`literal` breaks like a dataclass."""
+    """A call ``function(*args, **keywords)``, written like a dataclass."""
 
     function: str
     args: tuple = ()
     keywords: tuple[tuple[str, object], ...] = ()
 
 
+POSITIONAL = ("KnobIR", "SourceIR", "ObjectiveIR", "FeaturesIR")  # small values: kind first
+
+
+def _parts(value: object) -> tuple[str, list[tuple[str, object]], str] | None:
+    """``(opening, [(prefix, item), ...], closing)`` of a call, dataclass, dict or tuple (a
+    prefix is ``"name="``, ``"'key': "`` or empty); None for anything else."""
+    if isinstance(value, Call):
+        return (f"{value.function}(", [("", a) for a in value.args] + [(f"{k}=", v) for k, v in value.keywords],
+                ")")
+    if dataclasses.is_dataclass(value):
+        items = []
+        for f in dataclasses.fields(value):
+            item = getattr(value, f.name)
+            if f.default is not dataclasses.MISSING and item == f.default:
+                continue
+            positional = type(value).__name__ in POSITIONAL and f.default is dataclasses.MISSING
+            items.append(("" if positional else f"{f.name}=", item))
+        return f"rt.{type(value).__name__}(", items, ")"
+    if isinstance(value, dict):
+        return "{", [(f"{k!r}: ", v) for k, v in value.items()], "}"
+    if isinstance(value, tuple):
+        return "(", [("", v) for v in value], ",)" if len(value) == 1 else ")"
+    return None
+
+
 def literal(value: object, indent: int = 0, lead: int = 0) -> str:
     """:func:`inline`, broken over lines where it does not fit in :data:`WIDTH` at
     ``indent`` after ``lead`` characters of its first line: the arguments or items packed
     into lines, one that does not fit alone broken the same way one level deeper."""
-    one = inline(value)
-    if indent + lead + len(one) <= WIDTH or not isinstance(value, (dict, tuple)) and not dataclasses.is_dataclass(value):
+    one, parts = inline(value), _parts(value)
+    if parts is None or indent + lead + len(one) <= WIDTH:
         return one
+    head, items, tail = parts
     pad = " " * (indent + 4)
-    if isinstance(value, Call):
-        head, tail = f"{value.function}(", ")"
-        parts = _call_parts(value)
-    elif dataclasses.is_dataclass(value):
-        head, tail = f"rt.{type(value).__name__}(", ")"
-        names = [(f.name, getattr(value, f.name)) for f in dataclasses.fields(value)
-                 if f.default is dataclasses.MISSING or getattr(value, f.name) != f.default]
-        parts = [(f"{n}=", v) for n, v in names]
-    elif isinstance(value, dict):
-        head, tail = "{", "}"
-        parts = [(f"{k!r}: ", v) for k, v in value.items()]
-    else:
-        head, tail = "(", ")"
-        parts = [("", v) for v in value]
     lines, line = [], ""
-    for prefix, item in parts:
+    for prefix, item in items:
         text = prefix + inline(item) + ","
         if len(pad) + len(text) > WIDTH:  # too long for a line of its own: break it too
             text = prefix + literal(item, indent + 4) + ","
@@ -132,7 +120,7 @@ def literal(value: object, indent: int = 0, lead: int = 0) -> str:
                 lines.append(pad + line)
             line = text
     lines.append(pad + line)
-    return head + "\n" + "\n".join(lines) + "\n" + " " * indent + tail
+    return head + "\n" + "\n".join(lines) + "\n" + " " * indent + tail[-1]
 
 
 def emit(ir: ModelIR) -> str:
@@ -153,7 +141,7 @@ def emit(ir: ModelIR) -> str:
     written: list[str] = []
     for name in _levels_used(ir):
         level = ir.levels[name]
-        twin = next((w for w in written if _differences(ir.levels[w], level) == ["name"]), None)
+        twin = next((w for w in written if dataclasses.replace(ir.levels[w], name=name) == level), None)
         if twin is not None:  # the same level under another name (one YAML anchor, several levels)
             lines += ["", comment(f"level '{name}' ({level.origin}): level '{twin}' under another name"),
                       f"{constant(name)} = rt.replace({constant(twin)}, name={name!r})"]
@@ -194,13 +182,6 @@ def emit(ir: ModelIR) -> str:
             lines.append(f"        out_{attr} = x - before" if layer.residual else f"        out_{attr} = x")
     lines += ["        return x, state", ""]
     return "\n".join(lines)
-
-
-def _differences(a: object, b: object) -> list[str]:
-    """The fields in which two IR nodes of one type differ (all of them across types)."""
-    if type(a) is not type(b):
-        return [f.name for f in dataclasses.fields(b)]
-    return [f.name for f in dataclasses.fields(b) if getattr(a, f.name) != getattr(b, f.name)]
 
 
 def _comments(text: str) -> list[str]:
