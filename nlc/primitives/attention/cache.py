@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-__all__ = ["init_kv_state", "check_args", "cached_kv", "kept_kv"]
+__all__ = ["init_kv_state", "check_args", "with_cache", "kept_kv"]
 
 
 def init_kv_state(batch: int, heads: int, dk: int, dv: Optional[int] = None, *, dtype=None,
@@ -36,11 +36,13 @@ def check_args(window: Optional[int], prefix_k: Optional[Tensor], prefix_v: Opti
         raise ValueError("prefix_k and prefix_v must be given together")
 
 
-def cached_kv(state: Optional[dict[str, Tensor]], k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-    """The cached keys and values (B, H, L, D) in the dtypes of ``k``, ``v`` (L = 0: none)."""
+def with_cache(state: Optional[dict[str, Tensor]], k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, int]:
+    """The cached keys and values followed by the call's, ``(B, H, L + T, D)`` in the dtypes
+    of ``k``, ``v``, and ``L`` (0: no cache)."""
     if state is None:
-        return k[:, :, :0], v[:, :, :0]
-    return state["k"].to(k.dtype), state["v"].to(v.dtype)
+        return k, v, 0
+    return (torch.cat((state["k"].to(k.dtype), k), dim=2), torch.cat((state["v"].to(v.dtype), v), dim=2),
+            state["k"].shape[2])
 
 
 def kept_kv(k_all: Tensor, v_all: Tensor, window: Optional[int]) -> dict[str, Tensor]:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .cache import cached_kv, check_args, kept_kv
+from .cache import check_args, kept_kv, with_cache
 
 __all__ = ["attention_mask", "softmax_attention"]
 
@@ -64,10 +64,7 @@ def softmax_attention(q: Tensor, k: Tensor, v: Tensor, *,
     check_args(window, prefix_k, prefix_v)
     B, H, T, Dk = q.shape
     scale = 1.0 / math.sqrt(Dk) if scale is None else scale
-    ck, cv = cached_kv(state, k, v)
-    L = ck.shape[2]
-    k_all = torch.cat((ck, k), dim=2)
-    v_all = torch.cat((cv, v), dim=2)
+    k_all, v_all, L = with_cache(state, k, v)
     new_state = kept_kv(k_all, v_all, window)
 
     qq, kk, vv = q, k_all, v_all

@@ -18,7 +18,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .cache import cached_kv, check_args, kept_kv
+from .cache import check_args, kept_kv, with_cache
 
 __all__ = ["softmax_attention_reference"]
 
@@ -41,10 +41,7 @@ def softmax_attention_reference(q: Tensor, k: Tensor, v: Tensor, *,
     check_args(window, prefix_k, prefix_v)
     B, H, T, Dk = q.shape
     scale = 1.0 / math.sqrt(Dk) if scale is None else scale
-    ck, cv = cached_kv(state, k, v)
-    L = ck.shape[2]
-    k_all = torch.cat((ck, k), dim=2)
-    v_all = torch.cat((cv, v), dim=2)
+    k_all, v_all, L = with_cache(state, k, v)
     outs = []
     for t in range(T):
         hi = L + t + 1
