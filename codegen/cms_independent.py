@@ -80,7 +80,15 @@ class Model(rt.NLCModel):
         )
 
     def layers(self, x, state, pos):
+        x, state = self.before_teach(x, state, pos)
+        return self.from_teach(x, state, pos)
+
+    def before_teach(self, x, state, pos):
+        # no level here learns from the task loss: the teach loop runs these once per call
         x, state['b0_r0_attn'] = self.b0_r0_attn(x, state['b0_r0_attn'], pos)  # 'attn' (specs/cms_independent.yaml:27)
+        return x, state
+
+    def from_teach(self, x, state, pos):
         x, state['b0_r0_cms_fast_cms_mid'] = self.b0_r0_cms_fast_cms_mid(x, state['b0_r0_cms_fast_cms_mid'], pos)  # 'cms_fast', 'cms_mid', 'cms_slow' (specs/cms_independent.yaml:28)
         x, state['b0_r1_attn'] = self.b0_r1_attn(x, state['b0_r1_attn'], pos)  # 'attn' (specs/cms_independent.yaml:27)
         x, state['b0_r1_cms_fast_cms_mid'] = self.b0_r1_cms_fast_cms_mid(x, state['b0_r1_cms_fast_cms_mid'], pos)  # 'cms_fast', 'cms_mid', 'cms_slow' (specs/cms_independent.yaml:28)

@@ -149,7 +149,15 @@ class Model(rt.NLCModel):
         )
 
     def layers(self, x, state, pos):
+        x, state = self.before_teach(x, state, pos)
+        return self.from_teach(x, state, pos)
+
+    def before_teach(self, x, state, pos):
+        # no level here learns from the task loss: the teach loop runs these once per call
         x, state['b0_r0_memory'] = self.b0_r0_memory(x, state['b0_r0_memory'], pos)  # 'memory' (specs/hope.yaml:84)
+        return x, state
+
+    def from_teach(self, x, state, pos):
         x, state['b0_r0_cms_fast'] = self.b0_r0_cms_fast(x, state['b0_r0_cms_fast'], pos)  # 'cms_fast' (specs/hope.yaml:84)
         x, state['b0_r0_cms_mid'] = self.b0_r0_cms_mid(x, state['b0_r0_cms_mid'], pos)  # 'cms_mid' (specs/hope.yaml:84)
         x, state['b0_r0_cms_slow'] = self.b0_r0_cms_slow(x, state['b0_r0_cms_slow'], pos)  # 'cms_slow' (specs/hope.yaml:84)

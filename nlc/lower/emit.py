@@ -4,7 +4,8 @@ The emitted module imports only ``nlc.runtime``. It defines one constant per spe
 (its resolved IR node, the fields that differ from their defaults; a comment names the
 YAML line and the paper equations the level implements, :mod:`.equations`) and one
 :class:`~nlc.runtime.model.NLCModel` subclass, ``Model``, whose ``layers`` method calls
-one mixer per layer, each line commented with the spec level. ``nlc.compile`` executes
+one mixer per layer, each line commented with the spec level (split into ``before_teach``
+and ``from_teach`` when leading layers are out of the teach signal's reach). ``nlc.compile`` executes
 exactly this text, so the file and the model never drift. Text from the spec reaches this source only through :mod:`nlc.lower.names` and
 ``repr`` (see there why).
 """
@@ -168,20 +169,50 @@ def emit(ir: ModelIR) -> str:
             lines.append(f"        {comment(f'block {layer.block}, repeat {layer.repeat} ({layer.origin})')}")
         target = f"self.{attrs[layer.name]} = "
         lines.append(f"        {target}{literal(_layer_expr(ir, layer), 8, len(target))}")
-    lines += ["", "    def layers(self, x, state, pos):"]
-    sources = {src for layer in ir.layers for _, src in layer.transfers}  # transfer edges read them
-    for layer in ir.layers:
-        attr = attrs[layer.name]
-        names = ", ".join(f"'{n}'" for n in layer.levels)
-        if layer.name in sources and layer.residual:
-            lines.append("        before = x")
-        extra = "".join(f", out_{attrs[src]}" for _, src in layer.transfers)
-        lines.append(f"        x, state[{attr!r}] = self.{attr}(x, state[{attr!r}], pos{extra})"
-                     f"  {comment(f'{names} ({layer.origin})')}")
-        if layer.name in sources:  # what the layer added to the residual stream (rule 13)
-            lines.append(f"        out_{attr} = x - before" if layer.residual else f"        out_{attr} = x")
-    lines += ["        return x, state", ""]
+    split = _teach_free_prefix(ir, nested)
+    calls = [_layer_call(ir, layer, attrs) for layer in ir.layers]
+    if split:
+        lines += ["", "    def layers(self, x, state, pos):",
+                  "        x, state = self.before_teach(x, state, pos)",
+                  "        return self.from_teach(x, state, pos)",
+                  "", "    def before_teach(self, x, state, pos):",
+                  "        # no level here learns from the task loss: the teach loop runs these once per call",
+                  *calls[:split], "        return x, state",
+                  "", "    def from_teach(self, x, state, pos):", *calls[split:], "        return x, state", ""]
+    else:
+        lines += ["", "    def layers(self, x, state, pos):", *calls, "        return x, state", ""]
     return "\n".join(lines)
+
+
+def _layer_call(ir: ModelIR, layer: LayerIR, attrs: dict[str, str]) -> str:
+    """The line(s) of ``layers`` that call one layer (and keep its output where a transfer
+    edge reads it, validation rule 13)."""
+    attr = attrs[layer.name]
+    sources = {src for other in ir.layers for _, src in other.transfers}
+    names = ", ".join(f"'{n}'" for n in layer.levels)
+    lines = ["        before = x"] if layer.name in sources and layer.residual else []
+    extra = "".join(f", out_{attrs[src]}" for _, src in layer.transfers)
+    lines.append(f"        x, state[{attr!r}] = self.{attr}(x, state[{attr!r}], pos{extra})"
+                 f"  {comment(f'{names} ({layer.origin})')}")
+    if layer.name in sources:
+        lines.append(f"        out_{attr} = x - before" if layer.residual else f"        out_{attr} = x")
+    return "\n".join(lines)
+
+
+def _teach_free_prefix(ir: ModelIR, nested: dict[str, str]) -> int:
+    """How many leading layers the teach loop may run once over a whole call instead of once
+    per teach segment (NLCModel._segments): none of them holds a level that learns from the
+    task loss, is re-initialised from another level (``nested``), or feeds a transfer edge,
+    so their output and state do not depend on the teach signal. 0 without teaching levels,
+    or when no layer precedes the first teaching one."""
+    teach = set(UpdateSchedule.from_ir(ir).teach)
+    sources = {src for layer in ir.layers for _, src in layer.transfers}
+    count = 0
+    for layer in ir.layers:
+        if teach & set(layer.levels) or layer.name in nested or layer.name in sources:
+            break
+        count += 1
+    return count if teach and count < len(ir.layers) else 0
 
 
 def _comments(text: str) -> list[str]:

@@ -155,6 +155,14 @@ def forward_checking_teach_segments(model, x: torch.Tensor, y: torch.Tensor) -> 
     return logits
 
 
+def unsplit(model):
+    """``model`` running every layer once per teach segment (no ``before_teach``)."""
+    cls = type(model)
+    model.before_teach = lambda x, state, pos: (x, state)
+    model.from_teach = lambda x, state, pos: cls.from_teach(model, *cls.before_teach(model, x, state, pos), pos)
+    return model
+
+
 def import_fresh(source: str):
     """The module of ``source`` written to a file and imported under a new name."""
     name = f"nlc_emitted_{uuid.uuid4().hex}"

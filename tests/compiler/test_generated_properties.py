@@ -19,6 +19,8 @@ task-driven CMS levels of period 1, whose teach loop runs token by token):
 * ``lifetime: document`` layers (drawn by :func:`tests.strategies.valid_specs`): a document
   start on their grid in one row changes no logit before it and none of another row, and
   streams exactly at the same cuts;
+* the teach-free layers run once per call (``before_teach``) give what running them once per
+  teach segment gives;
 * the emitted source, imported fresh from a file, is the model (same weights, same logits);
 * compiling twice with one seed gives the same parameters and logits.
 
@@ -62,6 +64,7 @@ from tests.compiler.generated_helpers import (
     seeds,
     stream,
     tokens,
+    unsplit,
 )
 from tests.runnable_specs import TINY_GRID, runnable_specs, tiny_specs
 
@@ -125,6 +128,10 @@ def check_model_properties(data: dict, draw) -> None:
     x3[j] = tokens(length, seed + 3, batch=1)[0]
     keep = [i for i in range(B) if i != j]
     torch.testing.assert_close(model(x3, targets=next_tokens(x3))[0][keep], whole[keep], rtol=0, atol=0)
+
+    if "def before_teach" in model.source:  # the teach-free layers once per call == once per segment
+        per_segment = unsplit(build(data, seed=init_seed))
+        torch.testing.assert_close(per_segment(x, targets=y)[0], whole, rtol=1e-5, atol=1e-5)
 
     cuts = split_points(model, length, draw)
     note(f"cuts {cuts}")
