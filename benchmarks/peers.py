@@ -2,11 +2,13 @@
 
 Needs the optional extra (``pip install -e '.[peers]'``: titans-pytorch 0.5.5 and
 nested-learning 0.2.0, the versions whose APIs this file calls). Run
-``python benchmarks/peers.py`` (``--quick``: short sequences, a smoke test); it prints one
+``python benchmarks/peers.py`` (``--seqs 512,2048``: the block lengths, default 512;
+``--quick``: short sequences, a smoke test); it prints one
 table and writes ``benchmarks/results/peers.json`` (``--json``). A peer that is not
 installed is reported as such and its rows are skipped. fp32, ``--threads`` intra-op
-threads (default 2). Rates are tokens of the whole batch per second, the median of timed
-calls (:func:`benchmarks._harness.time_call`); ``x nlc`` = the row's rate / the rate of the
+threads (default 2). Rates are tokens of the whole batch per second, the median of the
+timed calls after a warm-up call (:func:`benchmarks._harness.time_call`: at least 2, until
+10 s); ``x nlc`` = the row's rate / the rate of the
 nlc row of its group, measured in the same run.
 
 Groups (d = 256 = 4 heads x 64, batch 4, chunk 64, fwd + bwd of a fixed upstream gradient
@@ -281,11 +283,12 @@ def with_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def run(quick: bool = False, out: Optional[str] = RESULTS, threads: int = 2,
-        compile_rows: bool = True) -> dict[str, Any]:
+        compile_rows: bool = True, seqs: tuple[int, ...] = (512,)) -> dict[str, Any]:
     torch.set_num_threads(threads)
     s = Shape(d=64, heads=2, batch=2, deep_hidden=64, selfmod_other=8) if quick else FULL
-    seqs, step_seq = ((32,), 32) if quick else ((512, 2048), 512)
-    timing = dict(warmup=0, min_reps=1, budget_s=0.0) if quick else dict(warmup=1, min_reps=3, budget_s=5.0)
+    seqs, step_seq = ((32,), 32) if quick else (seqs, 512)
+    # the peers' HOPE runs take tens of seconds a call: two timed calls after a warm-up
+    timing = dict(warmup=0, min_reps=1, budget_s=0.0) if quick else dict(warmup=1, min_reps=2, budget_s=10.0)
     plan = [r for seq in seqs for r in block_rows(s, seq, 16 if quick else 64, compile_rows and not quick)]
     plan_tokens = [s.batch * int(g.rsplit("=", 1)[1]) for g, *_ in plan]
     steps = step_rows(step_seq)
@@ -329,8 +332,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--json", default=RESULTS)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
+    ap.add_argument("--seqs", default="512", help="block lengths, comma-separated (default 512)")
     args = ap.parse_args(argv)
-    print(table(run(args.quick, args.json, args.threads, not args.no_compile)))
+    seqs = tuple(int(t) for t in args.seqs.split(","))
+    print(table(run(args.quick, args.json, args.threads, not args.no_compile, seqs)))
 
 
 if __name__ == "__main__":

@@ -63,21 +63,23 @@ def init_tail(batch: int, width: int, *, dtype: torch.dtype, device: torch.devic
     return torch.zeros(batch, 0, width, dtype=dtype, device=device)
 
 
-def _anchor(state: State, pos: int, chunk: int, owner: str) -> tuple[State, Tensor, int]:
-    """The anchor, the tail and the anchor's position; checks that it sits on the grid."""
-    tail = state[TAIL]
+def _anchor(state: State, pos: int, chunk: int, owner: str, key: str = TAIL) -> tuple[State, Tensor, int]:
+    """The anchor, the tail (state key ``key``) and the anchor's position; checks that it
+    sits on the grid."""
+    tail = state[key]
     start = pos - tail.shape[1]
     if start < 0 or start % chunk:
         raise ValueError(f"level {owner!r}: a state holding {tail.shape[1]} tail tokens cannot "
                          f"continue at pos {pos} (chunk {chunk}); pass pos = the tokens this "
                          f"state has consumed")
-    return {k: v for k, v in state.items() if k != TAIL}, tail, start
+    return {k: v for k, v in state.items() if k != key}, tail, start
 
 
 def aligned_forward(step: Step, x: Tensor, state: State, pos: int, chunk: int, *,
-                    pad_end: bool = False, owner: str = "?") -> tuple[Tensor, State]:
-    """``step`` on the absolute chunk grid (module docstring): ``(y (B, T, D), state)``."""
-    anchor, tail, start = _anchor(state, pos, chunk, owner)
+                    pad_end: bool = False, owner: str = "?", key: str = TAIL) -> tuple[Tensor, State]:
+    """``step`` on the absolute chunk grid (module docstring): ``(y (B, T, D'), state)``,
+    the tail kept under ``key`` (a mixer with two grids keeps two tails)."""
+    anchor, tail, start = _anchor(state, pos, chunk, owner, key)
     r = tail.shape[1]
     if x.shape[1] == 0:
         return x, dict(state)
@@ -96,7 +98,7 @@ def aligned_forward(step: Step, x: Tensor, state: State, pos: int, chunk: int, *
         ys.append(y[:, :n - m] if pad_end else y)
     y = ys[0] if len(ys) == 1 else torch.cat(ys, 1)
     new = dict(anchor)
-    new[TAIL] = u[:, m:]
+    new[key] = u[:, m:]
     return (y if r == 0 else y[:, r:]), new
 
 

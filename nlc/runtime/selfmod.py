@@ -23,7 +23,8 @@ Per call::
     q, k, v = Sources(x)                      the static roles: projection, short conv, l2 norm
     eta, alpha, beta = Knob(x)                the static gates: the main memory's lr, retention
                                               and momentum knobs (a constant momentum 0 is none)
-    o, memories = selfmod_chunked(memories, xc, {q, k, v, eta, alpha}, momentum=beta, ...)
+    roles = selfmod_roles(memories, xc, {q, k, v, eta, alpha}, beta)     pass 1
+    o = selfmod_memory(memories, roles, beta)                              pass 2
     y  = W_o merge_heads(o)                   [* sigmoid(W_g x) with output_gate]
 
 One conv for all components: they read the same input (validation makes their ``queries``
@@ -34,11 +35,24 @@ the place of those projections, so the conv sits on what they read.
 
 State: the primitive's ``W1_<role>``, ``W2_<role>`` (B, H, ...) and, with a momentum,
 ``S1_<role>``, ``S2_<role>``; the short-convolution histories (B, w-1, D): ``conv_x`` of the
-components' input, ``conv_q`` / ``conv_k`` / ``conv_v`` of the static roles; and, when
-``chunk_memory > 1`` (the rule is chunk-frozen), ``tail`` (B, r, D): the inputs since the last
-``chunk_memory`` boundary (a multiple of ``chunk_other``, so a boundary of both grids). The
-other keys, conv histories included, then hold the state at that boundary and every call
-recomputes from it (:mod:`nlc.runtime.aligned`): streaming equals the whole sequence at any split.
+components' input, ``conv_q`` / ``conv_k`` / ``conv_v`` of the static roles. The two passes
+of the primitive keep two chunk grids (:mod:`nlc.runtime.aligned`), so streaming equals the
+whole sequence at any split:
+
+* pass 1 (sources, knobs, components: every token's roles) on the ``chunk_other`` grid, when
+  it is chunk-frozen (components, ``chunk_other > 1``): ``tail_x`` (B, r1, D), the inputs since
+  the last ``chunk_other`` boundary; the components' weights and the conv histories hold the
+  state at that boundary;
+* pass 2 (the main memory) on the ``chunk_memory`` grid, when ``chunk_memory > 1``: ``tail``
+  (B, r2, F), the packed roles (:meth:`SelfModifyingMemory._pack`: q, k, v, and the gates
+  eta [, alpha] [, beta]) of the tokens since the last ``chunk_memory`` boundary; the main
+  memory's weights hold the state there.
+
+A call recomputes its r1 tail tokens in pass 1 and its r2 tail tokens in pass 2 only: the
+roles of earlier tokens are kept, not recomputed (a token's roles depend on the components'
+state at its chunk_other chunk start, never on the main memory). Under a teach loop of 16
+tokens with HOPE's chunks 16 / 64, pass 1 runs each token once and the main memory alone
+recomputes its chunk.
 
 Parameters belong to the levels: each role's meta-learned initial weights sit in a
 submodule whose ``level`` is that role's level (eta's and alpha's read-outs with them, as the
@@ -54,13 +68,16 @@ from torch import Tensor, nn
 from ..capabilities import assert_capable, component_roles, hope_refusals
 from ..ir.nodes import KnobIR, MemoryIR
 from ..ir.resolve import memory_facts
-from ..primitives.selfmod import COMPONENTS, MEMORY, init_selfmod_params, init_selfmod_state, selfmod_chunked
+from ..primitives.selfmod import (COMPONENTS, MEMORY, init_selfmod_params, init_selfmod_state, selfmod_memory,
+                                  selfmod_roles)
 from .aligned import TAIL, aligned_forward, init_tail
 from .knobs import Knob
 from .projections import Source, Sources, merge_heads
 
 __all__ = ["SelfModifyingMemory"]
 
+VECTORS = ("q", "k", "v")  # the vector roles, in packing order
+INPUT_TAIL = "tail_x"  # the components' inputs since the last chunk_other boundary (the grid of pass 1)
 KNOBS = {"eta": "lr", "alpha": "retention"}  # gate role -> the main memory's knob it is
 SOURCES = {"q": "queries", "k": "keys", "v": "values"}  # vector role -> the main memory's source
 
@@ -117,6 +134,9 @@ class SelfModifyingMemory(nn.Module):
                                                                   owner=first.name, role="queries")
         self.out = nn.Linear(width, width, bias=False)
         self.gate = nn.Linear(width, width, bias=False) if ir.output_gate else None
+        # the per-token gates pass 2 reads (eta always; alpha with a retention; beta with a momentum)
+        self._gates = tuple(g for g in ("eta", "alpha") if g in comps or g in self.knobs) + (
+            ("beta",) if self.momentum is not None else ())
 
     def _params(self) -> dict[str, Tensor]:
         """The primitive's parameters: every role's initial weights and the read-outs."""
@@ -140,17 +160,44 @@ class SelfModifyingMemory(nn.Module):
         conv = None if self.component_input is None else self.component_input.init_conv_state(batch, **kw)
         if conv is not None:
             state["conv_x"] = conv
-        if self.phase > 1:
-            state[TAIL] = init_tail(batch, self.width, **kw)
+        if self.chunk_memory > 1:
+            state[TAIL] = init_tail(batch, self._role_width(), **kw)
+        if self._components_chunked:
+            state[INPUT_TAIL] = init_tail(batch, self.width, **kw)
         return state
 
-    def forward(self, x: Tensor, state: dict[str, Tensor], pos: int) -> tuple[Tensor, dict[str, Tensor]]:
-        if self.phase == 1:
-            return self.step(x, state, pos)
-        return aligned_forward(self.step, x, state, pos, self.phase, owner=self.level)
+    @property
+    def _components_chunked(self) -> bool:
+        """Whether pass 1 is chunk-frozen (components with chunk_other > 1): its own grid."""
+        return self.component_input is not None and self.chunk_other > 1
 
-    def step(self, x: Tensor, state: dict[str, Tensor], pos: int) -> tuple[Tensor, dict[str, Tensor]]:
-        """One primitive call over ``x``, both chunk grids starting at its first token."""
+    def _role_width(self) -> int:
+        """F: the width of one token's packed roles (:meth:`_pack`)."""
+        return 3 * self.width + len(self._gates) * self.heads
+
+    def forward(self, x: Tensor, state: dict[str, Tensor], pos: int) -> tuple[Tensor, dict[str, Tensor]]:
+        """Pass 1 (the roles) on the chunk_other grid, then pass 2 (the main memory) on the
+        chunk_memory grid, each streaming exactly through its own anchor and tail (module doc)."""
+        main_keys = {k for k in state if k.endswith(f"_{MEMORY}")} | {TAIL}
+        front = {k: v for k, v in state.items() if k not in main_keys}
+        main = {k: v for k, v in state.items() if k in main_keys}
+        if self._components_chunked:
+            roles, front = aligned_forward(self._roles, x, front, pos, self.chunk_other, owner=self.level,
+                                           key=INPUT_TAIL)
+        else:
+            roles, front = self._roles(x, front, pos)
+        if self.chunk_memory > 1:
+            o, main = aligned_forward(self._memory, roles, main, pos, self.chunk_memory, owner=self.level)
+        else:
+            o, main = self._memory(roles, main, pos)
+        y = self.out(o)
+        if self.gate is not None:
+            y = y * torch.sigmoid(self.gate(x))
+        return y, {**front, **main}
+
+    def _roles(self, x: Tensor, state: dict[str, Tensor], pos: int) -> tuple[Tensor, dict[str, Tensor]]:
+        """Pass 1 over ``x`` from a chunk_other boundary: every token's roles, packed (B, T, F),
+        and the new component memories and convolution histories."""
         given: dict[str, Tensor] = {}
         convs: dict[str, Tensor] = {}
         if self.sources is not None:
@@ -163,19 +210,37 @@ class SelfModifyingMemory(nn.Module):
             xc, conv = self.component_input(x, state.get("conv_x"))
             if conv is not None:
                 convs["conv_x"] = conv
+        B, T = x.shape[:2]
+        beta = None if self.momentum is None else self.momentum(x, pos)[0].expand(B, self.heads, T)
         memories = {k: v for k, v in state.items() if not k.startswith("conv_")}
-        o, memories = selfmod_chunked(
-            memories, xc, given, params=self._params(),
-            momentum=None if self.momentum is None else self.momentum(x, pos)[0],
-            precondition=self.precondition, chunk_memory=self.chunk_memory, chunk_other=self.chunk_other,
-            eta_max=self.eta_max, normalize_k=self.normalize_k, normalize_q=self.normalize_q,
-            activation=self.activation,
-        )
-        y = self.out(merge_heads(o))
-        if self.gate is not None:
-            y = y * torch.sigmoid(self.gate(x))
-        memories.update(convs)
-        return y, memories
+        roles, memories = selfmod_roles(
+            memories, xc, given, params=self._params(), beta=beta, precondition=self.precondition,
+            chunk_other=self.chunk_other, eta_max=self.eta_max, normalize_k=self.normalize_k,
+            normalize_q=self.normalize_q, activation=self.activation)
+        if beta is not None:
+            roles["beta"] = beta
+        return self._pack(roles), {**memories, **convs}
+
+    def _memory(self, packed: Tensor, state: dict[str, Tensor], pos: int) -> tuple[Tensor, dict[str, Tensor]]:
+        """Pass 2 over packed roles from a chunk_memory boundary: the reads merged over the
+        heads (B, T, D) and the main memory's new weights."""
+        roles = self._unpack(packed)
+        beta = roles.pop("beta", None)
+        o, memory = selfmod_memory(state, roles, beta=beta, precondition=self.precondition,
+                                   chunk_memory=self.chunk_memory, activation=self.activation)
+        return merge_heads(o), memory
+
+    def _pack(self, roles: dict[str, Tensor]) -> Tensor:
+        """q, k, v (B, H, T, Dh) and the gates (B, H, T) as one (B, T, F) tensor: the form
+        the tail of the chunk_memory grid keeps between calls."""
+        return torch.cat([merge_heads(roles[r]) for r in VECTORS] + [roles[g].transpose(1, 2) for g in self._gates], -1)
+
+    def _unpack(self, packed: Tensor) -> dict[str, Tensor]:
+        D, H = self.width, self.heads
+        parts = packed.split([D] * len(VECTORS) + [H] * len(self._gates), -1)
+        roles = {r: t.unflatten(-1, (H, -1)).transpose(1, 2) for r, t in zip(VECTORS, parts)}
+        roles.update({g: t.transpose(1, 2) for g, t in zip(self._gates, parts[len(VECTORS):])})
+        return roles
 
 
 def _no_momentum(knob: KnobIR | None) -> bool:

@@ -126,6 +126,32 @@ def test_streaming_equals_whole(name):
         torch.testing.assert_close(state[layer][key], value, rtol=1e-9, atol=1e-10, msg=key)
 
 
+@pytest.mark.parametrize("name", ["hope", "momentum", "adaptive-q"])
+def test_calls_on_the_components_grid_compute_each_tokens_roles_once(name):
+    """Calls of 2 tokens (the components' chunk) inside the main memory's chunk of 4 (what
+    a teach loop does): pass 1 sees every token once, only pass 2 recomputes its tail (of
+    kept roles), and the logits are the whole call's."""
+    model = compile_variant(name, torch.float64)
+    m = mixer(model)
+    seen = {"roles": 0, "memory": 0}
+    for part, method in (("roles", "_roles"), ("memory", "_memory")):
+        original = getattr(m, method)
+
+        def counted(x, state, pos, original=original, part=part):
+            seen[part] += x.shape[1]
+            return original(x, state, pos)
+        setattr(m, method, counted)
+    x = tokens(16, seed=2)
+    state, parts = model.init_state(2), []
+    for a in range(0, 16, 2):
+        logits, state = model(x[:, a:a + 2], state)
+        parts.append(logits)
+    assert seen == {"roles": 16, "memory": 16 // 4 * (2 + 4)}  # per main chunk: 2 new, then 2 kept + 2 new
+    for key in ("roles", "memory"):
+        delattr(m, "_" + key)
+    torch.testing.assert_close(torch.cat(parts, 1), model(x)[0], rtol=1e-9, atol=1e-10)
+
+
 def test_constant_zero_momentum_is_the_rule_without_momentum_exactly():
     """momentum: 0 keeps no buffers: the same parameters, state and logits as no momentum."""
     plain, zero = nlc.compile(hope_spec(), seed=0), nlc.compile(hope_spec(momentum=0), seed=0)

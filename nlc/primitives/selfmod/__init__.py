@@ -94,7 +94,7 @@ chunkwise-parallel form (:func:`selfmod_chunked`: two passes, the delta kernel o
 the chunked form), ``common.py`` roles, initial weights, state and argument checks (shared
 by both forms).
 """
-from .chunk import selfmod_chunked
+from .chunk import selfmod_chunked, selfmod_memory, selfmod_roles
 from .common import (
     COMPONENTS, HOPE_COMPONENTS, MEMORY, components_of, init_selfmod_params, init_selfmod_state,
     mlp,
@@ -103,5 +103,5 @@ from .reference import selfmod_reference
 
 __all__ = [
     "MEMORY", "COMPONENTS", "HOPE_COMPONENTS", "components_of", "init_selfmod_params",
-    "init_selfmod_state", "selfmod_chunked", "selfmod_reference", "mlp",
+    "init_selfmod_state", "selfmod_chunked", "selfmod_memory", "selfmod_reference", "selfmod_roles", "mlp",
 ]
