@@ -1,9 +1,11 @@
 """Training throughput of the comparison's models on one CUDA GPU (eager and torch.compile).
 
-Run ``python benchmarks/cuda_throughput.py`` on a machine with a GPU (``--device cpu`` is a
-dry run). For each model: the bundled spec at ``--width`` (default 256), one training step =
-forward with the teach signal + cross-entropy + backward + AdamW, on a batch of
-``--batch`` x ``--seq`` tokens (default 8 x 1024), float32 with TF32 matmuls allowed (what a
+Run ``python benchmarks/cuda_throughput.py`` on a machine with a GPU (``--device cpu`` times
+the same step on the CPU, threads from ``OMP_NUM_THREADS``). For each model: the bundled spec
+at ``--width`` (default 256), one training step = forward with the teach signal +
+cross-entropy + backward + AdamW, on a batch of ``--batch`` x ``--seq`` tokens (default
+8 x 1024); ``--no-teach`` runs the forward without targets, so task-driven CMS levels do not
+learn (the difference is what the teach loop costs). float32 with TF32 matmuls allowed (what a
 user gets by default on Hopper: ``torch.set_float32_matmul_precision("high")``). Two warm-up
 steps, then the median of ``--steps`` timed steps (``torch.cuda.synchronize`` around each);
 peak memory is ``torch.cuda.max_memory_allocated``. ``compiled`` rows use
@@ -44,7 +46,7 @@ def measure(name: str, args, device: torch.device, compiled: bool) -> dict:
     gen = torch.Generator().manual_seed(0)
     x = torch.randint(0, model.vocab, (args.batch, args.seq), generator=gen).to(device)
     targets = torch.roll(x, -1, 1)
-    teach = targets if getattr(model, "teach_period", None) is not None else None
+    teach = targets if getattr(model, "teach_period", None) is not None and not args.no_teach else None
 
     def step() -> float:
         _sync(device)
@@ -78,6 +80,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--models", nargs="*", default=list(MODELS))
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--no-teach", action="store_true",
+                    help="no targets in the forward: task-driven CMS levels keep their state (what the teach loop costs)")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
     device = torch.device(args.device)

@@ -24,8 +24,10 @@ T = 512 -> 8192): ``tok/s ratio`` = tokens/s at the largest T / at the smallest 
 >= 0.8; ``peak slope`` = (peak(T_max) / peak(T_min)) / (T_max / T_min), linear if in
 [0.8, 1.25]. A verdict is given only where both ends were measured.
 
-Time budget: rows run by T, smallest first, every kind at one T before the next T. A row
-starts only if its estimate (the kind's previous row scaled by the growth seen so far) fits
+Time budget: rows run by T, smallest first, every kind at one T before the next T (the JSON
+is written after every row, so a run cut short keeps what it measured). A row
+starts only if its estimated peak memory (the previous T's, scaled and doubled) fits in half
+the available memory, and if its estimate (the kind's previous row scaled by the growth seen so far) fits
 in ``--row-budget`` (default 240 s) and what is left of ``--budget`` (default 1500 s); a
 row still running at either limit is stopped. Cut rows stay in the JSON (status
 ``skipped`` / ``timeout``, with the reason); a row that raises keeps its first error line.
@@ -97,15 +99,36 @@ def estimate_s(rows: list[dict], rule: str, T: int, timing: dict) -> float:
     return (timing["min_reps"] + 2) * done[-1]["fwdbwd_s"] * (T / done[-1]["seq"]) ** p
 
 
+def estimate_peak(rows: list[dict], rule: str, T: int) -> float:
+    """Bytes the (rule, T) row may hold: the rule's last peak scaled linearly in T, doubled
+    (the memory profiler's own records); 0 when the rule has no row yet."""
+    done = [r for r in rows if r["rule"] == rule and r["status"] == "ok" and r["peak_bytes"]]
+    return 2.0 * done[-1]["peak_bytes"] * T / done[-1]["seq"] if done else 0.0
+
+
+def available_bytes() -> float:
+    """MemAvailable of /proc/meminfo (infinite where there is none)."""
+    try:
+        with open("/proc/meminfo") as f:
+            return next(float(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration):
+        return math.inf
+
+
 def run_row(spec: RuleSpec, s: Shape, T: int, chunk: int, timing: dict, rows: list[dict],
             row_budget: float, left: float) -> dict:
-    """One row, within ``min(row_budget, left)`` seconds; cut or failed rows say why."""
+    """One row, within ``min(row_budget, left)`` seconds and half the available memory (a
+    row killed for memory would take the run with it); cut or failed rows say why."""
     row = {"rule": spec.name, "seq": T, "chunk": chunk if spec.chunked else None}
     cut = [r for r in rows if r["rule"] == spec.name and r["status"] in ("timeout", "skipped")]
     est, limit = estimate_s(rows, spec.name, T, timing), min(row_budget, left)
+    peak, free = estimate_peak(rows, spec.name, T), available_bytes()
     t0 = time.perf_counter()
     if cut:
         row.update(status="skipped", note=f"T={cut[-1]['seq']} was cut")
+    elif peak > free / 2:
+        row.update(status="skipped", note=f"memory: ~{peak / 2**30:.1f} GiB estimated, "
+                   f"{free / 2**30:.1f} GiB available")
     elif left <= 0 or est > limit:
         row.update(status="skipped", note=f"time budget: ~{est:.0f} s estimated, "
                    f"{max(left, 0):.0f} s left, {row_budget:.0f} s per row")
@@ -113,7 +136,10 @@ def run_row(spec: RuleSpec, s: Shape, T: int, chunk: int, timing: dict, rows: li
         OutOfTime.hit = False
         try:
             with deadline(limit):
-                row.update(measure_row(spec, s, T, chunk, timing))
+                measured = measure_row(spec, s, T, chunk, timing)
+            if OutOfTime.hit:  # the alarm fired where Python swallows exceptions (a finalizer)
+                raise OutOfTime()
+            row.update(measured)
         except Exception as e:  # noqa: BLE001 -- one broken row must not sink the run
             if isinstance(e, OutOfTime) or OutOfTime.hit:  # (torch may wrap OutOfTime)
                 which = "row" if row_budget <= left else "total"
@@ -214,10 +240,13 @@ def write_outputs(res: dict, out: Optional[str], plot_path: Optional[str]) -> No
 
 def run(rules: list[str], seqs: list[int], chunk: int, threads: int, budget: float,
         row_budget: float, quick: bool, out: Optional[str], plot_path: Optional[str],
-        verbose: bool = True, command: str = "") -> dict:
-    """Measure every (kind, T) row; writes the JSON and the plot; returns the results."""
+        verbose: bool = True, command: str = "", flush_denormal: bool = False) -> dict:
+    """Measure every (kind, T) row; writes the JSON and the plot; returns the results.
+    ``flush_denormal``: ``torch.set_flush_denormal(True)`` for the run (subnormal floats
+    flushed to zero; it sets the calling thread only, so it acts with one thread)."""
     t_start, load_start = time.perf_counter(), os.getloadavg()[0]
     threads_before = torch.get_num_threads()
+    torch.set_flush_denormal(flush_denormal)
     random.seed(0)
     torch.manual_seed(0)
     torch.set_num_threads(threads)
@@ -228,13 +257,16 @@ def run(rules: list[str], seqs: list[int], chunk: int, threads: int, budget: flo
         for T, sp in ((T, sp) for T in seqs for sp in specs):
             left = budget - (time.perf_counter() - t_start)
             rows.append(r := run_row(sp, s, T, chunk, timing, rows, row_budget, left))
+            if out:  # after every row: a run cut short keeps what it measured
+                atomic_write_text(out, json.dumps({"meta": {"partial": True, "command": command}, "rows": rows}))
             if verbose:
                 print(f"[{time.perf_counter() - t_start:6.1f}s] {r['rule']:13s} T={T:<5d} "
                       f"{r['status']:8s} {fmt_si(r.get('fwdbwd_tok_s'))} tok/s "
                       f"({r['wall_s']:.1f}s) {r.get('note', '')}", file=sys.stderr, flush=True)
     finally:
         torch.set_num_threads(threads_before)
-    meta = {"quick": quick, "rules": [sp.name for sp in specs], "seqs": seqs, "chunk": chunk,
+        torch.set_flush_denormal(False)  # torch's default
+    meta = {"quick": quick, "flush_denormal": flush_denormal, "rules": [sp.name for sp in specs], "seqs": seqs, "chunk": chunk,
             "shape": asdict(s), "dtype": "float32", "mode": "eager", "threads": threads,
             "timing": timing, "budget_s": budget, "row_budget_s": row_budget,
             "cpu_count": os.cpu_count(), "torch": torch.__version__,
@@ -267,6 +299,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--quick", action="store_true", help="toy shapes, T 64,128: seconds")
     ap.add_argument("--json", default=RESULTS, help="JSON output path ('' = none)")
     ap.add_argument("--plot", help="PNG path ('' = none; default: the JSON path, .png)")
+    ap.add_argument("--flush-denormal", action="store_true",
+                    help="flush subnormal floats to zero (torch.set_flush_denormal; acts on one thread only)")
     a = ap.parse_args(argv)
     rules = a.rules.split(",") if a.rules else DEFAULT_RULES
     if [r for r in rules if r not in names]:
@@ -277,7 +311,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     res = run(rules, seqs, a.chunk or (16 if q else 64), a.threads or (1 if q else 2),
               a.budget or (60.0 if q else 1500.0), a.row_budget or (30.0 if q else 240.0), q,
               a.json or None, plot_path or None, command=" ".join(
-                  ["python benchmarks/scaling.py", *(sys.argv[1:] if argv is None else argv)]))
+                  ["python benchmarks/scaling.py", *(sys.argv[1:] if argv is None else argv)]),
+              flush_denormal=a.flush_denormal)
     return 1 if any(r["status"] == "error" for r in res["rows"]) else 0
 
 
