@@ -59,6 +59,7 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 
 import nlc  # noqa: E402
 from benchmarks._harness import fmt_si, format_table, time_call  # noqa: E402
+from benchmarks._measure import first_line, fwd_bwd_fns  # noqa: E402
 from benchmarks._rules import SDPABlock, rule_specs  # noqa: E402
 from benchmarks._shapes import FULL, Shape  # noqa: E402
 from nlc.files import atomic_write_text  # noqa: E402
@@ -100,16 +101,6 @@ def nested_selfmod(s: Shape, chunk: int) -> nn.Module:
         dim=s.d, chunk_size_other=s.selfmod_other, chunk_size_memory=chunk, momentum=0.5))
 
 
-def fwd_bwd(block: Callable[[Tensor], Tensor], x: Tensor, params: list[Tensor]) -> Callable[[], None]:
-    gout = torch.randn_like(x)
-
-    def run() -> None:
-        for p in params:
-            p.grad = None
-        block(x).backward(gout)
-    return run
-
-
 def nested_train(model: nn.Module, x: Tensor) -> Callable[[], None]:
     """nested-learning's step for the self-modifying memory: differentiable read with the slow
     weights, then the explicit no-grad update pass on a fresh fast state."""
@@ -135,7 +126,7 @@ def block_rows(s: Shape, seq: int, chunk: int, compile_rows: bool) -> list[tuple
             block = build()
             x = torch.randn(s.batch, seq, s.d, requires_grad=True)
             run = torch.compile(block, dynamic=False) if compiled else block
-            return fwd_bwd(run, x, list(block.parameters()))
+            return fwd_bwd_fns(run, x, torch.randn_like(x), list(block.parameters()))[1]
         return make
 
     modes = (False, True) if compile_rows else (False,)
@@ -267,7 +258,7 @@ def measure(group: str, impl: str, mode: str, make: Callable, tokens: int, timin
         seconds = timed["median_s"]
         row.update(tok_s=tokens / seconds, seconds=seconds, cpu_wall=timed["cpu_s"] / seconds, params=params)
     except Exception as err:  # noqa: BLE001 - a failing row is a result, reported with its error
-        row["error"] = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:160]}"
+        row["error"] = first_line(err)
     return row
 
 

@@ -151,11 +151,13 @@ def emit(ir: ModelIR) -> str:
                       f"{constant(name)} = {literal(level, 0, len(constant(name)) + 3)}"]
         written.append(name)
     attrs = {layer.name: identifier(layer.name) for layer in ir.layers}
+    schedule = UpdateSchedule.from_ir(ir)
+    sources = {src for layer in ir.layers for _, src in layer.transfers}  # transfer edges read them
     lines += ["", "", "class Model(rt.NLCModel):",
               f"    LAYERS = {literal(tuple(attrs.values()), 4, 9)}",
               f"    ORIGINS = {literal({attrs[layer.name]: _origin(ir, layer) for layer in ir.layers}, 4, 10)}",
               "    # the update schedule (nlc.schedule): the one clock of the levels and optimizer levels",
-              f"    SCHEDULE = {literal(UpdateSchedule.from_ir(ir), 4, 11)}"]
+              f"    SCHEDULE = {literal(schedule, 4, 11)}"]
     nested = _nested_layers(ir)
     if nested:
         lines.append(f"    NESTED = {literal({attrs[a]: attrs[b] for a, b in nested.items()}, 4, 9)}")
@@ -169,8 +171,8 @@ def emit(ir: ModelIR) -> str:
             lines.append(f"        {comment(f'block {layer.block}, repeat {layer.repeat} ({layer.origin})')}")
         target = f"self.{attrs[layer.name]} = "
         lines.append(f"        {target}{literal(_layer_expr(ir, layer), 8, len(target))}")
-    split = _teach_free_prefix(ir, nested)
-    calls = [_layer_call(ir, layer, attrs) for layer in ir.layers]
+    split = _teach_free_prefix(ir, set(schedule.teach), set(nested) | sources)
+    calls = [_layer_call(layer, attrs, sources) for layer in ir.layers]
     if split:
         lines += ["", "    def layers(self, x, state, pos):",
                   "        x, state = self.before_teach(x, state, pos)",
@@ -184,11 +186,10 @@ def emit(ir: ModelIR) -> str:
     return "\n".join(lines)
 
 
-def _layer_call(ir: ModelIR, layer: LayerIR, attrs: dict[str, str]) -> str:
+def _layer_call(layer: LayerIR, attrs: dict[str, str], sources: set[str]) -> str:
     """The line(s) of ``layers`` that call one layer (and keep its output where a transfer
-    edge reads it, validation rule 13)."""
+    edge reads it, validation rule 13; ``sources``: the layers such edges read)."""
     attr = attrs[layer.name]
-    sources = {src for other in ir.layers for _, src in other.transfers}
     names = ", ".join(f"'{n}'" for n in layer.levels)
     lines = ["        before = x"] if layer.name in sources and layer.residual else []
     extra = "".join(f", out_{attrs[src]}" for _, src in layer.transfers)
@@ -199,17 +200,15 @@ def _layer_call(ir: ModelIR, layer: LayerIR, attrs: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def _teach_free_prefix(ir: ModelIR, nested: dict[str, str]) -> int:
+def _teach_free_prefix(ir: ModelIR, teach: set[str], tied: set[str]) -> int:
     """How many leading layers the teach loop may run once over a whole call instead of once
-    per teach segment (NLCModel._segments): none of them holds a level that learns from the
-    task loss, is re-initialised from another level (``nested``), or feeds a transfer edge,
-    so their output and state do not depend on the teach signal. 0 without teaching levels,
-    or when no layer precedes the first teaching one."""
-    teach = set(UpdateSchedule.from_ir(ir).teach)
-    sources = {src for layer in ir.layers for _, src in layer.transfers}
+    per teach segment (NLCModel._segments): none of them holds a level in ``teach`` (those
+    that learn from the task loss) or is ``tied`` (re-initialised from another level, or a
+    transfer edge's source), so their output and state do not depend on the teach signal.
+    0 without teaching levels, or when no layer precedes the first teaching one."""
     count = 0
     for layer in ir.layers:
-        if teach & set(layer.levels) or layer.name in nested or layer.name in sources:
+        if teach & set(layer.levels) or layer.name in tied:
             break
         count += 1
     return count if teach and count < len(ir.layers) else 0

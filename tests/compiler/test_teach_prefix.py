@@ -50,10 +50,10 @@ def test_running_the_teach_free_layers_once_changes_nothing(name):
 def test_the_split_stops_where_a_teach_signal_can_reach(name):
     ir = resolve(load_spec(ROOT / "specs" / f"{name}.yaml"))
     nested = _nested_layers(ir)
-    count = _teach_free_prefix(ir, nested)
     model = nlc.compile(ROOT / "specs" / f"{name}.yaml")
     teach = set(model.schedule.teach)
     sources = {src for layer in ir.layers for _, src in layer.transfers}
+    count = _teach_free_prefix(ir, teach, set(nested) | sources)
     for layer in ir.layers[:count]:
         assert not teach & set(layer.levels) and layer.name not in nested and layer.name not in sources
     if count:
