@@ -23,6 +23,7 @@ exist before the call, and both are in bytes):
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import gc
 import json
@@ -37,6 +38,8 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import torch
 from torch.profiler import ProfilerActivity, profile
+
+from nlc.subnormals import flush_subnormals
 
 MiB = float(1 << 20)
 
@@ -200,3 +203,16 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, st
 
 def finite_positive(values: Iterable[Any]) -> bool:
     return all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in values)
+
+
+def add_subnormals_flag(ap: argparse.ArgumentParser) -> None:
+    """``--keep-subnormals``: measure with subnormal floats kept (torch's default) instead of
+    flushed to zero as nlc's commands run models (:mod:`nlc.subnormals`)."""
+    ap.add_argument("--keep-subnormals", action="store_true",
+                    help="keep subnormal floats (torch's default); default: flushed to zero as `nlc train` runs")
+
+
+def apply_subnormals(keep: bool) -> bool:
+    """Flush subnormals unless ``keep`` (call first in ``main``, before any tensor op: the
+    flag reaches torch's worker threads only then); whether they are flushed."""
+    return not keep and flush_subnormals()

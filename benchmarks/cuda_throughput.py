@@ -8,7 +8,8 @@ cross-entropy + backward + AdamW, on a batch of ``--batch`` x ``--seq`` tokens (
 learn (the difference is what the teach loop costs). float32 with TF32 matmuls allowed (what a
 user gets by default on Hopper: ``torch.set_float32_matmul_precision("high")``). Two warm-up
 steps, then the median of ``--steps`` timed steps (``torch.cuda.synchronize`` around each);
-peak memory is ``torch.cuda.max_memory_allocated``. ``compiled`` rows use
+peak memory is ``torch.cuda.max_memory_allocated``. Subnormal floats are flushed to zero as
+``nlc train`` does (:mod:`nlc.subnormals`; ``--keep-subnormals`` keeps them). ``compiled`` rows use
 ``nlc.compile(compile="default")`` and report the first call (compile) time separately.
 Prints a table and writes ``benchmarks/results/cuda_throughput.json`` (``--out``).
 """
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 
 import nlc
 from nlc.spec.load import bundled_specs
+from nlc.subnormals import flush_subnormals
 
 MODELS = ("transformer", "samba", "titans_lmm", "titans_mac", "hope_attention", "hope")
 COMPILED = ("transformer", "titans_lmm")   # HOPE's torch.compile takes minutes on its own
@@ -83,11 +85,14 @@ def main() -> None:
     ap.add_argument("--no-teach", action="store_true",
                     help="no targets in the forward: task-driven CMS levels keep their state (what the teach loop costs)")
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--keep-subnormals", action="store_true",
+                    help="keep subnormal floats (torch's default); default: flushed to zero as `nlc train` runs")
     args = ap.parse_args()
+    flushed = not args.keep_subnormals and flush_subnormals()  # before any tensor op (nlc.subnormals)
     device = torch.device(args.device)
     torch.set_float32_matmul_precision("high")
     machine = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
-               "torch": torch.__version__, "python": platform.python_version()}
+               "torch": torch.__version__, "python": platform.python_version(), "subnormals_flushed": flushed}
     rows = []
     for name in args.models:
         for compiled in (False, True):

@@ -6,7 +6,8 @@ nested-learning 0.2.0, the versions whose APIs this file calls). Run
 ``--quick``: short sequences, a smoke test); it prints one
 table and writes ``benchmarks/results/peers.json`` (``--json``). A peer that is not
 installed is reported as such and its rows are skipped. fp32, ``--threads`` intra-op
-threads (default 2). Rates are tokens of the whole batch per second, the median of the
+threads (default 2), subnormal floats flushed to zero for every row as nlc's commands run
+models (``--keep-subnormals`` keeps them; :mod:`nlc.subnormals`). Rates are tokens of the whole batch per second, the median of the
 timed calls after a warm-up call (:func:`benchmarks._harness.time_call`: at least 2, until
 10 s); ``x nlc`` = the row's rate / the rate of the
 nlc row of its group, measured in the same run.
@@ -58,7 +59,9 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
     sys.path.insert(0, ROOT)
 
 import nlc  # noqa: E402
-from benchmarks._harness import fmt_si, format_table, time_call  # noqa: E402
+from benchmarks._harness import (  # noqa: E402
+    add_subnormals_flag, apply_subnormals, fmt_si, format_table, time_call,
+)
 from benchmarks._measure import first_line, fwd_bwd_fns  # noqa: E402
 from benchmarks._rules import SDPABlock, rule_specs  # noqa: E402
 from benchmarks._shapes import FULL, Shape  # noqa: E402
@@ -274,7 +277,7 @@ def with_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def run(quick: bool = False, out: Optional[str] = RESULTS, threads: int = 2,
-        compile_rows: bool = True, seqs: tuple[int, ...] = (512,)) -> dict[str, Any]:
+        compile_rows: bool = True, seqs: tuple[int, ...] = (512,), subnormals_flushed: bool = False) -> dict[str, Any]:
     torch.set_num_threads(threads)
     s = Shape(d=64, heads=2, batch=2, deep_hidden=64, selfmod_other=8) if quick else FULL
     seqs, step_seq = ((32,), 32) if quick else (seqs, 512)
@@ -294,7 +297,7 @@ def run(quick: bool = False, out: Optional[str] = RESULTS, threads: int = 2,
         "meta": {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                  "torch": torch.__version__, "threads": threads, "cpus": os.cpu_count(),
                  "machine": platform.machine(), "quick": quick, "load_start": load0,
-                 "load_end": os.getloadavg()[0],
+                 "load_end": os.getloadavg()[0], "subnormals_flushed": subnormals_flushed,
                  "peers": {p: installed(p) for p in PEERS}, "shape": vars(s) if quick else "FULL"},
         "rows": with_ratios(rows),
     }
@@ -324,9 +327,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
     ap.add_argument("--seqs", default="512", help="block lengths, comma-separated (default 512)")
+    add_subnormals_flag(ap)
     args = ap.parse_args(argv)
+    flushed = apply_subnormals(args.keep_subnormals)
     seqs = tuple(int(t) for t in args.seqs.split(","))
-    print(table(run(args.quick, args.json, args.threads, not args.no_compile, seqs)))
+    print(table(run(args.quick, args.json, args.threads, not args.no_compile, seqs, flushed)))
 
 
 if __name__ == "__main__":

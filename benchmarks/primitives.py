@@ -7,7 +7,8 @@ Run::
     python benchmarks/primitives.py --profile titans --seq 2048 --chunk 64   # top ops
 
 Prints a table and writes ``benchmarks/results/primitives.json``. fp32,
-``torch.set_num_threads(2)``, width d = 256 = 4 heads x 64, batch 4, T in {512, 2048},
+``torch.set_num_threads(2)``, subnormal floats flushed to zero as nlc's commands run models
+(``--keep-subnormals`` keeps them; :mod:`nlc.subnormals`), width d = 256 = 4 heads x 64, batch 4, T in {512, 2048},
 chunk in {16, 64}, eager and ``torch.compile`` (inductor), fast (chunked) and reference
 (per-token loop) forms. Every row is a *level block as used in a model*,
 ``x (B, T, d) -> (B, T, d)`` (:mod:`benchmarks._rules`):
@@ -61,7 +62,7 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks._harness import (  # noqa: E402
-    OutOfTime, deadline, fmt_si, peak_alloc_bytes, saved_tensor_bytes,
+    OutOfTime, add_subnormals_flag, apply_subnormals, deadline, fmt_si, peak_alloc_bytes, saved_tensor_bytes,
 )
 from benchmarks._measure import Config, first_line, fwd_bwd_fns, measure  # noqa: E402
 from benchmarks._report import evaluate_targets, find_row, render  # noqa: E402
@@ -170,8 +171,10 @@ def _meta(s: Shape, quick: bool, tiny: bool, specs: list[RuleSpec], **extra) -> 
 def run(quick: bool = False, tiny: bool = False, out: Optional[str] = RESULTS,
         compile: bool = True, backend: Optional[str] = None, only: Optional[list[str]] = None,
         memory: bool = True, verbose: bool = True, threads: Optional[int] = None,
-        budget_s: Optional[float] = None, compile_rules: Optional[list[str]] = None) -> dict:
+        budget_s: Optional[float] = None, compile_rules: Optional[list[str]] = None,
+        subnormals_flushed: bool = False) -> dict:
     """Run the benchmark; returns the result dict and writes it as JSON to ``out``.
+    ``subnormals_flushed`` is recorded (``main`` sets it before any tensor op).
 
     ``budget_s``: wall-clock budget (default 540 s, quick 240 s, tiny 16 s; ``inf`` runs the
     whole grid; see the module docstring). ``only``: rules to run (+ the yardstick);
@@ -245,6 +248,7 @@ def run(quick: bool = False, tiny: bool = False, out: Optional[str] = RESULTS,
     meta = _meta(s, quick, tiny, specs, modes=modes, compile_backend=backend,
                  budget_s=budget, timing=timing, ref_timing=ref_timing,
                  compile_rules=compile_rules)
+    meta["subnormals_flushed"] = subnormals_flushed
     res = {"meta": meta, "rows": rows,
            "targets": evaluate_targets(rows, specs, s, modes, quick)}
     meta["total_s"] = time.perf_counter() - t_start
@@ -296,13 +300,15 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--chunk", type=int, default=64)
     ap.add_argument("--mode", default="eager", choices=["eager", "compile"])
     ap.add_argument("--impl", default="fast", choices=["fast", "reference"])
+    add_subnormals_flag(ap)
     a = ap.parse_args(argv)
+    flushed = apply_subnormals(a.keep_subnormals)
     if a.profile:
         profile_one(a.profile, a.seq, a.chunk, a.mode, a.impl, a.tiny)
         return
     res = run(quick=a.quick, tiny=a.tiny, out=a.out or None, compile=not a.no_compile,
               backend=a.backend, only=a.only, memory=not a.no_memory, budget_s=a.budget,
-              compile_rules=a.compile_only)
+              compile_rules=a.compile_only, subnormals_flushed=flushed)
     sys.exit(1 if any(r.get("status") == "error" for r in res["rows"]) else 0)
 
 

@@ -16,6 +16,9 @@ kinds: linear_attn, delta, gated_delta, titans (deep memory), omega_w4, hope_sel
 cms_chain, and the softmax ``sdpa_block`` as the yardstick (``--rules``: any names of
 :func:`benchmarks._rules.rule_specs`).
 
+Subnormal floats are flushed to zero, as nlc's commands run models (:mod:`nlc.subnormals`);
+``--keep-subnormals`` keeps them (torch's default), which bends the deep memories' curves.
+
 Measurements: peak allocated bytes of one fwd+bwd (:func:`benchmarks._harness.
 peak_alloc_bytes`, allocations made during the call: activations, gradients, workspaces;
 that call doubles as the warm-up), then fwd+bwd tokens/s (B T / median time of
@@ -52,7 +55,8 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks._harness import (  # noqa: E402
-    MiB, OutOfTime, deadline, fmt_si, format_table, peak_alloc_bytes, time_call,
+    MiB, OutOfTime, add_subnormals_flag, apply_subnormals, deadline, fmt_si, format_table, peak_alloc_bytes,
+    time_call,
 )
 from benchmarks._measure import first_line, fwd_bwd_fns  # noqa: E402
 from benchmarks._rules import RuleSpec, rule_specs  # noqa: E402
@@ -240,13 +244,11 @@ def write_outputs(res: dict, out: Optional[str], plot_path: Optional[str]) -> No
 
 def run(rules: list[str], seqs: list[int], chunk: int, threads: int, budget: float,
         row_budget: float, quick: bool, out: Optional[str], plot_path: Optional[str],
-        verbose: bool = True, command: str = "", flush_denormal: bool = False) -> dict:
+        verbose: bool = True, command: str = "", subnormals_flushed: bool = False) -> dict:
     """Measure every (kind, T) row; writes the JSON and the plot; returns the results.
-    ``flush_denormal``: ``torch.set_flush_denormal(True)`` for the run (subnormal floats
-    flushed to zero; it sets the calling thread only, so it acts with one thread)."""
+    ``subnormals_flushed`` is recorded (``main`` sets it before any tensor op)."""
     t_start, load_start = time.perf_counter(), os.getloadavg()[0]
     threads_before = torch.get_num_threads()
-    torch.set_flush_denormal(flush_denormal)
     random.seed(0)
     torch.manual_seed(0)
     torch.set_num_threads(threads)
@@ -265,8 +267,7 @@ def run(rules: list[str], seqs: list[int], chunk: int, threads: int, budget: flo
                       f"({r['wall_s']:.1f}s) {r.get('note', '')}", file=sys.stderr, flush=True)
     finally:
         torch.set_num_threads(threads_before)
-        torch.set_flush_denormal(False)  # torch's default
-    meta = {"quick": quick, "flush_denormal": flush_denormal, "rules": [sp.name for sp in specs], "seqs": seqs, "chunk": chunk,
+    meta = {"quick": quick, "subnormals_flushed": subnormals_flushed, "rules": [sp.name for sp in specs], "seqs": seqs, "chunk": chunk,
             "shape": asdict(s), "dtype": "float32", "mode": "eager", "threads": threads,
             "timing": timing, "budget_s": budget, "row_budget_s": row_budget,
             "cpu_count": os.cpu_count(), "torch": torch.__version__,
@@ -299,9 +300,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--quick", action="store_true", help="toy shapes, T 64,128: seconds")
     ap.add_argument("--json", default=RESULTS, help="JSON output path ('' = none)")
     ap.add_argument("--plot", help="PNG path ('' = none; default: the JSON path, .png)")
-    ap.add_argument("--flush-denormal", action="store_true",
-                    help="flush subnormal floats to zero (torch.set_flush_denormal; acts on one thread only)")
+    add_subnormals_flag(ap)
     a = ap.parse_args(argv)
+    flushed = apply_subnormals(a.keep_subnormals)
     rules = a.rules.split(",") if a.rules else DEFAULT_RULES
     if [r for r in rules if r not in names]:
         ap.error(f"unknown --rules {[r for r in rules if r not in names]}; known: {names}")
@@ -312,7 +313,7 @@ def main(argv: Optional[list[str]] = None) -> int:
               a.budget or (60.0 if q else 1500.0), a.row_budget or (30.0 if q else 240.0), q,
               a.json or None, plot_path or None, command=" ".join(
                   ["python benchmarks/scaling.py", *(sys.argv[1:] if argv is None else argv)]),
-              flush_denormal=a.flush_denormal)
+              subnormals_flushed=flushed)
     return 1 if any(r["status"] == "error" for r in res["rows"]) else 0
 
 

@@ -26,6 +26,7 @@ from typing import Any, Callable
 import torch
 
 from ..files import atomic_write_bytes
+from ..subnormals import flush_subnormals
 
 Log = Callable[[str], None]
 
@@ -79,6 +80,7 @@ def _stderr(line: str) -> None:
 
 
 def _in_worker(fn: Callable[..., dict], args: tuple, threads: int) -> dict:
+    flush_subnormals()  # a spawned process: before its first tensor op (nlc.subnormals)
     torch.set_num_threads(threads)
     return fn(*args, log=_stderr)
 

@@ -11,6 +11,7 @@ from typing import Optional
 import typer
 
 from .. import __version__, limits
+from ..subnormals import flush_subnormals
 from . import compile as compile_cmd, cp, graph, ls, schema, show, validate
 from . import schedule as schedule_cmd
 from . import search as search_cmd
@@ -28,6 +29,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+# the verbs that run models: they flush subnormal floats to zero (nlc.subnormals)
+MODEL_VERBS = frozenset({"train", "generate", "eval", "continual", "search", "bench", "export"})
 
 
 @app.callback()
@@ -49,6 +54,8 @@ def _root(
         raise typer.Exit()
     if ctx.invoked_subcommand is None:
         typer.echo(ctx.get_help())
+    elif ctx.invoked_subcommand in MODEL_VERBS:  # before torch's thread pool exists (nlc.subnormals)
+        flush_subnormals()
 
 
 def set_input_limits(spec_bytes: int | None, model_bytes: int | None) -> None:

@@ -38,6 +38,7 @@ from optuna.trial import TrialState
 
 from ..graph.validate import load_spec, validate
 from ..spec.load import spec_to_yaml
+from ..subnormals import flush_subnormals
 from .budget import check_budget, search_budget
 from .resume import Heartbeat, budget_left, claim, fail_stale_trials, original_number
 from .space import SearchSpace, TrialSpec
@@ -201,6 +202,11 @@ def _train(run: SearchRun, trial: optuna.Trial, text: str, *, single: bool) -> d
     }
 
 
+def _spawned_worker(run: SearchRun, worker: int) -> None:
+    flush_subnormals()  # a spawned process: before its first tensor op (nlc.subnormals)
+    run_worker(run, worker)
+
+
 def run_workers(run: SearchRun, workers: int, first: int = 0) -> list[str]:
     """``workers`` worker processes on this machine (one runs in this process); the names
     of those that exited with an error (their trials are retried by the next run)."""
@@ -209,7 +215,7 @@ def run_workers(run: SearchRun, workers: int, first: int = 0) -> list[str]:
         return []
     open_run_study(run, run.space(), first)  # the budget is checked (and changes printed) once, here
     context = multiprocessing.get_context("spawn")  # torch is not fork-safe
-    processes = [context.Process(target=run_worker, args=(run, first + i), name=f"nlc-search-{first + i}")
+    processes = [context.Process(target=_spawned_worker, args=(run, first + i), name=f"nlc-search-{first + i}")
                  for i in range(workers)]
     for process in processes:
         process.start()
