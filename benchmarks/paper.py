@@ -2,12 +2,13 @@
 
 Run::
 
-    python benchmarks/paper.py --jobs 2   # full: 8 models x 3 seeds + probes, about 50 min on 2 cores
-    python benchmarks/paper.py --quick    # CI size, minutes
-    python benchmarks/paper.py --smoke    # test size, seconds
+    python benchmarks/paper.py --jobs 2 --dry-run   # full: the plan and its expected wall time
+    python benchmarks/paper.py --quick              # CI size, minutes
+    python benchmarks/paper.py --smoke              # test size, seconds
 
-Writes ``docs/results.md``, ``docs/results/paper.json`` and ``docs/results/*.png``; the
-logic lives in :mod:`nlc.bench` (see :mod:`nlc.bench.run` for the protocol).
+Writes into its run folder (``--out``, default ``runs/paper/``: ``results.md``,
+``results/paper.json``, the figures); ``--report docs/results.md`` puts the report there.
+The logic lives in :mod:`nlc.bench` (see :mod:`nlc.bench.run` for the protocol).
 """
 from __future__ import annotations
 

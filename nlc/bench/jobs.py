@@ -1,14 +1,17 @@
 """Units of work of a comparison run, run in worker processes and saved one file each.
 
-A *unit* is one model's whole column set (:func:`.run.model_unit`) or one probe
-(:func:`.probes.probe_unit`); a unit may need the results of others (a probe needs its
-model's chosen lr). :func:`run_units` runs every unit whose needs are met, in the given
-order (put the slowest first), on ``jobs`` worker processes of ``threads`` torch threads
-each (``jobs=1``: in this process), and writes each result to
+A *unit* is one part of one model's columns (:func:`.run.model_units`: its lr grid, one
+seed's LM run, its tasks) or one probe (:func:`.probes.probe_unit`); a unit may need the
+results of others (a seed run and a probe need their model's chosen lr). :func:`run_units`
+runs every unit whose needs are met, in the given order (put the slowest first), on
+``jobs`` worker processes of ``threads`` torch threads each (``jobs=1``: in this
+process), and writes each result to
 ``runs/results/<unit>.json`` atomically the moment it finishes. A unit whose file exists
 with the same *key* (a digest of its function, arguments and ``salt``: the plan, the
 resolved spec, the probe, the needed results) is loaded instead of rerun, so a killed
-run, rerun with the same ``--runs`` folder, loses only the units that were in flight.
+run, rerun with the same run folder (``nlc bench paper --out``), loses only the units that
+were in flight (and their LM runs resume from their checkpoints: :mod:`.lm`); a unit whose
+key changed (any setting of the plan, the spec, the results it needs) is run again.
 """
 from __future__ import annotations
 

@@ -1,19 +1,20 @@
-"""What the paper comparison trains and evaluates: the models and the three run sizes.
+"""What the paper comparison trains and evaluates: the models and the run sizes.
 
 The models (NL-NeurIPS Table 1 rows that nlc bundles, plus the two HOPE ablations) are
 bundled specs; every one is brought to the parameter count of the Transformer at the
 plan's ``reference_width`` (:mod:`.params`), trained on the same data with the same
 seeds, batch, sequence length, step budget and outer optimizer (AdamW, the spec base's
-settings); only the outer learning rate is swept, over the same values for every model.
+settings); only the outer learning rate is chosen per model, from the same starting grid,
+on the held-apart tune split (:mod:`.lr_grid`, :mod:`.tune_split`).
 
 Sizes (``MODES``): ``smoke`` is the default-run test (seconds, two models), ``quick``
 the CI run (minutes, every model, one seed), ``full`` the documented run (every model,
-three seeds, four learning rates, six probes). The full lr grid is 2e-3..1.6e-2 because
-a first full run on 1e-3..4e-3 saw every model choose 4e-3. Measured (docs/results.md):
-the full run took 52.8 minutes on the 2-core machine with ``--jobs 2``, 102 minutes of
-single-thread compute summed; the HOPE variants with the self-modifying memory dominate
-(about 1.1k training tokens/s against the Transformer's 16k), so they start first
-(:data:`COST_ORDER`).
+three seeds, 1,048,576 training tokens per reported run, 81,920 validation tokens), and
+``gpu`` the full protocol sized up for ``--device cuda``. The full grid starts at
+4e-3, 8e-3, 1.6e-2 (the first full run, at 65k tokens, chose 8e-3 or 1.6e-2 for every
+model) and is extended past whichever edge wins. :data:`RATES` holds measured tokens/s
+at the full size, from which :mod:`.budget` estimates the wall time. The HOPE variants
+with the self-modifying memory dominate the cost, so they start first (:data:`COST_ORDER`).
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ..errors import NLCError
+from .lr_grid import check_grid
+from .task_protocol import PAPER_PROTOCOLS, CalibrationSettings, Shape, TaskProtocol
 
 SPECS_DIR = Path(__file__).resolve().parent.parent / "bundled"
 
@@ -78,8 +81,14 @@ CMS_LEVELS = ("cms_fast", "cms_mid", "cms_slow")   # hope.yaml's CMS chain (the 
 
 @dataclass(frozen=True)
 class BenchPlan:
-    """Every size of one comparison run (module doc). Token budget per LM run:
-    ``steps * batch * seq_len``."""
+    """Every size of one comparison run (module doc). Token budget per reported LM run:
+    ``steps * batch * seq_len``; validation tokens scored per evaluation: ``eval_batches *
+    batch * seq_len`` (fixed windows, :func:`nlc.evaluate.lm.evaluate_lm`).
+
+    Learning rate (:mod:`.lr_grid`): the grid ``lrs`` (geometric, ratio ``lr_ratio``) is
+    trained at seed ``seeds[0]`` for ``grid_steps`` (``grid_fraction`` of ``steps``) on the
+    fit tokens and scored on the held-apart tune split (:mod:`.tune_split`), extended past an
+    edge at most ``lr_extensions`` times; every seed then trains ``steps`` at the chosen lr."""
 
     mode: str
     models: tuple[str, ...]             # labels (or spec stems) from MODELS
@@ -90,24 +99,49 @@ class BenchPlan:
     steps: int
     eval_every: int
     eval_batches: int
-    lrs: tuple[float, ...]              # the outer-lr sweep (seed ``seeds[0]``), same for every model
+    lrs: tuple[float, ...]              # the starting outer-lr grid, same for every model
     seeds: tuple[int, ...]
     retrieval_multiples: tuple[int, ...]   # passkey / NIAH lengths, in multiples of seq_len
     retrieval_examples: int
-    task_steps: int                     # MQAR / selective copying training steps
-    task_batch: int
-    mqar_lengths: tuple[int, ...]       # MQAR at length L has L // 16 key-value pairs
-    copy_length: int
-    task_examples: int
+    synthetic: tuple[TaskProtocol, ...]     # MQAR, selective copying, passkey: trained per model (.synthetic)
+    calibration: CalibrationSettings        # their common step budget, fixed on the Transformer (.calibration)
     continual_stream: tuple[str, ...]
     continual_tokens: int               # tokens per stage
     continual_seeds: tuple[int, ...]
     probes: tuple[Probe, ...] = ()
     tolerance: float = 0.05
+    lr_ratio: float = 2.0               # each grid lr is lr_ratio times the last; extensions step by it
+    lr_extensions: int = 3              # at most this many lrs added past the grid's edges
+    grid_fraction: float = 0.25         # the grid runs' share of ``steps``
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        check_grid(self.lrs, self.lr_ratio, self.lr_extensions)
+        if not 0 < self.grid_fraction <= 1:
+            raise NLCError(f"grid_fraction must lie in (0, 1], got {self.grid_fraction}")
 
     @property
     def tokens_per_run(self) -> int:
         return self.steps * self.batch * self.seq_len
+
+    @property
+    def eval_tokens(self) -> int:
+        """Tokens scored by one validation (the same fixed windows at every evaluation)."""
+        return self.eval_batches * self.batch * self.seq_len
+
+    @property
+    def evals_per_run(self) -> int:
+        """Validations of one reported run (every ``eval_every`` steps and at the end)."""
+        return -(-self.steps // self.eval_every)
+
+    @property
+    def grid_steps(self) -> int:
+        """Steps of one learning-rate grid run (``grid_fraction`` of ``steps``, at least 1)."""
+        return max(1, round(self.steps * self.grid_fraction))
+
+    def grid_plan(self) -> "BenchPlan":
+        """The plan of one grid run: ``grid_steps`` steps, validated once, at the end."""
+        return replace(self, steps=self.grid_steps, eval_every=self.grid_steps, models=(), probes=())
 
     def bench_models(self) -> list[BenchModel]:
         """The plan's models; each named by its label or its spec's stem (``hope_no_cms``)."""
@@ -133,7 +167,8 @@ class BenchPlan:
                 f"levels.outer.lr={lr}"]
 
     def to_json(self) -> dict:
-        return {**asdict(self), "tokens_per_run": self.tokens_per_run}
+        return {**asdict(self), "tokens_per_run": self.tokens_per_run, "eval_tokens": self.eval_tokens,
+                "grid_steps": self.grid_steps, "grid_tokens_per_run": self.grid_steps * self.batch * self.seq_len}
 
 
 ALL = tuple(m.label for m in MODELS)
@@ -149,7 +184,7 @@ def bench_model(name: str) -> BenchModel:
 
 
 def _explanation_probes(long_seq: int, factor: int) -> tuple[Probe, ...]:
-    """The ablations of docs/results.md's "Reading these numbers" (issue 6, point 4)."""
+    """The probes of :mod:`.probes`: the token budget, the CMS step, the training length."""
     cms_lr = tuple(f"levels.{level}.update.lr=0.1" for level in CMS_LEVELS)
     return (
         Probe(f"Transformer++, {factor}x tokens", "Transformer++", "budget", f"{factor}x the training steps",
@@ -165,38 +200,71 @@ def _explanation_probes(long_seq: int, factor: int) -> tuple[Probe, ...]:
     )
 
 
+def _tiny_protocols(length: int, tokens_per_step: int, examples: int) -> tuple[TaskProtocol, ...]:
+    """The paper's protocols at a plumbing size (smoke, quick): every task trained and scored
+    at two shapes, the budget calibrated against a 0% target (so every task counts and every
+    model trains on it: these modes check that the protocol runs, not what it finds)."""
+    return (TaskProtocol("mqar", train=(Shape(length, 4),), test=(Shape(2 * length, 8),),
+                         tokens_per_step=tokens_per_step, lr=3e-3, warmup=1, examples=examples),
+            TaskProtocol("copy", train=(Shape(length + 8),), test=(Shape(2 * length),),
+                         tokens_per_step=tokens_per_step, lr=3e-3, warmup=1, examples=examples),
+            TaskProtocol("passkey", train=(Shape(256),), test=(Shape(512),), tokens_per_step=max(256, tokens_per_step),
+                         lr=3e-3, warmup=1, examples=examples))
+
+
+_FULL_SHARED = dict(
+    models=ALL, reference_width=64, heads=4, lrs=(4e-3, 8e-3, 1.6e-2), lr_ratio=2.0, lr_extensions=3,
+    grid_fraction=0.25, seeds=(0, 1, 2), retrieval_multiples=(1, 2, 4, 8), retrieval_examples=10,
+    synthetic=PAPER_PROTOCOLS, calibration=CalibrationSettings(max_steps=4000, eval_every=250),
+    continual_stream=("shakespeare", "pydocs", "sympy", "licences"), continual_tokens=8 * 128 * 16, continual_seeds=(0, 1, 2))
+
 MODES: dict[str, BenchPlan] = {
     "smoke": BenchPlan(
         mode="smoke", models=("Transformer++", "HOPE"), reference_width=16, heads=2, seq_len=32, batch=2,
-        steps=3, eval_every=3, eval_batches=1, lrs=(1e-3,), seeds=(0,), retrieval_multiples=(8,),
-        retrieval_examples=1, task_steps=2, task_batch=2, mqar_lengths=(32,), copy_length=40,
-        task_examples=2, continual_stream=("shakespeare",), continual_tokens=64, continual_seeds=(0,),
+        steps=4, eval_every=4, eval_batches=1, lrs=(1e-3, 2e-3), lr_ratio=2.0, lr_extensions=1, grid_fraction=0.5,
+        seeds=(0,), retrieval_multiples=(8,), retrieval_examples=1,
+        synthetic=_tiny_protocols(32, tokens_per_step=64, examples=2),
+        calibration=CalibrationSettings(max_steps=2, eval_every=2, target=0.0), continual_stream=("shakespeare",), continual_tokens=64, continual_seeds=(0,),
         probes=(Probe("HOPE, seq 64", "HOPE", "context", "sequences of 64 tokens", seq_len=64),)),
     "quick": BenchPlan(
         mode="quick", models=ALL, reference_width=32, heads=2, seq_len=64, batch=4, steps=40,
-        eval_every=20, eval_batches=2, lrs=(1e-3, 3e-3), seeds=(0,), retrieval_multiples=(4, 8),
-        retrieval_examples=4, task_steps=40, task_batch=8, mqar_lengths=(64, 128), copy_length=64,
-        task_examples=16, continual_stream=("shakespeare", "pydocs"), continual_tokens=4 * 64 * 20,
+        eval_every=20, eval_batches=2, lrs=(1e-3, 3e-3), lr_ratio=3.0, lr_extensions=1, grid_fraction=0.5,
+        seeds=(0,), retrieval_multiples=(4, 8),
+        retrieval_examples=4, synthetic=_tiny_protocols(64, tokens_per_step=512, examples=16),
+        calibration=CalibrationSettings(max_steps=20, eval_every=10, target=0.0), continual_stream=("shakespeare", "pydocs"), continual_tokens=4 * 64 * 20,
         continual_seeds=(0,), probes=_explanation_probes(long_seq=256, factor=2)),
-    "full": BenchPlan(
-        mode="full", models=ALL, reference_width=64, heads=4, seq_len=128, batch=8, steps=64,
-        eval_every=16, eval_batches=4, lrs=(2e-3, 4e-3, 8e-3, 1.6e-2), seeds=(0, 1, 2),
-        retrieval_multiples=(1, 2, 4, 8), retrieval_examples=10, task_steps=40, task_batch=8,
-        mqar_lengths=(64, 128, 256), copy_length=128, task_examples=64,
-        continual_stream=("shakespeare", "pydocs", "sympy"), continual_tokens=8 * 128 * 16,
-        continual_seeds=(0, 1, 2), probes=_explanation_probes(long_seq=512, factor=4)),
+    # 4 x 256 tokens a step, 1,024 steps: 1,048,576 training tokens per reported run. 80 validation
+    # batches: 81,920 tokens scored 4 times a run, on random windows (fixed per seed) of the
+    # 252,841-token validation split, which overlap: at least 68,717 distinct tokens for seeds
+    # 0-2 (64 batches cover about 57.2k; tests/bench/test_plan.py counts them). Sequences of 256
+    # let every CMS level of HOPE (periods 16 / 64 / 128) update inside a sequence. No probes:
+    # at this budget one HOPE probe alone costs 3 seeds x 1M tokens (about an hour, RATES).
+    "full": BenchPlan(mode="full", seq_len=256, batch=4, steps=1024, eval_every=256, eval_batches=80,
+                      **_FULL_SHARED),
+    # --device cuda: the full protocol sized up for one GPU (width 128, 8 x 512 tokens a step,
+    # 512 steps: 2,097,152 tokens per run; 20 validation batches, 81,920 tokens). No rates are
+    # measured for it (no GPU where it was written): the estimate says so, and its size is a
+    # starting point, not a tuned budget.
+    "gpu": BenchPlan(mode="gpu", **{**_FULL_SHARED, "reference_width": 128}, seq_len=512, batch=8, steps=512,
+                     eval_every=128, eval_batches=20, device="cuda"),
 }
+SIZED_UP = {"full": "gpu"}   # the mode --device cuda runs instead
 
 
-def plan_for(mode: str, models: tuple[str, ...] | None = None, seeds: int | None = None) -> BenchPlan:
+def plan_for(mode: str, models: tuple[str, ...] | None = None, seeds: int | None = None,
+             device: str = "cpu") -> BenchPlan:
     """The plan of ``mode`` (``smoke`` | ``quick`` | ``full``), optionally on a subset of
     models (keeping the probes of those models) and with ``seeds`` seeds (0 .. seeds-1) for
-    every seeded part instead of the mode's."""
-    if mode not in MODES:
-        raise NLCError(f"unknown benchmark mode {mode!r}: choose one of {', '.join(MODES)}")
+    every seeded part instead of the mode's. ``device="cuda"`` runs the full mode at its GPU
+    size (:data:`SIZED_UP`) and the others at their own size on the GPU."""
+    if mode not in MODES or mode in SIZED_UP.values():
+        raise NLCError(f"unknown benchmark mode {mode!r}: choose one of smoke, quick, full")
+    if device not in ("cpu", "cuda"):
+        raise NLCError(f"unknown device {device!r}: choose cpu or cuda")
     if seeds is not None and seeds < 1:
         raise NLCError(f"--seeds must be at least 1, got {seeds}")
-    plan = MODES[mode]
+    plan = MODES[SIZED_UP.get(mode, mode)] if device == "cuda" else MODES[mode]
+    plan = replace(plan, device=device)
     if models:
         plan = replace(plan, models=tuple(models))
         chosen = {m.label for m in plan.bench_models()}
@@ -204,3 +272,22 @@ def plan_for(mode: str, models: tuple[str, ...] | None = None, seeds: int | None
     if seeds is not None:
         plan = replace(plan, seeds=tuple(range(seeds)), continual_seeds=tuple(range(seeds)))
     return plan
+
+
+# Measured training and evaluation tokens per CPU second of one process on one torch thread, per
+# model, at the full plan's size (RATES_AT), on the 2-core machine (AMD EPYC) while other work
+# kept its load average at 3-7: CPU time, so what one free core does (:func:`.lm.measure_rates`;
+# wall-clock rates under that load were 2-3x lower). The input of the wall-time estimate
+# (:mod:`.budget`). Measured by
+#   nice -n 10 .venv/bin/python -c "from nlc.bench.lm import print_rates; print_rates('full')"
+RATES_AT = {"reference_width": 64, "heads": 4, "seq_len": 256, "batch": 4, "device": "cpu"}
+RATES: dict[str, tuple[float, float]] = {   # label: (train tokens/s, eval tokens/s)
+    "Transformer++": (33138, 103653),
+    "Samba*": (16436, 51708),
+    "Titans (LMM)": (8679, 28031),
+    "Titans (MAC)*": (5218, 14658),
+    "HOPE": (1279, 2392),
+    "HOPE-Attention": (3574, 6602),
+    "HOPE w/o CMS": (3368, 12182),
+    "HOPE, 1-level CMS": (1189, 2241),
+}

@@ -4,7 +4,10 @@
   model (mean over seeds at the model's chosen lr);
 * ``retrieval.png``: zero-shot passkey / NIAH (number, word) accuracy against context
   length, with the training length marked;
-* ``mqar.png``: MQAR accuracy against the number of key-value pairs (length // 16);
+* ``synthetic.png``: the trained synthetic tasks (:mod:`.synthetic`), one panel per task:
+  accuracy at each shape (training shapes shaded, then the longer ones), one line per
+  model (mean over seeds, bars from the lowest to the highest seed), chance dotted, the
+  calibrated budget or "not counted" in the title;
 * ``continual_R_<k>.png``: the continual-learning matrices R (first seed), one panel per
   model, four models per file;
 * ``probes.png``: the probes' bpb curves against their models' main runs, one panel per
@@ -14,13 +17,12 @@ Matplotlib's Agg backend; every file written to a temporary name and renamed int
 """
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 from ..continual.plots import plot_matrices
 from ..figures import new_figure, save_figure
 from .tasks import RETRIEVAL_TASKS
-
-MQAR_LENGTH_PER_PAIR = 16
 
 
 def _figure(width: float, height: float):
@@ -115,19 +117,48 @@ def plot_retrieval(results: dict, path: Path) -> Path:
     return _save(figure, path)
 
 
-def plot_mqar(results: dict, path: Path) -> Path:
-    figure = _figure(6, 4)
-    axes = figure.add_subplot(1, 1, 1)
-    for label, entry in results["models"].items():
-        points = _accuracy_by_length({seed: run["accuracy"] for seed, run in entry["mqar"].items()})
-        axes.plot([n // MQAR_LENGTH_PER_PAIR for n in points], [100 * v for v in points.values()], marker="o",
-                  label=label)
-    axes.set_xlabel("key-value pairs (sequence length / 16)")
-    axes.set_ylabel("accuracy (%)")
+def _synthetic_panel(axes, task: str, info: dict, models: dict) -> None:
+    """One task of :func:`plot_synthetic` on ``axes``."""
+    protocol, calibration = info["protocol"], info["calibration"]
+    shapes = protocol["shapes"]
+    axes.axvspan(-0.5, len(protocol["train"]) - 0.5, color="grey", alpha=0.12, label="training shapes")
+    axes.axhline(100 * info["chance"], color="grey", linestyle=":", label="chance")
+    for label, entry in models.items():
+        runs = list(entry.get("synthetic", {}).get(task, {}).values())
+        if not runs:
+            continue
+        per_shape = [[run["accuracy"][key] for run in runs if run["accuracy"].get(key) is not None] for key in shapes]
+        xs = [i for i, values in enumerate(per_shape) if values]
+        means = [100 * _mean(per_shape[i]) for i in xs]
+        low = [m - 100 * min(per_shape[i]) for m, i in zip(means, xs)]
+        high = [100 * max(per_shape[i]) - m for m, i in zip(means, xs)]
+        axes.errorbar(xs, means, yerr=[low, high], marker="o", markersize=3, capsize=2, label=label)
+    if calibration["counts"]:
+        axes.set_title(f"{task}: budget {calibration['budget']:,} steps")
+    else:
+        axes.set_title(f"{task}: not counted")
+        axes.text(0.5, 0.5, textwrap.fill(calibration["reason"], 45), transform=axes.transAxes, ha="center",
+                  va="center", fontsize=7)
+    axes.set_xticks(range(len(shapes)), shapes, rotation=45, fontsize=7)
+    axes.set_xlim(-0.5, len(shapes) - 0.5)
     axes.set_ylim(-3, 103)
-    axes.set_title("MQAR (trained on the task)")
+    axes.set_xlabel({"mqar": "length x key-value pairs", "passkey": "length (bytes)"}.get(task, "length (tokens)"))
+    axes.set_ylabel("accuracy (%)")
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=7)
+
+
+def plot_synthetic(results: dict, path: Path) -> Path:
+    """``synthetic.png`` (module doc) from ``results["synthetic"]`` (per task: its protocol,
+    calibration and chance) and ``results["models"][label]["synthetic"][task][seed]`` (runs)."""
+    tasks = results["synthetic"]
+    figure = _figure(4.2 * len(tasks), 3.8)
+    for index, (task, info) in enumerate(tasks.items()):
+        _synthetic_panel(figure.add_subplot(1, len(tasks), index + 1), task, info, results["models"])
+    handles = {}
+    for axes in figure.axes:
+        for handle, label in zip(*axes.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    figure.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=5, fontsize=7)
     return _save(figure, path)
 
 
@@ -152,8 +183,9 @@ def plot_continual(results: dict, folder: Path, per_figure: int = 4) -> dict[str
 def write_plots(results: dict, folder: Path) -> dict[str, Path]:
     """Every figure into ``folder``; ``{name: path}``."""
     folder.mkdir(parents=True, exist_ok=True)
+    has = {key: any(entry.get(key) for entry in results["models"].values()) for key in ("retrieval",)}
     return {"bpb_curves": plot_bpb_curves(results, folder / "bpb_curves.png"),
-            "retrieval": plot_retrieval(results, folder / "retrieval.png"),
-            "mqar": plot_mqar(results, folder / "mqar.png"),
+            **({"retrieval": plot_retrieval(results, folder / "retrieval.png")} if has["retrieval"] else {}),
+            **({"synthetic": plot_synthetic(results, folder / "synthetic.png")} if results.get("synthetic") else {}),
             **plot_continual(results, folder),
             **({"probes": plot_probes(results, folder / "probes.png")} if results.get("probes") else {})}

@@ -1,10 +1,8 @@
-"""Probes: the ablations that test the explanations of the comparison (issue 6, point 4).
+"""Probes: ablations that test candidate explanations of the comparison's results.
 
-Where the paper's ordering does not reproduce, ``docs/results.md`` names candidate reasons
-(:func:`.report._reading`): the token budget (models far from converged), the CMS in-context
-step (one GD step of lr 1e-3 per period, too small to move anything), and the training
-length against the chunk sizes (at 128 tokens HOPE's CMS levels update 8 / 2 / 1 times).
-Each :class:`.plan.Probe` changes one of these for one model and keeps the rest: the
+Three candidates a reader of the first edition's table raised: the token budget, the CMS
+in-context step (one GD step of lr 1e-3 per period), and the training length against the
+CMS chunk sizes. Each :class:`.plan.Probe` changes one of these for one model and keeps the rest: the
 parameter match, the outer lr chosen on the main sweep, the seeds and the data. Its record
 holds the same LM runs as the main table's (:class:`.lm.LMRun`), so the report sets each
 probe's validation bpb against its model's main runs, and same-question probes against each

@@ -1,24 +1,38 @@
-"""The paper comparison, end to end: match, sweep, train, evaluate, continual, summarise.
+"""The paper comparison, end to end: match, choose the lr, train, evaluate, continual, summarise.
 
-For every model of the plan (:mod:`.plan`), one unit of work (:func:`model_unit`):
+For every model of the plan (:mod:`.plan`), three kinds of unit of work (:mod:`.jobs`):
 
-1. parameter match to the Transformer at ``reference_width`` (:func:`.params.match_params`);
-2. LM sweep: one ``nlc.train`` run per outer lr at the first seed; the lr with the lowest
-   final validation bpb is the model's lr (:func:`.lm.best_lr`); the other seeds train at it;
-3. zero-shot passkey / NIAH on each seed's LM (:func:`.tasks.retrieval_accuracy`);
-4. MQAR and selective copying: a fresh model per (task, seed) trained on the task
-   (:func:`.tasks.train_on_task`), then scored;
-5. continual LM over the plan's domain stream (:func:`nlc.continual.run_continual`, no
+1. ``<label>`` (:func:`grid_unit`): the parameter match to the Transformer at
+   ``reference_width`` (:func:`.lm.match_for`) and the learning rate: the plan's grid,
+   trained at the first seed for ``grid_steps`` on the fit tokens and scored on the
+   held-apart tune split (:mod:`.tune_split`), extended past a winning edge
+   (:func:`.lr_grid.search_lr`; a diverged point counts as worst);
+2. ``<label> / seed <s>`` (:func:`seed_unit`), one per seed, each needing 1: the reported
+   LM run at the chosen lr (``steps`` on the fit tokens, scored on the corpus validation
+   split) and zero-shot passkey / NIAH on it (:func:`.tasks.retrieval_accuracy`);
+3. ``<label> / tasks`` (:func:`tasks_unit`), needing 1 and every calibration: the
+   synthetic tasks that count (MQAR, selective copying, passkey; a fresh model per task
+   and seed trained for the task's calibrated budget, :func:`.synthetic.train_task`) and
+   continual LM over the plan's domain stream (:func:`nlc.continual.run_continual`, no
    extra baselines: the Transformer row *is* the naive fine-tuning baseline).
 
-Then the probes (:mod:`.probes`): ablations that test the explanations of the results.
-Units run side by side on ``jobs`` processes and are saved as they finish (:mod:`.jobs`).
-Returns one JSON-ready dict with every number (``docs/results/paper.json``); the summary
-(mean ± std, ranks) is :func:`.summary.summarise`.
+Before them, one ``calibrate / <task>`` unit per synthetic task (:func:`calibration_unit`):
+the step budget every model gets, fixed on the Transformer at the matched size
+(:mod:`.calibration`: the first budget at which it reaches the target at the training
+shapes, or "not counted" with the reason). Then the probes (:mod:`.probes`, each needing its model's unit 1). Units run side by side
+on ``jobs`` processes, slowest model first, and are saved as they finish; a rerun with the
+same run folder loads every unit whose key is unchanged, and an interrupted LM run resumes
+from its last checkpoint (:mod:`.lm`). :func:`run_paper` gathers the units into one entry
+per model (``models[label]``: ``match``, ``grid``, ``sweep`` (the grid's runs, scored on
+tune), ``best_lr``, ``lm`` (one run per seed, scored on validation), ``retrieval``,
+``synthetic`` ({task: {seed: run}}), ``continual``), and ``synthetic`` ({task: protocol,
+calibration, chance}); the summary (mean ± std, ranks) is
+:func:`.summary.summarise`.
 """
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -27,126 +41,242 @@ import torch
 from ..continual import run_continual
 from ..continual.domains import load_domains
 from ..data import load_corpus
-from .lm import best_lr, fresh, parameter_count, train_lm
-from .params import match_params, spec_params
+from ..errors import NLCError
+from .budget import estimate, missing_rates
+from .calibration import calibrate_task
 from .jobs import Unit, run_units
+from .lm import fresh, match_for, parameter_count, target_params, train_lm
+from .lr_grid import search_lr
+from .params import ParamMatch
 from .plan import COST_ORDER, MODELS, BenchModel, BenchPlan, bench_model
 from .probes import probe_units
 from .report import machine, write_outputs
 from .stamps import span_seconds, spec_digest, utc_now
 from .summary import summarise
-from .tasks import RETRIEVAL_TASKS, fresh_model, retrieval_accuracy, task_accuracy, train_on_task
+from .synthetic import chance, train_task
+from .tasks import RETRIEVAL_TASKS, retrieval_accuracy
+from .tune_split import RULE, reported_data, tuning_data
 
 Log = Callable[[str], None]
 
 
-def run_and_report(plan: BenchPlan, runs: Path, docs: Path, command: str, threads: int = 1, jobs: int = 1,
+class ReportPathError(NLCError):
+    """A report path the report writer cannot write."""
+
+
+REPORT_NAME = "results.md"  # the report file report.write_outputs writes into its folder
+
+
+def run_and_report(plan: BenchPlan, out: Path, report: Path | None, command: str, threads: int = 1, jobs: int = 1,
                    log: Log = print) -> dict[str, Path]:
-    """Run ``plan`` on ``jobs`` worker processes of ``threads`` torch threads each and write
-    ``docs/results.md``, ``docs/results/paper.json`` and the figures (:func:`.report.write_outputs`).
+    """Run ``plan`` in the run folder ``out`` on ``jobs`` worker processes of ``threads``
+    torch threads each, and write the report to ``report`` (default ``out/results.md``),
+    with ``paper.json`` and the figures in ``results/`` next to it.
 
     One thread per job is the default: these models are small enough that intra-op
     parallelism costs more than it gains, and on a shared machine a spinning second thread
     slows every op down (measured: a 12k-parameter Transformer step takes 1.2 s on 2 threads
     under load, 0.02 s on 1); ``jobs`` = the number of free cores runs models side by side."""
+    report = checked_report_path(report or out / REPORT_NAME)  # fails before the run, not after it
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        results = run_paper(plan, runs, log, jobs=jobs, threads=threads)
+        results = run_paper(plan, out, log, jobs=jobs, threads=threads)
         results["command"] = command
-        return write_outputs(results, docs)
+        return write_report(results, report)
     finally:
         torch.set_num_threads(before)
+
+
+def checked_report_path(report: Path) -> Path:
+    """``report``, when the report writer can write it (:func:`.report.write_outputs` names
+    the report ``results.md`` and puts ``paper.json`` and the figures in ``results/`` beside it)."""
+    if report.name != REPORT_NAME:
+        raise ReportPathError(f"the report is written as {REPORT_NAME}, with paper.json and the figures in results/ "
+                              f"beside it: give a path that ends in {REPORT_NAME} (e.g. --report docs/{REPORT_NAME}), "
+                              f"not {report}")
+    return report
+
+
+def write_report(results: dict, report: Path) -> dict[str, Path]:
+    """The report at ``report`` (a :func:`checked_report_path`) with its JSON and figures."""
+    return write_outputs(results, checked_report_path(report).parent)
 
 
 def run_paper(plan: BenchPlan, runs: Path, log: Log = print, jobs: int = 1, threads: int = 1) -> dict:
     """Run ``plan`` with its training runs and per-unit results under ``runs``
     (:mod:`.jobs`: rerunning with the same ``runs`` resumes); every number, as a dict."""
     started, clock = utc_now(), time.perf_counter()
-    models = plan.bench_models()
+    models = sorted(plan.bench_models(), key=lambda m: COST_ORDER.index(m.label))
     target = target_params(plan)
     log(f"[paper/{plan.mode}] target: {target:,} parameters (Transformer++ at width {plan.reference_width}); "
-        f"{plan.tokens_per_run:,} tokens per LM run; {jobs} job(s) x {threads} thread(s)")
+        f"{jobs} job(s) x {threads} thread(s) on {plan.device}; run folder {runs}")
     settings = plan.settings()
-    units = [Unit(m.label, model_unit, lambda done, m=m: (m.label, settings, target, runs), salt=spec_digest(m))
-             for m in sorted(models, key=lambda m: COST_ORDER.index(m.label))]
-    done = run_units(probe_units(plan, runs) + units, runs, jobs, threads, log)
+    calibrations = [Unit(calibration_name(p.task), calibration_unit, lambda done, p=p: (p.task, settings, target),
+                         salt=spec_digest(REFERENCE)) for p in plan.synthetic]
+    units = [unit for m in models for unit in model_units(m, settings, target, runs)]
+    done = run_units(calibrations + units + probe_units(plan, runs), runs, jobs, threads, log)
+    entries = {m.label: model_entry(m, settings, done) for m in plan.bench_models()}
+    expected = estimate(plan, jobs)
     results: dict = {"plan": plan.to_json(), "target_params": target, "started": started,
                      "machine": {**machine(), "threads": threads, "jobs": jobs},
-                     "models": {m.label: done[m.label] for m in models},
-                     "probes": {p.label: done[p.label] for p in plan.probes}}
-    entries = [*results["models"].values(), *results["probes"].values()]
-    results["started"] = min((e["started"] for e in entries), default=results["started"])  # a resumed run's first start
+                     "estimate": asdict(expected) if expected else {"missing": missing_rates(plan)},
+                     "models": entries, "probes": {p.label: done[p.label] for p in plan.probes},
+                     "synthetic": {p.task: done[calibration_name(p.task)] for p in plan.synthetic}}
+    finished = [*results["models"].values(), *results["probes"].values(), *results["synthetic"].values()]
+    results["started"] = min((e["started"] for e in finished), default=started)  # a resumed run's first start
     results["wall_seconds"] = time.perf_counter() - clock
-    results["span_seconds"] = span_seconds(entries)
-    results["unit_seconds"] = sum(entry["seconds"] for entry in entries)
+    results["span_seconds"] = span_seconds(finished)
+    results["unit_seconds"] = sum(entry["seconds"] for entry in finished)
     results["summary"] = summarise(results)
     return results
 
 
-def model_unit(label: str, plan: BenchPlan, target: int, runs: Path, log: Log = print) -> dict:
-    """Every column of one model (the module doc's steps 1-5), with its compute time."""
+REFERENCE = MODELS[0]   # Transformer++: the model the synthetic tasks' budgets are calibrated on
+
+
+def calibration_name(task: str) -> str:
+    return f"calibrate / {task}"
+
+
+def seed_name(label: str, seed: int) -> str:
+    return f"{label} / seed {seed}"
+
+
+def model_units(model: BenchModel, plan: BenchPlan, target: int, runs: Path) -> list[Unit]:
+    """The units of one model (module doc), in the order they should start."""
+    label, salt = model.label, f"{spec_digest(model)}|{RULE}"  # the spec and the split rule the runs use
+
+    def chosen(done: dict) -> tuple[float, dict]:
+        return done[label]["best_lr"], done[label]["match"]
+
+    grid = Unit(label, grid_unit, lambda done: (label, plan, target, runs), salt=salt)
+    seeds = [Unit(seed_name(label, seed), seed_unit, lambda done, seed=seed: (label, plan, *chosen(done), seed, runs),
+                  needs=(label,), salt=salt) for seed in plan.seeds]
+    calibrated = tuple(calibration_name(p.task) for p in plan.synthetic)
+    tasks = Unit(f"{label} / tasks", tasks_unit,
+                 lambda done: (label, plan, *chosen(done), {n: done[n]["calibration"] for n in calibrated}, runs),
+                 needs=(label, *calibrated), salt=salt)
+    return [grid, *seeds, tasks]
+
+
+def model_entry(model: BenchModel, plan: BenchPlan, done: dict) -> dict:
+    """One model's results, gathered from its units."""
+    label = model.label
+    grid, tasks = done[label], done[f"{label} / tasks"]
+    seeds = [done[seed_name(label, seed)] for seed in plan.seeds]
+    parts = [grid, *seeds, tasks]
+    return {"spec": model.spec, "family": model.family, "match": grid["match"],
+            "params_compiled": seeds[0]["params_compiled"], "grid": grid["grid"], "sweep": grid["sweep"],
+            "best_lr": grid["best_lr"], "lm": [s["lm"] for s in seeds],
+            "retrieval": {task: {str(seed): s["retrieval"][task] for seed, s in zip(plan.seeds, seeds)}
+                          for task in RETRIEVAL_TASKS},
+            "synthetic": tasks["synthetic"], "continual": tasks["continual"],
+            "seconds": sum(p["seconds"] for p in parts), "started": min(p["started"] for p in parts),
+            "finished": max(p["finished"] for p in parts)}
+
+
+def _stamped(body: Callable[[], dict]) -> dict:
     clock, started = time.perf_counter(), utc_now()
-    model = bench_model(label)
-    corpus = load_corpus("shakespeare")
-    domains = load_domains(list(plan.continual_stream), "bytes")
-    entry = _run_model(model, plan, target, corpus, domains, runs, log)
+    entry = body()
     entry.update(seconds=time.perf_counter() - clock, started=started, finished=utc_now())
-    log(f"[paper/{plan.mode}] {label} done in {entry['seconds']:.0f}s")
     return entry
 
 
-def _run_model(model: BenchModel, plan: BenchPlan, target: int, corpus, domains: dict, runs: Path,
-               log: Log) -> dict:
-    match = match_params(model.path, target, tolerance=plan.tolerance, overrides=[f"model.heads={plan.heads}"])
-    log(f"  {model.label}: width {match.width}, MLP hidden {match.hidden}, {match.params:,} parameters "
+def grid_unit(label: str, plan: BenchPlan, target: int, runs: Path, log: Log = print) -> dict:
+    """The parameter match and the learning rate of one model (module doc, unit 1)."""
+    model = bench_model(label)
+    match = match_for(model, plan, target)
+    log(f"  {label}: width {match.width}, MLP hidden {match.hidden}, {match.params:,} parameters "
         f"({match.deviation:+.1%})")
-    first, *others = plan.seeds
-    sweep, nets = [], {}
-    for lr in plan.lrs:
-        record, net = train_lm(model, match, plan, lr, first, corpus, runs)
-        sweep.append(record)
-        nets[lr] = net
-        log(f"    {model.label} lr {lr:g} seed {first}: val bpb {record.val_bpb:.4f} "
-            f"({record.tokens_per_s:.0f} tok/s, {record.seconds:.0f}s)")
-    lr = best_lr(sweep)
-    net = nets[lr]
-    del nets
-    entry = {"spec": model.spec, "family": model.family, "match": match.to_json(),
-             "params_compiled": parameter_count(net), "sweep": [r.to_json() for r in sweep], "best_lr": lr,
-             "lm": [next(r for r in sweep if r.lr == lr).to_json()],
-             "retrieval": {task: {} for task in RETRIEVAL_TASKS}}
-    _retrieval(entry, net, plan, first)
-    for seed in others:
-        record, net = train_lm(model, match, plan, lr, seed, corpus, runs)
-        entry["lm"].append(record.to_json())
-        log(f"    {model.label} lr {lr:g} seed {seed}: val bpb {record.val_bpb:.4f}")
-        _retrieval(entry, net, plan, seed)
-    del net
-    overrides = [*match.overrides, *plan.train_overrides(lr)]
-    entry["mqar"], entry["copy"] = _trained_tasks(model, plan, overrides, log)
-    entry["continual"] = _continual(model, plan, overrides, domains, runs)
-    return entry
+    data, short, seed = tuning_data(load_corpus("shakespeare")), plan.grid_plan(), plan.seeds[0]
+    records = {}
+
+    def score(lr: float) -> float:
+        records[lr], _ = train_lm(model, match, short, lr, seed, data, runs, kind="grid")
+        log(f"    {label} grid lr {lr:g} seed {seed}: tune bpb {records[lr].val_bpb:.4f} "
+            f"({records[lr].tokens_per_s:.0f} tok/s, {records[lr].seconds:.0f}s)")
+        return records[lr].val_bpb
+
+    def body() -> dict:
+        search = search_lr(score, plan.lrs, plan.lr_ratio, plan.lr_extensions)
+        log(f"  {label}: lr {search.best_lr:g}" + ("" if search.bracketed else " (NOT bracketed)")
+            + "".join(f"; {e['reason']}" for e in search.extensions))
+        grid = {**search.to_json(), "seed": seed, "steps": short.steps, "tokens_per_run": short.tokens_per_run,
+                "fraction": plan.grid_fraction, "scored_on": "tune", "split": RULE,
+                "tune_tokens": int(data.val.numel()), "fit_tokens": int(data.train.numel())}
+        return {"match": match.to_json(), "best_lr": search.best_lr, "grid": grid,
+                "sweep": [records[lr].to_json() for lr, _ in search.points]}
+
+    return _stamped(body)
 
 
-def _retrieval(entry: dict, net, plan: BenchPlan, seed: int) -> None:
-    lengths = [m * plan.seq_len for m in plan.retrieval_multiples]
-    for task in RETRIEVAL_TASKS:
-        scores = retrieval_accuracy(net, task, lengths, plan.retrieval_examples, seed)
-        entry["retrieval"][task][str(seed)] = {str(k): v for k, v in scores.items()}
+def seed_unit(label: str, plan: BenchPlan, lr: float, match: dict, seed: int, runs: Path, log: Log = print) -> dict:
+    """One reported LM run and zero-shot retrieval on it (module doc, unit 2)."""
+    def body() -> dict:
+        model = bench_model(label)
+        data = reported_data(load_corpus("shakespeare"))
+        record, net = train_lm(model, ParamMatch.from_json(match), plan, lr, seed, data, runs)
+        log(f"    {label} lr {lr:g} seed {seed}: val bpb {record.val_bpb:.4f} ({record.tokens_per_s:.0f} tok/s, "
+            f"{record.seconds:.0f}s" + (f", resumed at step {record.resumed_at}" if record.resumed_at else "") + ")")
+        lengths = [m * plan.seq_len for m in plan.retrieval_multiples]
+        retrieval = {task: {str(k): v for k, v in retrieval_accuracy(net, task, lengths, plan.retrieval_examples,
+                                                                    seed).items()}
+                     for task in RETRIEVAL_TASKS}
+        return {"lm": record.to_json(), "params_compiled": parameter_count(net), "retrieval": retrieval}
+
+    return _stamped(body)
 
 
-def _trained_tasks(model: BenchModel, plan: BenchPlan, overrides: list[str], log: Log) -> tuple[dict, dict]:
-    mqar, copy = {}, {}
+def calibration_unit(task: str, plan: BenchPlan, target: int, log: Log = print) -> dict:
+    """The step budget of one synthetic task, on the Transformer at the matched size (module doc)."""
+    def body() -> dict:
+        protocol = next(p for p in plan.synthetic if p.task == task)
+        found = calibrate_task(REFERENCE.path, _task_overrides(match_for(REFERENCE, plan, target), plan), protocol,
+                               plan.calibration, seed=plan.seeds[0], device=plan.device, log=log)
+        log(f"  {task}: " + ("counts" if found.counts else "NOT counted") + f": {found.reason}")
+        return {"protocol": protocol.to_json(), "calibration": found.to_json(), "chance": chance(task)}
+
+    return _stamped(body)
+
+
+def _task_overrides(match: ParamMatch, plan: BenchPlan) -> list[str]:
+    return [*match.overrides, f"model.heads={plan.heads}"]
+
+
+def tasks_unit(label: str, plan: BenchPlan, lr: float, match: dict, calibrations: dict, runs: Path,
+               log: Log = print) -> dict:
+    """The synthetic tasks and continual LM of one model (module doc, unit 3)."""
+    def body() -> dict:
+        model = bench_model(label)
+        matched = ParamMatch.from_json(match)
+        synthetic = {p.task: _synthetic_runs(model, plan, matched, p, calibrations[calibration_name(p.task)], log)
+                     for p in plan.synthetic}
+        domains = load_domains(list(plan.continual_stream), "bytes")
+        overrides = [*matched.overrides, *plan.train_overrides(lr)]
+        return {"synthetic": synthetic, "continual": _continual(model, plan, overrides, domains, runs)}
+
+    return _stamped(body)
+
+
+def _synthetic_runs(model: BenchModel, plan: BenchPlan, match: ParamMatch, protocol, calibration: dict,
+                    log: Log) -> dict:
+    """``{seed: run}`` of one task at its calibrated budget ({} when the task does not count).
+    The Transformer's first seed is the calibration's confirmed run (the same model, seed,
+    protocol and budget), not trained twice."""
+    if not calibration["counts"]:
+        return {}
+    runs = {}
     for seed in plan.seeds:
-        for task, lengths, into in (("mqar", plan.mqar_lengths, mqar), ("copy", (plan.copy_length,), copy)):
-            net = fresh_model(model.path, overrides, seed)
-            losses = train_on_task(net, task, lengths, plan.task_steps, plan.task_batch, seed)
-            accuracy = task_accuracy(net, task, lengths, plan.task_examples, seed)
-            into[str(seed)] = {"accuracy": {str(k): v for k, v in accuracy.items()},
-                               "final_loss": losses[-1] if losses else None}
-            log(f"    {model.label} {task} seed {seed}: " + ", ".join(f"{k}: {v:.2f}" for k, v in accuracy.items()))
-    return mqar, copy
+        if model.label == REFERENCE.label and seed == plan.seeds[0] and calibration["reference"]:
+            run = calibration["reference"]
+        else:
+            run = train_task(model.path, _task_overrides(match, plan), protocol, seed, calibration["budget"],
+                             plan.device)
+        runs[str(seed)] = run
+        log(f"    {model.label} {protocol.task} seed {seed}: " + ", ".join(f"{k}: {v:.2f}" for k, v in
+                                                                           run["accuracy"].items()))
+    return runs
 
 
 def _continual(model: BenchModel, plan: BenchPlan, overrides: list[str], domains: dict, runs: Path) -> list[dict]:
@@ -158,9 +288,3 @@ def _continual(model: BenchModel, plan: BenchPlan, overrides: list[str], domains
                                corpora=domains, check_finite=False)
         records.append({"seed": seed, **run.to_json()})
     return records
-
-
-def target_params(plan: BenchPlan) -> int:
-    """The parameter count every model is matched to: Transformer++ at ``reference_width``."""
-    return spec_params(MODELS[0].path, [f"model.heads={plan.heads}", f"model.width={plan.reference_width}"])
-

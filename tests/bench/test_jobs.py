@@ -74,3 +74,63 @@ def test_unmet_and_circular_needs_are_errors(tmp_path):
 def test_unit_files_have_safe_names(tmp_path):
     assert unit_path(tmp_path, "HOPE, 1-level CMS").name == "HOPE_1-level_CMS.json"
     assert unit_path(tmp_path, "Titans (MAC)*").name == "Titans_MAC.json"
+
+
+def settings_unit(plan, calls: str, log=print) -> dict:
+    """A unit body keyed by a plan's settings, as every model unit of the comparison is."""
+    with open(calls, "a", encoding="utf-8") as handle:
+        handle.write(f"{plan.eval_batches}\n")
+    return {"eval_batches": plan.eval_batches}
+
+
+def test_a_changed_plan_setting_reruns_the_unit_instead_of_loading_it(tmp_path):
+    from dataclasses import replace
+
+    from nlc.bench.plan import MODES
+
+    calls, plan = tmp_path / "calls.txt", MODES["smoke"].settings()
+
+    def units(settings):
+        return [Unit("HOPE", settings_unit, lambda done: (settings, str(calls)))]
+
+    run_units(units(plan), tmp_path, log=lambda line: None)
+    run_units(units(plan), tmp_path, log=lambda line: None)
+    assert _calls(calls) == [1]  # same settings: loaded
+    done = run_units(units(replace(plan, eval_batches=3)), tmp_path, log=lambda line: None)
+    assert done["HOPE"] == {"eval_batches": 3} and _calls(calls) == [1, 3]
+    run_units(units(replace(plan, grid_fraction=0.25)), tmp_path, log=lambda line: None)
+    assert _calls(calls) == [1, 3, 1]  # a setting no result shows still makes a new key
+
+
+def test_an_lm_run_folder_resumes_only_the_same_run(tmp_path):
+    """A finished run is loaded from its checkpoint; a changed budget (which nlc.train would
+    happily continue) or data starts afresh in an emptied folder."""
+    from dataclasses import replace
+
+    import torch
+
+    from nlc.bench.lm import KEY_FILE, run_dir, train_lm
+    from nlc.bench.params import ParamMatch
+    from nlc.bench.plan import MODES, bench_model
+    from nlc.bench.tune_split import LMData
+
+    tokens = torch.randint(0, 256, (6000,), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    starts = torch.zeros(1, dtype=torch.long)
+    data = LMData("noise", "a" * 64, "val", tokens[:5000], tokens[5000:], 256, 5000, 1000, starts, starts)
+    model, plan = bench_model("transformer"), replace(MODES["smoke"], steps=2, eval_every=2)
+    match = ParamMatch("transformer", 1, 16, None, 1, ("model.heads=2", "model.width=16"))
+
+    def run(plan, data):
+        record, _ = train_lm(model, match, plan, 1e-3, 0, data, tmp_path)
+        return record
+
+    first = run(plan, data)
+    assert first.resumed_at == 0 and [row[0] for row in first.curve] == [2]
+    again = run(plan, data)
+    assert again.resumed_at == 2 and again.val_bpb == first.val_bpb and again.curve == first.curve
+    longer = run(replace(plan, steps=3, eval_every=3), data)
+    assert longer.resumed_at == 0 and [row[0] for row in longer.curve] == [3]
+    other = run(replace(plan, steps=3, eval_every=3), replace(data, sha256="b" * 64))
+    assert other.resumed_at == 0
+    folder = run_dir(tmp_path, model, "lm", 1e-3, 0)
+    assert len((folder / KEY_FILE).read_text()) == 64 and (folder / "checkpoint").is_dir()

@@ -1,4 +1,4 @@
-"""Parameter matching (nlc.bench.params), seed aggregation and lr choice: fast, no training."""
+"""Parameter matching (nlc.bench.params) and lr choice: fast, no training (seed statistics: test_aggregate.py)."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,6 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from nlc.bench import MODELS, ParamMatchError, match_params, spec_params
-from nlc.bench.aggregate import mean_std, ranked
 from nlc.bench.lm import LMRun, best_lr
 from nlc.bench.params import _nearest_hidden
 
@@ -51,26 +50,6 @@ def test_nearest_hidden_is_the_brute_force_argmin(slope, offset, target, high):
     best = _nearest_hidden(count, target, high)
     gaps = [abs(math.log(count(h) / target)) for h in range(1, high + 1)]
     assert abs(math.log(count(best) / target)) == pytest.approx(min(gaps))
-
-
-def test_mean_std_is_the_sample_statistic_and_skips_missing():
-    stat = mean_std([1.0, None, 3.0])
-    assert (stat.mean, stat.std, stat.n) == (2.0, pytest.approx(math.sqrt(2.0)), 2)
-    assert mean_std([None]).mean is None
-    assert mean_std([5.0]).std == 0.0
-
-
-@given(st.dictionaries(st.sampled_from("abcdef"), st.lists(st.floats(0, 1), min_size=1, max_size=3),
-                       min_size=1), st.booleans())
-def test_ranks_order_the_means_and_ties_share_the_best_rank(values, higher):
-    stats = ranked(values, higher_is_better=higher)
-    for a in stats.values():
-        for b in stats.values():
-            if a.mean == b.mean:
-                assert a.rank == b.rank
-            elif (a.mean > b.mean) == higher:
-                assert a.rank < b.rank
-    assert min(s.rank for s in stats.values()) == 1
 
 
 def test_best_lr_takes_the_lowest_bpb_and_a_diverged_run_never_wins():

@@ -1,11 +1,22 @@
-"""The comparison's plans: probes keep the token budget, name known models, follow a
-``--models`` subset; unknown names and impossible lengths are clear errors."""
+"""The comparison's plans: the full budgets learn (1M training tokens per reported run, 64k
+distinct validation tokens, three seeds), the GPU profile sizes up, the lr grids are geometric,
+probes keep the token budget, name known models, follow a ``--models`` subset; the wall-time
+estimate adds up; unknown names and impossible lengths are clear errors."""
 from __future__ import annotations
 
-import pytest
+from dataclasses import replace
 
-from nlc.bench.plan import COST_ORDER, MODELS, MODES, Probe, bench_model, plan_for
+import pytest
+import torch
+
+from nlc.bench import budget
+from nlc.bench.lr_grid import LRGridError
+from nlc.bench.plan import COST_ORDER, MODELS, MODES, RATES_AT, Probe, bench_model, plan_for
+from nlc.data import sample_batch
 from nlc.errors import NLCError
+from nlc.training.config import step_seed
+
+SHAKESPEARE_VAL = 252_841  # validation tokens of shakespeare (bytes): docs/data.md
 
 
 @pytest.mark.parametrize("mode", list(MODES))
@@ -25,10 +36,79 @@ def test_cost_order_covers_every_model():
 
 
 def test_a_model_subset_keeps_only_its_probes():
-    plan = plan_for("full", ("transformer", "hope_no_cms"))
+    plan = plan_for("quick", ("transformer", "hope_no_cms"))
     assert {p.model for p in plan.probes} == {"Transformer++", "HOPE w/o CMS"}
     assert len(plan.probes) == 3
     assert [m.label for m in plan.bench_models()] == ["Transformer++", "HOPE w/o CMS"]
+
+
+def _distinct_scored(plan, seed: int, split_tokens: int) -> int:
+    """Distinct positions of a split that nlc.train's validation scores (evaluate_lm's draws)."""
+    generator = torch.Generator().manual_seed(step_seed(seed, 0))
+    positions = torch.arange(split_tokens)
+    scored = [sample_batch(positions, plan.batch, plan.seq_len, generator)[1] for _ in range(plan.eval_batches)]
+    return torch.cat(scored).unique().numel()
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_the_full_budgets_learn(device):
+    plan = plan_for("full", device=device)
+    assert plan.tokens_per_run >= 2**20 and plan.eval_tokens >= 2**16
+    assert plan.seeds == (0, 1, 2) and plan.continual_seeds == (0, 1, 2)
+    assert plan.models == tuple(m.label for m in MODELS)
+    for seed in plan.seeds:  # the windows overlap: the distinct tokens scored are what counts
+        assert _distinct_scored(plan, seed, SHAKESPEARE_VAL) >= 2**16
+    assert plan.grid_steps == plan.steps // 4 and plan.grid_plan().eval_every == plan.grid_steps
+    assert plan.steps % plan.eval_every == 0 and plan.evals_per_run == 4
+
+
+def test_cuda_sizes_the_full_run_up_and_keeps_the_small_modes():
+    cpu, gpu = plan_for("full"), plan_for("full", device="cuda")
+    assert (gpu.mode, gpu.device, cpu.device) == ("gpu", "cuda", "cpu")
+    assert gpu.tokens_per_run == 2 * cpu.tokens_per_run and gpu.reference_width == 2 * cpu.reference_width
+    assert gpu.settings() != cpu.settings()  # so no unit of one is ever loaded for the other
+    quick = plan_for("quick", device="cuda")
+    assert quick.device == "cuda" and replace(quick, device="cpu") == MODES["quick"]
+    with pytest.raises(NLCError, match="unknown device 'tpu'"):
+        plan_for("full", device="tpu")
+    with pytest.raises(NLCError, match="unknown benchmark mode 'gpu'"):
+        plan_for("gpu")
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_every_lr_grid_is_geometric_with_its_ratio(mode):
+    plan = MODES[mode]
+    assert all(b / a == pytest.approx(plan.lr_ratio) for a, b in zip(plan.lrs, plan.lrs[1:]))
+    with pytest.raises(LRGridError, match="not geometric"):
+        replace(plan, lrs=(1e-3, 1.5e-3, 4e-3))
+
+
+def test_the_estimate_adds_up_the_measured_rates(monkeypatch):
+    plan = plan_for("full", ("transformer", "hope"), seeds=1)
+    rates = {"Transformer++": (1024.0, 4096.0), "HOPE": (512.0, 1024.0)}
+    monkeypatch.setattr(budget, "RATES", rates)
+    found = budget.estimate(plan, jobs=1)
+    continual = 4 * 16_384  # 1 seed x 4 stages x tokens per stage
+    tasks = 1 * 4000 * (4096 + 4096 + 8192)  # 1 seed x the calibration's step cap x each task's tokens a step
+    for label, (train_rate, eval_rate) in rates.items():
+        grid = 3 * (256 * 1024 / train_rate + 81_920 / eval_rate)
+        seed = 1024 * 1024 / train_rate + 4 * 81_920 / eval_rate
+        continual_evals = 1 * 4 * 5 * 81_920 / eval_rate  # each stage: every domain, and its own run's
+        assert found.per_model[label] == pytest.approx(grid + seed + (continual + tasks) / train_rate + continual_evals)
+    assert found.wall == pytest.approx(found.compute) and found.compute == pytest.approx(sum(found.per_model.values()))
+    two = budget.estimate(plan, jobs=2)
+    assert two.wall == pytest.approx(max(two.compute / 2, found.per_model["HOPE"]))  # one seed: HOPE's chain
+    assert two.worst_wall > two.wall
+    assert budget.estimate(plan_for("quick"), jobs=1) is None
+    assert "measured at another size: reference_width 32 (measured: 64)" in budget.missing_rates(plan_for("quick"))
+    monkeypatch.setattr(budget, "RATES", {})
+    assert budget.missing_rates(plan) == "no measured rate for Transformer++, HOPE"
+
+
+def test_the_rates_are_measured_at_the_full_size():
+    plan = plan_for("full")
+    assert {key: getattr(plan, key) for key in RATES_AT} == RATES_AT
+    assert budget.missing_rates(plan) is None  # every model of the full run has a measured rate
 
 
 def test_bad_names_and_lengths_are_clear_errors():

@@ -1,5 +1,5 @@
 """Every bundled spec and Table 6 ablation trains finitely at every outer learning rate of the
-paper benchmark's grid, at a tiny size (width 32, 2 heads, one block repetition, batch 4 x 32
+stability sweep's grid (``benchmarks/stability.py``: 2e-3 .. 1.6e-2), at a tiny size (width 32, 2 heads, one block repetition, batch 4 x 32
 bytes of Shakespeare, 6 steps, the spec's own optimizer levels, nothing clipped or added).
 
 The sweep at the bench size, 3 seeds and 64 steps is ``benchmarks/stability.py`` (its results:
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import nlc
-from nlc.bench.plan import MODES
+from benchmarks.stability import LRS
 from nlc.data import load_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,7 +30,7 @@ def corpus():
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_every_lr_of_the_grid_trains_finitely(spec, corpus, tmp_path):
-    for lr in MODES["full"].lrs:
+    for lr in LRS:
         result = nlc.train(spec, data=corpus, out=tmp_path / f"lr{lr:g}", steps=6, seed=0, progress=False,
                            overrides=[*TINY, f"levels.outer.lr={lr}"])
         losses = [r["loss"] for r in result.metrics if r["kind"] == "train"]
