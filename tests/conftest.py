@@ -43,6 +43,9 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+    # a model verb invoked in-process (CliRunner) flushes subnormals for the process
+    # (nlc.subnormals); the tests after it compute with torch's default numerics
+    torch.set_flush_denormal(False)
 
 
 @pytest.fixture(autouse=True)

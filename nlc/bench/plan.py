@@ -114,6 +114,8 @@ class BenchPlan:
     lr_extensions: int = 3              # at most this many lrs added past the grid's edges
     grid_fraction: float = 0.25         # the grid runs' share of ``steps``
     device: str = "cpu"
+    task_width: int | None = None       # the Transformer width that fixes the synthetic tasks' parameter
+                                        # target (None: reference_width); every model is matched to it there
 
     def __post_init__(self) -> None:
         check_grid(self.lrs, self.lr_ratio, self.lr_extensions)
@@ -142,6 +144,10 @@ class BenchPlan:
     def grid_plan(self) -> "BenchPlan":
         """The plan of one grid run: ``grid_steps`` steps, validated once, at the end."""
         return replace(self, steps=self.grid_steps, eval_every=self.grid_steps, models=(), probes=())
+
+    def task_plan(self) -> "BenchPlan":
+        """The plan the synthetic tasks' parameter match uses (``task_width`` as reference)."""
+        return replace(self, reference_width=self.task_width or self.reference_width, models=(), probes=())
 
     def bench_models(self) -> list[BenchModel]:
         """The plan's models; each named by its label or its spec's stem (``hope_no_cms``)."""
@@ -215,7 +221,7 @@ def _tiny_protocols(length: int, tokens_per_step: int, examples: int) -> tuple[T
 _FULL_SHARED = dict(
     models=ALL, reference_width=64, heads=4, lrs=(4e-3, 8e-3, 1.6e-2), lr_ratio=2.0, lr_extensions=3,
     grid_fraction=0.25, seeds=(0, 1, 2), retrieval_multiples=(1, 2, 4, 8), retrieval_examples=10,
-    synthetic=PAPER_PROTOCOLS, calibration=CalibrationSettings(max_steps=4000, eval_every=250),
+    synthetic=PAPER_PROTOCOLS, calibration=CalibrationSettings(max_steps=4000, eval_every=250), task_width=128,
     continual_stream=("shakespeare", "pydocs", "sympy", "licences"), continual_tokens=8 * 128 * 16, continual_seeds=(0, 1, 2))
 
 MODES: dict[str, BenchPlan] = {

@@ -112,7 +112,7 @@ def run_paper(plan: BenchPlan, runs: Path, log: Log = print, jobs: int = 1, thre
     log(f"[paper/{plan.mode}] target: {target:,} parameters (Transformer++ at width {plan.reference_width}); "
         f"{jobs} job(s) x {threads} thread(s) on {plan.device}; run folder {runs}")
     settings = plan.settings()
-    calibrations = [Unit(calibration_name(p.task), calibration_unit, lambda done, p=p: (p.task, settings, target),
+    calibrations = [Unit(calibration_name(p.task), calibration_unit, lambda done, p=p: (p.task, settings),
                          salt=spec_digest(REFERENCE)) for p in plan.synthetic]
     units = [unit for m in models for unit in model_units(m, settings, target, runs)]
     done = run_units(calibrations + units + probe_units(plan, runs), runs, jobs, threads, log)
@@ -228,16 +228,23 @@ def seed_unit(label: str, plan: BenchPlan, lr: float, match: dict, seed: int, ru
     return _stamped(body)
 
 
-def calibration_unit(task: str, plan: BenchPlan, target: int, log: Log = print) -> dict:
-    """The step budget of one synthetic task, on the Transformer at the matched size (module doc)."""
+def calibration_unit(task: str, plan: BenchPlan, log: Log = print) -> dict:
+    """The step budget of one synthetic task, on the Transformer at the tasks' reference width
+    (module doc)."""
     def body() -> dict:
         protocol = next(p for p in plan.synthetic if p.task == task)
-        found = calibrate_task(REFERENCE.path, _task_overrides(match_for(REFERENCE, plan, target), plan), protocol,
+        found = calibrate_task(REFERENCE.path, _task_overrides(_task_match(REFERENCE, plan), plan), protocol,
                                plan.calibration, seed=plan.seeds[0], device=plan.device, log=log)
         log(f"  {task}: " + ("counts" if found.counts else "NOT counted") + f": {found.reason}")
         return {"protocol": protocol.to_json(), "calibration": found.to_json(), "chance": chance(task)}
 
     return _stamped(body)
+
+
+def _task_match(model: BenchModel, plan: BenchPlan) -> ParamMatch:
+    """``model`` matched to the Transformer at the synthetic tasks' width (``plan.task_width``)."""
+    tasks = plan.task_plan()
+    return match_for(model, tasks, target_params(tasks))
 
 
 def _task_overrides(match: ParamMatch, plan: BenchPlan) -> list[str]:
@@ -249,11 +256,11 @@ def tasks_unit(label: str, plan: BenchPlan, lr: float, match: dict, calibrations
     """The synthetic tasks and continual LM of one model (module doc, unit 3)."""
     def body() -> dict:
         model = bench_model(label)
-        matched = ParamMatch.from_json(match)
-        synthetic = {p.task: _synthetic_runs(model, plan, matched, p, calibrations[calibration_name(p.task)], log)
+        task_match = _task_match(model, plan) if plan.synthetic else None
+        synthetic = {p.task: _synthetic_runs(model, plan, task_match, p, calibrations[calibration_name(p.task)], log)
                      for p in plan.synthetic}
         domains = load_domains(list(plan.continual_stream), "bytes")
-        overrides = [*matched.overrides, *plan.train_overrides(lr)]
+        overrides = [*ParamMatch.from_json(match).overrides, *plan.train_overrides(lr)]
         return {"synthetic": synthetic, "continual": _continual(model, plan, overrides, domains, runs)}
 
     return _stamped(body)

@@ -19,6 +19,7 @@ from .data import data_app
 from . import train as train_cmd, generate as generate_cmd, eval as eval_cmd, continual as continual_cmd
 from .bench import bench_app
 from . import export as export_cmd
+from . import deploy as deploy_cmd
 from .runs import runs_app
 
 app = typer.Typer(
@@ -32,7 +33,7 @@ app = typer.Typer(
 
 
 # the verbs that run models: they flush subnormal floats to zero (nlc.subnormals)
-MODEL_VERBS = frozenset({"train", "generate", "eval", "continual", "search", "bench", "export"})
+MODEL_VERBS = frozenset({"train", "generate", "eval", "continual", "deploy", "search", "bench", "export"})
 
 
 @app.callback()
@@ -87,6 +88,7 @@ app.command("train", epilog=train_cmd.EPILOG)(train_cmd.train_verb)
 app.command("generate", epilog=generate_cmd.EPILOG)(generate_cmd.generate_verb)
 app.command("eval", epilog=eval_cmd.EPILOG)(eval_cmd.eval_verb)
 app.command("continual", epilog=continual_cmd.EPILOG)(continual_cmd.continual_verb)
+app.command("deploy", epilog=deploy_cmd.EPILOG)(deploy_cmd.deploy_verb)
 app.add_typer(bench_app, name="bench")
 app.add_typer(runs_app, name="runs")
 app.command("export", epilog=export_cmd.EPILOG)(export_cmd.export_verb)
