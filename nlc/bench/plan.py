@@ -116,6 +116,9 @@ class BenchPlan:
     device: str = "cpu"
     task_width: int | None = None       # the Transformer width that fixes the synthetic tasks' parameter
                                         # target (None: reference_width); every model is matched to it there
+    deploy_domain: str = "pydocs"       # deployment (nlc.continual.deployment): the unseen domain streamed
+    deploy_tokens: int = 0              # tokens per stream row (0: no deployment), in segments of seq_len
+    deploy_streams: int = 1
 
     def __post_init__(self) -> None:
         check_grid(self.lrs, self.lr_ratio, self.lr_extensions)
@@ -222,6 +225,7 @@ _FULL_SHARED = dict(
     models=ALL, reference_width=64, heads=4, lrs=(4e-3, 8e-3, 1.6e-2), lr_ratio=2.0, lr_extensions=3,
     grid_fraction=0.25, seeds=(0, 1, 2), retrieval_multiples=(1, 2, 4, 8), retrieval_examples=10,
     synthetic=PAPER_PROTOCOLS, calibration=CalibrationSettings(max_steps=4000, eval_every=250), task_width=128,
+    deploy_tokens=16_384, deploy_streams=2,
     continual_stream=("shakespeare", "pydocs", "sympy", "licences"), continual_tokens=8 * 128 * 16, continual_seeds=(0, 1, 2))
 
 MODES: dict[str, BenchPlan] = {
@@ -230,14 +234,15 @@ MODES: dict[str, BenchPlan] = {
         steps=4, eval_every=4, eval_batches=1, lrs=(1e-3, 2e-3), lr_ratio=2.0, lr_extensions=1, grid_fraction=0.5,
         seeds=(0,), retrieval_multiples=(8,), retrieval_examples=1,
         synthetic=_tiny_protocols(32, tokens_per_step=64, examples=2),
-        calibration=CalibrationSettings(max_steps=2, eval_every=2, target=0.0), continual_stream=("shakespeare",), continual_tokens=64, continual_seeds=(0,),
+        calibration=CalibrationSettings(max_steps=2, eval_every=2, target=0.0), deploy_tokens=64, continual_stream=("shakespeare",), continual_tokens=64, continual_seeds=(0,),
         probes=(Probe("HOPE, seq 64", "HOPE", "context", "sequences of 64 tokens", seq_len=64),)),
     "quick": BenchPlan(
         mode="quick", models=ALL, reference_width=32, heads=2, seq_len=64, batch=4, steps=40,
         eval_every=20, eval_batches=2, lrs=(1e-3, 3e-3), lr_ratio=3.0, lr_extensions=1, grid_fraction=0.5,
         seeds=(0,), retrieval_multiples=(4, 8),
         retrieval_examples=4, synthetic=_tiny_protocols(64, tokens_per_step=512, examples=16),
-        calibration=CalibrationSettings(max_steps=20, eval_every=10, target=0.0), continual_stream=("shakespeare", "pydocs"), continual_tokens=4 * 64 * 20,
+        calibration=CalibrationSettings(max_steps=20, eval_every=10, target=0.0), deploy_tokens=512,
+        continual_stream=("shakespeare", "pydocs"), continual_tokens=4 * 64 * 20,
         continual_seeds=(0,), probes=_explanation_probes(long_seq=256, factor=2)),
     # 4 x 256 tokens a step, 1,024 steps: 1,048,576 training tokens per reported run. 80 validation
     # batches: 81,920 tokens scored 4 times a run, on random windows (fixed per seed) of the

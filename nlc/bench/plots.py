@@ -8,6 +8,8 @@
   accuracy at each shape (training shapes shaded, then the longer ones), one line per
   model (mean over seeds, bars from the lowest to the highest seed), chance dotted, the
   calibrated budget or "not counted" in the title;
+* ``deployment.png``: cumulative bpb on the unseen domain against tokens seen, per model,
+  carried, fresh and (the Transformer) dynamic evaluation (:func:`plot_deployment`);
 * ``continual_R_<k>.png``: the continual-learning matrices R (first seed), one panel per
   model, four models per file;
 * ``probes.png``: the probes' bpb curves against their models' main runs, one panel per
@@ -162,6 +164,28 @@ def plot_synthetic(results: dict, path: Path) -> Path:
     return _save(figure, path)
 
 
+def plot_deployment(results: dict, path: Path) -> Path:
+    """``deployment.png`` (module doc): cumulative bpb on the unseen domain against tokens
+    seen, per model, carried (solid) and fresh (dotted), the Transformer's dynamic
+    evaluation carried (dashed); the mean over the seeds whose deployment ended finite."""
+    figure = _figure(6.5, 4.2)
+    axes = figure.add_subplot(1, 1, 1)
+    for index, (label, entry) in enumerate(results["models"].items()):
+        runs = [r for r in entry.get("deployment") or [] if r and "diverged" not in r]
+        for condition, style in (("carried", "-"), ("fresh", ":"), ("dynamic_carried", "--")):
+            curves = [r["conditions"][condition] for r in runs if condition in r["conditions"]]
+            if curves:
+                mean = [sum(c["cumulative"][i] for c in curves) / len(curves) for i in range(len(curves[0]["tokens"]))]
+                axes.plot(curves[0]["tokens"], mean, style, color=f"C{index}",
+                          label=f"{label}, {condition.replace('_', ' ')}" if condition != "fresh" else None)
+    axes.set_xlabel("tokens of the unseen domain seen")
+    axes.set_ylabel("cumulative bpb")
+    axes.set_title("Deployment: solid carried, dotted fresh, dashed dynamic evaluation")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=6)
+    return _save(figure, path)
+
+
 def plot_continual(results: dict, folder: Path, per_figure: int = 4) -> dict[str, Path]:
     """``continual_R_<k>.png``: the R matrices of the first continual seed, ``per_figure``
     models per file (one row of heatmaps each, so eight models stay legible)."""
@@ -187,5 +211,7 @@ def write_plots(results: dict, folder: Path) -> dict[str, Path]:
     return {"bpb_curves": plot_bpb_curves(results, folder / "bpb_curves.png"),
             **({"retrieval": plot_retrieval(results, folder / "retrieval.png")} if has["retrieval"] else {}),
             **({"synthetic": plot_synthetic(results, folder / "synthetic.png")} if results.get("synthetic") else {}),
+            **({"deployment": plot_deployment(results, folder / "deployment.png")}
+               if any(any(e.get("deployment") or []) for e in results["models"].values()) else {}),
             **plot_continual(results, folder),
             **({"probes": plot_probes(results, folder / "probes.png")} if results.get("probes") else {})}

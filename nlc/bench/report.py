@@ -24,6 +24,7 @@ import torch
 
 from ..files import atomic_write_text
 from .aggregate import Stat, format_stat, format_value, order, seed_stat, unresolved_reason
+from .deployment_report import deployment_lines
 from .ordering import ordering_lines
 from .plan import NAIVE_BASELINE
 from .plots import write_plots
@@ -135,6 +136,7 @@ def render(results: dict, plots: dict[str, Path], docs: Path) -> str:
     out += _findings(results)
     out += _sweep(results)
     out += _per_task(summary, labels)
+    out += deployment_lines(results)
     out += ["## Figures", ""] + [f"![{name}]({os.path.relpath(path, docs)})" for name, path in plots.items()] + [""]
     out += _scale(results) + [""]
     out += _probes(results)
@@ -181,7 +183,7 @@ def _synthetic_protocol(results: dict) -> list[str]:
                    f"shapes {', '.join(protocol['train'])}, tested also at {', '.join(protocol['test'])}; "
                    f"{protocol['tokens_per_step']:,} tokens a step, lr {protocol['lr']:g} (warm-up "
                    f"{protocol['warmup']}, {protocol['schedule']}, clip {protocol['grad_clip']:g}), "
-                   f"{protocol['examples']} held-out examples per shape; chance {info['chance']:.2%}. Budget rule: the "
+                   f"{protocol['examples']} held-out examples per shape; chance {100 * info['chance']:.3g}%. Budget rule: the "
                    f"first multiple of {settings['eval_every']} steps (at most {settings['max_steps']}) at which "
                    f"{NAIVE_BASELINE} reaches {settings['target']:.0%} at every training shape: {verdict} "
                    f"({found['reason']}).")

@@ -9,7 +9,11 @@ For every model of the plan (:mod:`.plan`), three kinds of unit of work (:mod:`.
    (:func:`.lr_grid.search_lr`; a diverged point counts as worst);
 2. ``<label> / seed <s>`` (:func:`seed_unit`), one per seed, each needing 1: the reported
    LM run at the chosen lr (``steps`` on the fit tokens, scored on the corpus validation
-   split) and zero-shot passkey / NIAH on it (:func:`.tasks.retrieval_accuracy`);
+   split), zero-shot passkey / NIAH on it (:func:`.tasks.retrieval_accuracy`) and its
+   deployment (:func:`nlc.continual.deploy`: outer parameters frozen, ``deploy_tokens`` of
+   the unseen ``deploy_domain`` streamed in segments of ``seq_len`` with the whole state
+   carried, fresh against carried, and forgetting on Shakespeare; the Transformer also with
+   dynamic evaluation at the period and lr of HOPE's fastest CMS level);
 3. ``<label> / tasks`` (:func:`tasks_unit`), needing 1 and every calibration: the
    synthetic tasks that count (MQAR, selective copying, passkey; a fresh model per task
    and seed trained for the task's calibrated budget, :func:`.synthetic.train_task`) and
@@ -38,10 +42,11 @@ from typing import Callable
 
 import torch
 
-from ..continual import run_continual
+from ..continual import DynamicEval, Text, deploy, run_continual
+from ..continual.dynamic_eval import cms_step
 from ..continual.domains import load_domains
 from ..data import load_corpus
-from ..errors import NLCError
+from ..errors import NLCError, NonFiniteError
 from .budget import estimate, missing_rates
 from .calibration import calibrate_task
 from .jobs import Unit, run_units
@@ -133,6 +138,7 @@ def run_paper(plan: BenchPlan, runs: Path, log: Log = print, jobs: int = 1, thre
 
 
 REFERENCE = MODELS[0]   # Transformer++: the model the synthetic tasks' budgets are calibrated on
+HOPE_SPEC = bench_model("HOPE").path   # dynamic evaluation takes its period and lr from HOPE's CMS
 
 
 def calibration_name(task: str) -> str:
@@ -171,6 +177,7 @@ def model_entry(model: BenchModel, plan: BenchPlan, done: dict) -> dict:
             "best_lr": grid["best_lr"], "lm": [s["lm"] for s in seeds],
             "retrieval": {task: {str(seed): s["retrieval"][task] for seed, s in zip(plan.seeds, seeds)}
                           for task in RETRIEVAL_TASKS},
+            "deployment": [s.get("deployment") for s in seeds],
             "synthetic": tasks["synthetic"], "continual": tasks["continual"],
             "seconds": sum(p["seconds"] for p in parts), "started": min(p["started"] for p in parts),
             "finished": max(p["finished"] for p in parts)}
@@ -223,9 +230,29 @@ def seed_unit(label: str, plan: BenchPlan, lr: float, match: dict, seed: int, ru
         retrieval = {task: {str(k): v for k, v in retrieval_accuracy(net, task, lengths, plan.retrieval_examples,
                                                                     seed).items()}
                      for task in RETRIEVAL_TASKS}
-        return {"lm": record.to_json(), "params_compiled": parameter_count(net), "retrieval": retrieval}
+        return {"lm": record.to_json(), "params_compiled": parameter_count(net), "retrieval": retrieval,
+                "deployment": _deployment(model, net, plan, log)}
 
     return _stamped(body)
+
+
+def _deployment(model: BenchModel, net, plan: BenchPlan, log: Log) -> dict | None:
+    """The deployment protocol on the trained ``net`` (module doc, unit 2); ``{"diverged":
+    reason}`` when a score is not finite (a result, like a diverged LM); None without one."""
+    if not plan.deploy_tokens:
+        return None
+    dynamic = DynamicEval(*cms_step(HOPE_SPEC)) if model.label == REFERENCE.label else None
+    try:
+        found = deploy(net, Text.validation_of(load_corpus(plan.deploy_domain)),
+                       Text.validation_of(load_corpus("shakespeare")), tokens=plan.deploy_tokens,
+                       segment=plan.seq_len, streams=plan.deploy_streams, carry="all", dynamic=dynamic)
+    except NonFiniteError as err:
+        log(f"    {model.label} deployment: not finite ({err})")
+        return {"diverged": str(err)}
+    result = found.to_json()
+    log(f"    {model.label} deployment on {plan.deploy_domain}: " + ", ".join(
+        f"{name} {c['bpb_all']:.3f}" for name, c in result["conditions"].items()))
+    return result
 
 
 def calibration_unit(task: str, plan: BenchPlan, log: Log = print) -> dict:

@@ -77,6 +77,22 @@ def _synthetic(entry: dict, task: str, shapes: list[str]) -> list:
     return out
 
 
+def _carried_gain(run: dict) -> float:
+    return run["conditions"]["fresh"]["bpb_all"] - run["conditions"]["carried"]["bpb_all"]
+
+
+DEPLOYMENT_METRICS = (  # key, title, higher is better, per-seed value of a deployment record
+    ("deploy_carried", "deployment bpb (carried)", False, lambda r: r["conditions"]["carried"]["bpb_all"]),
+    ("deploy_gain", "deployment gain (fresh - carried bpb)", True, _carried_gain),
+    ("deploy_forgetting", "deployment forgetting (bpb)", False, lambda r: r["pretrain"]["forgetting"]["carried"]),
+)
+
+
+def _deployed(entry: dict, value: Callable[[dict], float]) -> list:
+    """Per seed, ``value`` of its deployment record; nan for a diverged one (its LM or a score)."""
+    return [math.nan if run is None or "diverged" in run else value(run) for run in entry.get("deployment", [])]
+
+
 def metrics_of(results: dict) -> list[Metric]:
     """The metrics of a run, per-length ones included (lengths read from the results)."""
     any_entry = next(iter(results["models"].values()))
@@ -93,6 +109,9 @@ def metrics_of(results: dict) -> list[Metric]:
         for shape in protocol["shapes"]:
             out.append(Metric(f"{key}@{shape}", f"{title} @ {shape}", True, True,
                               lambda e, t=task, s=shape: _synthetic(e, t, [s])))
+    if any(any(entry.get("deployment") or []) for entry in results["models"].values()):
+        for key, title, higher, value in DEPLOYMENT_METRICS:
+            out.append(Metric(key, title, higher, False, lambda e, v=value: _deployed(e, v)))
     for key, title, higher in (("acc", "CL ACC (bpb)", False), ("bwt", "CL BWT", True),
                                ("forgetting", "CL forgetting", False)):
         out.append(Metric(f"cl_{key}", title, higher, False,
@@ -103,7 +122,7 @@ def metrics_of(results: dict) -> list[Metric]:
 
 
 MAIN_COLUMNS = ("val_bpb", "passkey", "niah_number", "niah_word", "mqar", "copy", "passkey_trained", "cl_acc",
-                "cl_forgetting")
+                "cl_forgetting", "deploy_carried", "deploy_forgetting")
 
 
 def summarise(results: dict) -> dict:

@@ -44,12 +44,20 @@ def test_smoke_run_writes_into_its_run_folder_and_resumes(tmp_path, monkeypatch)
             (run,) = entry["synthetic"][task].values()  # calibrated against 0%: every task counts
             assert set(run["accuracy"]) == shapes and all(0.0 <= a <= 1.0 for a in run["accuracy"].values())
             assert run["steps"] == data["synthetic"][task]["calibration"]["budget"] == 2
+        (deployed,) = entry["deployment"]  # the seed's LM deployed on pydocs, whole state carried
+        conditions = {"fresh", "carried"} | ({"dynamic_fresh", "dynamic_carried"} if label == "Transformer++" else set())
+        assert set(deployed["conditions"]) == conditions and deployed["tokens"] == plan["deploy_tokens"]
+        assert all(math.isfinite(c["bpb_all"]) for c in deployed["conditions"].values())
+        assert deployed["pretrain"]["forgetting"]["carried"] == pytest.approx(
+            deployed["pretrain"]["after"]["carried"] - deployed["pretrain"]["before"]["carried"])
         (continual,) = entry["continual"]
         assert continual["metrics"]["acc"] == continual["R"][-1][0]
     hope = data["models"]["HOPE"]
     assert (out / "hope" / f"lm-lr{hope['best_lr']:g}-s0" / "metrics.jsonl").exists()
     assert (out / "hope" / "grid-lr0.001-s0" / "run_key.txt").exists()
-    assert (out / "results.md").read_text().count("| Transformer++ |") >= 1
+    report = (out / "results.md").read_text()
+    assert report.count("| Transformer++ |") >= 1 and "| Transformer++ | dynamic eval, carried |" in report
+    assert (out / "results" / "deployment.png").exists()
     probe = data["probes"]["HOPE, seq 64"]
     assert (probe["seq_len"], probe["batch"], probe["lr"]) == (64, 1, hope["best_lr"])
     assert probe["lm"][0]["curve"][-1][1] == plan["tokens_per_run"]  # same tokens, longer sequences

@@ -1,0 +1,45 @@
+"""The report's deployment section: continual learning at deployment, per model.
+
+Each seed's reported LM is deployed (:func:`nlc.continual.deploy`, unit 2 of :mod:`.run`):
+its outer parameters frozen, an unseen domain streamed through it in segments, every token
+scored before any level learns from it, with the whole state reset per segment (``fresh``)
+or carried (``carried``); the Transformer again with dynamic evaluation (``dynamic_*``).
+The table gives, per model and condition, the whole stream's bpb, its last quarter's and the
+forgetting on the pre-training domain (after - before), each as mean ± std over the seeds
+whose deployment ended finite and the median over all seeds with a diverged seed counted as
+the worst value (:mod:`.aggregate`). Nothing in it is typed by hand.
+"""
+from __future__ import annotations
+
+from .aggregate import format_stat, seed_stat
+
+CONDITION_TITLES = {"fresh": "fresh", "carried": "carried", "dynamic_fresh": "dynamic eval, fresh",
+                    "dynamic_carried": "dynamic eval, carried"}
+
+
+def _values(runs: list, pick) -> list[float]:
+    return [float("nan") if run is None or "diverged" in run else pick(run) for run in runs]
+
+
+def deployment_lines(results: dict) -> list[str]:
+    """The section's lines ([] when the run deployed nothing)."""
+    models = {label: entry.get("deployment") or [] for label, entry in results["models"].items()}
+    first = next((run for runs in models.values() for run in runs if run and "diverged" not in run), None)
+    if first is None:
+        return []
+    settings = first  # the deployment settings sit at the top of its record
+    out = ["## Continual learning at deployment", "",
+           f"Outer parameters frozen; {settings['tokens']:,} tokens of `{first['domain']}` (unseen in training) per "
+           f"stream, {settings['streams']} stream(s), segments of {settings['segment']} tokens, state carried: "
+           f"{settings['carry']}; forgetting on `{first['pretrain_domain']}` = bpb after the stream - before "
+           "(`nlc.continual.deployment`). Per cell: mean ± std over finite seeds, `med` over all seeds.", "",
+           "| model | condition | bpb | last quarter | forgetting |", "|---|---|---|---|---|"]
+    for label, runs in models.items():
+        conditions = [c for c in CONDITION_TITLES if any(r and c in r.get("conditions", {}) for r in runs)]
+        for condition in conditions:
+            cells = [format_stat(seed_stat(_values(runs, lambda r: r["conditions"][condition][key]), False))
+                     for key in ("bpb_all", "bpb_last_quarter")]
+            forgetting = (format_stat(seed_stat(_values(runs, lambda r: r["pretrain"]["forgetting"][condition]),
+                                                False)) if condition.endswith("carried") else "--")
+            out.append(f"| {label} | {CONDITION_TITLES[condition]} | {cells[0]} | {cells[1]} | {forgetting} |")
+    return out + [""]
