@@ -35,6 +35,16 @@ def _save(figure, path: Path) -> Path:
     return save_figure(figure, path, bbox_inches="tight")
 
 
+def _save_with_legend(figure, path: Path) -> Path:
+    """``figure`` with one legend below its panels (each label once), saved to ``path``."""
+    handles = {}
+    for axes in figure.axes:
+        for handle, label in zip(*axes.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    figure.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=5, fontsize=7)
+    return _save(figure, path)
+
+
 def _mean(values: list) -> float | None:
     xs = [v for v in values if v is not None]
     return sum(xs) / len(xs) if xs else None
@@ -111,12 +121,7 @@ def plot_retrieval(results: dict, path: Path) -> Path:
         axes.set_ylabel("accuracy (%)")
         axes.set_title(f"{titles[task]} (zero-shot)")
         axes.grid(alpha=0.3)
-    handles = {}
-    for axes in figure.axes:
-        for handle, label in zip(*axes.get_legend_handles_labels()):
-            handles.setdefault(label, handle)
-    figure.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=5, fontsize=7)
-    return _save(figure, path)
+    return _save_with_legend(figure, path)
 
 
 def _synthetic_panel(axes, task: str, info: dict, models: dict) -> None:
@@ -156,12 +161,7 @@ def plot_synthetic(results: dict, path: Path) -> Path:
     figure = _figure(4.2 * len(tasks), 3.8)
     for index, (task, info) in enumerate(tasks.items()):
         _synthetic_panel(figure.add_subplot(1, len(tasks), index + 1), task, info, results["models"])
-    handles = {}
-    for axes in figure.axes:
-        for handle, label in zip(*axes.get_legend_handles_labels()):
-            handles.setdefault(label, handle)
-    figure.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=5, fontsize=7)
-    return _save(figure, path)
+    return _save_with_legend(figure, path)
 
 
 def plot_deployment(results: dict, path: Path) -> Path:
