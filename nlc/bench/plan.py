@@ -43,6 +43,8 @@ class BenchModel:
 
 MODELS: tuple[BenchModel, ...] = (
     BenchModel("Transformer++", "transformer.yaml", "baseline"),
+    BenchModel("Transformer++ (SWA)", "swa_transformer.yaml", "baseline"),   # the deployment protocol's
+                                                                              # attention row (window 64)
     BenchModel("Samba*", "samba.yaml", "baseline"),
     BenchModel("Titans (LMM)", "titans_lmm.yaml", "titans"),
     BenchModel("Titans (MAC)*", "titans_mac.yaml", "titans"),
@@ -54,7 +56,7 @@ MODELS: tuple[BenchModel, ...] = (
 # The order the runs start in, slowest first (train tokens/s of the quick run, docs/results.md),
 # so that parallel jobs finish together.
 COST_ORDER = ("HOPE", "HOPE, 1-level CMS", "HOPE w/o CMS", "HOPE-Attention", "Titans (MAC)*", "Titans (LMM)",
-              "Samba*", "Transformer++")
+              "Samba*", "Transformer++ (SWA)", "Transformer++")
 NAIVE_BASELINE = "Transformer++"   # continual LM: the transformer row is the naive fine-tuning baseline
 
 
@@ -301,4 +303,7 @@ RATES: dict[str, tuple[float, float]] = {   # label: (train tokens/s, eval token
     "HOPE-Attention": (3574, 6602),
     "HOPE w/o CMS": (3368, 12182),
     "HOPE, 1-level CMS": (1189, 2241),
+    # measured later, in one run with Transformer++ (39,873 / 126,718 there, 2026-12-07, light load:
+    # measure_rates(plan_for("full", ("transformer", "swa_transformer")))), scaled to its row above
+    "Transformer++ (SWA)": (32602, 95420),
 }

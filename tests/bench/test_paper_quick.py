@@ -93,7 +93,7 @@ def test_removed_and_bad_output_flags_are_clear_errors(tmp_path):
 def test_dry_run_prints_the_plan_and_its_expected_wall_time(tmp_path):
     result = CliRunner().invoke(app, ["bench", "paper", "--full", "--jobs", "2", "--dry-run", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert "8 model(s) x 3 seed(s) on cpu: 1,048,576 training tokens per LM run" in result.output
+    assert "9 model(s) x 3 seed(s) on cpu: 1,048,576 training tokens per LM run" in result.output
     assert "expected wall time" in result.output and "on 2 job(s)" in result.output
     cuda = CliRunner().invoke(app, ["bench", "paper", "--device", "cuda", "--dry-run", "--out", str(tmp_path)])
     assert cuda.exit_code == 0 and "[paper/gpu]" in cuda.output and "2,097,152 training tokens" in cuda.output
