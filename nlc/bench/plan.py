@@ -226,7 +226,7 @@ def _tiny_protocols(length: int, tokens_per_step: int, examples: int) -> tuple[T
 _FULL_SHARED = dict(
     models=ALL, reference_width=64, heads=4, lrs=(4e-3, 8e-3, 1.6e-2), lr_ratio=2.0, lr_extensions=3,
     grid_fraction=0.25, seeds=(0, 1, 2), retrieval_multiples=(1, 2, 4, 8), retrieval_examples=10,
-    synthetic=PAPER_PROTOCOLS, calibration=CalibrationSettings(max_steps=4000, eval_every=250), task_width=128,
+    synthetic=PAPER_PROTOCOLS, calibration=CalibrationSettings(max_steps=8000, eval_every=250), task_width=128,
     deploy_tokens=16_384, deploy_streams=2,
     continual_stream=("shakespeare", "pydocs", "sympy", "licences"), continual_tokens=8 * 128 * 16, continual_seeds=(0, 1, 2))
 

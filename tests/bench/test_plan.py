@@ -89,7 +89,7 @@ def test_the_estimate_adds_up_the_measured_rates(monkeypatch):
     monkeypatch.setattr(budget, "RATES", rates)
     found = budget.estimate(plan, jobs=1)
     continual = 4 * 16_384  # 1 seed x 4 stages x tokens per stage
-    tasks = 1 * 4000 * (4096 + 4096 + 8192)  # 1 seed x the calibration's step cap x each task's tokens a step
+    tasks = 1 * 8000 * (4096 + 4096 + 8192)  # 1 seed x the calibration's step cap x each task's tokens a step
     for label, (train_rate, eval_rate) in rates.items():
         grid = 3 * (256 * 1024 / train_rate + 81_920 / eval_rate)
         seed = 1024 * 1024 / train_rate + 4 * 81_920 / eval_rate
