@@ -125,14 +125,15 @@ def plot_retrieval(results: dict, path: Path) -> Path:
 
 
 def _synthetic_panel(axes, task: str, info: dict, models: dict) -> None:
-    """One task of :func:`plot_synthetic` on ``axes``."""
+    """One task of :func:`plot_synthetic` on ``axes`` (the runs that ended finite, as the
+    tables' means)."""
     protocol, calibration = info["protocol"], info["calibration"]
     shapes = protocol["shapes"]
     axes.axvspan(-0.5, len(protocol["train"]) - 0.5, color="grey", alpha=0.12, label="training shapes")
     axes.axhline(100 * info["chance"], color="grey", linestyle=":", label="chance")
     for label, entry in models.items():
-        runs = list(entry.get("synthetic", {}).get(task, {}).values())
-        if not runs:
+        runs = [run for run in entry.get("synthetic", {}).get(task, {}).values() if not run["diverged"]]
+        if not runs:  # no run, or every run diverged (the tables count those)
             continue
         per_shape = [[run["accuracy"][key] for run in runs if run["accuracy"].get(key) is not None] for key in shapes]
         xs = [i for i, values in enumerate(per_shape) if values]

@@ -24,11 +24,11 @@ import torch
 
 from ..files import atomic_write_text
 from .aggregate import Stat, format_stat, format_value, order, seed_stat, unresolved_reason
-from .deployment_report import deployment_lines
+from .report_sections import deployment_lines, synthetic_protocol_lines
 from .ordering import ordering_lines
 from .plan import NAIVE_BASELINE
 from .plots import write_plots
-from .summary import SYNTHETIC_KEYS, SYNTHETIC_TITLES
+from .summary import SYNTHETIC_KEYS
 from .tasks import RETRIEVAL_TASKS
 
 # The paper's numbers quoted next to the measured ones (Wiki ppl; the order is :mod:`.ordering`'s).
@@ -159,7 +159,7 @@ def _protocol(results: dict) -> list[str]:
             f"* **Passkey / NIAH** (number and word values): zero-shot on the LM, {plan['retrieval_examples']} "
             f"examples per length at {list(plan['retrieval_multiples'])} x the training length; `--` = no examples "
             "(the length is shorter than the task's prompt).",
-            *_synthetic_protocol(results),
+            *synthetic_protocol_lines(results),
             f"* **Continual LM**: the stream {' -> '.join(plan['continual_stream'])}, {plan['continual_tokens']:,} "
             f"tokens per stage, validation bpb of every domain after each stage (`nlc.continual.run_continual`, seeds "
             f"{list(plan['continual_seeds'])}); {NAIVE_BASELINE} trained through the stream is the naive fine-tuning "
@@ -169,25 +169,8 @@ def _protocol(results: dict) -> list[str]:
 
 
 DIVERGENCE_COLUMNS = (("val_bpb", "LM seeds"), ("mqar", "MQAR"), ("copy", "selective copy"),
-                      ("passkey_trained", "passkey (trained)"), ("cl_acc", "continual"))
-
-
-def _synthetic_protocol(results: dict) -> list[str]:
-    """One bullet per synthetic task: its protocol and what its calibration found."""
-    out = []
-    for task, info in results.get("synthetic", {}).items():
-        protocol, found = info["protocol"], info["calibration"]
-        settings = found["settings"]
-        verdict = (f"budget **{found['budget']} steps**" if found["counts"] else "**not counted**")
-        out.append(f"* **{SYNTHETIC_TITLES[task]}** (trained per model from scratch, seeds as the LM): training "
-                   f"shapes {', '.join(protocol['train'])}, tested also at {', '.join(protocol['test'])}; "
-                   f"{protocol['tokens_per_step']:,} tokens a step, lr {protocol['lr']:g} (warm-up "
-                   f"{protocol['warmup']}, {protocol['schedule']}, clip {protocol['grad_clip']:g}), "
-                   f"{protocol['examples']} held-out examples per shape; chance {100 * info['chance']:.3g}%. Budget rule: the "
-                   f"first multiple of {settings['eval_every']} steps (at most {settings['max_steps']}) at which "
-                   f"{NAIVE_BASELINE} reaches {settings['target']:.0%} at every training shape: {verdict} "
-                   f"({found['reason']}).")
-    return out
+                      ("passkey_trained", "passkey (trained)"), ("cl_acc", "continual"),
+                      ("deploy_carried", "deployment"))
 
 
 def _divergence(results: dict) -> list[str]:
@@ -205,8 +188,11 @@ def _divergence(results: dict) -> list[str]:
         rows.append([label, cell(sweep, len(entry["sweep"])), *[cell(s.diverged, s.seeds) for s in stats]])
     out = ["## Diverged runs per model", ""]
     if not any_diverged:
-        return out + ["No run diverged (LM sweep and seeds, synthetic tasks, continual).", ""]
-    out += ["Diverged / all runs (rate). The lr sweep chooses each model's lr (a diverged lr is never chosen); "
+        return out + ["No run diverged (LM sweep and seeds, synthetic tasks, continual, deployment).", ""]
+    all_diverged = [label for label, entry in models.items() if (entry.get("grid") or {}).get("all_diverged")]
+    chosen = (f"every point diverged for {', '.join(all_diverged)}: the smallest lr was taken" if all_diverged
+              else "a diverged lr is never chosen")
+    out += [f"Diverged / all runs (rate). The lr sweep chooses each model's lr ({chosen}); "
             "the other columns are the seeds behind the tables.", ""]
     titles = [title for key, title in DIVERGENCE_COLUMNS if key in summary["metrics"]]
     return out + _table(["model", "LM lr sweep", *titles], rows) + [""]
@@ -298,9 +284,14 @@ def _diverged(results: dict) -> str:
                 for seed, run in runs.items() if run["diverged"]]
         bad += [f"{label} continual (seed {run['seed']})" for run in entry["continual"]
                 if not math.isfinite(run["metrics"]["acc"])]
+        bad += [f"{label} deployment (seed {seed})" for seed, run in zip(results["plan"]["seeds"],
+                                                                         entry.get("deployment") or [])
+                if run is None or "diverged" in run
+                or not all(math.isfinite(c["bpb_all"]) for c in run["conditions"].values())]
     if not bad:
-        return "* **Divergence**: every run ended finite (LM validation bpb, task losses, continual ACC)."
-    return (f"* **Diverged runs** (not finite: LM validation bpb, task training loss or continual ACC; left out "
+        return "* **Divergence**: every run ended finite (LM validation bpb, task losses, continual ACC, deployment)."
+    return (f"* **Diverged runs** (not finite: LM validation bpb, task training loss, continual ACC or a deployment "
+            f"condition; left out "
             f"of the means, the worst value in the medians and ranks; a diverged LM's retrieval scores count as "
             f"diverged too): {'; '.join(bad)}.")
 

@@ -82,9 +82,9 @@ def _carried_gain(run: dict) -> float:
 
 
 DEPLOYMENT_METRICS = (  # key, title, higher is better, per-seed value of a deployment record
-    ("deploy_carried", "deployment bpb (carried)", False, lambda r: r["conditions"]["carried"]["bpb_all"]),
+    ("deploy_carried", "deployment bpb (state carried)", False, lambda r: r["conditions"]["carried"]["bpb_all"]),
     ("deploy_gain", "deployment gain (fresh - carried bpb)", True, _carried_gain),
-    ("deploy_forgetting", "deployment forgetting (bpb)", False, lambda r: r["pretrain"]["forgetting"]["carried"]),
+    ("deploy_forgetting", "deployment forgetting (state carried, bpb)", False, lambda r: r["pretrain"]["forgetting"]["carried"]),
 )
 
 

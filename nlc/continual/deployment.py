@@ -184,8 +184,8 @@ def _described(model: nn.Module, dynamic: DynamicEval) -> dict:
     return {**dynamic.to_json(), "parameters": sum(p.numel() for p in chosen.values())}
 
 
-def _finite(bpb: float, condition: str, where: str) -> float:
-    if not math.isfinite(bpb):
+def _finite(bpb: float, condition: str, where: str, check: bool = True) -> float:
+    if check and not math.isfinite(bpb):
         raise NonFiniteError(f"non-finite bits per byte ({bpb}) in the {condition} condition on {where}: "
                              "a level diverged while reading the stream")
     return bpb
@@ -193,12 +193,14 @@ def _finite(bpb: float, condition: str, where: str) -> float:
 
 def deploy(model: nn.Module, unseen: Text | Tensor, pretrain: Text | Tensor | None = None, *, tokens: int,
            segment: int, streams: int = 1, window: int | None = None, pretrain_tokens: int | None = None,
-           carry: Carry = "lifetimes", dynamic: DynamicEval | None = None) -> Deployment:
+           carry: Carry = "lifetimes", dynamic: DynamicEval | None = None, check_finite: bool = True) -> Deployment:
     """Run the protocol of the module doc on ``model`` (eval mode for the call): ``tokens``
     per row of ``unseen`` (N), ``streams`` rows (B), segments of ``segment`` (S, dividing N),
     curve windows of ``window`` (W, default S); forgetting on ``pretrain`` (skipped when
     None) over ``pretrain_tokens`` per row (M, a multiple of S; default N). Bad arguments
-    raise :class:`DeploymentError` naming the keyword."""
+    raise :class:`DeploymentError` naming the keyword. A score that is not finite raises
+    :class:`~nlc.errors.NonFiniteError`; with ``check_finite=False`` it is recorded (nan or
+    inf) and the other conditions still run (the paper benchmark counts such runs)."""
     _whole("segment", segment)
     _whole("streams", streams)
     window = _whole("window", segment if window is None else window)
@@ -230,9 +232,9 @@ def deploy(model: nn.Module, unseen: Text | Tensor, pretrain: Text | Tensor | No
             nats, ends[condition] = _rows(model, x, y, segment, carried=condition.endswith("carried"), carry=carry,
                                           dynamic=learner)
             result.conditions[condition] = stream_curve(nats, window, unseen.bytes_per_token)
-            _finite(result.conditions[condition]["bpb_all"], condition, repr(unseen.name))
+            _finite(result.conditions[condition]["bpb_all"], condition, repr(unseen.name), check_finite)
         if old is not None:
-            result.pretrain = _forgetting(model, old, old_streams, ends, segment, carry, dynamic)
+            result.pretrain = _forgetting(model, old, old_streams, ends, segment, carry, dynamic, check_finite)
     finally:
         model.train(was_training)
     return result
@@ -251,13 +253,13 @@ def _rows(model, x, y, segment, *, carried, carry, dynamic, start=None):
 
 
 def _forgetting(model, text: Text, streams: tuple[Tensor, Tensor], ends: dict, segment: int, carry: Carry,
-                dynamic: DynamicEval | None) -> dict:
+                dynamic: DynamicEval | None, check_finite: bool = True) -> dict:
     """``before``, ``after`` and ``forgetting`` per carried condition on ``text`` (module doc)."""
     x, y = streams
 
     def bpb(nats: Tensor, condition: str, when: str) -> float:
         return _finite(stream_curve(nats, segment, text.bytes_per_token)["bpb_all"], condition,
-                       f"{text.name!r} ({when} the stream)")
+                       f"{text.name!r} ({when} the stream)", check_finite)
 
     out = {"domain": text.name, "tokens": x.shape[1], "before": {}, "after": {}, "forgetting": {}}
     for condition in ("carried", "dynamic_carried") if dynamic is not None else ("carried",):

@@ -136,7 +136,8 @@ def _results() -> dict:
     models = {label: _entry(bpb, loss_nan_seed=1 if label == "Samba*" else None) for label, bpb in LM.items()}
     protocols = {p.task: p for p in plan_for("smoke").synthetic}
     calibration = {"settings": {"max_steps": 2, "eval_every": 2, "target": 0.0, "margin": 1.0}, "budget": 2,
-                   "counts": True, "reason": "the reference reaches 50.0% in a 2-step run"}
+                   "reached_at": 2, "confirmations": [[2, 0.5]], "counts": True,
+                   "reason": "the reference reaches 50.0% in a 2-step run"}
     results = {"plan": {**plan_for("smoke").to_json(), "seeds": [0, 1, 2]}, "models": models, "probes": {},
                "synthetic": {task: {"protocol": protocols[task].to_json(), "calibration": calibration, "chance": 0.01}
                              for task in ("mqar", "copy")},
@@ -186,6 +187,7 @@ def test_the_report_shows_divergence_and_writes_no_unmeasured_explanation(tmp_pa
     assert "| HOPE | 1.100 ± 0.100, med 1.100 (2) |" in text     # ties with HOPE w/o CMS
     assert "Neighbouring pairs ordered: 2 of 4 (Titans (LMM) ahead of HOPE; Samba* ahead of Transformer++)" in text
     assert "Samba* mqar (seed 1)" in text and "Transformer++ LM (lr 0.001, seed 1)" in text
+    assert "reached 0% at step 2 of the curve run; confirmation: a 2-step run: 50.0%: budget **2 steps**" in text
     for unmeasured in ("expected, honest outcome", "far from converged", "do compare recall mechanisms",
                        "no measurable effect", "has little room to act"):
         assert unmeasured not in text

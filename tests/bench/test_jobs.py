@@ -134,3 +134,17 @@ def test_an_lm_run_folder_resumes_only_the_same_run(tmp_path):
     assert other.resumed_at == 0
     folder = run_dir(tmp_path, model, "lm", 1e-3, 0)
     assert len((folder / KEY_FILE).read_text()) == 64 and (folder / "checkpoint").is_dir()
+
+
+def test_the_transformers_seed_units_are_keyed_by_hopes_spec_too(tmp_path):
+    """Its deployment's dynamic evaluation takes HOPE's CMS period and lr: a changed hope.yaml
+    must rerun those units, not load them."""
+    from nlc.bench.plan import bench_model, plan_for
+    from nlc.bench.run import REFERENCE, model_units
+    from nlc.bench.stamps import spec_digest
+
+    units = {u.name: u for u in model_units(REFERENCE, plan_for("smoke").settings(), 100, tmp_path)}
+    hope = spec_digest(bench_model("HOPE"))
+    assert hope in units["Transformer++ / seed 0"].salt and hope not in units["Transformer++"].salt
+    others = {u.name: u for u in model_units(bench_model("Samba*"), plan_for("smoke").settings(), 100, tmp_path)}
+    assert hope not in others["Samba* / seed 0"].salt

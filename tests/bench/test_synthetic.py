@@ -216,8 +216,8 @@ def test_the_accuracy_plot_is_written(tmp_path):
                "calibration": {"counts": True, "budget": 300, "reason": ""}}
     skipped = {"protocol": replace(MQAR, task="copy", train=(Shape(16),), test=(Shape(32),)).to_json(),
                "chance": chance("copy"), "calibration": {"counts": False, "budget": None, "reason": "not learnable"}}
-    runs = {"0": {"accuracy": {"16x2": 0.9, "32x4": 0.8, "64x8": 0.2}},
-            "1": {"accuracy": {"16x2": 1.0, "32x4": 0.6, "64x8": 0.1}}}
+    runs = {"0": {"accuracy": {"16x2": 0.9, "32x4": 0.8, "64x8": 0.2}, "diverged": False},
+            "1": {"accuracy": {"16x2": 1.0, "32x4": 0.6, "64x8": 0.1}, "diverged": False}}
     results = {"synthetic": {"mqar": counted, "copy": skipped},
                "models": {"Transformer++": {"synthetic": {"mqar": runs}}, "HOPE": {"synthetic": {}}}}
     path = plot_synthetic(results, tmp_path / "synthetic.png")

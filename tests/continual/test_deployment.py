@@ -19,6 +19,7 @@ from nlc.continual.deployment import DeploymentError, deploy, score_stream
 from nlc.continual.dynamic_eval import DynamicEval, cms_levels, cms_step, dynamic_parameters
 from nlc.continual.metrics import ContinualError
 from nlc.data import get_tokenizer
+from nlc.errors import NonFiniteError
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["model.width=16", "model.heads=2", "model.blocks.0.repeat=1"]
@@ -159,6 +160,20 @@ def test_dynamic_eval_changes_only_the_chosen_weights(transformer):
     assert all(not torch.equal(end.weights[name], p) for name, p in chosen.items())
     assert torch.equal(learned[:, :8], plain[:, :8]) and not torch.equal(learned, plain)
     assert unchanged(transformer, before)
+
+
+def test_a_diverged_condition_is_recorded_without_losing_the_others(transformer):
+    """Dynamic evaluation with an absurd step size blows up; the plain conditions stay finite
+    and, with ``check_finite=False`` (the paper benchmark), are kept beside it."""
+    blow_up = DynamicEval(16, 1e38)
+    with pytest.raises(NonFiniteError, match="dynamic_fresh"):
+        deploy(transformer, text(300), text(300, seed=1), tokens=64, segment=32, dynamic=blow_up)
+    kept = deploy(transformer, text(300), text(300, seed=1), tokens=64, segment=32, dynamic=blow_up,
+                  check_finite=False)
+    plain = deploy(transformer, text(300), text(300, seed=1), tokens=64, segment=32)
+    assert kept.conditions["carried"] == plain.conditions["carried"]
+    assert not math.isfinite(kept.conditions["dynamic_fresh"]["bpb_all"])
+    assert kept.pretrain["forgetting"]["carried"] == plain.pretrain["forgetting"]["carried"]
 
 
 def test_cms_step_reads_the_cms_levels():

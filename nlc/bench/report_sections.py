@@ -1,4 +1,5 @@
-"""The report's deployment section: continual learning at deployment, per model.
+"""Sections of the report for the second edition's protocols: the synthetic tasks' protocol
+bullets (with what each calibration found) and continual learning at deployment, per model.
 
 Each seed's reported LM is deployed (:func:`nlc.continual.deploy`, unit 2 of :mod:`.run`):
 its outer parameters frozen, an unseen domain streamed through it in segments, every token
@@ -12,9 +13,33 @@ the worst value (:mod:`.aggregate`). Nothing in it is typed by hand.
 from __future__ import annotations
 
 from .aggregate import format_stat, seed_stat
+from .plan import NAIVE_BASELINE
+from .summary import SYNTHETIC_TITLES
 
 CONDITION_TITLES = {"fresh": "fresh", "carried": "carried", "dynamic_fresh": "dynamic eval, fresh",
                     "dynamic_carried": "dynamic eval, carried"}
+
+
+def synthetic_protocol_lines(results: dict) -> list[str]:
+    """One bullet per synthetic task: its protocol and what its calibration found."""
+    out = []
+    for task, info in results.get("synthetic", {}).items():
+        protocol, found = info["protocol"], info["calibration"]
+        settings = found["settings"]
+        reached = (f"reached {settings['target']:.0%} at step {found['reached_at']} of the curve run"
+                   if found["reached_at"] is not None else f"never reached {settings['target']:.0%}")
+        tried = "; ".join(f"a {budget}-step run: " + ("diverged" if acc is None else f"{acc:.1%}")
+                          for budget, acc in found["confirmations"])
+        verdict = f"budget **{found['budget']} steps**" if found["counts"] else "**not counted**"
+        out.append(f"* **{SYNTHETIC_TITLES[task]}** (trained per model from scratch, seeds as the LM): training "
+                   f"shapes {', '.join(protocol['train'])}, tested also at {', '.join(protocol['test'])}; "
+                   f"{protocol['tokens_per_step']:,} tokens a step, lr {protocol['lr']:g} (warm-up "
+                   f"{protocol['warmup']}, {protocol['schedule']}, clip {protocol['grad_clip']:g}), "
+                   f"{protocol['examples']} held-out examples per shape; chance {100 * info['chance']:.3g}%. Budget: "
+                   f"{NAIVE_BASELINE}, scored every {settings['eval_every']} steps (at most {settings['max_steps']}) "
+                   f"at its lowest training shape, {reached}" + (f"; confirmation: {tried}" if tried else "")
+                   + f": {verdict} ({found['reason']}).")
+    return out
 
 
 def _values(runs: list, pick) -> list[float]:
@@ -31,7 +56,9 @@ def deployment_lines(results: dict) -> list[str]:
     out = ["## Continual learning at deployment", "",
            f"Outer parameters frozen; {settings['tokens']:,} tokens of `{first['domain']}` (unseen in training) per "
            f"stream, {settings['streams']} stream(s), segments of {settings['segment']} tokens, state carried: "
-           f"{settings['carry']}; forgetting on `{first['pretrain_domain']}` = bpb after the stream - before "
+           f"{settings['carry']}" + (" (attention caches and positions continue too: for a model without a level "
+                                     "that learns at test time, `carried` measures a longer context, not learning)"
+                                     if settings["carry"] == "all" else "") + "; forgetting on `{first['pretrain_domain']}` = bpb after the stream - before "
            "(`nlc.continual.deployment`). Per cell: mean ± std over finite seeds, `med` over all seeds.", "",
            "| model | condition | bpb | last quarter | forgetting |", "|---|---|---|---|---|"]
     for label, runs in models.items():
