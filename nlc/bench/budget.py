@@ -11,7 +11,11 @@ grid; the search adds up to ``lr_extensions`` more), V the tokens of one validat
 
 (N_max: the calibration's step cap, ``calibration.max_steps``: the synthetic tasks' budget is
 fixed on the Transformer at or below it, so they are counted at the cap, an upper bound;
-the Transformer's calibration runs, up to twice the cap, are not counted. The continual protocol scores every domain after every
+the Transformer's calibration runs, up to twice the cap, are not counted, and the tasks are
+priced at the LM's rates although they run at ``task_width``: the Transformer at width 128
+trains the MQAR mixture at about 18.6k tokens/s on one thread against its 33k at width 64
+(benchmarks/calibrate_task.py, 0.22 s a step of 4,096 tokens), so that part is low by about
+1.8x for it. Deployment is not counted. The continual protocol scores every domain after every
 stage, and each stage's ``nlc.train`` run scores its own domain once more, at the plan's
 validation size.) ``rest`` is coarse: the tasks and the continual stream train other batch
 shapes than the LM runs, counted at the LM's rate. With J jobs the estimate is the lower
@@ -44,7 +48,7 @@ class Estimate:
         return (f"expected wall time {self.wall / 60:.0f} min on {self.jobs} job(s), up to {self.worst_wall / 60:.0f} "
                 f"min if every lr grid is extended to its bound; {self.compute / 3600:.1f} h of single-thread "
                 f"compute ({self.lm_compute / 3600:.1f} h of it the LM grids and seeds; the synthetic tasks "
-                f"counted at their step cap), the most for {slowest} "
+                f"counted at their step cap, at the LM's width), the most for {slowest} "
                 f"({self.per_model[slowest] / 60:.0f} min); from the tokens/s in nlc.bench.plan.RATES")
 
 
