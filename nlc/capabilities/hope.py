@@ -1,7 +1,7 @@
 """The capability table's HOPE coupling: when a memory may read other memories' outputs.
 
-A memory reads another level's output only as HOPE's self-modifying memory (HOPE Eqs.
-86-89): a main memory whose keys, values, lr and retention each come from a component
+A memory reads another level's output only as HOPE's self-modifying memory (NL-arXiv
+Eqs. 86-89): a main memory whose keys, values, lr and retention each come from a component
 memory (HOPE) or statically from its input (NL-arXiv Table 6's ablations), all its
 memories alike; a memory that generates its own targets (``self_target``) from static
 sources alone is the same pattern without components. :func:`self_modifying` says which
@@ -206,7 +206,7 @@ def _component(c: MemoryFacts, m: MemoryFacts, first: MemoryFacts, refuse) -> No
 
 def _wants(lv: MemoryFacts, main: MemoryFacts) -> tuple[tuple[str, bool, str, str], ...]:
     """``(field, ok, what it needs, hint)`` of every check a memory of a HOPE pattern shares
-    (HOPE Eqs. 86-89)."""
+    (NL-arXiv Eqs. 86-89)."""
     per = [f"update.{n}.per" for n, k in (("lr", lv.lr), ("retention", lv.retention), ("momentum", lv.momentum))
            if k is not None and k.per_chunk]
     return (("memory.kind", lv.memory == "mlp" and lv.depth == 2 and lv.residual,

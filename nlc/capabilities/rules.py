@@ -107,7 +107,7 @@ def memory_primitive(case: RuleCase) -> str | Refusal:
 
 def _exact_rule_refusal(c: RuleCase) -> Refusal:
     """Why a delta / DGD rule does not run (they are exact matrix recurrences)."""
-    name = {"delta": "the exact delta rule", "dgd": "DGD (HOPE Eq. 88)"}[c.rule]
+    name = {"delta": "the exact delta rule", "dgd": "DGD (NL-arXiv Eq. 88)"}[c.rule]
     if c.rule == "delta" and c.memory != "matrix":
         return Refusal("update.rule", f"{name} needs a matrix memory",
                        "use rule 'gd' or 'momentum' for an MLP memory")

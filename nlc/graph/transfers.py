@@ -5,14 +5,14 @@ An edge ``{from: X, to: Y, kind: K}`` (docs/design.md, "Level semantics: transfe
 
 * ``conditioning`` -- Y reads its normalised input plus ``W stopgrad(o_X)``, ``o_X`` what X's
   layer added to the residual stream at the same tokens: X's output conditions Y and no
-  gradient crosses (Eq. 25);
+  gradient crosses (NL-arXiv Eq. 25);
 * ``backprop`` -- the same without the stop-gradient: one gradient flow through levels of
   different frequencies (how CMS learns);
 * ``generation`` -- X generates a per-token diagonal weight on Y's output,
   ``y_Y (1 + W o_X)`` (a hypernetwork of Y's output scale, §3.3 item 5);
 * ``initialization`` -- X meta-learns Y's initial state: either X is the optimizer level
   that trains Y's learned initial state (``outer``), or Y is re-initialised from slower
-  X whenever X ticks, ``levels.Y.init: {from: X}`` (nested CMS, Eq. 72). The edge names
+  X whenever X ticks, ``levels.Y.init: {from: X}`` (nested CMS, NL-arXiv Eq. 72). The edge names
   what Y's ``init`` does; one it does not do is refused with the line to write.
 
 ``W`` (``D x D``, zero at the start, so the edge changes nothing until trained) belongs to Y.

@@ -11,14 +11,14 @@ One update (:meth:`GradientMemories.step`)::
 
     g <- g + λ p                                 (decay: l2)
     m_k <- α_k m_k + η_k ḡ_k                     (dot; NL-NeurIPS Eqs. 17-18)
-    m_k <- m_k (α_k I - η_k ĝᵀĝ) + η_k ḡ_k       (l2, ĝ = ḡ_k / ||ḡ_k||_F; Eq. 22)
+    m_k <- m_k (α_k I - η_k ĝᵀĝ) + η_k ḡ_k       (l2, ĝ = ḡ_k / ||ḡ_k||_F; NL-NeurIPS Eq. 22)
     r_k = m_k  or  η_k g + α_k m_k (nesterov),   / (1 - α_k^{n_k}) (bias_correction)
-    o_k = r_k  or  NS(r_k) (newton_schulz; Eq. 24)   [* 0.2 sqrt(max(A, B)): match_adamw]
+    o_k = r_k  or  NS(r_k) (newton_schulz; NL-NeurIPS Eq. 24)   [* 0.2 sqrt(max(A, B)): match_adamw]
     d = Σ_k w_k o_k   (no memory: d = g)
     v <- β2 v + (1 - β2) g²,  d <- d / (sqrt(v / (1 - β2^n)) + ε)   (second moment)
     p <- p (1 - γ λ) - γ d                       (decay: decoupled)
 
-Deep momentum (``memory: mlp``, Eq. 23), p read as rows u_r (A x B), hidden width H::
+Deep momentum (``memory: mlp``, NL-NeurIPS Eq. 23), p read as rows u_r (A x B), hidden width H::
 
     h(u) = tanh(W1 u / ||u||) / √H                          keys (W1: H x B, seeded N(0, 1))
     dot:  W2 <- α W2 + η Σ_r u_r h_rᵀ,   W1 <- W1 + η Σ_r (W2ᵀ u_r ⊙ (1 - H h_r²)) û_rᵀ / √H

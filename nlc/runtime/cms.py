@@ -61,7 +61,7 @@ What this mixer builds is the CMS part of the capability table (:mod:`nlc.capabi
 objectives ``task`` and ``l2`` (no window, no ``self_target``), rule ``gd`` without momentum,
 retention, weight decay or gradient guards, an lr that is constant, learned or
 ``from: input`` per token; initial states ``learned``, ``zero`` and ``from`` (nested CMS,
-Eq. 72: the mixer cannot see the other level, so the model wires it with
+NL-arXiv Eq. 72: the mixer cannot see the other level, so the model wires it with
 :meth:`CMSMixer.state_from`; ``init_state`` raises). Validation refuses everything else, so
 the constructor's check is an assertion of that table. ``init: {copy: LEVEL}`` is refused too.
 """
@@ -169,7 +169,7 @@ class CMSMixer(nn.Module):
 
     def state_from(self, source_state: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """A fresh state whose weights are ``source_state``'s (another CMS level of the same
-        shape, e.g. the next slower level of a nested CMS, Eq. 72) and no pending sums."""
+        shape, e.g. the next slower level of a nested CMS, NL-arXiv Eq. 72) and no pending sums."""
         out: dict[str, Tensor] = {}
         for k, shape in self._shapes.items():
             v = source_state[k]

@@ -11,9 +11,9 @@ Titans §4.1 (MAC), per segment ``X`` (tokens at absolute positions
 
     h_i = M*_{j}(q_i)                 retrieve with the memory as it was at the segment start,
                                       no write (MemoryMixer.retrieve; q from u, Titans Eq. 21)
-    y   = W_o Attn([p_1..p_Np] || h || X)                                   (Eqs. 19, 22-23)
-    z, M = M(y)                       write the memory with y (Eq. 24), read per its read order
-    o   = y * sigmoid(z)              Titans' y (x) M*(y) (Eq. 25) as a sigmoid gate
+    y   = W_o Attn([p_1..p_Np] || h || X)                                   (Titans Eqs. 19, 22-23)
+    z, M = M(y)                       write the memory with y (Titans Eq. 24), read per its read order
+    o   = y * sigmoid(z)              Titans' y (x) M*(y) (Titans Eq. 25) as a sigmoid gate
     out = x + o  (residual)  or  o
 
 Attention: queries ``s_i`` see every persistent token (position-free: never rotated and

@@ -10,7 +10,7 @@ Notation::
 
 Per edge of the target level Y, source X::
 
-    conditioning    u <- u + W stopgrad(o)       X conditions Y; no gradient crosses (Eq. 25)
+    conditioning    u <- u + W stopgrad(o)       X conditions Y; no gradient crosses (NL-arXiv Eq. 25)
     backprop        u <- u + W o                 one gradient flow across two frequencies
     generation      y <- y * (1 + W o)           X generates a per-token diagonal weight on Y's
                                                  output (a hypernetwork of Y's output scale)

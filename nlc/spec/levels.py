@@ -49,7 +49,7 @@ class MatrixMemory(Strict):
 
 
 class MLPMemory(Strict):
-    """An MLP memory per head (Titans LMM; HOPE Eq. 89 uses ``x + W1 act(W2 x)``).
+    """An MLP memory per head (Titans LMM; NL-arXiv Eq. 89 uses ``x + W1 act(W2 x)``).
 
     ``norm: layernorm`` normalises the last layer's output before the residual, with a learned
     gain and bias per head (TTT-MLP: ``M(x) = x + LN(MLP(x))``, in the inner objective and the
@@ -116,7 +116,7 @@ class Update(Strict):
     Rules: ``gd`` (one gradient step; gradients frozen at the chunk-start state inside a
     chunk), ``momentum`` (GD + momentum, Titans Eqs. 9-10 'surprise'), ``delta`` (the exact
     delta rule of a matrix memory with L2 objective, NL-arXiv Eq. 65), ``dgd`` (delta
-    gradient descent, ``M (alpha I - eta k k^T) - eta grad``, HOPE Eq. 88; with ``momentum``
+    gradient descent, ``M (alpha I - eta k k^T) - eta grad``, NL-arXiv Eq. 88; with ``momentum``
     in HOPE's self-modifying memories, ``S <- momentum S - eta grad``,
     ``M <- M (alpha I - eta k k^T) + S``, :mod:`nlc.primitives.selfmod`).
 

@@ -56,13 +56,13 @@ class GradientMemory(Strict):
     (the mean gradient since the last write when ``period`` > 1)::
 
         dot (NL-NeurIPS Eqs. 17-18):  m <- retention m + lr g
-        l2  (Eq. 22, delta momentum): m <- m (retention I - lr ĝᵀĝ) + lr g,   ĝ = g / ||g||_F
+        l2  (NL-NeurIPS Eq. 22, delta momentum): m <- m (retention I - lr ĝᵀĝ) + lr g,   ĝ = g / ||g||_F
 
     read as m (``nesterov``: lr g + retention m, the look-ahead), divided by 1 - retention^n
     after n writes with ``bias_correction``, then mapped by ``output`` (``newton_schulz``:
-    Muon's orthogonalisation, Eq. 24) and weighted by ``weight`` in the update.
+    Muon's orthogonalisation, NL-NeurIPS Eq. 24) and weighted by ``weight`` in the update.
 
-    ``memory: mlp`` is deep momentum (DMGD, Eq. 23): per parameter, read as rows u_r, an
+    ``memory: mlp`` is deep momentum (DMGD, NL-NeurIPS Eq. 23): per parameter, read as rows u_r, an
     MLP memory u -> W2 h(u), keys h(u) = tanh(W1 u / ||u||) / √hidden, whose weights learn
     by GD on the objective over the gradient rows (dot: W2 <- retention W2 + lr Σ_r u_r h_rᵀ,
     and W1 along its gradient; l2: the delta rule on W2 with keys h_r), and read at the

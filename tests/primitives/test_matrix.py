@@ -146,7 +146,7 @@ def _exact_step(name, x):
         "delta_rule": lambda S, t: S - sc(lr, t) * _outer(Sk(S, t) - v[:, :, t], k[:, :, t]),
         "gated_delta_rule": lambda S, t: sc(al, t) * (S - sc(lr, t) * _outer(Sk(S, t), k[:, :, t]))
         + sc(lr, t) * _outer(v[:, :, t], k[:, :, t]),
-        # HOPE Eq. 88 at chunk = 1: S (alpha I - eta k k^T) - eta (S k - v) k^T
+        # NL-arXiv Eq. 88 at chunk = 1: S (alpha I - eta k k^T) - eta (S k - v) k^T
         "dgd:l2": lambda S, t: sc(al, t) * S - sc(lr, t) * _outer(Sk(S, t), k[:, :, t])
         - sc(lr, t) * _outer(Sk(S, t) - v[:, :, t], k[:, :, t]),
         "dgd:dot": lambda S, t: sc(al, t) * S - sc(lr, t) * _outer(Sk(S, t), k[:, :, t])

@@ -229,7 +229,7 @@ def test_dgd_on_an_mlp_memory_without_self_targets_is_refused(tmp_path):
                                                        "objective: {kind: l2}")
     text = _marked(text, "rule: dgd", "rule: dgd")
     assert_refused(tmp_path, text, "levels.memory.update.rule",
-                   "DGD (HOPE Eq. 88) on an MLP memory runs only in HOPE's self-modifying pattern")
+                   "DGD (NL-arXiv Eq. 88) on an MLP memory runs only in HOPE's self-modifying pattern")
 
 
 @st.composite
