@@ -34,7 +34,6 @@ from ..evaluate.lm import evaluate_lm
 from ..files import atomic_write_bytes
 from ..training import train
 from ..training.checkpoint import CheckpointError, read_meta
-from .lr_grid import rank_key
 from .params import ParamMatch, match_params, spec_params
 from .plan import MODELS, BenchModel, BenchPlan, plan_for
 from .stamps import spec_digest
@@ -130,12 +129,6 @@ def train_lm(model: BenchModel, match: ParamMatch, plan: BenchPlan, lr: float, s
                    seconds=result.metrics[-1]["elapsed"] if result.metrics else 0.0, steps=plan.steps,
                    tokens=plan.tokens_per_run, scored_on=data.scored_on, resumed_at=resumed_at)
     return record, result.model
-
-
-def best_lr(sweep: list[LMRun]) -> float:
-    """The lr of the sweep's best run (:func:`.lr_grid.rank_key`: lowest finite bpb, ties to
-    the smaller lr; a diverged run loses to every finite one)."""
-    return min(sweep, key=lambda run: rank_key(run.lr, run.val_bpb)).lr
 
 
 def parameter_count(module: nn.Module) -> int:

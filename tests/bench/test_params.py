@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from nlc.bench import MODELS, ParamMatchError, match_params, spec_params
-from nlc.bench.lm import LMRun, best_lr
+from nlc.bench.lr_grid import rank_key
 from nlc.bench.params import _nearest_hidden
 
 TARGET = spec_params(MODELS[0].path, ["model.heads=2", "model.width=32"])
@@ -52,7 +52,9 @@ def test_nearest_hidden_is_the_brute_force_argmin(slope, offset, target, high):
     assert abs(math.log(count(best) / target)) == pytest.approx(min(gaps))
 
 
-def test_best_lr_takes_the_lowest_bpb_and_a_diverged_run_never_wins():
-    runs = [LMRun(1e-3, 0, 2.5), LMRun(3e-3, 0, 2.1), LMRun(1e-2, 0, math.nan)]
-    assert best_lr(runs) == 3e-3
-    assert best_lr([LMRun(1e-3, 0, 2.0), LMRun(3e-3, 0, 2.0)]) == 1e-3
+def test_the_best_grid_point_has_the_lowest_bpb_and_a_diverged_run_never_wins():
+    def best(points: dict[float, float]) -> float:
+        return min(points, key=lambda lr: rank_key(lr, points[lr]))
+
+    assert best({1e-3: 2.5, 3e-3: 2.1, 1e-2: math.nan}) == 3e-3
+    assert best({1e-3: 2.0, 3e-3: 2.0}) == 1e-3
