@@ -9,7 +9,8 @@ default 250). The reference Transformer (``nlc/bundled/transformer.yaml`` at ``-
 calibration split; the budget is the first step at which its lowest training-shape accuracy
 reaches 90%, confirmed by a run of that length, or the task is "not counted". Prints the
 curve as it goes and writes ``benchmarks/results/calibrate_<task>.json`` (``--json``;
-atomically) with the curve, the budget and the reason.
+atomically) with the curve, the budget, the reason and the confirmed run's test accuracy at
+every shape (the longer ones: length extrapolation).
 """
 from __future__ import annotations
 
@@ -48,7 +49,9 @@ def main(argv: list[str] | None = None) -> None:
                            protocol, CalibrationSettings(max_steps=args.max_steps, eval_every=args.every), seed=0,
                            log=lambda line: print(f"[{time.perf_counter() - start:6.0f}s]{line}", flush=True))
     result = {**{k: v for k, v in found.to_json().items() if k != "reference"}, "width": args.width,
-              "protocol": protocol.to_json(), "seconds": time.perf_counter() - start}
+              "protocol": protocol.to_json(), "seconds": time.perf_counter() - start,
+              # the confirmed run's test accuracy at every shape, the longer test shapes included
+              "test_accuracy": found.reference["accuracy"] if found.reference else None}
     out = Path(args.json or ROOT / "benchmarks" / "results" / f"calibrate_{args.task}.json")
     atomic_write_text(out, json.dumps(result, indent=1))
     print(f"{args.task}: " + ("counts" if found.counts else "NOT counted") + f": {found.reason}\nwrote {out}")
