@@ -17,17 +17,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
+if __package__ in (None, ""):  # run as a script: make the repo root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import nlc
-from nlc.spec.load import bundled_specs
-from nlc.subnormals import flush_subnormals
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import nlc  # noqa: E402
+from benchmarks._harness import add_subnormals_flag, apply_subnormals  # noqa: E402
+from nlc.spec.load import bundled_specs  # noqa: E402
 
 MODELS = ("transformer", "samba", "titans_lmm", "titans_mac", "hope_attention", "hope")
 COMPILED = ("transformer", "titans_lmm")   # HOPE's torch.compile takes minutes on its own
@@ -85,10 +90,9 @@ def main() -> None:
     ap.add_argument("--no-teach", action="store_true",
                     help="no targets in the forward: task-driven CMS levels keep their state (what the teach loop costs)")
     ap.add_argument("--out", default=str(RESULTS))
-    ap.add_argument("--keep-subnormals", action="store_true",
-                    help="keep subnormal floats (torch's default); default: flushed to zero as `nlc train` runs")
+    add_subnormals_flag(ap)
     args = ap.parse_args()
-    flushed = not args.keep_subnormals and flush_subnormals()  # before any tensor op (nlc.subnormals)
+    flushed = apply_subnormals(args.keep_subnormals)
     device = torch.device(args.device)
     torch.set_float32_matmul_precision("high")
     machine = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),

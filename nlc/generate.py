@@ -35,7 +35,6 @@ Notation: B batch, T prompt tokens, N new tokens, V vocabulary.
 from __future__ import annotations
 
 import unicodedata
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -43,6 +42,7 @@ from torch import Tensor
 from .data import get_tokenizer
 from .errors import NLCError
 from .runtime.diagnose import non_finite_error
+from .runtime.lifetime import detach_state
 
 __all__ = ["GenerateError", "generate", "sample_next", "prompt_targets", "detach_state", "printable"]
 
@@ -64,15 +64,6 @@ def printable(text: str) -> str:
         else (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
         for char in text
     )
-
-
-def detach_state(state: Any) -> Any:
-    """The state with every tensor cut from the autograd graph (nested dicts kept)."""
-    if isinstance(state, Tensor):
-        return state.detach()
-    if isinstance(state, dict):
-        return {k: detach_state(v) for k, v in state.items()}
-    return state
 
 
 def sample_next(logits: Tensor, temperature: float, top_k: int | None,

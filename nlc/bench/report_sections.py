@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from .aggregate import format_stat, seed_stat
 from .plan import NAIVE_BASELINE
-from .summary import SYNTHETIC_TITLES
+from .summary import SYNTHETIC_TITLES, deployed_values
 
 CONDITION_TITLES = {"fresh": "fresh", "carried": "carried", "dynamic_fresh": "dynamic eval, fresh",
                     "dynamic_carried": "dynamic eval, carried"}
@@ -42,8 +42,9 @@ def synthetic_protocol_lines(results: dict) -> list[str]:
     return out
 
 
-def _values(runs: list, pick) -> list[float]:
-    return [float("nan") if run is None or "diverged" in run else pick(run) for run in runs]
+def _cell(runs: list, pick) -> str:
+    """``mean ± std, med M`` (lower is better) of one value of the seeds' deployment records."""
+    return format_stat(seed_stat(deployed_values(runs, pick), False))
 
 
 def deployment_lines(results: dict) -> list[str]:
@@ -52,21 +53,21 @@ def deployment_lines(results: dict) -> list[str]:
     first = next((run for runs in models.values() for run in runs if run and "diverged" not in run), None)
     if first is None:
         return []
-    settings = first  # the deployment settings sit at the top of its record
     out = ["## Continual learning at deployment", "",
-           f"Outer parameters frozen; {settings['tokens']:,} tokens of `{first['domain']}` (unseen in training) per "
-           f"stream, {settings['streams']} stream(s), segments of {settings['segment']} tokens, state carried: "
-           f"{settings['carry']}" + (" (attention caches and positions continue too: for a model without a level "
+           f"Outer parameters frozen; {first['tokens']:,} tokens of `{first['domain']}` (unseen in training) per "
+           f"stream, {first['streams']} stream(s), segments of {first['segment']} tokens, state carried: "
+           f"{first['carry']}" + (" (attention caches and positions continue too: for a model without a level "
                                      "that learns at test time, `carried` measures a longer context, not learning)"
-                                     if settings["carry"] == "all" else "") + "; forgetting on `{first['pretrain_domain']}` = bpb after the stream - before "
+                                     if first["carry"] == "all" else "")
+           + f"; forgetting on `{first['pretrain_domain']}` = bpb after the stream - before "
            "(`nlc.continual.deployment`). Per cell: mean ± std over finite seeds, `med` over all seeds.", "",
            "| model | condition | bpb | last quarter | forgetting |", "|---|---|---|---|---|"]
     for label, runs in models.items():
         conditions = [c for c in CONDITION_TITLES if any(r and c in r.get("conditions", {}) for r in runs)]
         for condition in conditions:
-            cells = [format_stat(seed_stat(_values(runs, lambda r: r["conditions"][condition][key]), False))
+            cells = [_cell(runs, lambda r, k=key: r["conditions"][condition][k])
                      for key in ("bpb_all", "bpb_last_quarter")]
-            forgetting = (format_stat(seed_stat(_values(runs, lambda r: r["pretrain"]["forgetting"][condition]),
-                                                False)) if condition.endswith("carried") else "--")
+            forgetting = (_cell(runs, lambda r: r["pretrain"]["forgetting"][condition])
+                          if condition.endswith("carried") else "--")
             out.append(f"| {label} | {CONDITION_TITLES[condition]} | {cells[0]} | {cells[1]} | {forgetting} |")
     return out + [""]

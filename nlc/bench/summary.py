@@ -84,13 +84,14 @@ def _carried_gain(run: dict) -> float:
 DEPLOYMENT_METRICS = (  # key, title, higher is better, per-seed value of a deployment record
     ("deploy_carried", "deployment bpb (state carried)", False, lambda r: r["conditions"]["carried"]["bpb_all"]),
     ("deploy_gain", "deployment gain (fresh - carried bpb)", True, _carried_gain),
-    ("deploy_forgetting", "deployment forgetting (state carried, bpb)", False, lambda r: r["pretrain"]["forgetting"]["carried"]),
+    ("deploy_forgetting", "deployment forgetting (state carried, bpb)", False,
+     lambda r: r["pretrain"]["forgetting"]["carried"]),
 )
 
 
-def _deployed(entry: dict, value: Callable[[dict], float]) -> list:
+def deployed_values(runs: list, value: Callable[[dict], float]) -> list:
     """Per seed, ``value`` of its deployment record; nan for a diverged one (its LM or a score)."""
-    return [math.nan if run is None or "diverged" in run else value(run) for run in entry.get("deployment", [])]
+    return [math.nan if run is None or "diverged" in run else value(run) for run in runs]
 
 
 def metrics_of(results: dict) -> list[Metric]:
@@ -111,7 +112,8 @@ def metrics_of(results: dict) -> list[Metric]:
                               lambda e, t=task, s=shape: _synthetic(e, t, [s])))
     if any(any(entry.get("deployment") or []) for entry in results["models"].values()):
         for key, title, higher, value in DEPLOYMENT_METRICS:
-            out.append(Metric(key, title, higher, False, lambda e, v=value: _deployed(e, v)))
+            out.append(Metric(key, title, higher, False,
+                              lambda e, v=value: deployed_values(e.get("deployment", []), v)))
     for key, title, higher in (("acc", "CL ACC (bpb)", False), ("bwt", "CL BWT", True),
                                ("forgetting", "CL forgetting", False)):
         out.append(Metric(f"cl_{key}", title, higher, False,

@@ -53,7 +53,8 @@ from torch import Tensor, nn
 
 from ..data import stream_batch
 from ..errors import NonFiniteError
-from .dynamic_eval import DeploymentError, DynamicEval, detached, dynamic_parameters, dynamic_segment, token_nats
+from ..runtime.lifetime import detach_state
+from .dynamic_eval import DeploymentError, DynamicEval, dynamic_parameters, dynamic_segment, token_nats
 
 __all__ = ["CONDITIONS", "Deployment", "DeploymentError", "Text", "Point", "deploy", "score_stream", "stream_curve"]
 
@@ -104,7 +105,7 @@ def _next_point(model: nn.Module, state: dict, weights, carry: Carry, rows: int)
     """The point the next segment of a carried condition starts from, cut from the autograd
     graph (the teach segments run with gradients on, and a state that kept their graph
     would grow with every segment)."""
-    return Point(model.next_sequence(state, rows) if carry == "lifetimes" else detached(state), weights)
+    return Point(model.next_sequence(state, rows) if carry == "lifetimes" else detach_state(state), weights)
 
 
 def score_stream(model: nn.Module, x: Tensor, y: Tensor, segment: int, *, carried: bool,

@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -46,12 +46,13 @@ from torch.func import functional_call
 
 from ..ir.nodes import MLPIR, ModelIR
 from ..ir.resolve import resolve
+from ..runtime.lifetime import detach_state
 from ..graph.validate import load_spec
 from ..spec import Spec
 from ..status import BAD_INPUT
 from .metrics import ContinualError
 
-__all__ = ["CMSLevel", "DeploymentError", "DynamicEval", "cms_levels", "cms_step", "detached", "dynamic_parameters",
+__all__ = ["CMSLevel", "DeploymentError", "DynamicEval", "cms_levels", "cms_step", "dynamic_parameters",
            "dynamic_segment", "token_nats"]
 
 
@@ -158,13 +159,6 @@ def token_nats(logits: Tensor, targets: Tensor) -> Tensor:
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none").view(targets.shape)
 
 
-def detached(state):
-    """A model state (nested dicts of tensors and ints) cut from the autograd graph."""
-    if isinstance(state, Mapping):
-        return {key: detached(value) for key, value in state.items()}
-    return state.detach() if isinstance(state, Tensor) else state
-
-
 def dynamic_segment(model: nn.Module, x: Tensor, y: Tensor, state: dict, weights: dict[str, Tensor],
                     dynamic: DynamicEval) -> tuple[Tensor, dict, dict[str, Tensor]]:
     """One segment of one stream row, ``x, y`` (1, T), with P dividing T: each chunk is
@@ -184,5 +178,5 @@ def dynamic_segment(model: nn.Module, x: Tensor, y: Tensor, state: dict, weights
         weights = {n: leaves[n].detach() - dynamic.lr * g if g is not None else leaves[n].detach()
                    for n, g in zip(names, grads)}
         nats.append(scored.detach())
-        state = detached(state)
+        state = detach_state(state)
     return torch.cat(nats, dim=1), state, weights

@@ -57,6 +57,17 @@ def with_clock(state: dict, clock: int | None) -> dict:
     return state
 
 
+def detach_state(state):
+    """A model state (nested dicts of tensors and ints) with every tensor cut from the
+    autograd graph: what a caller hands across a boundary gradients must not cross
+    (generation's steps, a deployment's segments)."""
+    if isinstance(state, Tensor):
+        return state.detach()
+    if isinstance(state, Mapping):
+        return {k: detach_state(v) for k, v in state.items()}
+    return state
+
+
 def carried(state: Mapping, consumed: int, period: int) -> dict:
     """A stream layer's state for the next sequence after ``consumed`` more tokens: the
     tensors detached (gradients stop at the sequence boundary), the teach keys dropped."""

@@ -57,6 +57,7 @@ def test_smoke_run_writes_into_its_run_folder_and_resumes(tmp_path, monkeypatch)
     assert (out / "hope" / "grid-lr0.001-s0" / "run_key.txt").exists()
     report = (out / "results.md").read_text()
     assert report.count("| Transformer++ |") >= 1 and "| Transformer++ | dynamic eval, carried |" in report
+    assert "forgetting on `shakespeare` = bpb after the stream - before" in report
     assert (out / "results" / "deployment.png").exists()
     probe = data["probes"]["HOPE, seq 64"]
     assert (probe["seq_len"], probe["batch"], probe["lr"]) == (64, 1, hope["best_lr"])
