@@ -8,7 +8,13 @@ cross-entropy + backward + AdamW, on a batch of ``--batch`` x ``--seq`` tokens (
 learn (the difference is what the teach loop costs). float32 with TF32 matmuls allowed (what a
 user gets by default on Hopper: ``torch.set_float32_matmul_precision("high")``). Two warm-up
 steps, then the median of ``--steps`` timed steps (``torch.cuda.synchronize`` around each);
-peak memory is ``torch.cuda.max_memory_allocated``. Subnormal floats are flushed to zero as
+peak memory is ``torch.cuda.max_memory_allocated``. ``step FLOP/tok`` is the matmul,
+convolution and attention FLOPs of one whole step (forward, teach signal, backward) per
+token, counted once by ``torch.utils.flop_counter.FlopCounterMode`` outside the timed steps
+(elementwise ops are not counted); ``GFLOP/s`` is that count over the median step time, and
+``x FLOP-bound`` the tokens/s ratio to the first model of the run that each model would reach
+at that model's FLOP/s (its FLOP/token ratio inverted): a model whose tokens/s ratio is
+far below its FLOP-bound ratio loses to overhead, one near it to arithmetic. Subnormal floats are flushed to zero as
 ``nlc train`` does (:mod:`nlc.subnormals`; ``--keep-subnormals`` keeps them). ``compiled`` rows use
 ``nlc.compile(compile="default")`` and report the first call (compile) time separately.
 Prints a table and writes ``benchmarks/results/cuda_throughput.json`` (``--out``).
@@ -29,6 +35,7 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import nlc  # noqa: E402
 from benchmarks._harness import add_subnormals_flag, apply_subnormals  # noqa: E402
@@ -69,13 +76,16 @@ def measure(name: str, args, device: torch.device, compiled: bool) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     first = step()
-    step()
+    with FlopCounterMode(display=False) as counter:  # the second step: warm, uncompiled paths alike
+        step()
+    flops = counter.get_total_flops() / (args.batch * args.seq)
     times = [step() for _ in range(args.steps)]
     seconds = statistics.median(times)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     return {"model": name, "mode": "compiled" if compiled else "eager", "params": params,
             "step_s": seconds, "tokens_per_s": args.batch * args.seq / seconds, "first_step_s": first,
-            "peak_gib": peak}
+            "peak_gib": peak, "step_flop_per_token": flops,
+            "gflop_per_s": flops * args.batch * args.seq / seconds / 1e9}
 
 
 def main() -> None:
@@ -97,15 +107,20 @@ def main() -> None:
     torch.set_float32_matmul_precision("high")
     machine = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
                "torch": torch.__version__, "python": platform.python_version(), "subnormals_flushed": flushed}
-    rows = []
+    rows: list[dict] = []
     for name in args.models:
         for compiled in (False, True):
             if compiled and (args.no_compile or name not in COMPILED):
                 continue
             row = measure(name, args, device, compiled)
             rows.append(row)
+            base = rows[0]
+            row["x_first"] = row["tokens_per_s"] / base["tokens_per_s"]
+            row["x_flop_bound"] = base["step_flop_per_token"] / row["step_flop_per_token"]
             peak = f"{row['peak_gib']:.2f}" if row["peak_gib"] is not None else "--"
             print(f"{name:16s} {row['mode']:9s} {row['params']:>10,d} params  {row['tokens_per_s']:>10,.0f} tok/s  "
+                  f"x {row['x_first']:6.3f}  step FLOP/tok {row['step_flop_per_token'] / 1e6:7.2f}M  "
+                  f"{row['gflop_per_s']:6.1f} GFLOP/s  x FLOP-bound {row['x_flop_bound']:6.3f}  "
                   f"step {row['step_s'] * 1e3:8.1f} ms  first {row['first_step_s']:6.1f} s  peak {peak} GiB",
                   flush=True)
             if args.out:  # after every row: a run cut short keeps what it measured

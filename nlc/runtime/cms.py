@@ -22,8 +22,11 @@ partial chunk's sum waits in ``acc.*`` until the chunk completes in a later call
 State (``dict[str, Tensor]``, batch-leading, the layout of
 :func:`nlc.primitives.cms.cms_init_state`): the weights ``w_gate, w_up, w_out`` (swiglu) or
 ``w_in, w_out`` (B, ...), and their pending sums ``acc.<name>``. A ``task`` mixer's forward
-adds ``"in"`` (its input x, (B, T, D)) and ``"out"`` (its output y, (B, T, D), in the
-autograd graph); ``learn`` consumes and drops them.
+adds ``"in"`` (its input x, (B, T, D)), ``"out"`` (its output y, (B, T, D), in the
+autograd graph) and the read's hidden activations (``"hidden_pre"`` [, ``"hidden_up"``],
+``"hidden"``, (B, T, Dh)); ``learn`` consumes and drops them (the summed gradient is taken
+at the weights the read used, so it reuses the read's activations instead of recomputing
+them: two matmuls fewer per level and segment, and their backward).
 
 Objectives (``ir.objective.kind``):
 
@@ -80,28 +83,30 @@ from ..primitives.cms import (
     cms_apply_update,
     cms_block_chunked,
     cms_chunk_grad,
+    cms_forward,
     cms_init_params,
     cms_init_state,
     cms_param_shapes,
-    cms_read,
 )
 from .knobs import Knob
+from .lifetime import TEACH_KEYS
 
 __all__ = ["CMSMixer"]
 
 _ACC = "acc."  # prefix of the pending gradient sums (nlc.primitives.cms state layout)
-_TEACH_KEYS = ("in", "out")
+_CACHE = {"swiglu": ("hidden_pre", "hidden_up", "hidden")}  # the teach keys of a read's cache, by kind
+_CACHE_OTHER = ("hidden_pre", "hidden")
 _KINDS = ("swiglu", "gelu", "silu", "relu")
 _POLICIES = ("carry", "flush", "drop")
 
 
 def _core(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """The weights and pending sums, without the teach keys."""
-    return {k: v for k, v in state.items() if k not in _TEACH_KEYS}
+    return {k: v for k, v in state.items() if k not in TEACH_KEYS}
 
 
 def _weights(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    return {k: v for k, v in state.items() if k not in _TEACH_KEYS and not k.startswith(_ACC)}
+    return {k: v for k, v in state.items() if k not in TEACH_KEYS and not k.startswith(_ACC)}
 
 
 class CMSMixer(nn.Module):
@@ -181,6 +186,10 @@ class CMSMixer(nn.Module):
             out[_ACC + k] = torch.zeros_like(out[k])
         return out
 
+    @property
+    def _cache_keys(self) -> tuple[str, ...]:
+        return _CACHE.get(self.kind, _CACHE_OTHER)
+
     def lr(self, x: Tensor) -> Tensor | float:
         """The step size for the tokens ``x (B, T, D)``: the constant as a float (exact in
         every dtype), else the knob's gate ``(B, T)``."""
@@ -193,9 +202,10 @@ class CMSMixer(nn.Module):
                 ) -> tuple[Tensor, dict[str, Tensor]]:
         core = _core(state)
         if self.teach:
-            y = cms_read(core, x, kind=self.kind)
+            y, cache = cms_forward(core, x, kind=self.kind)
             new = dict(core)
             new["in"], new["out"] = x, y
+            new.update(zip(self._cache_keys, cache))
             return y, new
         return cms_block_chunked(core, x, chunk=self.period, lr=self.lr(x), signal="local",
                                  target=None, pos=pos, policy="carry", kind=self.kind)
@@ -223,7 +233,8 @@ class CMSMixer(nn.Module):
                 f"{pos}..{pos + T - 1} crosses a chunk boundary; drive task-CMS levels in "
                 "segments that do not (e.g. of the gcd of their periods)")
         weights = _weights(core)
-        g = cms_chunk_grad(weights, x, delta.detach().to(x.dtype), self.lr(x), kind=self.kind)
+        cache = tuple(state[k] for k in self._cache_keys) if self._cache_keys[0] in state else None
+        g = cms_chunk_grad(weights, x, delta.detach().to(x.dtype), self.lr(x), kind=self.kind, cache=cache)
         new = dict(core)
         for k, gk in g.items():
             new[_ACC + k] = core[_ACC + k] + gk

@@ -27,7 +27,10 @@ from torch import Tensor, nn
 from ..errors import NLCError
 
 CLOCK = "clock"  # key of a stream layer's state: S mod P (a Python int)
-_TEACH = ("in", "out")  # per-call teach keys (the last forward's input and output): never carried
+# Per-call teach keys of a layer state, consumed by ``learn`` and never carried: the last
+# forward's input and output, and a CMS read's hidden activations (its summed gradient
+# reuses them; nlc.runtime.cms). A Parallel layer prefixes them with its mixer's index.
+TEACH_KEYS = ("in", "out", "hidden_pre", "hidden_up", "hidden")
 
 
 def lifetime_of(layer: nn.Module) -> str:
@@ -72,7 +75,7 @@ def carried(state: Mapping, consumed: int, period: int) -> dict:
     """A stream layer's state for the next sequence after ``consumed`` more tokens: the
     tensors detached (gradients stop at the sequence boundary), the teach keys dropped."""
     out = {k: (v.detach() if isinstance(v, Tensor) else v) for k, v in state.items()
-           if k != CLOCK and k.rsplit(".", 1)[-1] not in _TEACH}
+           if k != CLOCK and k.rsplit(".", 1)[-1] not in TEACH_KEYS}
     out[CLOCK] = (state[CLOCK] + consumed) % period
     return out
 

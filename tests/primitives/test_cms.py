@@ -15,6 +15,7 @@ from nlc.primitives.cms import (
     cms_block_chunked,
     cms_block_reference,
     cms_chunk_grad,
+    cms_forward,
     cms_chunked,
     cms_init_levels,
     cms_init_params,
@@ -111,6 +112,10 @@ def test_chunk_grad_matches_autograd(kind, bias, residual, B, n, d, dh, seed):
     g, dx = cms_chunk_grad(state, x, delta, lr, kind=kind, residual=residual,
                            return_input_grad=True)
     assert set(g) == set(p)
+    y_fwd, cache = cms_forward(state, x, kind=kind, residual=residual)  # the read's activations, reused
+    assert torch.equal(y_fwd, cms_read(state, x, kind=kind, residual=residual))
+    g_cached = cms_chunk_grad(state, x, delta, lr, kind=kind, residual=residual, cache=cache)
+    assert all(torch.equal(g_cached[k], g[k]) for k in g)
     for b in range(B):
         upd = summed_grad_update(p, x[b], lr, b, range(n), kind, residual, "task", delta_b=delta[b])
         for k in p:

@@ -63,7 +63,7 @@ loop over the union of all levels' boundaries only). Same signature, same result
 from .chunk import cms_block_chunked, cms_chunked
 from .levels import POLICIES, SIGNALS, VARIANTS, cms_read
 from .mlp import (
-    KINDS, cms_apply_update, cms_chunk_grad, cms_init_params, cms_local_delta, cms_mlp,
+    KINDS, cms_apply_update, cms_chunk_grad, cms_forward, cms_init_params, cms_local_delta, cms_mlp,
     cms_param_shapes, cms_task_surrogate,
 )
 from .modules import CMSBlock, ContinuumMemorySystem
@@ -84,6 +84,7 @@ __all__ = [
     "cms_split_levels",
     "cms_merge_levels",
     "cms_mlp",
+    "cms_forward",
     "cms_read",
     "cms_local_delta",
     "cms_task_surrogate",

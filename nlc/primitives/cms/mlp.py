@@ -42,6 +42,7 @@ __all__ = [
     "cms_param_shapes",
     "cms_init_params",
     "cms_mlp",
+    "cms_forward",
     "cms_local_delta",
     "cms_task_surrogate",
     "cms_chunk_grad",
@@ -181,6 +182,14 @@ def cms_mlp(params: Mapping[str, Tensor], x: Tensor, *, kind: str = "gelu",
     return block_forward(fast_params(params), x, kind, residual)[0]
 
 
+def cms_forward(params: Mapping[str, Tensor], x: Tensor, *, kind: str = "gelu",
+                residual: bool = False) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """:func:`cms_mlp` and its hidden activations ``(pre-activation[, up], h)`` (B, T, Dh):
+    the ``cache`` that :func:`cms_chunk_grad` at the same weights and inputs reuses."""
+    check_kind(kind)
+    return block_forward(fast_params(params), x, kind, residual)
+
+
 def cms_local_delta(y: Tensor, target: Tensor) -> Tensor:
     """``d ||y - target||^2 / dy = 2 (y - target)`` (the ``local`` error signal)."""
     return 2.0 * (y - target)
@@ -193,7 +202,7 @@ def cms_task_surrogate(y: Tensor, delta: Tensor) -> Tensor:
 
 def cms_chunk_grad(params: Mapping[str, Tensor], x: Tensor, delta: Tensor,
                    lr: Optional[LrLike] = None, *, kind: str = "gelu", residual: bool = False,
-                   return_input_grad: bool = False):
+                   return_input_grad: bool = False, cache: Optional[tuple[Tensor, ...]] = None):
     """Summed per-token gradients of one chunk, analytically (NL-arXiv Eq. 71's sum).
 
     ``sum_t eta_t grad_theta <delta_t, MLP(theta; x_t)>`` for ``x (B, n, Din)``, ``delta
@@ -201,11 +210,13 @@ def cms_chunk_grad(params: Mapping[str, Tensor], x: Tensor, delta: Tensor,
     signal pass ``delta = cms_local_delta(MLP(theta; x), target)``. Each weight's per-token
     gradient is rank-1 (e.g. ``dW_out = delta_t h_t^T``), so the sum is one matmul. The
     update is ``theta - cms_chunk_grad(...)`` (:func:`cms_apply_update`). With
-    ``return_input_grad`` also returns ``d<delta, y>/dx (B, n, Din)``.
+    ``return_input_grad`` also returns ``d<delta, y>/dx (B, n, Din)``. ``cache``: the hidden
+    activations of :func:`cms_forward` at these ``params`` and ``x`` (None: recomputed).
     """
     check_kind(kind)
     p = fast_params(params)
-    _, cache = block_forward(p, x, kind, residual)
+    if cache is None:
+        _, cache = block_forward(p, x, kind, residual)
     eta = step_sizes(1.0 if lr is None else lr, x.shape[0], 0, x.shape[1], x)
     g, dx = block_backward(p, x, cache, delta, eta, kind, residual, return_input_grad)
     return (g, dx) if return_input_grad else g
