@@ -35,7 +35,7 @@ from ..files import atomic_write_bytes
 from ..training import train
 from ..training.checkpoint import CheckpointError, read_meta
 from .params import ParamMatch, match_params, spec_params
-from .plan import MODELS, BenchModel, BenchPlan, plan_for
+from .plan import MODELS, BenchModel, BenchPlan, TaskSettings, plan_for
 from .stamps import spec_digest
 from .tune_split import LMData, reported_data
 
@@ -64,12 +64,12 @@ class LMRun:
         return asdict(self)
 
 
-def target_params(plan: BenchPlan) -> int:
+def target_params(plan: BenchPlan | TaskSettings) -> int:
     """The parameter count every model is matched to: Transformer++ at ``reference_width``."""
     return spec_params(MODELS[0].path, [f"model.heads={plan.heads}", f"model.width={plan.reference_width}"])
 
 
-def match_for(model: BenchModel, plan: BenchPlan, target: int) -> ParamMatch:
+def match_for(model: BenchModel, plan: BenchPlan | TaskSettings, target: int) -> ParamMatch:
     """``model`` matched to ``target`` parameters at the plan's heads and tolerance."""
     return match_params(model.path, target, tolerance=plan.tolerance, overrides=[f"model.heads={plan.heads}"])
 

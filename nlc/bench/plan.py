@@ -150,9 +150,11 @@ class BenchPlan:
         """The plan of one grid run: ``grid_steps`` steps, validated once, at the end."""
         return replace(self, steps=self.grid_steps, eval_every=self.grid_steps, models=(), probes=())
 
-    def task_plan(self) -> "BenchPlan":
-        """The plan the synthetic tasks' parameter match uses (``task_width`` as reference)."""
-        return replace(self, reference_width=self.task_width or self.reference_width, models=(), probes=())
+    def task_settings(self) -> "TaskSettings":
+        """What the synthetic tasks read of this plan (:class:`TaskSettings`)."""
+        return TaskSettings(reference_width=self.task_width or self.reference_width, heads=self.heads,
+                            tolerance=self.tolerance, seeds=self.seeds, device=self.device,
+                            calibration=self.calibration)
 
     def bench_models(self) -> list[BenchModel]:
         """The plan's models; each named by its label or its spec's stem (``hope_no_cms``)."""
@@ -221,6 +223,23 @@ def _tiny_protocols(length: int, tokens_per_step: int, examples: int) -> tuple[T
                          tokens_per_step=tokens_per_step, lr=3e-3, warmup=1, examples=examples),
             TaskProtocol("passkey", train=(Shape(256),), test=(Shape(512),), tokens_per_step=max(256, tokens_per_step),
                          lr=3e-3, warmup=1, examples=examples))
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    """Everything the synthetic tasks (their calibration and every model's runs) read of a
+    plan, besides the protocols themselves: their results depend on nothing else, so a change
+    to the LM budget, the lr grid, the continual stream or the deployment keeps them (the
+    run folder's unit keys, :mod:`.jobs`). Models are matched to the Transformer at
+    ``reference_width`` (the plan's ``task_width``) with these heads, to ``tolerance``, as
+    :func:`.lm.match_for` matches the LM models."""
+
+    reference_width: int
+    heads: int
+    tolerance: float
+    seeds: tuple[int, ...]
+    device: str
+    calibration: CalibrationSettings
 
 
 _FULL_SHARED = dict(

@@ -14,16 +14,20 @@ For every model of the plan (:mod:`.plan`), three kinds of unit of work (:mod:`.
    the unseen ``deploy_domain`` streamed in segments of ``seq_len`` with the whole state
    carried, fresh against carried, and forgetting on Shakespeare; the Transformer also with
    dynamic evaluation at the period and lr of HOPE's fastest CMS level);
-3. ``<label> / tasks`` (:func:`tasks_unit`), needing 1 and every calibration: the
-   synthetic tasks that count (MQAR, selective copying, passkey; a fresh model per task
-   and seed trained for the task's calibrated budget, :func:`.synthetic.train_task`) and
-   continual LM over the plan's domain stream (:func:`nlc.continual.run_continual`, no
-   extra baselines: the Transformer row *is* the naive fine-tuning baseline).
+3. ``<label> / synthetic`` (:func:`synthetic_unit`), needing every calibration (not 1: the
+   tasks train at their own width and lr, :class:`.plan.TaskSettings`): the synthetic tasks
+   that count (MQAR, selective copying, passkey; a fresh model per task and seed trained for
+   the task's calibrated budget, :func:`.synthetic.train_task`);
+4. ``<label> / continual`` (:func:`continual_unit`), needing 1: continual LM over the plan's
+   domain stream at the chosen lr (:func:`nlc.continual.run_continual`, no extra baselines:
+   the Transformer row *is* the naive fine-tuning baseline).
 
 Before them, one ``calibrate / <task>`` unit per synthetic task (:func:`calibration_unit`):
 the step budget every model gets, fixed on the Transformer at the matched size
 (:mod:`.calibration`: the first budget at which it reaches the target at the training
-shapes, or "not counted" with the reason). Then the probes (:mod:`.probes`, each needing its model's unit 1). Units run side by side
+shapes, or "not counted" with the reason). The calibration and synthetic units are keyed by
+the task protocols and :class:`.plan.TaskSettings` only, so changing the LM budget, the grid,
+the continual stream or the deployment reruns none of them. Then the probes (:mod:`.probes`, each needing its model's unit 1). Units run side by side
 on ``jobs`` processes, slowest model first, and are saved as they finish; a rerun with the
 same run folder loads every unit whose key is unchanged, and an interrupted LM run resumes
 from its last checkpoint (:mod:`.lm`). :func:`run_paper` gathers the units into one entry
@@ -53,12 +57,13 @@ from .jobs import Unit, run_units
 from .lm import fresh, match_for, parameter_count, target_params, train_lm
 from .lr_grid import search_lr
 from .params import ParamMatch
-from .plan import COST_ORDER, MODELS, BenchModel, BenchPlan, bench_model
+from .plan import COST_ORDER, MODELS, BenchModel, BenchPlan, TaskSettings, bench_model
 from .probes import probe_units
 from .report import machine, write_outputs
 from .stamps import span_seconds, spec_digest, utc_now
 from .summary import summarise
 from .synthetic import chance, train_task
+from .task_protocol import TaskProtocol
 from .tasks import RETRIEVAL_TASKS, retrieval_accuracy
 from .tune_split import RULE, reported_data, tuning_data
 
@@ -117,7 +122,7 @@ def run_paper(plan: BenchPlan, runs: Path, log: Log = print, jobs: int = 1, thre
     log(f"[paper/{plan.mode}] target: {target:,} parameters (Transformer++ at width {plan.reference_width}); "
         f"{jobs} job(s) x {threads} thread(s) on {plan.device}; run folder {runs}")
     settings = plan.settings()
-    calibrations = [Unit(calibration_name(p.task), calibration_unit, lambda done, p=p: (p.task, settings),
+    calibrations = [Unit(calibration_name(p.task), calibration_unit, lambda done, p=p: (p, plan.task_settings()),
                          salt=spec_digest(REFERENCE)) for p in plan.synthetic]
     units = [unit for m in models for unit in model_units(m, settings, target, runs)]
     done = run_units(calibrations + units + probe_units(plan, runs), runs, jobs, threads, log)
@@ -149,6 +154,14 @@ def seed_name(label: str, seed: int) -> str:
     return f"{label} / seed {seed}"
 
 
+def synthetic_name(label: str) -> str:
+    return f"{label} / synthetic"
+
+
+def continual_name(label: str) -> str:
+    return f"{label} / continual"
+
+
 def model_units(model: BenchModel, plan: BenchPlan, target: int, runs: Path) -> list[Unit]:
     """The units of one model (module doc), in the order they should start."""
     label, salt = model.label, f"{spec_digest(model)}|{RULE}"  # the spec and the split rule the runs use
@@ -162,25 +175,28 @@ def model_units(model: BenchModel, plan: BenchPlan, target: int, runs: Path) -> 
     seeds = [Unit(seed_name(label, seed), seed_unit, lambda done, seed=seed: (label, plan, *chosen(done), seed, runs),
                   needs=(label,), salt=seed_salt) for seed in plan.seeds]
     calibrated = tuple(calibration_name(p.task) for p in plan.synthetic)
-    tasks = Unit(f"{label} / tasks", tasks_unit,
-                 lambda done: (label, plan, *chosen(done), {n: done[n]["calibration"] for n in calibrated}, runs),
-                 needs=(label, *calibrated), salt=salt)
-    return [grid, *seeds, tasks]
+    synthetic = Unit(synthetic_name(label), synthetic_unit,
+                     lambda done: (label, plan.synthetic, plan.task_settings(),
+                                   {n: done[n]["calibration"] for n in calibrated}),
+                     needs=calibrated, salt=salt)
+    continual = Unit(continual_name(label), continual_unit, lambda done: (label, plan, *chosen(done), runs),
+                     needs=(label,), salt=salt)
+    return [grid, *seeds, synthetic, continual]
 
 
 def model_entry(model: BenchModel, plan: BenchPlan, done: dict) -> dict:
     """One model's results, gathered from its units."""
     label = model.label
-    grid, tasks = done[label], done[f"{label} / tasks"]
+    grid, synthetic, continual = done[label], done[synthetic_name(label)], done[continual_name(label)]
     seeds = [done[seed_name(label, seed)] for seed in plan.seeds]
-    parts = [grid, *seeds, tasks]
+    parts = [grid, *seeds, synthetic, continual]
     return {"spec": model.spec, "family": model.family, "match": grid["match"],
             "params_compiled": seeds[0]["params_compiled"], "grid": grid["grid"], "sweep": grid["sweep"],
             "best_lr": grid["best_lr"], "lm": [s["lm"] for s in seeds],
             "retrieval": {task: {str(seed): s["retrieval"][task] for seed, s in zip(plan.seeds, seeds)}
                           for task in RETRIEVAL_TASKS},
             "deployment": [s.get("deployment") for s in seeds],
-            "synthetic": tasks["synthetic"], "continual": tasks["continual"],
+            "synthetic": synthetic["synthetic"], "continual": continual["continual"],
             "seconds": sum(p["seconds"] for p in parts), "started": min(p["started"] for p in parts),
             "finished": max(p["finished"] for p in parts)}
 
@@ -258,58 +274,64 @@ def _deployment(model: BenchModel, net, plan: BenchPlan, log: Log) -> dict | Non
     return result
 
 
-def calibration_unit(task: str, plan: BenchPlan, log: Log = print) -> dict:
+def calibration_unit(protocol: TaskProtocol, tasks: TaskSettings, log: Log = print) -> dict:
     """The step budget of one synthetic task, on the Transformer at the tasks' reference width
     (module doc)."""
     def body() -> dict:
-        protocol = next(p for p in plan.synthetic if p.task == task)
-        found = calibrate_task(REFERENCE.path, _task_overrides(_task_match(REFERENCE, plan), plan), protocol,
-                               plan.calibration, seed=plan.seeds[0], device=plan.device, log=log)
-        log(f"  {task}: " + ("counts" if found.counts else "NOT counted") + f": {found.reason}")
-        return {"protocol": protocol.to_json(), "calibration": found.to_json(), "chance": chance(task)}
+        found = calibrate_task(REFERENCE.path, _task_overrides(_task_match(REFERENCE, tasks), tasks), protocol,
+                               tasks.calibration, seed=tasks.seeds[0], device=tasks.device, log=log)
+        log(f"  {protocol.task}: " + ("counts" if found.counts else "NOT counted") + f": {found.reason}")
+        return {"protocol": protocol.to_json(), "calibration": found.to_json(), "chance": chance(protocol.task)}
 
     return _stamped(body)
 
 
-def _task_match(model: BenchModel, plan: BenchPlan) -> ParamMatch:
-    """``model`` matched to the Transformer at the synthetic tasks' width (``plan.task_width``)."""
-    tasks = plan.task_plan()
+def _task_match(model: BenchModel, tasks: TaskSettings) -> ParamMatch:
+    """``model`` matched to the Transformer at the synthetic tasks' width."""
     return match_for(model, tasks, target_params(tasks))
 
 
-def _task_overrides(match: ParamMatch, plan: BenchPlan) -> list[str]:
-    return [*match.overrides, f"model.heads={plan.heads}"]
+def _task_overrides(match: ParamMatch, tasks: TaskSettings) -> list[str]:
+    return [*match.overrides, f"model.heads={tasks.heads}"]
 
 
-def tasks_unit(label: str, plan: BenchPlan, lr: float, match: dict, calibrations: dict, runs: Path,
-               log: Log = print) -> dict:
-    """The synthetic tasks and continual LM of one model (module doc, unit 3)."""
+def synthetic_unit(label: str, protocols: tuple[TaskProtocol, ...], tasks: TaskSettings, calibrations: dict,
+                   log: Log = print) -> dict:
+    """The synthetic tasks of one model (module doc, unit 3)."""
     def body() -> dict:
         model = bench_model(label)
-        task_match = _task_match(model, plan) if plan.synthetic else None
-        synthetic = {p.task: _synthetic_runs(model, plan, task_match, p, calibrations[calibration_name(p.task)], log)
-                     for p in plan.synthetic}
-        domains = load_domains(list(plan.continual_stream), "bytes")
-        overrides = [*ParamMatch.from_json(match).overrides, *plan.train_overrides(lr)]
-        return {"synthetic": synthetic, "continual": _continual(model, plan, overrides, domains, runs)}
+        match = _task_match(model, tasks) if protocols else None
+        return {"synthetic": {p.task: _synthetic_runs(model, tasks, match, p, calibrations[calibration_name(p.task)],
+                                                      log) for p in protocols}}
 
     return _stamped(body)
 
 
-def _synthetic_runs(model: BenchModel, plan: BenchPlan, match: ParamMatch, protocol, calibration: dict,
-                    log: Log) -> dict:
+def continual_unit(label: str, plan: BenchPlan, lr: float, match: dict, runs: Path, log: Log = print) -> dict:
+    """Continual LM over the plan's domain stream at the chosen lr and match (module doc, unit 4)."""
+    def body() -> dict:
+        model = bench_model(label)
+        domains = load_domains(list(plan.continual_stream), "bytes")
+        overrides = [*ParamMatch.from_json(match).overrides, *plan.train_overrides(lr)]
+        return {"continual": _continual(model, plan, overrides, domains, runs)}
+
+    return _stamped(body)
+
+
+def _synthetic_runs(model: BenchModel, tasks: TaskSettings, match: ParamMatch, protocol: TaskProtocol,
+                    calibration: dict, log: Log) -> dict:
     """``{seed: run}`` of one task at its calibrated budget ({} when the task does not count).
     The Transformer's first seed is the calibration's confirmed run (the same model, seed,
     protocol and budget), not trained twice."""
     if not calibration["counts"]:
         return {}
     runs = {}
-    for seed in plan.seeds:
-        if model.label == REFERENCE.label and seed == plan.seeds[0] and calibration["reference"]:
+    for seed in tasks.seeds:
+        if model.label == REFERENCE.label and seed == tasks.seeds[0] and calibration["reference"]:
             run = calibration["reference"]
         else:
-            run = train_task(model.path, _task_overrides(match, plan), protocol, seed, calibration["budget"],
-                             plan.device)
+            run = train_task(model.path, _task_overrides(match, tasks), protocol, seed, calibration["budget"],
+                             tasks.device)
         runs[str(seed)] = run
         log(f"    {model.label} {protocol.task} seed {seed}: " + ", ".join(f"{k}: {v:.2f}" for k, v in
                                                                            run["accuracy"].items()))

@@ -66,7 +66,8 @@ def test_smoke_run_writes_into_its_run_folder_and_resumes(tmp_path, monkeypatch)
     # --report puts the report (and its JSON and figures) where it says, and only there
     again = CliRunner().invoke(app, ["bench", "paper", "--smoke", "--report", "elsewhere/results.md"])
     assert again.exit_code == 0, again.output
-    assert again.output.count("loaded from") == 10  # 3 calibrations + 2 models x (grid, seed 0, tasks) + 1 probe
+    assert again.output.count("loaded from") == 12  # 3 calibrations + 2 models x (grid, seed 0, synthetic,
+    #                                                  continual) + 1 probe
     reloaded = json.loads((tmp_path / "elsewhere" / "results" / "paper.json").read_text())
     assert reloaded["models"] == data["models"] and reloaded["probes"] == data["probes"]
     assert reloaded["command"] == "nlc bench paper --smoke --report=elsewhere/results.md"

@@ -118,3 +118,29 @@ def test_bad_names_and_lengths_are_clear_errors():
         MODES["full"].probe_plan(Probe("odd", "HOPE", "context", "sequences of 96 tokens", seq_len=96))
     with pytest.raises(NLCError, match="unknown benchmark mode"):
         plan_for("huge")
+
+
+def test_the_task_units_keep_their_keys_when_only_lm_settings_change(tmp_path):
+    """The calibrations and every model's synthetic tasks read only the protocols and
+    TaskSettings: a new LM budget, grid, continual stream or deployment reruns the LM units,
+    not them; a new task width reruns them too."""
+    from nlc.bench.jobs import unit_key
+    from nlc.bench.run import calibration_name, model_units
+
+    def keys(plan):
+        calibrations = {calibration_name(p.task): {"calibration": {"budget": 2}} for p in plan.synthetic}
+        done = {**calibrations, "Transformer++": {"best_lr": 1e-3, "match": {}}}
+        units = model_units(bench_model("Transformer++"), plan.settings(), 1000, tmp_path)
+        return {u.name: unit_key(u, u.args(done)) for u in units}, {p.task: p for p in plan.synthetic}
+
+    plan = plan_for("smoke")
+    base, protocols = keys(plan)
+    lm_only = replace(plan, steps=8, lrs=(2e-3, 4e-3), continual_tokens=128, deploy_tokens=128)
+    changed, _ = keys(lm_only)
+    assert plan.task_settings() == lm_only.task_settings()
+    assert changed["Transformer++ / synthetic"] == base["Transformer++ / synthetic"]
+    for name in ("Transformer++", "Transformer++ / seed 0", "Transformer++ / continual"):
+        assert changed[name] != base[name]
+    wider, _ = keys(replace(plan, task_width=32))
+    assert wider["Transformer++ / synthetic"] != base["Transformer++ / synthetic"]
+    assert plan.task_settings().reference_width == plan.reference_width  # no task_width: the LM's
