@@ -1,24 +1,24 @@
-"""The expected wall time of a comparison run, from measured tokens/s (:data:`.plan.RATES`).
+"""The expected wall time of a comparison run, from measured tokens/s (:data:`.plan.RATES`,
+:data:`.plan.TASK_RATES`).
 
 Notation, per model m: r_m its training tokens/s, e_m its evaluation tokens/s (one process,
-one thread: :func:`.lm.measure_rates`), S the seeds, G the grid points trained (the starting
+one thread: :func:`.lm.measure_rates`), q_m its training tokens/s matched at the synthetic
+tasks' width (:data:`.plan.TASK_RATES`), S the seeds, G the grid points trained (the starting
 grid; the search adds up to ``lr_extensions`` more), V the tokens of one validation.
 
     grid_m   = G · (grid_steps · B · T / r_m + V / e_m)
     seeds_m  = S · (steps · B · T / r_m + evals_per_run · V / e_m)
-    rest_m   = (continual: S_c · stages · tokens_c + tasks: S · N_max · Σ_task tokens_per_step
-                + probes of m: S · steps_p · B · T) / r_m  +  S_c · stages · (stages + 1) · V / e_m
+    rest_m   = (continual: S_c · stages · tokens_c + probes of m: S · steps_p · B · T) / r_m
+               + tasks: S · N_max · Σ_task tokens_per_step / q_m  +  S_c · stages · (stages + 1) · V / e_m
 
 (N_max: the calibration's step cap, ``calibration.max_steps``: the synthetic tasks' budget is
 fixed on the Transformer at or below it, so they are counted at the cap, an upper bound;
-the Transformer's calibration runs, up to twice the cap, are not counted, and the tasks are
-priced at the LM's rates although they run at ``task_width``: the Transformer at width 128
-trains the MQAR mixture at about 18.6k tokens/s on one thread against its 33k at width 64
-(benchmarks/calibrate_task.py, 0.22 s a step of 4,096 tokens), so that part is low by about
-1.8x for it. Deployment is not counted. The continual protocol scores every domain after every
-stage, and each stage's ``nlc.train`` run scores its own domain once more, at the plan's
-validation size.) ``rest`` is coarse: the tasks and the continual stream train other batch
-shapes than the LM runs, counted at the LM's rate. With J jobs the estimate is the lower
+the Transformer's calibration runs, up to twice the cap, are not counted. q_m is measured on
+the LM's batch shape (4 x 256) at the task width, a proxy for the tasks' own shapes (MQAR
+trains 64 to 128 tokens a sequence). Deployment is not counted. The continual protocol
+scores every domain after every stage, and each stage's ``nlc.train`` run scores its own
+domain once more, at the plan's validation size.) ``rest`` is coarse: the continual stream
+trains other batch shapes than the LM runs, counted at the LM's rate. With J jobs the estimate is the lower
 bound ``max(Σ_m total_m / J, max_m (grid_m + seeds_m / S + rest_m))``: the work shared
 out evenly, or one model's chain (its grid, then one seed, then the rest), whichever is
 longer; each job is assumed to have a core to itself. ``worst`` adds every allowed grid
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .plan import RATES, RATES_AT, BenchPlan
+from .plan import RATES, RATES_AT, TASK_RATES, TASK_RATES_AT, BenchPlan
 
 
 @dataclass(frozen=True)
@@ -48,19 +48,24 @@ class Estimate:
         return (f"expected wall time {self.wall / 60:.0f} min on {self.jobs} job(s), up to {self.worst_wall / 60:.0f} "
                 f"min if every lr grid is extended to its bound; {self.compute / 3600:.1f} h of single-thread "
                 f"compute ({self.lm_compute / 3600:.1f} h of it the LM grids and seeds; the synthetic tasks "
-                f"counted at their step cap, at the LM's width), the most for {slowest} "
-                f"({self.per_model[slowest] / 60:.0f} min); from the tokens/s in nlc.bench.plan.RATES")
+                f"counted at their step cap), the most for {slowest} "
+                f"({self.per_model[slowest] / 60:.0f} min); from the tokens/s in nlc.bench.plan.RATES and "
+                f"TASK_RATES")
 
 
 def missing_rates(plan: BenchPlan) -> str | None:
     """Why the plan cannot be estimated (None: it can)."""
-    size = {key: getattr(plan, key) for key in RATES_AT}
-    if size != RATES_AT:
-        differ = ", ".join(f"{key} {size[key]} (measured: {RATES_AT[key]})" for key in RATES_AT
-                           if size[key] != RATES_AT[key])
-        return f"nlc.bench.plan.RATES were measured at another size: {differ}"
-    absent = [m.label for m in plan.bench_models() if m.label not in RATES]
-    return f"no measured rate for {', '.join(absent)}" if absent else None
+    tables = [("RATES", RATES, RATES_AT)] + ([("TASK_RATES", TASK_RATES, TASK_RATES_AT)] if plan.synthetic else [])
+    for name, rates, measured_at in tables:
+        size = {key: getattr(plan, key) for key in measured_at}
+        if size != measured_at:
+            differ = ", ".join(f"{key} {size[key]} (measured: {measured_at[key]})" for key in measured_at
+                               if size[key] != measured_at[key])
+            return f"nlc.bench.plan.{name} were measured at another size: {differ}"
+        absent = [m.label for m in plan.bench_models() if m.label not in rates]
+        if absent:
+            return f"no measured rate in nlc.bench.plan.{name} for {', '.join(absent)}"
+    return None
 
 
 def _model_seconds(plan: BenchPlan, label: str, grid_points: int) -> tuple[float, float, float]:
@@ -70,11 +75,12 @@ def _model_seconds(plan: BenchPlan, label: str, grid_points: int) -> tuple[float
     grid = grid_points * (plan.grid_steps * step_tokens / train_rate + plan.eval_tokens / eval_rate)
     one_seed = plan.steps * step_tokens / train_rate + plan.evals_per_run * plan.eval_tokens / eval_rate
     rest_tokens = (len(plan.continual_seeds) * len(plan.continual_stream) * plan.continual_tokens
-                   + len(plan.seeds) * plan.calibration.max_steps * sum(p.tokens_per_step for p in plan.synthetic)
                    + sum(len(plan.seeds) * plan.probe_plan(p).tokens_per_run for p in plan.probes if p.model == label))
+    task_tokens = len(plan.seeds) * plan.calibration.max_steps * sum(p.tokens_per_step for p in plan.synthetic)
+    tasks = task_tokens / TASK_RATES[label] if task_tokens else 0.0
     continual_evals = len(plan.continual_seeds) * len(plan.continual_stream) * (len(plan.continual_stream) + 1) \
         * plan.eval_tokens / eval_rate
-    return grid, len(plan.seeds) * one_seed, rest_tokens / train_rate + continual_evals
+    return grid, len(plan.seeds) * one_seed, rest_tokens / train_rate + tasks + continual_evals
 
 
 def _wall(plan: BenchPlan, jobs: int, grid_points: int) -> tuple[dict[str, tuple[float, float, float]], float]:

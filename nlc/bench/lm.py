@@ -168,14 +168,16 @@ def measure_rates(plan: BenchPlan, steps: int = 32, eval_batches: int = 8) -> di
     return rates
 
 
-def print_rates(mode: str = "full") -> None:
+def print_rates(mode: str = "full", width: int | None = None) -> None:
     """Measure :func:`measure_rates` for ``mode``'s plan on one thread and print the lines of
-    :data:`.plan.RATES`."""
+    :data:`.plan.RATES` (``width``: with every model matched to the Transformer at that width
+    instead, the lines of :data:`.plan.TASK_RATES` at the plan's ``task_width``)."""
     import torch
 
     from ..subnormals import flush_subnormals
 
     flush_subnormals()
     torch.set_num_threads(1)
-    for label, (train_rate, eval_rate) in measure_rates(plan_for(mode)).items():
+    plan = plan_for(mode)
+    for label, (train_rate, eval_rate) in measure_rates(replace(plan, reference_width=width or plan.reference_width)).items():
         print(f"    {label!r}: ({train_rate:.0f}, {eval_rate:.0f}),", flush=True)

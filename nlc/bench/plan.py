@@ -307,22 +307,36 @@ def plan_for(mode: str, models: tuple[str, ...] | None = None, seeds: int | None
 
 
 # Measured training and evaluation tokens per CPU second of one process on one torch thread, per
-# model, at the full plan's size (RATES_AT), on the 2-core machine (AMD EPYC) while other work
-# kept its load average at 3-7: CPU time, so what one free core does (:func:`.lm.measure_rates`;
-# wall-clock rates under that load were 2-3x lower). The input of the wall-time estimate
+# model, at the full plan's size (RATES_AT), on the 2-core machine (AMD EPYC), 2026-12-08, the
+# two tables measured side by side (one process per core, load average below 2): CPU time, so
+# what one free core does (:func:`.lm.measure_rates`). The input of the wall-time estimate
 # (:mod:`.budget`). Measured by
-#   nice -n 10 .venv/bin/python -c "from nlc.bench.lm import print_rates; print_rates('full')"
+#   OMP_NUM_THREADS=1 .venv/bin/python -c "from nlc.bench.lm import print_rates; print_rates('full')"
 RATES_AT = {"reference_width": 64, "heads": 4, "seq_len": 256, "batch": 4, "device": "cpu"}
 RATES: dict[str, tuple[float, float]] = {   # label: (train tokens/s, eval tokens/s)
-    "Transformer++": (33138, 103653),
-    "Samba*": (16436, 51708),
-    "Titans (LMM)": (8679, 28031),
-    "Titans (MAC)*": (5218, 14658),
-    "HOPE": (1279, 2392),
-    "HOPE-Attention": (3574, 6602),
-    "HOPE w/o CMS": (3368, 12182),
-    "HOPE, 1-level CMS": (1189, 2241),
-    # measured later, in one run with Transformer++ (39,873 / 126,718 there, 2026-12-07, light load:
-    # measure_rates(plan_for("full", ("transformer", "swa_transformer")))), scaled to its row above
-    "Transformer++ (SWA)": (32602, 95420),
+    "Transformer++": (32022, 99300),
+    "Transformer++ (SWA)": (32508, 94165),
+    "Samba*": (16299, 54683),
+    "Titans (LMM)": (9378, 30946),
+    "Titans (MAC)*": (5361, 13247),
+    "HOPE": (1367, 2520),
+    "HOPE-Attention": (4207, 8332),
+    "HOPE w/o CMS": (3776, 12753),
+    "HOPE, 1-level CMS": (1226, 2276),
+}
+# The same measurement with every model matched to the Transformer at the synthetic tasks'
+# width (TASK_RATES_AT: the full plan's task_width 128, on the LM's batch shape), training
+# tokens per CPU second: the rate the estimate prices the tasks at. Measured by
+#   OMP_NUM_THREADS=1 .venv/bin/python -c "from nlc.bench.lm import print_rates; print_rates('full', 128)"
+TASK_RATES_AT = {"task_width": 128, "heads": 4, "seq_len": 256, "batch": 4, "device": "cpu"}
+TASK_RATES: dict[str, float] = {
+    "Transformer++": 14482,
+    "Transformer++ (SWA)": 13698,
+    "Samba*": 9498,
+    "Titans (LMM)": 4768,
+    "Titans (MAC)*": 3143,
+    "HOPE": 791,
+    "HOPE-Attention": 2113,
+    "HOPE w/o CMS": 2345,
+    "HOPE, 1-level CMS": 719,
 }

@@ -11,7 +11,7 @@ import torch
 
 from nlc.bench import budget
 from nlc.bench.lr_grid import LRGridError
-from nlc.bench.plan import COST_ORDER, MODELS, MODES, RATES_AT, Probe, bench_model, plan_for
+from nlc.bench.plan import COST_ORDER, MODELS, MODES, RATES_AT, TASK_RATES_AT, Probe, bench_model, plan_for
 from nlc.data import sample_batch
 from nlc.errors import NLCError
 from nlc.training.config import step_seed
@@ -86,7 +86,9 @@ def test_every_lr_grid_is_geometric_with_its_ratio(mode):
 def test_the_estimate_adds_up_the_measured_rates(monkeypatch):
     plan = plan_for("full", ("transformer", "hope"), seeds=1)
     rates = {"Transformer++": (1024.0, 4096.0), "HOPE": (512.0, 1024.0)}
+    task_rates = {"Transformer++": 800.0, "HOPE": 200.0}  # at the tasks' width
     monkeypatch.setattr(budget, "RATES", rates)
+    monkeypatch.setattr(budget, "TASK_RATES", task_rates)
     found = budget.estimate(plan, jobs=1)
     continual = 4 * 16_384  # 1 seed x 4 stages x tokens per stage
     tasks = 1 * 8000 * (4096 + 4096 + 8192)  # 1 seed x the calibration's step cap x each task's tokens a step
@@ -94,21 +96,27 @@ def test_the_estimate_adds_up_the_measured_rates(monkeypatch):
         grid = 3 * (256 * 1024 / train_rate + 81_920 / eval_rate)
         seed = 1024 * 1024 / train_rate + 4 * 81_920 / eval_rate
         continual_evals = 1 * 4 * 5 * 81_920 / eval_rate  # each stage: every domain, and its own run's
-        assert found.per_model[label] == pytest.approx(grid + seed + (continual + tasks) / train_rate + continual_evals)
+        assert found.per_model[label] == pytest.approx(grid + seed + continual / train_rate + tasks / task_rates[label]
+                                                       + continual_evals)
     assert found.wall == pytest.approx(found.compute) and found.compute == pytest.approx(sum(found.per_model.values()))
     two = budget.estimate(plan, jobs=2)
     assert two.wall == pytest.approx(max(two.compute / 2, found.per_model["HOPE"]))  # one seed: HOPE's chain
     assert two.worst_wall > two.wall
     assert budget.estimate(plan_for("quick"), jobs=1) is None
     assert "measured at another size: reference_width 32 (measured: 64)" in budget.missing_rates(plan_for("quick"))
+    assert "TASK_RATES were measured at another size: task_width 64 (measured: 128)" in budget.missing_rates(
+        replace(plan, task_width=64))
+    monkeypatch.setattr(budget, "TASK_RATES", {"HOPE": 1.0})
+    assert budget.missing_rates(plan) == "no measured rate in nlc.bench.plan.TASK_RATES for Transformer++"
     monkeypatch.setattr(budget, "RATES", {})
-    assert budget.missing_rates(plan) == "no measured rate for Transformer++, HOPE"
+    assert budget.missing_rates(plan) == "no measured rate in nlc.bench.plan.RATES for Transformer++, HOPE"
 
 
 def test_the_rates_are_measured_at_the_full_size():
     plan = plan_for("full")
     assert {key: getattr(plan, key) for key in RATES_AT} == RATES_AT
-    assert budget.missing_rates(plan) is None  # every model of the full run has a measured rate
+    assert {key: getattr(plan, key) for key in TASK_RATES_AT} == TASK_RATES_AT
+    assert budget.missing_rates(plan) is None  # every model of the full run has measured rates
 
 
 def test_bad_names_and_lengths_are_clear_errors():
