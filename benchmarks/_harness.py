@@ -44,6 +44,24 @@ from nlc.subnormals import flush_subnormals
 MiB = float(1 << 20)
 
 
+# ------------------------------------------------------------------------------ memory guard
+def estimate_peak(peaks: list[tuple[int, float]], T: int) -> float:
+    """Bytes a row at length ``T`` may hold, from the ``(T', peak bytes)`` of the same rule's
+    rows measured so far: the largest peak per token, scaled to ``T`` and doubled (the memory
+    profiler's own records, and freed memory the allocator has not returned); 0 without one."""
+    return 2.0 * T * max(peak / seq for seq, peak in peaks) if peaks else 0.0
+
+
+def available_bytes() -> float:
+    """MemAvailable of /proc/meminfo (infinite where there is none): what this process can
+    still take (its own resident memory already counted as used)."""
+    try:
+        with open("/proc/meminfo") as f:
+            return next(float(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration):
+        return math.inf
+
+
 # ------------------------------------------------------------------------------ FLOPs
 def mm(m: float, n: float, k: float) -> float:
     """FLOPs of an (m x k) @ (k x n) matmul: 2 m n k (one multiply + one add)."""

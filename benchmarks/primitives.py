@@ -41,7 +41,10 @@ of rows in the same run; ``cpu/wall`` shows whether the threads had their cores.
 Time budget: rows run in priority order (:func:`plan`); the required rows (every rule eager
 at the anchor shape T=512 C=64, and its reference) always start; every other row starts
 only if its estimated time fits in what is left of ``--budget`` (default 540 s), and a row
-still running at the end of the budget is stopped. Skipped rows are listed as such.
+still running at the end of the budget is stopped. A row whose estimated peak memory (the
+rule's measured peaks, :func:`benchmarks._harness.estimate_peak`) exceeds half the memory
+still available is skipped too: killed for memory it would take the run with it (the HOPE
+block at T=2048, C=16 did on the 24 GiB box). Skipped rows are listed as such.
 """
 from __future__ import annotations
 
@@ -62,7 +65,8 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks._harness import (  # noqa: E402
-    OutOfTime, add_subnormals_flag, apply_subnormals, deadline, fmt_si, peak_alloc_bytes, saved_tensor_bytes,
+    MiB, OutOfTime, add_subnormals_flag, apply_subnormals, available_bytes, deadline, estimate_peak, fmt_si,
+    peak_alloc_bytes, saved_tensor_bytes,
 )
 from benchmarks._measure import Config, first_line, fwd_bwd_fns, measure  # noqa: E402
 from benchmarks._report import evaluate_targets, find_row, render  # noqa: E402
@@ -216,11 +220,16 @@ def run(quick: bool = False, tiny: bool = False, out: Optional[str] = RESULTS,
         spec = by_name[cfg.rule]
         left = budget - (time.perf_counter() - t_start)
         est = estimate(cfg)
+        peak = estimate_peak([(r["seq"], r["peak_mib"] * MiB) for r in rows if r["rule"] == cfg.rule
+                              and r["status"] == "ok" and r.get("peak_mib")], cfg.seq)
+        free = available_bytes()
         row = {"rule": cfg.rule, "impl": cfg.impl, "mode": cfg.mode, "seq": cfg.seq,
                "chunk": cfg.chunk, "status": "skipped",
                "note": f"time budget: ~{est:.0f} s estimated, {max(left, 0):.0f} s left"}
+        if peak > free / 2:
+            row["note"] = f"memory: ~{peak / 2**30:.1f} GiB estimated, {free / 2**30:.1f} GiB available"
         t0 = time.perf_counter()
-        if not (left <= 0 or OutOfTime.hit or (not required and est > left)):
+        if not (left <= 0 or OutOfTime.hit or (not required and est > left) or peak > free / 2):
             try:
                 with deadline(left):
                     row = {**measure(spec, cfg, s, opts), "status": "ok"}

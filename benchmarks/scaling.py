@@ -55,8 +55,8 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks._harness import (  # noqa: E402
-    MiB, OutOfTime, add_subnormals_flag, apply_subnormals, deadline, fmt_si, format_table, peak_alloc_bytes,
-    time_call,
+    MiB, OutOfTime, add_subnormals_flag, apply_subnormals, available_bytes, deadline, estimate_peak, fmt_si,
+    format_table, peak_alloc_bytes, time_call,
 )
 from benchmarks._measure import first_line, fwd_bwd_fns  # noqa: E402
 from benchmarks._rules import RuleSpec, rule_specs  # noqa: E402
@@ -103,22 +103,6 @@ def estimate_s(rows: list[dict], rule: str, T: int, timing: dict) -> float:
     return (timing["min_reps"] + 2) * done[-1]["fwdbwd_s"] * (T / done[-1]["seq"]) ** p
 
 
-def estimate_peak(rows: list[dict], rule: str, T: int) -> float:
-    """Bytes the (rule, T) row may hold: the rule's last peak scaled linearly in T, doubled
-    (the memory profiler's own records); 0 when the rule has no row yet."""
-    done = [r for r in rows if r["rule"] == rule and r["status"] == "ok" and r["peak_bytes"]]
-    return 2.0 * done[-1]["peak_bytes"] * T / done[-1]["seq"] if done else 0.0
-
-
-def available_bytes() -> float:
-    """MemAvailable of /proc/meminfo (infinite where there is none)."""
-    try:
-        with open("/proc/meminfo") as f:
-            return next(float(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
-    except (OSError, StopIteration):
-        return math.inf
-
-
 def run_row(spec: RuleSpec, s: Shape, T: int, chunk: int, timing: dict, rows: list[dict],
             row_budget: float, left: float) -> dict:
     """One row, within ``min(row_budget, left)`` seconds and half the available memory (a
@@ -126,7 +110,9 @@ def run_row(spec: RuleSpec, s: Shape, T: int, chunk: int, timing: dict, rows: li
     row = {"rule": spec.name, "seq": T, "chunk": chunk if spec.chunked else None}
     cut = [r for r in rows if r["rule"] == spec.name and r["status"] in ("timeout", "skipped")]
     est, limit = estimate_s(rows, spec.name, T, timing), min(row_budget, left)
-    peak, free = estimate_peak(rows, spec.name, T), available_bytes()
+    peak = estimate_peak([(r["seq"], r["peak_bytes"]) for r in rows
+                          if r["rule"] == spec.name and r["status"] == "ok" and r["peak_bytes"]], T)
+    free = available_bytes()
     t0 = time.perf_counter()
     if cut:
         row.update(status="skipped", note=f"T={cut[-1]['seq']} was cut")

@@ -80,3 +80,12 @@ def test_a_row_past_its_deadline_stops_and_a_row_that_raises_keeps_its_error():
     bad = scaling.run_row(RuleSpec("broken", "raises", broken, lambda s, T, C: 0.0),
                           scaling.QUICK, 64, 16, scaling.QUICK_TIMING, [], 10.0, 10.0)
     assert bad["status"] == "error" and bad["note"] == "ValueError: no such block"
+
+
+def test_the_memory_guard_scales_the_largest_peak_per_token():
+    from benchmarks._harness import available_bytes, estimate_peak
+
+    assert estimate_peak([], 2048) == 0.0  # nothing measured yet: the first row always runs
+    # the larger per-token peak (C=16 at 512: 2 MiB a token) doubled at 2048 tokens
+    assert estimate_peak([(512, 512 * 2**21), (2048, 2048 * 2**20)], 2048) == 2 * 2048 * 2**21
+    assert available_bytes() > 0

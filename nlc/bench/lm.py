@@ -27,11 +27,13 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from ..data import load_corpus
 from ..evaluate.lm import evaluate_lm
 from ..files import atomic_write_bytes
+from ..subnormals import flush_subnormals
 from ..training import train
 from ..training.checkpoint import CheckpointError, read_meta
 from .params import ParamMatch, match_params, spec_params
@@ -171,13 +173,9 @@ def measure_rates(plan: BenchPlan, steps: int = 32, eval_batches: int = 8) -> di
 def print_rates(mode: str = "full", width: int | None = None) -> None:
     """Measure :func:`measure_rates` for ``mode``'s plan on one thread and print the lines of
     :data:`.plan.RATES` (``width``: with every model matched to the Transformer at that width
-    instead, the lines of :data:`.plan.TASK_RATES` at the plan's ``task_width``)."""
-    import torch
-
-    from ..subnormals import flush_subnormals
-
-    flush_subnormals()
+    instead, the lines of :data:`.plan.TASK_RATES` (training only) at the plan's ``task_width``)."""
+    flush_subnormals()  # before torch starts its threads (nlc.subnormals)
     torch.set_num_threads(1)
     plan = plan_for(mode)
     for label, (train_rate, eval_rate) in measure_rates(replace(plan, reference_width=width or plan.reference_width)).items():
-        print(f"    {label!r}: ({train_rate:.0f}, {eval_rate:.0f}),", flush=True)
+        print(f"    {label!r}: " + (f"{train_rate:.0f}," if width else f"({train_rate:.0f}, {eval_rate:.0f}),"), flush=True)

@@ -278,21 +278,18 @@ def calibration_unit(protocol: TaskProtocol, tasks: TaskSettings, log: Log = pri
     """The step budget of one synthetic task, on the Transformer at the tasks' reference width
     (module doc)."""
     def body() -> dict:
-        found = calibrate_task(REFERENCE.path, _task_overrides(_task_match(REFERENCE, tasks), tasks), protocol,
-                               tasks.calibration, seed=tasks.seeds[0], device=tasks.device, log=log)
+        found = calibrate_task(REFERENCE.path, task_overrides(REFERENCE, tasks), protocol, tasks.calibration,
+                               seed=tasks.seeds[0], device=tasks.device, log=log)
         log(f"  {protocol.task}: " + ("counts" if found.counts else "NOT counted") + f": {found.reason}")
         return {"protocol": protocol.to_json(), "calibration": found.to_json(), "chance": chance(protocol.task)}
 
     return _stamped(body)
 
 
-def _task_match(model: BenchModel, tasks: TaskSettings) -> ParamMatch:
-    """``model`` matched to the Transformer at the synthetic tasks' width."""
-    return match_for(model, tasks, target_params(tasks))
-
-
-def _task_overrides(match: ParamMatch, tasks: TaskSettings) -> list[str]:
-    return [*match.overrides, f"model.heads={tasks.heads}"]
+def task_overrides(model: BenchModel, tasks: TaskSettings) -> list[str]:
+    """The overrides that build ``model`` for the synthetic tasks: matched to the Transformer
+    at the tasks' width, with their heads."""
+    return [*match_for(model, tasks, target_params(tasks)).overrides, f"model.heads={tasks.heads}"]
 
 
 def synthetic_unit(label: str, protocols: tuple[TaskProtocol, ...], tasks: TaskSettings, calibrations: dict,
@@ -300,8 +297,8 @@ def synthetic_unit(label: str, protocols: tuple[TaskProtocol, ...], tasks: TaskS
     """The synthetic tasks of one model (module doc, unit 3)."""
     def body() -> dict:
         model = bench_model(label)
-        match = _task_match(model, tasks) if protocols else None
-        return {"synthetic": {p.task: _synthetic_runs(model, tasks, match, p, calibrations[calibration_name(p.task)],
+        overrides = task_overrides(model, tasks) if protocols else []
+        return {"synthetic": {p.task: _synthetic_runs(model, tasks, overrides, p, calibrations[calibration_name(p.task)],
                                                       log) for p in protocols}}
 
     return _stamped(body)
@@ -318,7 +315,7 @@ def continual_unit(label: str, plan: BenchPlan, lr: float, match: dict, runs: Pa
     return _stamped(body)
 
 
-def _synthetic_runs(model: BenchModel, tasks: TaskSettings, match: ParamMatch, protocol: TaskProtocol,
+def _synthetic_runs(model: BenchModel, tasks: TaskSettings, overrides: list[str], protocol: TaskProtocol,
                     calibration: dict, log: Log) -> dict:
     """``{seed: run}`` of one task at its calibrated budget ({} when the task does not count).
     The Transformer's first seed is the calibration's confirmed run (the same model, seed,
@@ -330,8 +327,7 @@ def _synthetic_runs(model: BenchModel, tasks: TaskSettings, match: ParamMatch, p
         if model.label == REFERENCE.label and seed == tasks.seeds[0] and calibration["reference"]:
             run = calibration["reference"]
         else:
-            run = train_task(model.path, _task_overrides(match, tasks), protocol, seed, calibration["budget"],
-                             tasks.device)
+            run = train_task(model.path, overrides, protocol, seed, calibration["budget"], tasks.device)
         runs[str(seed)] = run
         log(f"    {model.label} {protocol.task} seed {seed}: " + ", ".join(f"{k}: {v:.2f}" for k, v in
                                                                            run["accuracy"].items()))

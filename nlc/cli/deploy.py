@@ -88,7 +88,7 @@ def deploy_verb(
         fail(err)
     Console().print(*_tables(result), highlight=False)
     if out is not None:  # atomically (nlc.files.atomic_write_text)
-        from ..evaluate import write_json
+        from ..evaluate import write_json  # lazy: keeps CLI startup free of torch
 
         typer.echo(f"wrote {write_json(out, {'run': str(run), **result.to_json()})}")
 
@@ -117,7 +117,7 @@ def _domain(source: str, model, option: str):
 def _dynamic(model, lr: float | None, period: int | None, source: str | None, levels: str | None):
     """The :class:`DynamicEval` of the options; a period or lr not given is the fastest CMS
     level's (:func:`~nlc.continual.dynamic_eval.cms_step`) of ``source`` (a spec) or the model."""
-    from ..continual.dynamic_eval import DynamicEval, cms_step
+    from ..continual.dynamic_eval import DynamicEval, cms_step  # lazy: keeps CLI startup free of torch
 
     if lr is None or period is None:
         try:
