@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import gc
 import json
 import math
@@ -54,12 +55,25 @@ def estimate_peak(peaks: list[tuple[int, float]], T: int) -> float:
 
 def available_bytes() -> float:
     """MemAvailable of /proc/meminfo (infinite where there is none): what this process can
-    still take (its own resident memory already counted as used)."""
+    still take (its own resident memory already counted as used), after handing the memory
+    freed by earlier rows back to the system (:func:`release_memory`)."""
+    release_memory()
     try:
         with open("/proc/meminfo") as f:
             return next(float(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
     except (OSError, StopIteration):
         return math.inf
+
+
+def release_memory() -> None:
+    """Collect garbage and return the C heap's free pages to the system (glibc's
+    ``malloc_trim``; a no-op elsewhere): without it, a run's resident memory keeps the high
+    water mark of its largest row and MemAvailable understates what the next row can use."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 # ------------------------------------------------------------------------------ FLOPs

@@ -148,8 +148,9 @@ def render(res: dict) -> str:
     lines.append(format_table(table, cols))
     skipped = [r for r in rows if r.get("status") == "skipped"]
     if skipped:
-        lines.append(f"{len(skipped)} rows skipped at the time budget (listed in the JSON): "
-                     + ", ".join(sorted({r['rule'] for r in skipped})))
+        lines.append(f"{len(skipped)} rows skipped: " + "; ".join(
+            f"{r['rule']} T={r['seq']} C={r['chunk']} ({r['note']})" for r in skipped[:8])
+            + (f"; {len(skipped) - 8} more in the JSON" if len(skipped) > 8 else ""))
     lines += ["", "Targets (fwd+bwd, chunk 64; compile rows against the compiled yardstick):"]
     tcols = [("target", "target"), ("mode", "mode"), ("value", "value"), ("thr", "target"),
              ("res", "result"), ("note", "note")]
