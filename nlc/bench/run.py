@@ -1,6 +1,6 @@
 """The paper comparison, end to end: match, choose the lr, train, evaluate, continual, summarise.
 
-For every model of the plan (:mod:`.plan`), three kinds of unit of work (:mod:`.jobs`):
+For every model of the plan (:mod:`.plan`), four kinds of unit of work (:mod:`.jobs`):
 
 1. ``<label>`` (:func:`grid_unit`): the parameter match to the Transformer at
    ``reference_width`` (:func:`.lm.match_for`) and the learning rate: the plan's grid,
@@ -178,7 +178,7 @@ def model_units(model: BenchModel, plan: BenchPlan, target: int, runs: Path) -> 
     synthetic = Unit(synthetic_name(label), synthetic_unit,
                      lambda done: (label, plan.synthetic, plan.task_settings(),
                                    {n: done[n]["calibration"] for n in calibrated}),
-                     needs=calibrated, salt=salt)
+                     needs=calibrated, salt=spec_digest(model))  # not the LM's tune-split rule
     continual = Unit(continual_name(label), continual_unit, lambda done: (label, plan, *chosen(done), runs),
                      needs=(label,), salt=salt)
     return [grid, *seeds, synthetic, continual]
