@@ -62,7 +62,10 @@ def compile_spec(
     ``.source`` (the generated Python), ``.graph`` (the level graph) and ``.schedule``
     (:class:`~nlc.schedule.UpdateSchedule`, the generated ``Model.SCHEDULE``).
     ``compile="default"`` runs the model's ``run`` (one pass over a segment; the
-    teach-signal loop stays in Python) through ``torch.compile``;
+    teach-signal loop stays in Python) through ``torch.compile``; with task-driven CMS
+    levels each teach segment's chunk phase (and its pending sums' autograd state) is a
+    graph of its own, so a model such as HOPE compiles several graphs until dynamo's
+    recompile limit and runs the remaining phases eagerly;
     ``"fullgraph"`` also forbids graph breaks. Parameters are
     initialised from ``seed`` (default: the spec's ``train.seed``).
     """
