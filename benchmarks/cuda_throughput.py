@@ -11,10 +11,11 @@ steps, then the median of ``--steps`` timed steps (``torch.cuda.synchronize`` ar
 peak memory is ``torch.cuda.max_memory_allocated``. ``step FLOP/tok`` is the matmul,
 convolution and attention FLOPs of one whole step (forward, teach signal, backward) per
 token, counted once by ``torch.utils.flop_counter.FlopCounterMode`` outside the timed steps
-(elementwise ops are not counted); ``GFLOP/s`` is that count over the median step time, and
-``x FLOP-bound`` the tokens/s ratio to the first model of the run that each model would reach
-at that model's FLOP/s (its FLOP/token ratio inverted): a model whose tokens/s ratio is
-far below its FLOP-bound ratio loses to overhead, one near it to arithmetic. Subnormal floats are flushed to zero as
+of the eager row (a compiled row reuses its count; elementwise ops are not counted);
+``GFLOP/s`` is that count over the median step time, and ``x FLOP-bound`` the tokens/s ratio
+to the run's first model that a model would reach at the first model's FLOP/s (its
+FLOP/token ratio inverted): a model whose tokens/s ratio is far below its FLOP-bound ratio
+loses to overhead, one near it to arithmetic. Subnormal floats are flushed to zero as
 ``nlc train`` does (:mod:`nlc.subnormals`; ``--keep-subnormals`` keeps them). ``compiled`` rows use
 ``nlc.compile(compile="default")`` and report the first call (compile) time separately.
 Prints a table and writes ``benchmarks/results/cuda_throughput.json`` (``--out``).
@@ -51,7 +52,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(name: str, args, device: torch.device, compiled: bool) -> dict:
+def measure(name: str, args, device: torch.device, compiled: bool, flops: float | None = None) -> dict:
+    """One row; ``flops`` (per token) given: the eager row's count of the same algorithm, for a
+    compiled row (the counter sees only what dispatches through aten, not inductor's kernels)."""
     overrides = [f"model.width={args.width}"]
     model = nlc.compile(bundled_specs()[name], overrides=overrides, seed=0, device=device,
                         compile="default" if compiled else None)
@@ -76,9 +79,12 @@ def measure(name: str, args, device: torch.device, compiled: bool) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     first = step()
-    with FlopCounterMode(display=False) as counter:  # the second step: warm, uncompiled paths alike
+    if flops is None:
+        with FlopCounterMode(display=False) as counter:  # the second step, warm
+            step()
+        flops = counter.get_total_flops() / (args.batch * args.seq)
+    else:
         step()
-    flops = counter.get_total_flops() / (args.batch * args.seq)
     times = [step() for _ in range(args.steps)]
     seconds = statistics.median(times)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
@@ -112,7 +118,7 @@ def main() -> None:
         for compiled in (False, True):
             if compiled and (args.no_compile or name not in COMPILED):
                 continue
-            row = measure(name, args, device, compiled)
+            row = measure(name, args, device, compiled, rows[-1]["step_flop_per_token"] if compiled else None)
             rows.append(row)
             base = rows[0]
             row["x_first"] = row["tokens_per_s"] / base["tokens_per_s"]
