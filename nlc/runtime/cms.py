@@ -94,8 +94,6 @@ from .lifetime import TEACH_KEYS
 __all__ = ["CMSMixer"]
 
 _ACC = "acc."  # prefix of the pending gradient sums (nlc.primitives.cms state layout)
-_CACHE = {"swiglu": ("hidden_pre", "hidden_up", "hidden")}  # the teach keys of a read's cache, by kind
-_CACHE_OTHER = ("hidden_pre", "hidden")
 _KINDS = ("swiglu", "gelu", "silu", "relu")
 _POLICIES = ("carry", "flush", "drop")
 
@@ -130,6 +128,9 @@ class CMSMixer(nn.Module):
         self.width, self.hidden = width, ir.hidden
         self.objective = ir.objective.kind
         self.teach = self.objective == "task"
+        # the teach keys of a read's hidden activations (cms_forward's cache, in its order)
+        self._cache_keys = (("hidden_pre", "hidden_up", "hidden") if self.kind == "swiglu"
+                            else ("hidden_pre", "hidden"))
         self.init_kind, self.init_level = ir.init, ir.init_level
         self.lifetime = ir.lifetime  # sequence | document | stream (nlc.runtime.lifetime)
 
@@ -185,10 +186,6 @@ class CMSMixer(nn.Module):
         for k in self._shapes:
             out[_ACC + k] = torch.zeros_like(out[k])
         return out
-
-    @property
-    def _cache_keys(self) -> tuple[str, ...]:
-        return _CACHE.get(self.kind, _CACHE_OTHER)
 
     def lr(self, x: Tensor) -> Tensor | float:
         """The step size for the tokens ``x (B, T, D)``: the constant as a float (exact in
